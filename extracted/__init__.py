@@ -1,0 +1,1 @@
+"""The services carved out of the monolith, one package each."""

@@ -1,0 +1,1 @@
+"""The routing layer: etcd client, route table, Traefik keys, service registry, health."""

@@ -1,0 +1,18 @@
+"""The ``strangler`` command: one Click group, commands from the modules that own them."""
+
+from __future__ import annotations
+
+import click
+
+from strangler import __version__
+
+
+@click.group(context_settings={"auto_envvar_prefix": "STRANGLER", "help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="strangler")
+def cli() -> None:
+    """Move a monolith's endpoints to extracted services, one at a time, behind Traefik."""
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(auto_envvar_prefix="STRANGLER")
