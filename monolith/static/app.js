@@ -1,0 +1,353 @@
+/*
+ * Flack's browser client. All data comes from the JSON API (/api/...) and
+ * live updates from Socket.IO `updated_model` events, so it works the same
+ * whether the monolith or extracted services answer behind the router.
+ */
+(function () {
+  "use strict";
+
+  const PING_EVERY_MS = 30000;
+  const STORAGE_KEY = "flack.session";
+
+  const state = {
+    token: null,
+    nickname: null,
+    users: new Map(),     // id -> user dict
+    messages: new Map(),  // id -> message dict
+    socket: null,
+    pingTimer: null,
+  };
+
+  const $ = (id) => document.getElementById(id);
+
+  /* ---------- the API ---------- */
+
+  class ApiError extends Error {
+    constructor(status, message) {
+      super(message);
+      this.status = status;
+    }
+  }
+
+  /* Call the API; resolves to the JSON body (or null), rejects with ApiError. */
+  async function api(method, path, options) {
+    const opts = options || {};
+    const headers = { Accept: "application/json" };
+    if (opts.body !== undefined) headers["Content-Type"] = "application/json";
+    if (opts.basic) {
+      // btoa only takes Latin-1: encode the UTF-8 bytes first
+      const bytes = new TextEncoder().encode(opts.basic.join(":"));
+      headers.Authorization = "Basic " + btoa(String.fromCharCode.apply(null, bytes));
+    } else if (opts.token) {
+      headers.Authorization = "Bearer " + opts.token;
+    }
+    let response;
+    try {
+      response = await fetch(path, {
+        method: method,
+        headers: headers,
+        body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
+      });
+    } catch (err) {
+      throw new ApiError(0, "Cannot reach the server. Check your connection and try again.");
+    }
+    const text = await response.text();
+    let data = null;
+    try {
+      data = text ? JSON.parse(text) : null;
+    } catch (err) {
+      data = null;  // e.g. an HTML error page from a proxy
+    }
+    if (!response.ok) {
+      const reason = data && data.error ? data.error : response.status + " " + response.statusText;
+      throw new ApiError(response.status, reason);
+    }
+    return data;
+  }
+
+  /* ---------- page state ---------- */
+
+  function showError(message) {
+    $("error").textContent = message;
+    $("error").hidden = !message;
+  }
+
+  function showView(loggedIn) {
+    $("login-view").hidden = loggedIn;
+    $("chat-view").hidden = !loggedIn;
+    $("session").hidden = !loggedIn;
+    $("me").textContent = state.nickname || "";
+  }
+
+  function setConnection(status) {
+    const el = $("connection");
+    el.textContent = status;
+    el.className = "connection " + status.replace(/[^a-z]/g, "");
+  }
+
+  function formatTime(epoch) {
+    const when = new Date(epoch * 1000);
+    return when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  }
+
+  function isAtBottom(list) {
+    return list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  }
+
+  /* ---------- rendering ---------- */
+
+  function renderUsers() {
+    const list = $("users");
+    const online = Array.from(state.users.values())
+      .filter((user) => user.online)
+      .sort((a, b) => a.nickname.localeCompare(b.nickname));
+    list.replaceChildren(...online.map((user) => {
+      const item = document.createElement("li");
+      item.className = "user" + (user.nickname === state.nickname ? " me" : "");
+      item.dataset.userId = user.id;
+      item.textContent = user.nickname;
+      return item;
+    }));
+    $("online-count").textContent = String(online.length);
+    $("users-empty").hidden = online.some((user) => user.nickname !== state.nickname);
+  }
+
+  function messageElement(message) {
+    const author = state.users.get(message.user_id);
+    const item = document.createElement("li");
+    item.className = "message" + (author && author.nickname === state.nickname ? " mine" : "");
+    item.id = "message-" + message.id;
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    const who = document.createElement("span");
+    who.className = "author";
+    who.textContent = author ? author.nickname : "user " + message.user_id;
+    const when = document.createElement("time");
+    when.dateTime = new Date(message.created_at * 1000).toISOString();
+    when.textContent = formatTime(message.created_at);
+    meta.append(who, when);
+    const body = document.createElement("div");
+    body.className = "body";
+    // the server sanitises message html (a handful of inline tags, links
+    // with rel=nofollow, and the link-expansion blockquote), so it is
+    // rendered as HTML on purpose
+    body.innerHTML = message.html;
+    item.append(meta, body);
+    return item;
+  }
+
+  function renderMessages() {
+    const list = $("messages");
+    const follow = isAtBottom(list);
+    const sorted = Array.from(state.messages.values())
+      .sort((a, b) => a.created_at - b.created_at || a.id - b.id);
+    list.replaceChildren(...sorted.map(messageElement));
+    $("messages-empty").hidden = sorted.length > 0;
+    if (follow) list.scrollTop = list.scrollHeight;
+  }
+
+  /* ---------- data ---------- */
+
+  function upsert(map, model) {
+    const known = map.get(model.id);
+    // updates can arrive out of order (HTTP answer vs. socket push)
+    if (!known || (model.updated_at || 0) >= (known.updated_at || 0)) map.set(model.id, model);
+  }
+
+  async function fetchMissingAuthors() {
+    const missing = new Set();
+    for (const message of state.messages.values()) {
+      if (!state.users.has(message.user_id)) missing.add(message.user_id);
+    }
+    for (const id of missing) {
+      try {
+        upsert(state.users, await api("GET", "/api/users/" + id, { token: state.token }));
+      } catch (err) {
+        // an unknown author is shown as "user <id>"; nothing else to do
+      }
+    }
+  }
+
+  async function loadAll() {
+    const [users, messages] = await Promise.all([
+      api("GET", "/api/users", { token: state.token }),
+      api("GET", "/api/messages", { token: state.token }),
+    ]);
+    users.users.forEach((user) => upsert(state.users, user));
+    messages.messages.forEach((message) => upsert(state.messages, message));
+    await fetchMissingAuthors();
+    renderUsers();
+    renderMessages();
+  }
+
+  function onUpdatedModel(data) {
+    if (!data || !data.model) return;
+    if (data.class === "User") {
+      upsert(state.users, data.model);
+      renderUsers();
+      renderMessages();  // a nickname may now be known
+    } else if (data.class === "Message") {
+      upsert(state.messages, data.model);
+      if (!state.users.has(data.model.user_id)) {
+        fetchMissingAuthors().then(renderMessages);
+      }
+      renderMessages();
+    }
+  }
+
+  /* ---------- live updates ---------- */
+
+  function startSocket() {
+    const socket = new window.SocketIO();
+    state.socket = socket;
+    let reconnect = false;
+    socket.on("connect", () => {
+      setConnection("live");
+      socket.emit("ping_user", state.token);
+      // after a reconnection, catch up on whatever changed while it was down
+      if (reconnect) loadAll().catch(handleApiError);
+      reconnect = true;
+    });
+    socket.on("disconnect", () => setConnection("offline"));
+    socket.on("reconnecting", () => setConnection("reconnecting"));
+    socket.on("connect_error", () => setConnection("offline"));
+    socket.on("updated_model", onUpdatedModel);
+    socket.connect();
+    state.pingTimer = setInterval(() => {
+      if (socket.connected) socket.emit("ping_user", state.token);
+    }, PING_EVERY_MS);
+  }
+
+  function stopSocket() {
+    clearInterval(state.pingTimer);
+    if (state.socket) state.socket.disconnect();
+    state.socket = null;
+    setConnection("offline");
+  }
+
+  /* ---------- session ---------- */
+
+  async function enter(nickname, token) {
+    state.nickname = nickname;
+    state.token = token;
+    sessionStorage.setItem(STORAGE_KEY, JSON.stringify({ nickname: nickname, token: token }));
+    showError("");
+    showView(true);
+    await loadAll();
+    startSocket();
+    $("source").focus();
+  }
+
+  function leave(message) {
+    stopSocket();
+    state.token = null;
+    state.users.clear();
+    state.messages.clear();
+    sessionStorage.removeItem(STORAGE_KEY);
+    renderUsers();
+    renderMessages();
+    showView(false);
+    showError(message || "");
+  }
+
+  function handleApiError(err) {
+    if (err instanceof ApiError && err.status === 401 && state.token) {
+      leave("Your session has expired (" + err.message + "). Please log in again.");
+    } else {
+      showError(err.message);
+    }
+  }
+
+  async function logIn(event) {
+    event.preventDefault();
+    const nickname = $("nickname").value.trim();
+    const password = $("password").value;
+    const button = $("login");
+    button.disabled = true;
+    showError("");
+    try {
+      try {
+        await api("POST", "/api/users", { body: { nickname: nickname, password: password } });
+      } catch (err) {
+        // 400 most likely means the nickname is taken: then it is a log in
+        if (!(err instanceof ApiError) || err.status !== 400) throw err;
+      }
+      const answer = await api("POST", "/api/tokens", { basic: [nickname, password] });
+      $("password").value = "";
+      await enter(nickname, answer.token);
+    } catch (err) {
+      const reason = err instanceof ApiError && err.status === 401
+        ? "wrong password for \u201c" + nickname + "\u201d (" + err.message + ")."
+        : err.message;
+      leave("Could not log in: " + reason);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  async function logOut() {
+    const token = state.token;
+    leave("");
+    try {
+      await api("DELETE", "/api/tokens", { token: token });
+    } catch (err) {
+      // the token is gone from this page either way; an expired one is fine
+    }
+  }
+
+  async function sendMessage(event) {
+    event.preventDefault();
+    const box = $("source");
+    const source = box.value.trim();
+    if (!source) return;
+    $("send").disabled = true;
+    try {
+      const message = await api("POST", "/api/messages", { token: state.token, body: { source: source } });
+      box.value = "";
+      showError("");
+      if (message && message.id !== undefined) {
+        upsert(state.messages, message);
+        renderMessages();
+      }
+      $("messages").scrollTop = $("messages").scrollHeight;
+    } catch (err) {
+      handleApiError(err);
+    } finally {
+      $("send").disabled = false;
+      box.focus();
+    }
+  }
+
+  function sendOnEnter(event) {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      $("composer").requestSubmit();
+    }
+  }
+
+  async function resume() {
+    let saved = null;
+    try {
+      saved = JSON.parse(sessionStorage.getItem(STORAGE_KEY) || "null");
+    } catch (err) {
+      saved = null;
+    }
+    if (!saved || !saved.token) {
+      showView(false);
+      return;
+    }
+    try {
+      await enter(saved.nickname, saved.token);
+    } catch (err) {
+      leave(err instanceof ApiError && err.status === 401 ? "" : err.message);
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    $("login-form").addEventListener("submit", logIn);
+    $("logout").addEventListener("click", logOut);
+    $("composer").addEventListener("submit", sendMessage);
+    $("source").addEventListener("keydown", sendOnEnter);
+    resume();
+  });
+})();
