@@ -1,0 +1,219 @@
+"""Traefik's static configuration (pure) and a small client for its API.
+
+The static config says where Traefik listens and that its routing comes from
+etcd; everything dynamic (routers, services, servers) lives under the root
+key in etcd and is written elsewhere (``router.keys``, ``router.registry``).
+The API client lets a flip wait until Traefik actually routes as asked.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+PROVIDER = "etcd"
+
+
+def static_config(
+    *,
+    web_port: int,
+    api_port: int,
+    etcd_endpoints: list[str],
+    root_key: str = "traefik",
+    throttle: str = "50ms",
+    access_log_path: str | None = None,
+    metrics: bool = True,
+    host: str = "127.0.0.1",
+) -> dict:
+    """Return Traefik's static configuration as a dict, ready for YAML.
+
+    ``web`` is the public entrypoint; ``traefik`` (loopback) carries the API,
+    dashboard, ping and Prometheus metrics. ``etcd_endpoints`` are
+    ``host:port`` (a leading ``http://`` is dropped: Traefik wants none).
+    The throttle is kept short because Traefik's 2 s default holds back the
+    second of two quick changes (a flip right after another) by ~1.7 s.
+    """
+    endpoints = [_strip_scheme(e) for e in etcd_endpoints]
+    if not endpoints:
+        raise ValueError("etcd_endpoints is empty; give at least one host:port")
+    cfg: dict[str, Any] = {
+        "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
+        "log": {"level": "INFO", "noColor": True},
+        "entryPoints": {
+            # The backends are WSGI apps, which read X_Forwarded_For as X-Forwarded-For:
+            # drop headers that alias the ones Traefik sets, so clients cannot spoof them.
+            "web": {"address": f"{host}:{web_port}", "http": {"aliasHeadersStrategy": "delete"}},
+            # api.insecure serves the API on the entrypoint named "traefik": keep it on loopback.
+            "traefik": {"address": f"127.0.0.1:{api_port}", "http": {"aliasHeadersStrategy": "delete"}},
+        },
+        "providers": {
+            "providersThrottleDuration": throttle,
+            "etcd": {"endpoints": endpoints, "rootKey": root_key},
+        },
+        "api": {"dashboard": True, "insecure": True},
+        "ping": {"entryPoint": "traefik"},
+        "accessLog": {"format": "json"},
+    }
+    if access_log_path:
+        cfg["accessLog"]["filePath"] = str(access_log_path)
+    if metrics:
+        cfg["metrics"] = {"prometheus": {"entryPoint": "traefik"}}
+    return cfg
+
+
+def _strip_scheme(endpoint: str) -> str:
+    for scheme in ("http://", "https://"):
+        if endpoint.startswith(scheme):
+            return endpoint[len(scheme) :].rstrip("/")
+    return endpoint
+
+
+def seed_root_key(etcd: Any, root_key: str = "traefik") -> None:
+    """Put an empty ``root_key`` into etcd (through ``router.etcd.Etcd``) if it is missing.
+
+    Traefik's etcd provider fails its watch while nothing exists under the
+    root key and retries with a growing back-off, so routes written a few
+    seconds after start would show up seconds late. Call this before
+    starting Traefik; Traefik ignores the empty value.
+    """
+    if etcd.get(root_key) is None:
+        etcd.put(root_key, "")
+
+
+def write_static_config(path: Path | str, cfg: dict) -> Path:
+    """Write ``cfg`` as YAML to ``path`` (parents created) and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+class TraefikError(RuntimeError):
+    """Traefik's API could not be reached or did not reach the expected state (one line)."""
+
+
+def qualify(name: str, provider: str = PROVIDER) -> str:
+    """``name@provider`` as Traefik's API names things (unchanged when already qualified)."""
+    return name if "@" in name else f"{name}@{provider}"
+
+
+# A spec maps router name -> service name, or -> {service name: weight} for a canary.
+RoutingSpec = Mapping[str, "str | Mapping[str, int]"]
+
+
+class TraefikAPI:
+    """Read Traefik's live routing from its API (``base_url`` = the ``traefik`` entrypoint)."""
+
+    def __init__(self, base_url: str, timeout: float = 2.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+
+    def _get(self, path: str) -> Any:
+        url = f"{self.base_url}{path}"
+        try:
+            response = requests.get(url, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise TraefikError(f"Traefik API at {self.base_url} unreachable: {exc.__class__.__name__}") from exc
+        if response.status_code == 404:
+            return None
+        if not response.ok:
+            raise TraefikError(f"Traefik API {url} answered {response.status_code}")
+        return response.json()
+
+    def _by_name(self, path: str) -> dict[str, dict]:
+        # The list endpoints page at 100 by default; ask for enough in one go.
+        items = self._get(f"{path}?per_page=10000") or []
+        return {item["name"]: item for item in items}
+
+    def overview(self) -> dict:
+        """``/api/overview``: counts of routers, services and middlewares by status."""
+        return self._get("/api/overview") or {}
+
+    def routers(self) -> dict[str, dict]:
+        """Every HTTP router, by qualified name (``name@provider``)."""
+        return self._by_name("/api/http/routers")
+
+    def services(self) -> dict[str, dict]:
+        """Every HTTP service, by qualified name (``name@provider``)."""
+        return self._by_name("/api/http/services")
+
+    def router(self, name: str) -> dict | None:
+        """One router by name (``@etcd`` assumed when unqualified), None if Traefik has none."""
+        return self._get(f"/api/http/routers/{qualify(name)}")
+
+    def service(self, name: str) -> dict | None:
+        """One service by name (``@etcd`` assumed when unqualified), None if Traefik has none."""
+        return self._get(f"/api/http/services/{qualify(name)}")
+
+    def wait_live(
+        self,
+        expect: RoutingSpec | Callable[[dict, dict], bool],
+        timeout: float = 10.0,
+        interval: float = 0.05,
+    ) -> float:
+        """Poll the API until the expected routing is live; return the seconds it took.
+
+        ``expect`` is either a predicate over ``(routers, services)`` (dicts by
+        qualified name) or a spec: router name -> service name, or router name
+        -> ``{service: weight}`` for a weighted service. Raises TraefikError
+        saying what was still missing when ``timeout`` passes.
+        """
+        check = expect if callable(expect) else (lambda r, s: not spec_mismatches(expect, r, s))
+        start = time.monotonic()
+        last_problem = "nothing read yet"
+        while True:
+            try:
+                routers, services = self.routers(), self.services()
+                if check(routers, services):
+                    return time.monotonic() - start
+                if not callable(expect):
+                    last_problem = "; ".join(spec_mismatches(expect, routers, services)[:3])
+                else:
+                    last_problem = "the check still fails"
+            except TraefikError as exc:
+                last_problem = str(exc)
+            if time.monotonic() - start > timeout:
+                raise TraefikError(f"Traefik did not apply the change within {timeout:g}s: {last_problem}")
+            time.sleep(interval)
+
+
+def spec_mismatches(spec: RoutingSpec, routers: dict, services: dict) -> list[str]:
+    """PURE: what in ``routers``/``services`` (API dicts) differs from ``spec``; [] when live.
+
+    A router counts when it is enabled and names the wanted service; a service
+    when Traefik has it enabled; a weighted one also needs exactly the given
+    children and weights.
+    """
+    problems: list[str] = []
+    for router_name, wanted in spec.items():
+        router = routers.get(qualify(router_name))
+        if router is None:
+            problems.append(f"router {router_name} missing")
+            continue
+        if router.get("status") != "enabled":
+            problems.append(f"router {router_name} is {router.get('status')}: {router.get('error')}")
+            continue
+        service_name = router.get("service", "")
+        service = services.get(qualify(service_name))
+        if isinstance(wanted, str):
+            if qualify(service_name) != qualify(wanted):
+                problems.append(f"router {router_name} -> {service_name}, not {wanted}")
+            elif service is None or service.get("status") != "enabled":
+                problems.append(f"service {wanted} not live")
+            continue
+        if service is None or service.get("status") != "enabled":
+            problems.append(f"router {router_name}: weighted service {service_name} not live")
+            continue
+        live = {
+            qualify(child["name"]): child.get("weight")
+            for child in (service.get("weighted") or {}).get("services", [])
+        }
+        expected = {qualify(name): weight for name, weight in wanted.items()}
+        if live != expected:
+            problems.append(f"router {router_name} weights {live}, not {expected}")
+    return problems

