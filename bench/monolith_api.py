@@ -1,0 +1,197 @@
+"""Benchmark the monolith's JSON API under the production server.
+
+Starts the documented gunicorn command on a free loopback port with a
+temporary SQLite database, seeds messages through the API, then drives a
+bounded load from separate worker processes (one `requests.Session` each)
+against `GET /api/messages` and `POST /api/messages`, and prints requests/s,
+p50 and p99 latency and the error count per scenario. The server is stopped
+by its PID at the end, also on failure or Ctrl-C.
+
+    .venv/bin/python bench/monolith_api.py --requests 2000 --concurrency 8 --duration 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import requests
+
+MAX_DURATION = 20.0
+STARTUP_TIMEOUT = 40.0
+
+
+class Result(NamedTuple):
+    """What one worker process measured."""
+
+    latencies_ms: list[float]
+    errors: int
+    started: float
+    finished: float
+
+
+def free_port() -> int:
+    """Return a loopback port that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(data_dir: Path, port: int, workers: int | None) -> subprocess.Popen:
+    """Start the production command in its own process group; wait for /healthz."""
+    env = dict(os.environ)
+    env.pop("SOCKETIO_MESSAGE_QUEUE", None)
+    env.update({
+        "STRANGLER_DATA_DIR": str(data_dir),
+        "DATABASE_URL": f"sqlite:///{data_dir}/bench.sqlite",
+        "SECRET_KEY": secrets.token_hex(16),
+        "JWT_SECRET_KEY": secrets.token_hex(32),
+    })
+    cmd = [str(Path(sys.executable).parent / "gunicorn"), "-c", "python:monolith.gunicorn_conf",
+           "monolith.wsgi:app", "--bind", f"127.0.0.1:{port}"]
+    if workers:
+        cmd += ["--workers", str(workers)]
+    log = (data_dir / "server.log").open("wb")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return proc
+        except requests.RequestException:
+            time.sleep(0.2)
+    stop_server(proc)
+    tail = (data_dir / "server.log").read_text(errors="replace")[-2000:]
+    raise SystemExit(f"the server did not become healthy; its log ends with:\n{tail}")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """Stop the server's process group (master and workers) by its id."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+
+def seed(base: str, messages: int) -> str:
+    """Register a user, post `messages` messages and return the user's token."""
+    nickname, password = "bench" + secrets.token_hex(4), secrets.token_hex(8)
+    with requests.Session() as session:
+        session.post(f"{base}/api/users", json={"nickname": nickname, "password": password},
+                     timeout=10).raise_for_status()
+        answer = session.post(f"{base}/api/tokens", auth=(nickname, password), timeout=10)
+        answer.raise_for_status()
+        token = answer.json()["token"]
+        for n in range(messages):
+            session.post(f"{base}/api/messages", json={"source": f"seed message {n}, *hello*"},
+                         headers={"Authorization": f"Bearer {token}"},
+                         timeout=10).raise_for_status()
+    return token
+
+
+def run_worker(args: tuple[str, str, str, int, float]) -> Result:
+    """Send up to `count` requests until `deadline` (epoch seconds); time each one."""
+    method, url, token, count, deadline = args
+    latencies: list[float] = []
+    errors = 0
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+    started = time.time()
+    with requests.Session() as session:
+        for n in range(count):
+            if time.time() >= deadline:
+                break
+            body = {"source": f"bench message {os.getpid()}-{n}"} if method == "POST" else None
+            t0 = time.perf_counter()
+            try:
+                answer = session.request(method, url, json=body, headers=headers, timeout=10)
+                ok = answer.status_code < 400
+            except requests.RequestException:
+                ok = False
+            elapsed = (time.perf_counter() - t0) * 1000
+            if ok:
+                latencies.append(elapsed)
+            else:
+                errors += 1
+    return Result(latencies, errors, started, time.time())
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of an already sorted list (0.0 when empty)."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, round(fraction * len(sorted_values) + 0.5))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def run_scenario(pool, method: str, url: str, token: str, total: int,
+                 concurrency: int, duration: float) -> dict:
+    """Split `total` requests over `concurrency` workers, bounded by `duration` seconds."""
+    deadline = time.time() + duration
+    shares = [total // concurrency + (1 if i < total % concurrency else 0) for i in range(concurrency)]
+    results = pool.map(run_worker, [(method, url, token, share, deadline) for share in shares])
+    latencies = sorted(ms for r in results for ms in r.latencies_ms)
+    errors = sum(r.errors for r in results)
+    wall = max(r.finished for r in results) - min(r.started for r in results)
+    done = len(latencies) + errors
+    return {"requests": done, "errors": errors, "rps": done / wall if wall > 0 else 0.0,
+            "p50": percentile(latencies, 0.50), "p99": percentile(latencies, 0.99)}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=2000, help="requests per scenario")
+    parser.add_argument("--concurrency", type=int, default=8, help="concurrent client processes")
+    parser.add_argument("--duration", type=float, default=MAX_DURATION,
+                        help=f"time limit per scenario in seconds (at most {MAX_DURATION:g})")
+    parser.add_argument("--seed", type=int, default=200, help="messages posted before measuring")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="gunicorn workers (default: monolith.gunicorn_conf's)")
+    args = parser.parse_args(argv)
+    if args.requests < 1 or args.concurrency < 1 or args.duration <= 0:
+        parser.error("--requests, --concurrency and --duration must be positive")
+    args.duration = min(args.duration, MAX_DURATION)
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run both scenarios against a fresh production server and print a table."""
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="strangler-bench-") as tmp:
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        proc = start_server(Path(tmp), port, args.workers)
+        try:
+            token = seed(base, args.seed)
+            print(f"server: gunicorn (monolith.gunicorn_conf) on {base}, SQLite, "
+                  f"{args.seed} messages seeded; {args.concurrency} client processes, "
+                  f"up to {args.requests} requests or {args.duration:g}s per scenario")
+            print(f"{'scenario':<22}{'requests':>9}{'errors':>8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
+            with multiprocessing.get_context("spawn").Pool(args.concurrency) as pool:
+                for method in ("GET", "POST"):
+                    stats = run_scenario(pool, method, f"{base}/api/messages", token,
+                                         args.requests, args.concurrency, args.duration)
+                    print(f"{method + ' /api/messages':<22}{stats['requests']:>9}{stats['errors']:>8}"
+                          f"{stats['rps']:>9.1f}{stats['p50']:>9.1f}{stats['p99']:>9.1f}")
+        finally:
+            stop_server(proc)
+
+
+if __name__ == "__main__":
+    main()
