@@ -1,0 +1,301 @@
+"""The etcd key layout: endpoints, routes and the Traefik keys derived from them.
+
+Pure functions only (no I/O), so every key path and value is unit-tested.
+The layout is documented in docs/etcd-keys.md.
+
+Decisions:
+- HEAD follows GET: Flask answers HEAD for every GET route, so the router
+  of ``GET /x`` also matches ``HEAD /x``; a flipped GET takes its HEAD along.
+  An endpoint declared explicitly as ``HEAD /x`` gets its own router, one
+  priority step above the GET one so it wins.
+- Flask converters are dropped (``<int:id>`` is ``<id>``): the monolith
+  already rejects a bad value with 404, whichever backend serves it.
+  ``<path:x>`` is kept because it also matches slashes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+ROOT = "traefik"
+ROUTES_PREFIX = "strangler/routes/"
+HISTORY_PREFIX = "strangler/history/"
+META_PREFIX = "strangler/meta/"
+# Every table change rewrites this key (value: the last history id), so its
+# mod_revision is the compare-and-swap guard for the whole table.
+LAST_CHANGE_KEY = META_PREFIX + "last-change"
+# JSON {monolith, entrypoint, healthchecks}: the options traefik_keys() needs,
+# stored so every writer derives the same keys.
+OPTIONS_KEY = META_PREFIX + "options"
+
+CATCHALL = "catchall"
+RETRY = "retry"
+RETRY_ATTEMPTS = 3
+MONOLITH = "monolith"
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+# Retrying is safe only where repeating the request cannot do harm twice.
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+
+_PARAM = re.compile(r"^<(?:(?P<conv>[A-Za-z_]\w*)(?:\([^)]*\))?:)?(?P<name>[A-Za-z_]\w*)>$")
+_STATIC = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=:@%-]+$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+class Endpoint(NamedTuple):
+    """An endpoint: an HTTP method plus a path template as Flask declares it."""
+
+    method: str
+    path: str
+
+    @property
+    def id(self) -> str:
+        """A stable, key-safe slug: ``GET /api/users/<id>`` -> ``get-api-users-id``."""
+        words = [self.method.lower()]
+        for segment in self.path.strip("/").split("/"):
+            param = _PARAM.match(segment)
+            text = param.group("name") if param else segment
+            words.append(re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x")
+        return "-".join(words) if self.path != "/" else f"{words[0]}-root"
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+def parse_endpoint(spec: str) -> Endpoint:
+    """Parse ``"GET /api/users/<int:id>"`` into an Endpoint (converters dropped).
+
+    Raises ValueError naming the bad value when the spec is malformed.
+    """
+    parts = spec.split()
+    if len(parts) != 2:
+        raise ValueError(f"endpoint {spec!r} must be METHOD /path, e.g. 'GET /api/users/<id>'")
+    method, path = parts[0].upper(), parts[1]
+    if method not in METHODS:
+        raise ValueError(f"endpoint {spec!r}: unknown method {parts[0]!r}")
+    if not path.startswith("/") or "//" in path:
+        raise ValueError(f"endpoint {spec!r}: path {path!r} must start with / and have no //")
+    raw = path.split("/")[1:]
+    segments = []
+    for i, segment in enumerate(raw):
+        if segment == "" and i == len(raw) - 1:
+            segments.append("")  # trailing slash, as in Flask's "/api/users/"
+            continue
+        param = _PARAM.match(segment)
+        if param:
+            keep_path = param.group("conv") == "path"
+            segments.append(f"<path:{param['name']}>" if keep_path else f"<{param['name']}>")
+        elif _STATIC.match(segment):
+            segments.append(segment)
+        else:
+            raise ValueError(f"endpoint {spec!r}: bad path segment {segment!r}")
+    return Endpoint(method, "/" + "/".join(segments))
+
+
+def _regex_segment(segment: str) -> str:
+    param = _PARAM.match(segment)
+    if param:
+        return ".+" if param.group("conv") == "path" else "[^/]+"
+    return re.sub(r"([.^$*+?()\[\]{}|\\])", r"\\\1", segment)
+
+
+def rule(endpoint: Endpoint) -> str:
+    """The Traefik v3 rule matching exactly this endpoint's method and path."""
+    if endpoint.method == "GET":
+        method = "(Method(`GET`) || Method(`HEAD`))"
+    else:
+        method = f"Method(`{endpoint.method}`)"
+    segments = endpoint.path.split("/")
+    if not any(_PARAM.match(s) for s in segments):
+        return f"{method} && Path(`{endpoint.path}`)"
+    regex = "/".join(_regex_segment(s) for s in segments)
+    return f"{method} && PathRegexp(`^{regex}$`)"
+
+
+def priority(endpoint: Endpoint) -> int:
+    """Router priority: more static segments first, then more segments, then longer.
+
+    Always well above the catch-all's priority 1.
+    """
+    segments = endpoint.path.strip("/").split("/")
+    params = [s for s in segments if _PARAM.match(s)]
+    static = len(segments) - len(params)
+    wildcard = sum(1 for s in params if s.startswith("<path:"))
+    score = ((static * 100 + len(segments)) * 10 - wildcard) * 1000 + min(len(endpoint.path), 999)
+    # Two steps per score so an explicit HEAD endpoint outranks the GET router
+    # (which also matches HEAD) of the same path.
+    return 10 + score * 2 + (1 if endpoint.method == "HEAD" else 0)
+
+
+@dataclass(frozen=True)
+class Route:
+    """The desired state of one endpoint: which backend answers, and how.
+
+    - ``backend``: "monolith" or a service name; it answers the requests.
+    - ``weights``: canary split, e.g. {"users": 10, "monolith": 90}.
+    - ``mirror``: shadow, a copy of each request goes to this backend too.
+    """
+
+    endpoint: Endpoint
+    backend: str = MONOLITH
+    weights: dict[str, int] | None = None
+    mirror: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in [self.backend, self.mirror or "x", *(self.weights or {})]:
+            if not _NAME.match(name):
+                raise ValueError(f"{self.endpoint}: backend name {name!r} must be [a-z0-9_-]")
+        if self.weights is not None:
+            if not self.weights or any(w < 0 for w in self.weights.values()):
+                raise ValueError(f"{self.endpoint}: weights {self.weights} must be >= 0")
+            if sum(self.weights.values()) <= 0:
+                raise ValueError(f"{self.endpoint}: weights {self.weights} add up to 0")
+
+    @property
+    def state(self) -> str:
+        """One of "monolith", "flipped", "canary", "shadow"."""
+        if self.mirror:
+            return "shadow"
+        if self.weights:
+            return "canary"
+        return "monolith" if self.backend == MONOLITH else "flipped"
+
+    @property
+    def backends(self) -> set[str]:
+        """Every backend this route sends traffic to."""
+        names = {self.backend, *(self.weights or {})}
+        return names | ({self.mirror} if self.mirror else set())
+
+    def to_json(self) -> str:
+        """Serialise the desired state (stored under ``state_key(endpoint)``)."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The route as a plain dict (endpoint as its "METHOD /path" spec)."""
+        return {
+            "endpoint": str(self.endpoint),
+            "backend": self.backend,
+            "weights": self.weights,
+            "mirror": self.mirror,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Route:
+        """Inverse of to_dict."""
+        return cls(
+            endpoint=parse_endpoint(data["endpoint"]),
+            backend=data.get("backend") or MONOLITH,
+            weights=dict(data["weights"]) if data.get("weights") else None,
+            mirror=data.get("mirror"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Route:
+        """Inverse of to_json."""
+        return cls.from_dict(json.loads(text))
+
+
+def state_key(endpoint: Endpoint) -> str:
+    """Where the desired state of `endpoint` lives in etcd."""
+    return ROUTES_PREFIX + endpoint.id
+
+
+def history_key(change_id: int) -> str:
+    """Where history record `change_id` lives (zero-padded so keys sort by id)."""
+    return f"{HISTORY_PREFIX}{change_id:08d}"
+
+
+def service_key(backend: str) -> str:
+    """Prefix of a backend's Traefik load balancer (its servers live below it)."""
+    return f"{ROOT}/http/services/{backend}/loadbalancer/"
+
+
+def server_key(backend: str, instance_id: str) -> str:
+    """The lease-bound key an instance of `backend` registers its URL under."""
+    return f"{service_key(backend)}servers/{instance_id}/url"
+
+
+def is_server_key(key: str) -> bool:
+    """True for instance registrations, which the route table never touches."""
+    return "/loadbalancer/servers/" in key.lower()
+
+
+def _router(name: str, rule_: str, prio: int, service: str, entrypoint: str, retry: bool):
+    base = f"{ROOT}/http/routers/{name}/"
+    keys = {
+        base + "rule": rule_,
+        base + "priority": str(prio),
+        base + "service": service,
+        base + "entryPoints/0": entrypoint,
+    }
+    if retry:
+        keys[base + "middlewares/0"] = RETRY
+    return keys
+
+
+def traefik_keys(
+    routes: Iterable[Route],
+    *,
+    monolith: str = MONOLITH,
+    entrypoint: str = "web",
+    healthchecks: Mapping[str, str] | None = None,
+    healthcheck_interval: str = "2s",
+    healthcheck_timeout: str = "1s",
+) -> dict[str, str]:
+    """Every key/value Traefik needs (under root ``traefik``) for these routes.
+
+    One router per endpoint, a weighted service per canary, a mirroring
+    service per shadow, the catch-all router to the monolith, the retry
+    middleware, and per backend load balancer its health check (when
+    `healthchecks` maps backend -> path). The backend "monolith" is Traefik's
+    service `monolith`. Instance servers are not here: they
+    register themselves with leases (see server_key). Raises ValueError when
+    two endpoints would share a router name.
+    """
+
+    def svc(backend: str) -> str:
+        # Routes name the monolith "monolith"; its Traefik service may differ.
+        return monolith if backend == MONOLITH else backend
+
+    keys: dict[str, str] = {f"{ROOT}/http/middlewares/{RETRY}/retry/attempts": str(RETRY_ATTEMPTS)}
+    keys |= _router(CATCHALL, "PathPrefix(`/`)", 1, monolith, entrypoint, retry=False)
+    backends = {monolith}
+    seen: dict[str, Endpoint] = {}
+    for route in sorted(routes, key=lambda r: r.endpoint.id):
+        name = route.endpoint.id
+        if name in seen:
+            raise ValueError(
+                f"endpoints {seen[name]} and {route.endpoint} share the "
+                f"router name {name!r}; rename one of them"
+            )
+        seen[name] = route.endpoint
+        backends |= {svc(b) for b in route.backends}
+        service = svc(route.backend)
+        if route.weights:
+            service = f"{name}-canary"
+            base = f"{ROOT}/http/services/{service}/weighted/services/"
+            for i, (backend, weight) in enumerate(sorted(route.weights.items())):
+                keys[f"{base}{i}/name"] = svc(backend)
+                keys[f"{base}{i}/weight"] = str(weight)
+        if route.mirror:
+            main, service = service, f"{name}-shadow"
+            base = f"{ROOT}/http/services/{service}/mirroring/"
+            keys[base + "service"] = main
+            keys[base + "mirrors/0/name"] = svc(route.mirror)
+            keys[base + "mirrors/0/percent"] = "100"
+        retry = route.endpoint.method in IDEMPOTENT
+        keys |= _router(
+            name, rule(route.endpoint), priority(route.endpoint), service, entrypoint, retry
+        )
+    for backend in sorted(backends | set(healthchecks or {})):
+        # Declares the load balancer even before any instance registers, so
+        # routers pointing at it resolve (503, not 404) while it is empty.
+        keys[service_key(backend) + "passhostheader"] = "true"
+    for backend, path in sorted((healthchecks or {}).items()):
+        keys[service_key(backend) + "healthcheck/path"] = path
+        keys[service_key(backend) + "healthcheck/interval"] = healthcheck_interval
+        keys[service_key(backend) + "healthcheck/timeout"] = healthcheck_timeout
+    return keys
