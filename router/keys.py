@@ -213,11 +213,6 @@ def service_key(backend: str) -> str:
     return f"{ROOT}/http/services/{backend}/loadbalancer/"
 
 
-def server_key(backend: str, instance_id: str) -> str:
-    """The lease-bound key an instance of `backend` registers its URL under."""
-    return f"{service_key(backend)}servers/{instance_id}/url"
-
-
 def is_server_key(key: str) -> bool:
     """True for instance registrations, which the route table never touches."""
     return "/loadbalancer/servers/" in key.lower()
@@ -252,7 +247,7 @@ def traefik_keys(
     middleware, and per backend load balancer its health check (when
     `healthchecks` maps backend -> path). The backend "monolith" is Traefik's
     service `monolith`. Instance servers are not here: they
-    register themselves with leases (see server_key). Raises ValueError when
+    register themselves with leases (router.registry.server_key). Raises ValueError when
     two endpoints would share a router name.
     """
 
