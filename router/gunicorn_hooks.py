@@ -1,0 +1,110 @@
+"""Gunicorn server hooks that join the service registry once per instance.
+
+In a gunicorn config file::
+
+    from router.gunicorn_hooks import when_ready, on_exit  # noqa: F401
+
+The master registers once (``when_ready``), however many workers it forks,
+and revokes the lease when it exits (``on_exit``); if the master is killed,
+the lease expires after the TTL. Configured from the environment:
+
+- ``STRANGLER_ETCD`` — etcd URL; unset means no registration (the monolith
+  running alone);
+- ``STRANGLER_BACKEND`` — the backend name (Traefik service), e.g. ``monolith``;
+- ``STRANGLER_INSTANCE_URL`` — the URL Traefik should use, e.g.
+  ``http://127.0.0.1:5001``; default: gunicorn's first bound address;
+- ``STRANGLER_REGISTRY_TTL`` — lease TTL in seconds (default 5);
+- ``STRANGLER_HEALTH_PATH`` — health check path (default ``/healthz``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from router.registry import Registration
+
+log = logging.getLogger(__name__)
+
+_registration: Registration | None = None
+
+
+class RegistryConfigError(ValueError):
+    """A STRANGLER_* registry variable is missing or malformed (message names it)."""
+
+
+def registration_from_env(
+    environ: Mapping[str, str] | None = None, default_url: str | None = None
+) -> Registration | None:
+    """Build (not start) a Registration from the STRANGLER_* variables; None without STRANGLER_ETCD.
+
+    Raises RegistryConfigError naming the variable to fix.
+    """
+    from router.etcd import Etcd
+
+    env = os.environ if environ is None else environ
+    etcd_url = env.get("STRANGLER_ETCD", "").strip()
+    if not etcd_url:
+        return None
+    backend = env.get("STRANGLER_BACKEND", "").strip()
+    if not backend:
+        raise RegistryConfigError(
+            "STRANGLER_ETCD is set but STRANGLER_BACKEND is not; set the backend name"
+        )
+    url = env.get("STRANGLER_INSTANCE_URL", "").strip() or default_url
+    if not url:
+        raise RegistryConfigError(
+            "set STRANGLER_INSTANCE_URL to the URL Traefik should use for this instance"
+        )
+    raw_ttl = env.get("STRANGLER_REGISTRY_TTL", "5")
+    try:
+        ttl = int(raw_ttl)
+    except ValueError:
+        raise RegistryConfigError(
+            f"STRANGLER_REGISTRY_TTL={raw_ttl!r} is not a whole number of seconds"
+        ) from None
+    health_path = env.get("STRANGLER_HEALTH_PATH", "/healthz")
+    try:
+        return Registration(Etcd(etcd_url), backend, url, ttl=ttl, health_path=health_path)
+    except ValueError as exc:
+        raise RegistryConfigError(f"bad registry setting: {exc}") from exc
+
+
+def _bound_url(server: Any) -> str | None:
+    """``http://host:port`` of gunicorn's first TCP listener (works with port 0)."""
+    for listener in getattr(server, "LISTENERS", []):
+        try:
+            host, port = listener.getsockname()[:2]
+        except (OSError, TypeError, ValueError):
+            continue  # a unix socket: Traefik cannot use it
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        return f"http://{host}:{port}"
+    return None
+
+
+def when_ready(server: Any) -> None:
+    """Gunicorn hook (master, once): register this instance if STRANGLER_ETCD is set."""
+    global _registration
+    registration = registration_from_env(default_url=_bound_url(server))
+    if registration is None:
+        return
+    # Not required: if etcd is briefly down, serve anyway and register when it answers.
+    _registration = registration.start(required=False)
+    server.log.info(
+        "registered %s as %s at %s",
+        registration.instance.backend,
+        registration.instance_id,
+        registration.instance.url,
+    )
+
+
+def on_exit(server: Any) -> None:
+    """Gunicorn hook (master, at exit): revoke the registration so Traefik drops it now."""
+    global _registration
+    if _registration is not None:
+        _registration.stop()
+        server.log.info("left the registry as %s", _registration.instance_id)
+        _registration = None

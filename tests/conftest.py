@@ -1,0 +1,109 @@
+"""Shared fixtures: real etcd, Traefik and Redis, started once per test module.
+
+Each process listens on free loopback ports, keeps its data and log in a
+temporary directory and is stopped by PID when the module's tests are done.
+Tests sharing a module share the process, so they should use their own key
+names (a backend name of their own, say) rather than wipe the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from strangler import procs
+
+
+@dataclass
+class EtcdServer:
+    """A running etcd: ``url`` is its client URL."""
+
+    url: str
+    proc: procs.Proc
+    data_dir: Path
+
+    def client(self):
+        """A fresh ``router.etcd.Etcd`` connected to this server."""
+        from router.etcd import Etcd
+
+        return Etcd.connect(self.url)
+
+
+@dataclass
+class TraefikServer:
+    """A running Traefik reading ``etcd``: ``web_url`` serves traffic, ``api`` reads its state."""
+
+    web_url: str
+    api_url: str
+    api: object  # router.traefik.TraefikAPI
+    proc: procs.Proc
+    etcd: EtcdServer
+    config_path: Path
+    access_log: Path
+
+
+@dataclass
+class RedisServer:
+    """A running redis-server without persistence: ``url`` is ``redis://127.0.0.1:<port>/0``."""
+
+    url: str
+    port: int
+    proc: procs.Proc
+
+
+@pytest.fixture(scope="module")
+def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
+    """A real etcd for this module (fsync off: the data is thrown away)."""
+    data_dir = tmp_path_factory.mktemp("etcd")
+    proc = procs.start_etcd(data_dir, procs.free_port(), procs.free_port(), unsafe_no_fsync=True)
+    try:
+        yield EtcdServer(url=proc.url, proc=proc, data_dir=data_dir)
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def traefik_server(
+    etcd_server: EtcdServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TraefikServer]:
+    """A real Traefik for this module, its routing read from ``etcd_server`` under ``traefik/``."""
+    from router.traefik import TraefikAPI, seed_root_key, static_config, write_static_config
+
+    workdir = tmp_path_factory.mktemp("traefik")
+    web_port, api_port = procs.free_port(), procs.free_port()
+    access_log = workdir / "access.log"
+    cfg = static_config(
+        web_port=web_port,
+        api_port=api_port,
+        etcd_endpoints=[etcd_server.url],
+        access_log_path=str(access_log),
+    )
+    config_path = write_static_config(workdir / "traefik.yml", cfg)
+    seed_root_key(etcd_server.client())
+    proc = procs.start_traefik(config_path)
+    try:
+        yield TraefikServer(
+            web_url=f"http://127.0.0.1:{web_port}",
+            api_url=proc.url,
+            api=TraefikAPI(proc.url),
+            proc=proc,
+            etcd=etcd_server,
+            config_path=config_path,
+            access_log=access_log,
+        )
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server for this module, on a free port, nothing written to disk."""
+    port = procs.free_port()
+    proc = procs.start_redis(port, tmp_path_factory.mktemp("redis"))
+    try:
+        yield RedisServer(url=proc.url, port=port, proc=proc)
+    finally:
+        proc.stop()
