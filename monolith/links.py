@@ -68,7 +68,7 @@ def link_urls(html: str) -> list[str]:
         href = str(anchor["href"]).strip()
         if anchor.find_parent("blockquote") or href in urls:
             continue
-        if urlsplit(href).scheme.lower() in ("http", "https"):
+        if href.partition(":")[0].lower() in ("http", "https"):
             urls.append(href)
     return urls[:MAX_LINKS]
 
@@ -461,24 +461,27 @@ class LinkExpander:
                 self._in_flight -= 1
                 self._counts["dropped"] += 1
             return None
-        future.add_done_callback(self._release)
         return future
 
     def _run(self, html: str, on_done: Callable[[str], None]) -> str:
-        result = self.expand(html)
-        if result != html:
+        # The slot is released here, not in a done-callback, so a caller that
+        # sees the Future finish can submit again at once.
+        try:
             try:
-                on_done(result)
-            except Exception:  # noqa: BLE001 - the caller's bug must not kill the worker
-                log.exception("link expansion callback failed")
-                self._count("callback_errors")
-        return result
-
-    def _release(self, future: Future) -> None:
-        with self._lock:
-            self._in_flight -= 1
-        if not future.cancelled() and future.exception() is not None:
-            log.error("link expansion job failed: %r", future.exception())
+                result = self.expand(html)
+            except Exception:  # noqa: BLE001 - a bug here must not go unseen in a Future
+                log.exception("link expansion job failed")
+                return html
+            if result != html:
+                try:
+                    on_done(result)
+                except Exception:  # noqa: BLE001 - the caller's bug must not kill the worker
+                    log.exception("link expansion callback failed")
+                    self._count("callback_errors")
+            return result
+        finally:
+            with self._lock:
+                self._in_flight -= 1
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop accepting jobs, cancel queued ones, and (if `wait`) finish running ones."""
