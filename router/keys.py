@@ -70,12 +70,12 @@ def parse_endpoint(spec: str) -> Endpoint:
 
     Raises ValueError naming the bad value when the spec is malformed.
     """
-    parts = spec.split()
-    if len(parts) != 2:
+    word, _, path = spec.strip().partition(" ")
+    method, path = word.upper(), path.strip()
+    if not path:
         raise ValueError(f"endpoint {spec!r} must be METHOD /path, e.g. 'GET /api/users/<id>'")
-    method, path = parts[0].upper(), parts[1]
     if method not in METHODS:
-        raise ValueError(f"endpoint {spec!r}: unknown method {parts[0]!r}")
+        raise ValueError(f"endpoint {spec!r}: unknown method {word!r}")
     if not path.startswith("/") or "//" in path:
         raise ValueError(f"endpoint {spec!r}: path {path!r} must start with / and have no //")
     raw = path.split("/")[1:]

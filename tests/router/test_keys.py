@@ -1,0 +1,234 @@
+"""router.keys: pure key layout, rules and priorities."""
+
+import re
+
+import pytest
+
+from router.keys import (
+    Endpoint,
+    Route,
+    history_key,
+    is_server_key,
+    parse_endpoint,
+    priority,
+    rule,
+    state_key,
+    traefik_keys,
+)
+
+R = "traefik/http/routers/"
+S = "traefik/http/services/"
+
+
+def ep(spec: str) -> Endpoint:
+    return parse_endpoint(spec)
+
+
+def test_parse_endpoint_drops_converters():
+    assert ep("GET /api/users/<int:id>") == Endpoint("GET", "/api/users/<id>")
+    assert ep("get /api/users/<id>") == Endpoint("GET", "/api/users/<id>")
+    assert ep("DELETE /a/<any(x, y):kind>") == Endpoint("DELETE", "/a/<kind>")
+
+
+def test_parse_endpoint_keeps_path_converter_and_trailing_slash():
+    assert ep("GET /static/<path:filename>").path == "/static/<path:filename>"
+    assert ep("GET /api/users/").path == "/api/users/"
+    assert ep("GET /").path == "/"
+
+
+@pytest.mark.parametrize(
+    "spec, bad",
+    [
+        ("GET", "'GET'"),
+        ("GET /a extra", "'a extra'"),
+        ("FETCH /a", "'FETCH'"),
+        ("GET api/users", "'api/users'"),
+        ("GET /a//b", "'/a//b'"),
+        ("GET /a/<id", "'<id'"),
+        ("GET /a/x`y", "'x`y'"),
+        ("GET /a/<int:>", "'<int:>'"),
+    ],
+)
+def test_parse_endpoint_errors_name_the_bad_value(spec, bad):
+    with pytest.raises(ValueError) as raised:
+        parse_endpoint(spec)
+    assert bad in str(raised.value)
+
+
+def test_slugs_are_readable_and_stable():
+    assert ep("GET /api/users/<int:id>").id == "get-api-users-id"
+    assert ep("POST /api/tokens").id == "post-api-tokens"
+    assert ep("GET /").id == "get-root"
+    assert ep("GET /static/<path:f>").id == "get-static-f"
+    assert ep("PUT /api/Users_x/<id>").id == "put-api-users-x-id"
+    assert re.fullmatch(r"[a-z0-9-]+", ep("GET /a.b/~c/<x>").id)
+
+
+def test_str_round_trips():
+    for spec in ["GET /api/users/<id>", "POST /api/users", "GET /s/<path:p>"]:
+        assert parse_endpoint(str(ep(spec))) == ep(spec)
+
+
+def test_rule_static_path_and_head_follows_get():
+    assert rule(ep("GET /api/users")) == "(Method(`GET`) || Method(`HEAD`)) && Path(`/api/users`)"
+    assert rule(ep("POST /api/users")) == "Method(`POST`) && Path(`/api/users`)"
+    assert rule(ep("HEAD /x")) == "Method(`HEAD`) && Path(`/x`)"
+
+
+def test_rule_template_uses_anchored_regexp():
+    assert rule(ep("PUT /api/users/<int:id>")) == (
+        "Method(`PUT`) && PathRegexp(`^/api/users/[^/]+$`)"
+    )
+    assert rule(ep("GET /static/<path:f>")).endswith("PathRegexp(`^/static/.+$`)")
+
+
+def test_rule_escapes_regex_metacharacters_in_static_segments():
+    text = rule(ep("GET /v1.0/a+b/<id>"))
+    regex = re.search(r"PathRegexp\(`(.*)`\)", text).group(1)
+    assert regex == r"^/v1\.0/a\+b/[^/]+$"
+    assert re.match(regex, "/v1.0/a+b/7")
+    assert not re.match(regex, "/v1x0/aab/7")
+    assert not re.match(regex, "/v1.0/a+b/7/more")
+
+
+@pytest.mark.parametrize(
+    "url, specific, general",
+    [
+        ("/api/users/me", "GET /api/users/me", "GET /api/users/<id>"),
+        ("/api/users/7", "GET /api/users/<id>", "GET /api/<kind>/<id>"),
+        ("/api/users/7/messages", "GET /api/users/<id>/messages", "GET /api/<a>/<b>/<c>"),
+        ("/static/a", "GET /static/<f>", "GET /static/<path:f>"),
+        ("/static/a/b", "GET /static/<path:f>", "GET /<path:p>"),
+        ("/api/users/me", "GET /api/users/<id>", "GET /api/<path:rest>"),
+    ],
+)
+def test_specific_templates_beat_general_ones(url, specific, general):
+    for spec in (specific, general):  # both really compete for the URL
+        regex = re.search(r"Path(?:Regexp)?\(`(.*)`\)", rule(ep(spec))).group(1)
+        assert re.match(regex if regex.startswith("^") else re.escape(regex) + "$", url)
+    assert priority(ep(specific)) > priority(ep(general))
+
+
+def test_priorities_are_above_the_catch_all():
+    for spec in ["GET /", "GET /<path:p>", "GET /<a>", "OPTIONS /x"]:
+        assert priority(ep(spec)) > 1
+
+
+def test_explicit_head_outranks_get_of_same_path():
+    assert priority(ep("HEAD /a/<id>")) > priority(ep("GET /a/<id>"))
+
+
+def test_longer_static_text_wins_a_tie():
+    assert priority(ep("GET /api/users/<id>")) > priority(ep("GET /api/me/<id>"))
+
+
+def test_route_state():
+    e = ep("GET /api/users")
+    assert Route(e).state == "monolith"
+    assert Route(e, "users").state == "flipped"
+    assert Route(e, weights={"users": 10, "monolith": 90}).state == "canary"
+    assert Route(e, mirror="comparator").state == "shadow"
+
+
+def test_route_json_round_trip():
+    route = Route(ep("POST /api/users/<int:id>"), weights={"users": 5, "monolith": 95})
+    assert Route.from_json(route.to_json()) == route
+    assert '"endpoint": "POST /api/users/<id>"' in route.to_json()
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"backend": "Bad Name"}, {"weights": {}}, {"weights": {"a": 0}}, {"mirror": "x/y"}]
+)
+def test_route_rejects_bad_values(kwargs):
+    with pytest.raises(ValueError):
+        Route(ep("GET /a"), **kwargs)
+
+
+def test_state_and_history_keys():
+    assert state_key(ep("GET /api/users/<id>")) == "strangler/routes/get-api-users-id"
+    assert history_key(7) == "strangler/history/00000007"
+    assert history_key(10) > history_key(9)
+
+
+def test_empty_table_has_catch_all_retry_and_monolith_service():
+    assert traefik_keys([]) == {
+        R + "catchall/rule": "PathPrefix(`/`)",
+        R + "catchall/priority": "1",
+        R + "catchall/service": "monolith",
+        R + "catchall/entryPoints/0": "web",
+        "traefik/http/middlewares/retry/retry/attempts": "3",
+        S + "monolith/loadbalancer/passhostheader": "true",
+    }
+
+
+def test_monolith_and_flipped_routers():
+    keys = traefik_keys([Route(ep("GET /api/users/<id>")), Route(ep("POST /api/users"), "users")])
+    assert {k: v for k, v in keys.items() if k.startswith(R + "get-api-users-id/")} == {
+        R + "get-api-users-id/rule": rule(ep("GET /api/users/<id>")),
+        R + "get-api-users-id/priority": str(priority(ep("GET /api/users/<id>"))),
+        R + "get-api-users-id/service": "monolith",
+        R + "get-api-users-id/entryPoints/0": "web",
+        R + "get-api-users-id/middlewares/0": "retry",
+    }
+    assert keys[R + "post-api-users/service"] == "users"
+    assert R + "post-api-users/middlewares/0" not in keys  # POST is not retried
+    assert keys[S + "users/loadbalancer/passhostheader"] == "true"
+
+
+def test_canary_builds_a_weighted_service():
+    keys = traefik_keys([Route(ep("GET /a"), weights={"users": 10, "monolith": 90})])
+    assert keys[R + "get-a/service"] == "get-a-canary"
+    weighted = {k: v for k, v in keys.items() if k.startswith(S + "get-a-canary/")}
+    assert weighted == {
+        S + "get-a-canary/weighted/services/0/name": "monolith",
+        S + "get-a-canary/weighted/services/0/weight": "90",
+        S + "get-a-canary/weighted/services/1/name": "users",
+        S + "get-a-canary/weighted/services/1/weight": "10",
+    }
+
+
+def test_shadow_builds_a_mirroring_service():
+    keys = traefik_keys([Route(ep("GET /a"), mirror="comparator")])
+    assert keys[R + "get-a/service"] == "get-a-shadow"
+    assert {k: v for k, v in keys.items() if k.startswith(S + "get-a-shadow/")} == {
+        S + "get-a-shadow/mirroring/service": "monolith",
+        S + "get-a-shadow/mirroring/mirrors/0/name": "comparator",
+        S + "get-a-shadow/mirroring/mirrors/0/percent": "100",
+    }
+    assert keys[S + "comparator/loadbalancer/passhostheader"] == "true"
+
+
+def test_shadowed_canary_mirrors_the_weighted_service():
+    keys = traefik_keys([Route(ep("GET /a"), weights={"users": 1, "monolith": 1}, mirror="cmp")])
+    assert keys[R + "get-a/service"] == "get-a-shadow"
+    assert keys[S + "get-a-shadow/mirroring/service"] == "get-a-canary"
+
+
+def test_options_rename_monolith_and_entrypoint_and_add_healthchecks():
+    keys = traefik_keys(
+        [Route(ep("GET /a"))], monolith="flack", entrypoint="http", healthchecks={"users": "/hc"}
+    )
+    assert keys[R + "catchall/service"] == "flack"
+    assert keys[R + "get-a/service"] == "flack"
+    assert keys[R + "get-a/entryPoints/0"] == "http"
+    assert keys[S + "users/loadbalancer/healthcheck/path"] == "/hc"
+    assert keys[S + "users/loadbalancer/healthcheck/interval"] == "2s"
+    assert keys[S + "users/loadbalancer/healthcheck/timeout"] == "1s"
+    assert not any("monolith" in k for k in keys)
+
+
+def test_no_server_keys_are_derived():
+    keys = traefik_keys([Route(ep("GET /a"), "users")], healthchecks={"users": "/hc"})
+    assert not any(is_server_key(k) for k in keys)
+    assert is_server_key("traefik/http/services/users/loadbalancer/servers/i-1/url")
+
+
+def test_clashing_slugs_are_refused_naming_both():
+    with pytest.raises(ValueError) as raised:
+        traefik_keys([Route(ep("GET /a_b")), Route(ep("GET /a-b"))])
+    assert "GET /a_b" in str(raised.value) and "GET /a-b" in str(raised.value)
+
+
+def test_keys_do_not_depend_on_route_order():
+    routes = [Route(ep("GET /b"), "users"), Route(ep("GET /a"), weights={"x": 1, "y": 2})]
+    assert list(traefik_keys(routes).items()) == list(traefik_keys(routes[::-1]).items())
