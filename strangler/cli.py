@@ -5,12 +5,17 @@ from __future__ import annotations
 import click
 
 from strangler import __version__
+from strangler.plan_cli import plan, scan
 
 
 @click.group(context_settings={"auto_envvar_prefix": "STRANGLER", "help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="strangler")
 def cli() -> None:
     """Move a monolith's endpoints to extracted services, one at a time, behind Traefik."""
+
+
+cli.add_command(scan)
+cli.add_command(plan)
 
 
 def main() -> None:

@@ -1,0 +1,193 @@
+"""``strangler scan``'s core: the monolith's endpoints, and the plan's inventory kept up to date.
+
+``scan_app`` reads a Flask app's url_map (pure). ``update_inventory`` merges
+the result into the plan's ``[[endpoints]]`` inside a tomlkit document, so
+comments, ordering and hand edits survive; vanished endpoints are marked
+``gone = true``, never deleted. ``create_scan_app`` builds the monolith
+with a throw-away data dir and database, so scanning never touches real data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import tomlkit
+from flask import Flask
+from tomlkit.items import Table
+
+from strangler.plan_schema import METHODS, Endpoint, normalise_rule, parse_endpoint_spec
+
+# Flask answers HEAD and OPTIONS for every rule itself; they follow their route.
+SKIPPED_METHODS = frozenset({"HEAD", "OPTIONS"})
+INVENTORY_COMMENT = "The monolith's endpoints, written by `strangler scan` (hand edits are kept)."
+
+
+class ScannedEndpoint(NamedTuple):
+    """One endpoint found in the monolith: the endpoint, its Flask name and the raw rule."""
+
+    endpoint: Endpoint
+    name: str
+    rule: str
+
+
+@dataclass
+class InventoryChange:
+    """What ``update_inventory`` did; empty lists mean the inventory was already current."""
+
+    added: list[Endpoint] = field(default_factory=list)
+    gone: list[Endpoint] = field(default_factory=list)
+    back: list[Endpoint] = field(default_factory=list)
+    renamed: list[tuple[Endpoint, str, str]] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        """True if the document was modified."""
+        return bool(self.added or self.gone or self.back or self.renamed)
+
+    def lines(self) -> list[str]:
+        """One human line per change, for the CLI."""
+        return (
+            [f"added   {ep}" for ep in self.added]
+            + [f"gone    {ep} (marked gone = true)" for ep in self.gone]
+            + [f"back    {ep} (gone removed)" for ep in self.back]
+            + [f"renamed {ep}: {old} -> {new}" for ep, old, new in self.renamed]
+        )
+
+
+def _is_static(endpoint_name: str) -> bool:
+    # static files are served by prefix (declare "PREFIX /static/"), not as endpoints
+    return endpoint_name == "static" or endpoint_name.endswith(".static")
+
+
+def scan_app(app: Flask) -> list[ScannedEndpoint]:
+    """Every endpoint of ``app``'s url_map, one per method, sorted by path then method.
+
+    Skips static-file rules and HEAD/OPTIONS; converters are normalised
+    (``<int:id>`` -> ``<id>``). When two rules normalise to the same endpoint
+    the first one wins (Flask would dispatch to it first, too).
+    """
+    found: dict[Endpoint, ScannedEndpoint] = {}
+    for rule in app.url_map.iter_rules():
+        if _is_static(rule.endpoint):
+            continue
+        for method in sorted((rule.methods or set()) - SKIPPED_METHODS):
+            if method not in METHODS:
+                continue  # a WebDAV verb or similar: nothing the router can express
+            ep = Endpoint(method, normalise_rule(rule.rule))
+            found.setdefault(ep, ScannedEndpoint(ep, rule.endpoint, rule.rule))
+    return sorted(found.values(), key=lambda s: (s.endpoint.path, METHODS.index(s.endpoint.method)))
+
+
+def update_inventory(doc: tomlkit.TOMLDocument, scanned: list[ScannedEndpoint]) -> InventoryChange:
+    """Merge ``scanned`` into ``doc``'s ``[[endpoints]]`` in place; return what changed.
+
+    New endpoints are appended; entries no longer in the monolith get
+    ``gone = true``; a gone one that is back loses its ``gone``; a changed
+    Flask name is updated. Entries whose endpoint does not parse are left
+    alone (``strangler plan check`` reports them). Running it twice changes
+    nothing the second time.
+    """
+    change = InventoryChange()
+    entries = doc.get("endpoints")
+    by_endpoint = {s.endpoint: s for s in scanned}
+    listed: set[Endpoint] = set()
+    for entry in entries or []:
+        try:
+            ep = parse_endpoint_spec(entry.get("endpoint"))
+        except (ValueError, AttributeError):
+            continue
+        listed.add(ep)
+        found = by_endpoint.get(ep)
+        if found is None:
+            if not entry.get("gone", False):
+                entry["gone"] = True
+                change.gone.append(ep)
+            continue
+        if entry.get("gone", False):
+            del entry["gone"]
+            change.back.append(ep)
+        if entry.get("name") != found.name:
+            change.renamed.append((ep, entry.get("name"), found.name))
+            entry["name"] = found.name
+    new = [s for s in scanned if s.endpoint not in listed]
+    if new and entries is None:
+        entries = tomlkit.aot()
+        doc.add(tomlkit.nl())
+        doc.add(tomlkit.comment(INVENTORY_COMMENT))
+        doc.append("endpoints", entries)
+    for s in new:
+        entries.append(_entry(s))
+        change.added.append(s.endpoint)
+    return change
+
+
+def _entry(s: ScannedEndpoint) -> Table:
+    table = tomlkit.table()
+    table["endpoint"] = str(s.endpoint)
+    table["name"] = s.name
+    return table
+
+
+@contextlib.contextmanager
+def _temporary_environ(values: dict[str, str]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def load_factory(spec: str, search_path: Path | None = None) -> Any:
+    """Import ``"module:factory"``; ValueError says what to fix (one line)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f'app "{spec}" must be "module:factory", e.g. "monolith:create_app"')
+    added = search_path is not None and str(search_path) not in sys.path
+    if added:
+        sys.path.insert(0, str(search_path))
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f'app "{spec}": cannot import {module_name} ({exc})') from None
+    finally:
+        if added:
+            sys.path.remove(str(search_path))
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ValueError(f'app "{spec}": {module_name} has no callable {attr}')
+    return factory
+
+
+def create_scan_app(spec: str, workdir: Path, search_path: Path | None = None) -> Flask:
+    """Build the app ``spec`` names on a throw-away database in ``workdir`` (which the caller removes).
+
+    The settings go both in the environment (for factories that read it) and
+    as the factory's config mapping, if it takes one.
+    """
+    factory = load_factory(spec, search_path)
+    url = f"sqlite:///{workdir / 'scan.sqlite'}"
+    settings = {
+        "STRANGLER_ENV": "testing",
+        "STRANGLER_DATA_DIR": str(workdir),
+        "DATABASE_URL": url,
+        "START_OFFLINE_TASK": "0",
+    }
+    with _temporary_environ(settings):
+        takes_config = bool(inspect.signature(factory).parameters)
+        app = factory({**settings, "TESTING": True, "SQLALCHEMY_DATABASE_URI": url}) if takes_config else factory()
+    if not isinstance(app, Flask):
+        raise ValueError(f'app "{spec}" returned {type(app).__name__}, not a Flask app')
+    return app
