@@ -4,11 +4,12 @@ Pure functions only: no app, no I/O. The monolith calls `render_html` when a
 message is created or edited; link previews are added later by `links.py`.
 """
 
+import re
 from functools import partial
 
 import markdown
 from bleach.callbacks import nofollow
-from bleach.linkifier import LinkifyFilter
+from bleach.linkifier import LinkifyFilter, build_url_re
 from bleach.sanitizer import Cleaner
 
 # Inline formatting only: a chat message is one line of text, so block tags
@@ -22,6 +23,17 @@ ALLOWED_ATTRIBUTES = {
 # Anything else (javascript:, data:, vbscript:) loses its href.
 ALLOWED_PROTOCOLS = frozenset({"http", "https", "mailto"})
 
+# bleach only linkifies names with a known TLD; in development people link
+# local pages (http://localhost:5000/, http://127.0.0.1:8000/x), so an explicit
+# http(s) URL to localhost or an IP address is linkified too.
+_LOCAL_URL = (
+    r"\bhttps?://(?:localhost|\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-f:.]+\])(?::[0-9]+)?"
+    r"(?:[/?][^\s\{\}\|\\\^`<>\"]*)?"
+)
+_URL_RE = re.compile(
+    _LOCAL_URL + "|" + build_url_re().pattern, re.IGNORECASE | re.VERBOSE | re.UNICODE
+)
+
 # One pass: sanitise, then linkify the sanitised token stream. (A separate
 # bleach.linkify() re-parses with HTML5's tag list, which lacks <acronym>,
 # and would escape it.) The nofollow callback also marks existing links.
@@ -32,7 +44,7 @@ def _cleaner() -> Cleaner:
         attributes=ALLOWED_ATTRIBUTES,
         protocols=ALLOWED_PROTOCOLS,
         strip=True,
-        filters=[partial(LinkifyFilter, callbacks=[nofollow])],
+        filters=[partial(LinkifyFilter, callbacks=[nofollow], url_re=_URL_RE)],
     )
 
 

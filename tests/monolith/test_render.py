@@ -122,3 +122,21 @@ def test_unclosed_tag_is_balanced():
 
 def test_empty_source_gives_empty_html():
     assert render_html("") == ""
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:5000/page", "http://localhost:8000/x?y=1", "https://[::1]:8443/"],
+)
+def test_explicit_local_urls_are_linkified(url):
+    html = render_html(f"go to {url} now")
+    assert html == f'go to <a href="{url.replace("&", "&amp;")}" rel="nofollow">{url}</a> now'
+
+
+def test_trailing_period_is_not_part_of_a_local_link():
+    assert render_html("see http://localhost:5000/x.").endswith("</a>.")
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1", "version 1.2.3.4", "localhost:5000"])
+def test_addresses_without_a_scheme_stay_text(text):
+    assert "<a" not in render_html(text)
