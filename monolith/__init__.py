@@ -1,0 +1,89 @@
+"""Flack, the chat monolith: app factory and the extensions it binds.
+
+Extensions are created unbound here and attached in :func:`create_app`, so
+importing the package builds nothing and tests make as many apps as they like.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+from flask_socketio import SocketIO
+
+# ``db`` (the SQLAlchemy extension) lives in the submodule ``monolith.db``
+# beside the schema helpers; importing it here, first, makes the package
+# attribute ``monolith.db`` the extension rather than the submodule.
+from monolith.db import MonolithSession, db
+
+__all__ = ["MonolithSession", "create_app", "db", "socketio"]
+
+logger = logging.getLogger(__name__)
+
+socketio = SocketIO()
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the Flack app; *config* entries win over the environment.
+
+    Migrates an empty database, picks the revocation store, starts the link
+    expander and (outside testing) the background task that marks idle users
+    offline.
+    """
+    # handlers must be registered before the first init_app copies them
+    from monolith import events
+    from monolith.config import Config
+    from monolith.db import configure_engine, ensure_schema
+    from monolith.links import LinkExpander
+
+    settings = Config.from_env(config)
+    app = Flask(__name__)
+    app.config.update(settings.flask_settings())
+    app.config.update({key: value for key, value in (config or {}).items() if key.isupper()})
+    app.config["REVOCATION_STORE"] = settings.revocation_store
+
+    db.init_app(app)
+    socketio.init_app(
+        app, async_mode="threading", message_queue=settings.socketio_message_queue
+    )
+    with app.app_context():
+        configure_engine(db.engine)
+    if app.config.get("AUTO_MIGRATE", True):
+        ensure_schema(settings.database_url, settings.data_dir / "migrate.lock")
+
+    app.extensions["revocation_store"] = _revocation_store(settings.revocation_store, settings)
+    app.extensions["link_expander"] = LinkExpander(
+        allow_private=settings.link_expansion_allow_private,
+        timeout=settings.link_expansion_timeout,
+        max_bytes=settings.link_expansion_max_bytes,
+    )
+    _register_blueprints(app)
+    if settings.start_offline_task:
+        events.start_offline_task(app)
+    return app
+
+
+def _revocation_store(choice: Any, settings: Any) -> Any:
+    from monolith.revocation import DatabaseRevocationStore
+
+    if choice == "database":
+        return DatabaseRevocationStore(token_ttl=settings.token_ttl)
+    if isinstance(choice, str):
+        from monolith.config import ConfigError
+
+        raise ConfigError(f"REVOCATION_STORE must be 'database' or a store object, not {choice!r}")
+    return choice
+
+
+def _register_blueprints(app: Flask) -> None:
+    from monolith.api import bp as api_bp
+    from monolith.api.errors import register_error_handlers
+    from monolith.api.health import bp as health_bp
+    from monolith.main import bp as main_bp
+
+    app.register_blueprint(api_bp, url_prefix="/api")
+    app.register_blueprint(health_bp)
+    app.register_blueprint(main_bp)
+    register_error_handlers(app)

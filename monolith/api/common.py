@@ -1,0 +1,47 @@
+"""Small helpers the API views share: reading JSON bodies, ids and query filters."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from flask import abort, request
+
+from monolith import db
+
+Model = TypeVar("Model")
+
+# the largest id any supported engine's INTEGER column can hold; bigger ids
+# would overflow the driver instead of simply not existing
+MAX_ID = 2**31 - 1
+
+
+def json_object() -> dict[str, Any]:
+    """Return the request body as a JSON object, or abort with 400 saying what is wrong."""
+    data = request.get_json(force=True, silent=True)
+    if data is None:
+        abort(400, description="the request body must be valid JSON")
+    if not isinstance(data, dict):
+        abort(400, description="the request body must be a JSON object")
+    return data
+
+
+def get_or_404(model: type[Model], id: int) -> Model:
+    """Return the row of *model* with primary key *id*, or abort with 404."""
+    row = db.session.get(model, id) if 0 < id <= MAX_ID else None
+    if row is None:
+        abort(404, description=f"{model.__name__.lower()} {id} not found")
+    return row
+
+
+def int_arg(name: str) -> int | None:
+    """Return the integer query argument *name*, None if absent; 400 if not an integer."""
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        abort(400, description=f"{name} must be an integer, not {raw!r}")
+    if not -(2**63) <= value < 2**63:
+        abort(400, description=f"{name} is out of range")
+    return value

@@ -1,0 +1,42 @@
+"""JSON errors for API clients: no path ever answers them with HTML or a traceback."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+logger = logging.getLogger(__name__)
+
+
+def wants_json() -> bool:
+    """Tell whether the client is an API client (an API path, or JSON preferred over HTML)."""
+    if request.path.startswith("/api/") or request.path in ("/api", "/healthz"):
+        return True
+    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
+    return best == "application/json"
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Answer every HTTP error (and any crash) with ``{"error": ...}`` for API clients."""
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):  # noqa: ANN202
+        if not wants_json():
+            return error
+        response = jsonify({"error": error.description or error.name})
+        response.status_code = error.code or 500
+        for name, value in error.get_headers():
+            if name.lower() not in ("content-type", "content-length"):
+                response.headers[name] = value
+        return response
+
+    @app.errorhandler(InternalServerError)
+    def server_error(error: InternalServerError):  # noqa: ANN202
+        if error.original_exception is not None:
+            logger.error("unhandled error on %s %s", request.method, request.path,
+                         exc_info=error.original_exception)
+        if not wants_json():
+            return error
+        return jsonify({"error": "internal server error"}), 500

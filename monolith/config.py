@@ -1,0 +1,187 @@
+"""Flack's settings, read from the environment at call time.
+
+One variable, ``STRANGLER_ENV``, chooses the profile (``development`` by
+default, ``production`` or ``testing``); tests pass a mapping that wins over
+the environment. Every bad or missing setting raises :class:`ConfigError`
+naming the variable to fix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROFILES = ("development", "production", "testing")
+SECRET_NAMES = ("SECRET_KEY", "JWT_SECRET_KEY")
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off"}
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """The monolith's settings; build one with :meth:`Config.from_env`."""
+
+    env: str
+    data_dir: Path
+    database_url: str
+    secret_key: str = field(repr=False)
+    jwt_secret_key: str = field(repr=False)
+    socketio_message_queue: str | None
+    online_timeout: float
+    offline_check_interval: float
+    link_expansion_allow_private: bool
+    link_expansion_timeout: float
+    link_expansion_max_bytes: int
+    token_ttl: float
+    revocation_store: Any
+    start_offline_task: bool
+    password_hash_method: str
+
+    @classmethod
+    def from_env(
+        cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    ) -> Config:
+        """Read the settings from *environ* (default ``os.environ``), *overrides* winning."""
+        source: dict[str, Any] = dict(os.environ if environ is None else environ)
+        source.update(overrides or {})
+        env = str(source.get("STRANGLER_ENV") or "development")
+        if env not in PROFILES:
+            raise ConfigError(f"STRANGLER_ENV must be one of {', '.join(PROFILES)}, not {env!r}")
+        data_dir = _data_dir(source)
+        keys = _secrets(source, env, data_dir)
+        return cls(
+            env=env,
+            data_dir=data_dir,
+            database_url=str(source.get("DATABASE_URL") or f"sqlite:///{data_dir / 'monolith.sqlite'}"),
+            secret_key=keys["SECRET_KEY"],
+            jwt_secret_key=keys["JWT_SECRET_KEY"],
+            socketio_message_queue=source.get("SOCKETIO_MESSAGE_QUEUE") or None,
+            online_timeout=_number(source, "ONLINE_TIMEOUT", 60.0),
+            offline_check_interval=_number(source, "OFFLINE_CHECK_INTERVAL", 5.0),
+            link_expansion_allow_private=_flag(
+                source, "LINK_EXPANSION_ALLOW_PRIVATE", env != "production"
+            ),
+            link_expansion_timeout=_number(source, "LINK_EXPANSION_TIMEOUT", 3.0),
+            link_expansion_max_bytes=int(_number(source, "LINK_EXPANSION_MAX_BYTES", 512 * 1024)),
+            token_ttl=_number(source, "TOKEN_TTL", 3600.0),
+            revocation_store=source.get("REVOCATION_STORE") or "database",
+            start_offline_task=_flag(source, "START_OFFLINE_TASK", env != "testing"),
+            # a cheap hash keeps the test suite fast; real profiles use scrypt
+            password_hash_method=str(
+                source.get("PASSWORD_HASH_METHOD")
+                or ("pbkdf2:sha256:1000" if env == "testing" else "scrypt")
+            ),
+        )
+
+    def flask_settings(self) -> dict[str, Any]:
+        """Return the Flask ``app.config`` entries these settings map to."""
+        return {
+            "STRANGLER_ENV": self.env,
+            "TESTING": self.env == "testing",
+            "SECRET_KEY": self.secret_key,
+            "JWT_SECRET_KEY": self.jwt_secret_key,
+            "SQLALCHEMY_DATABASE_URI": self.database_url,
+            "DATABASE_URL": self.database_url,
+            "STRANGLER_DATA_DIR": str(self.data_dir),
+            "SOCKETIO_MESSAGE_QUEUE": self.socketio_message_queue,
+            "ONLINE_TIMEOUT": self.online_timeout,
+            "OFFLINE_CHECK_INTERVAL": self.offline_check_interval,
+            "LINK_EXPANSION_ALLOW_PRIVATE": self.link_expansion_allow_private,
+            "LINK_EXPANSION_TIMEOUT": self.link_expansion_timeout,
+            "LINK_EXPANSION_MAX_BYTES": self.link_expansion_max_bytes,
+            "TOKEN_TTL": self.token_ttl,
+            "REVOCATION_STORE": self.revocation_store,
+            "START_OFFLINE_TASK": self.start_offline_task,
+            "PASSWORD_HASH_METHOD": self.password_hash_method,
+            # a chat message never needs a megabyte; bigger bodies get a JSON 413
+            "MAX_CONTENT_LENGTH": 1024 * 1024,
+        }
+
+
+def _data_dir(source: Mapping[str, Any]) -> Path:
+    path = Path(source.get("STRANGLER_DATA_DIR") or Path.cwd() / ".strangler" / "data")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"STRANGLER_DATA_DIR {str(path)!r} cannot be created: {exc.strerror}") from exc
+    return path.resolve()
+
+
+def _number(source: Mapping[str, Any], name: str, default: float) -> float:
+    raw = source.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, not {raw!r}")
+    return value
+
+
+def _flag(source: Mapping[str, Any], name: str, default: bool) -> bool:
+    raw = source.get(name)
+    if raw is None or raw == "":
+        return default
+    if isinstance(raw, bool):
+        return raw
+    word = str(raw).strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ConfigError(f"{name} must be true or false (1/0, yes/no), not {raw!r}")
+
+
+def _secrets(source: Mapping[str, Any], env: str, data_dir: Path) -> dict[str, str]:
+    given = {name: str(source[name]) for name in SECRET_NAMES if source.get(name)}
+    missing = [name for name in SECRET_NAMES if name not in given]
+    if not missing:
+        return given
+    if env == "production":
+        raise ConfigError(f"{missing[0]} is required in production; set it in the environment")
+    if env == "testing":
+        # throw-away keys: a test run must not leave files behind
+        return {**{name: secrets.token_hex(32) for name in missing}, **given}
+    return {**load_or_create_secrets(data_dir / "secrets.json"), **given}
+
+
+def load_or_create_secrets(path: Path) -> dict[str, str]:
+    """Return the development secrets stored at *path*, generating them on first use.
+
+    The file is created with mode 0600 and ``O_EXCL``, so two processes
+    starting together agree on one set of keys.
+    """
+    fresh = {name: secrets.token_hex(32) for name in SECRET_NAMES}
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_secrets(path, fresh)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(fresh, handle)
+    return fresh
+
+
+def _read_secrets(path: Path, fresh: dict[str, str]) -> dict[str, str]:
+    for _attempt in range(50):
+        try:
+            stored = json.loads(path.read_text() or "null")
+        except json.JSONDecodeError:
+            stored = None  # the other process is still writing it
+        if isinstance(stored, dict) and all(isinstance(stored.get(n), str) for n in SECRET_NAMES):
+            return {name: stored[name] for name in SECRET_NAMES}
+        time.sleep(0.02)
+    raise ConfigError(
+        f"{path} does not hold SECRET_KEY and JWT_SECRET_KEY; delete it to generate new ones"
+    )

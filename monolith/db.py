@@ -1,0 +1,121 @@
+"""The monolith's database: the SQLAlchemy extension and its schema.
+
+The schema is applied with alembic from code (no alembic.ini needed).
+
+``create_app`` migrates an empty database on start. Two processes starting
+together on one database take turns through a ``fcntl`` file lock; the
+second one then finds the schema at head and does nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from flask_sqlalchemy import SQLAlchemy
+from flask_sqlalchemy.session import Session as _FlaskSession
+from sqlalchemy import create_engine, event, inspect
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.pool import NullPool
+
+from migrations import script_location
+
+VERSION_TABLE = "alembic_version"
+
+
+class MonolithSession(_FlaskSession):
+    """The monolith's own session class, so its events never touch other apps' sessions."""
+
+
+db = SQLAlchemy(session_options={"class_": MonolithSession})
+
+
+def alembic_config(url: str) -> AlembicConfig:
+    """Return an alembic config for the monolith's environment against *url*.
+
+    The URL travels in ``attributes`` rather than the ini options, where
+    ``%`` (common in encoded passwords) would be read as interpolation.
+    """
+    config = AlembicConfig()
+    config.set_main_option("script_location", script_location("monolith"))
+    config.attributes["url"] = url
+    return config
+
+
+def upgrade_database(url: str, lock_path: str | Path | None = None) -> None:
+    """Upgrade the monolith's database at *url* to the newest schema."""
+    with _file_lock(Path(lock_path) if lock_path else default_lock_path(url)):
+        command.upgrade(alembic_config(url), "head")
+
+
+def has_schema(url: str) -> bool:
+    """Tell whether the database at *url* has alembic's version table."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        return inspect(engine).has_table(VERSION_TABLE)
+    finally:
+        engine.dispose()
+
+
+def ensure_schema(url: str, lock_path: str | Path | None = None) -> bool:
+    """Migrate the database at *url* if it is empty; return whether it did."""
+    if has_schema(url):
+        return False
+    upgrade_database(url, lock_path)
+    return True
+
+
+def default_lock_path(url: str) -> Path:
+    """Return the lock file guarding migrations of *url*.
+
+    A SQLite database is locked next to its file, so any two processes using
+    that file agree on the lock whatever their data dirs.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        return Path(parsed.database).resolve().with_name(Path(parsed.database).name + ".migrate.lock")
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"strangler-migrate-{digest}.lock"
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def configure_engine(engine: Engine) -> None:
+    """Make SQLite behave under concurrent threads; other engines are left alone.
+
+    SQLite transactions start with ``BEGIN IMMEDIATE``: a deferred transaction
+    that reads and then writes can fail at once with "database is locked" when
+    another writer got in between, while an immediate one waits its turn (up
+    to the busy timeout). WAL lets readers of other processes carry on.
+    """
+    if engine.dialect.name != "sqlite" or getattr(engine, "_monolith_configured", False):
+        return
+    engine._monolith_configured = True  # type: ignore[attr-defined]
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, connection_record):  # noqa: ANN001
+        dbapi_connection.isolation_level = None  # let the begin hook issue BEGIN itself
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout = 30000")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection):  # noqa: ANN001
+        connection.exec_driver_sql("BEGIN IMMEDIATE")

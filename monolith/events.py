@@ -1,0 +1,132 @@
+"""Socket.IO: the client's ``ping_user`` and ``post_message`` events, and presence.
+
+A user is online while they use a token or keep pinging; they go offline when
+their last socket disconnects or after ``ONLINE_TIMEOUT`` seconds of silence
+(the background task below). Bad tokens or data are answered with an
+``{"error": ...}`` acknowledgement, never an exception.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from flask import Flask, current_app, request
+from sqlalchemy import select
+
+from monolith import db, socketio
+from monolith.auth import AuthError, user_from_token
+from monolith.models import User, ValidationError
+
+logger = logging.getLogger(__name__)
+
+# guards the sid -> user maps (one per app, in app.extensions) and the task flag
+_sids_lock = threading.Lock()
+_offline_task_started = False
+
+
+def _sid_users() -> dict[str, int]:
+    return current_app.extensions.setdefault("monolith_sid_users", {})
+
+
+def _remember(sid: str, user_id: int) -> None:
+    with _sids_lock:
+        _sid_users()[sid] = user_id
+
+
+def _forget(sid: str) -> tuple[int | None, bool]:
+    """Forget *sid*; return its user and whether another socket of that user remains."""
+    with _sids_lock:
+        sids = _sid_users()
+        user_id = sids.pop(sid, None)
+        return user_id, user_id is not None and user_id in sids.values()
+
+
+def _authenticated(token: Any) -> User:
+    user, _claims = user_from_token(token)
+    user.ping()
+    db.session.commit()
+    _remember(request.sid, user.id)
+    return user
+
+
+@socketio.on("ping_user")
+def ping_user(token: Any = None) -> dict[str, Any]:
+    """Any client with a valid token: keep that user online. Acks ``{"ok": true}`` or an error."""
+    try:
+        _authenticated(token)
+    except AuthError as exc:
+        return {"error": str(exc)}
+    return {"ok": True}
+
+
+@socketio.on("post_message")
+def post_message(data: Any = None, token: Any = None) -> dict[str, Any]:
+    """Any client with a valid token: post ``{source}``. Acks the message dict or an error."""
+    from monolith.api.messages import post_message as create_message
+
+    try:
+        user = _authenticated(token)
+        if not isinstance(data, dict):
+            raise ValidationError("data must be an object with a source")
+        message = create_message(user, data)
+    except (AuthError, ValidationError) as exc:
+        db.session.rollback()
+        return {"error": str(exc)}
+    return message.to_dict()
+
+
+@socketio.on("disconnect")
+def on_disconnect(reason: Any = None) -> None:
+    """Mark the user of this socket offline, unless another of their sockets is still open."""
+    user_id, still_connected = _forget(request.sid)
+    if user_id is None or still_connected:
+        return
+    user = db.session.get(User, user_id)
+    if user is not None and user.online:
+        user.online = False
+        db.session.commit()
+
+
+def mark_inactive_users_offline(now: float | None = None) -> list[int]:
+    """Mark users not seen for ``ONLINE_TIMEOUT`` seconds offline; return their ids.
+
+    Needs an app context. Each change is committed and pushed to clients.
+    """
+    now = time.time() if now is None else now
+    cutoff = now - current_app.config["ONLINE_TIMEOUT"]
+    stale = db.session.scalars(
+        select(User).where(User.online.is_(True), User.last_seen_at < cutoff)
+    ).all()
+    for user in stale:
+        user.online = False
+    db.session.commit()
+    return [user.id for user in stale]
+
+
+def start_offline_task(app: Flask) -> bool:
+    """Start the offline sweep once per process; return whether this call started it."""
+    global _offline_task_started
+    with _sids_lock:
+        if _offline_task_started:
+            return False
+        _offline_task_started = True
+    socketio.start_background_task(_offline_loop, app)
+    return True
+
+
+def _offline_loop(app: Flask) -> None:
+    interval = app.config["OFFLINE_CHECK_INTERVAL"]
+    while True:
+        time.sleep(interval)
+        try:
+            with app.app_context():
+                mark_inactive_users_offline()
+                store = app.extensions["revocation_store"]
+                if hasattr(store, "prune"):  # the etcd store forgets by itself (leases)
+                    store.prune()
+        except Exception:  # a database hiccup must not end presence tracking for good
+            logger.exception("marking inactive users offline failed; retrying in %ss", interval)
+
