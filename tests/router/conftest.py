@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_etcd(data_dir: Path, log: Path) -> tuple[subprocess.Popen, str]:
+def start_etcd(
+    data_dir: Path, log: Path, max_txn_ops: int | None = 20000
+) -> tuple[subprocess.Popen, str]:
     """Start etcd on free loopback ports; returns the process and its client URL."""
     client, peer = free_port(), free_port()
     url, peer_url = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
@@ -36,8 +38,8 @@ def start_etcd(data_dir: Path, log: Path) -> tuple[subprocess.Popen, str]:
             f"--listen-peer-urls={peer_url}",
             f"--initial-advertise-peer-urls={peer_url}",
             f"--initial-cluster=test={peer_url}",
-            "--max-txn-ops=20000",
             "--log-level=warn",
+            *([f"--max-txn-ops={max_txn_ops}"] if max_txn_ops else []),
         ],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
@@ -75,3 +77,19 @@ def kv(kv_url: str) -> Iterator[Etcd]:
     client = Etcd.connect(kv_url)
     client.delete_prefix("")
     yield client
+
+
+@pytest.fixture
+def etcd_factory(tmp_path: Path) -> Iterator[Callable[..., str]]:
+    """Start extra etcds (e.g. with other flags); all stopped after the test."""
+    procs: list[subprocess.Popen] = []
+
+    def start(max_txn_ops: int | None = 20000) -> str:
+        proc, url = start_etcd(tmp_path / f"data{len(procs)}", tmp_path / "etcd.log", max_txn_ops)
+        procs.append(proc)
+        Etcd.connect(url, wait=20)
+        return url
+
+    yield start
+    for proc in procs:
+        stop(proc)

@@ -1,0 +1,364 @@
+"""The route table: desired state per endpoint, kept in etcd with its history.
+
+Every change writes the new desired state, the Traefik keys derived from it
+(only those that differ) and a history record in ONE etcd transaction,
+guarded by compare-and-swap on the guard key read with the table, so two
+operators cannot lose each other's change and Traefik never sees half a
+change. Keys under ``.../loadbalancer/servers/`` (instances, written by the
+registry with leases) are never touched here.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import socket
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from router.etcd import Compare, Etcd, TxnTooLarge
+from router.keys import (
+    CATCHALL,
+    HISTORY_PREFIX,
+    LAST_CHANGE_KEY,
+    MONOLITH,
+    OPTIONS_KEY,
+    ROOT,
+    ROUTES_PREFIX,
+    Endpoint,
+    Route,
+    history_key,
+    is_server_key,
+    parse_endpoint,
+    state_key,
+    traefik_keys,
+)
+
+Routes = dict[Endpoint, Route]
+ChangeFn = Callable[[Routes], Mapping[Endpoint, Route] | Iterable[Route]]
+
+
+class ConcurrentChange(Exception):
+    """Someone else changed the routing between our read and our write."""
+
+
+class RollbackRefused(Exception):
+    """A rollback would silently undo a later change (or there is nothing to undo)."""
+
+
+class TableTooLarge(Exception):
+    """The change needs more etcd operations than the server allows in one transaction."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """What traefik_keys() needs besides the routes; stored under OPTIONS_KEY."""
+
+    monolith: str = MONOLITH
+    entrypoint: str = "web"
+    healthchecks: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """Serialise for etcd."""
+        return json.dumps(
+            {
+                "monolith": self.monolith,
+                "entrypoint": self.entrypoint,
+                "healthchecks": self.healthchecks,
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str | None) -> Options:
+        """Inverse of to_json; None (never initialised) gives the defaults."""
+        data = json.loads(text) if text else {}
+        return cls(
+            monolith=data.get("monolith", MONOLITH),
+            entrypoint=data.get("entrypoint", "web"),
+            healthchecks=dict(data.get("healthchecks") or {}),
+        )
+
+    def derive(self, routes: Iterable[Route]) -> dict[str, str]:
+        """The Traefik keys for `routes` under these options."""
+        return traefik_keys(
+            routes,
+            monolith=self.monolith,
+            entrypoint=self.entrypoint,
+            healthchecks=self.healthchecks,
+        )
+
+
+@dataclass(frozen=True)
+class Change:
+    """One recorded change of the table: who did what, and each touched
+    endpoint's route before and after (None: not in the table)."""
+
+    id: int
+    time: str
+    who: str
+    what: str
+    revision: int
+    before: dict[str, Route | None]
+    after: dict[str, Route | None]
+    rollback_of: int | None = None
+
+    @property
+    def endpoints(self) -> list[str]:
+        """The endpoints (as "METHOD /path") this change touched."""
+        return sorted(set(self.before) | set(self.after))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The history record as stored in etcd (JSON-ready)."""
+
+        def routes(side: dict[str, Route | None]) -> dict[str, Any]:
+            return {ep: (r.to_dict() if r else None) for ep, r in sorted(side.items())}
+
+        return {
+            "id": self.id,
+            "time": self.time,
+            "who": self.who,
+            "what": self.what,
+            "revision": self.revision,
+            "rollback_of": self.rollback_of,
+            "before": routes(self.before),
+            "after": routes(self.after),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], revision: int | None = None) -> Change:
+        """Inverse of to_dict; `revision` overrides the stored one."""
+
+        def routes(side: Mapping[str, Any]) -> dict[str, Route | None]:
+            return {ep: (Route.from_dict(r) if r else None) for ep, r in side.items()}
+
+        return cls(
+            id=int(data["id"]),
+            time=data["time"],
+            who=data["who"],
+            what=data["what"],
+            revision=int(revision if revision is not None else data.get("revision", 0)),
+            before=routes(data["before"]),
+            after=routes(data["after"]),
+            rollback_of=data.get("rollback_of"),
+        )
+
+
+def current_user() -> str:
+    """``user@host`` of whoever runs this process, for history records."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry, e.g. in a bare container
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+who = current_user
+
+
+def _parse_routes(values: Mapping[str, str]) -> Routes:
+    routes = (Route.from_json(text) for text in values.values())
+    return {route.endpoint: route for route in routes}
+
+
+def load(etcd: Etcd) -> tuple[Routes, int]:
+    """The desired route per endpoint, and the etcd revision it was read at."""
+    entries, revision = etcd.get_prefix_entries(ROUTES_PREFIX)
+    return _parse_routes({k: e.value for k, e in entries.items()}), revision
+
+
+def load_options(etcd: Etcd) -> Options:
+    """The stored Traefik options (defaults when the table was never initialised)."""
+    return Options.from_json(etcd.get(OPTIONS_KEY))
+
+
+def _as_routes(result: Mapping[Endpoint, Route] | Iterable[Route]) -> Routes:
+    if isinstance(result, Mapping):
+        for endpoint, route in result.items():
+            if route.endpoint != endpoint:
+                raise ValueError(f"route for {route.endpoint} is filed under {endpoint}")
+        return dict(result)
+    return {route.endpoint: route for route in result}
+
+
+def apply(
+    etcd: Etcd,
+    change: ChangeFn | Mapping[Endpoint, Route] | Iterable[Route],
+    *,
+    who: str,
+    what: str,
+    options: Options | None = None,
+    rollback_of: int | None = None,
+    expect_last: int | None = None,
+) -> Change | None:
+    """Change the route table atomically; returns the recorded Change.
+
+    `change` is a function from the current routes (a dict Endpoint -> Route,
+    a copy the function may modify) to the new routes, or the new routes
+    themselves. Endpoints left out are removed from the table. `options`
+    replaces the stored Traefik options. Returns None when nothing would
+    change. Raises ConcurrentChange (and writes nothing) when someone else
+    changed the table meanwhile, or when `expect_last` is given and is not the
+    last history id.
+    """
+    entries, revision = etcd.get_prefix_entries(ROUTES_PREFIX)
+    old = _parse_routes({k: e.value for k, e in entries.items()})
+    # The rest is read at the same revision: one consistent snapshot.
+    guard = etcd.get_entry(LAST_CHANGE_KEY, revision=revision)
+    options_entry = etcd.get_entry(OPTIONS_KEY, revision=revision)
+    current = {
+        k: e.value for k, e in etcd.get_prefix_entries(ROOT + "/", revision=revision)[0].items()
+    }
+    last_id = int(guard.value) if guard else 0
+    if expect_last is not None and expect_last != last_id:
+        raise ConcurrentChange("routing was changed by someone else; re-run the command")
+    old_options = Options.from_json(options_entry.value if options_entry else None)
+    new_options = options or old_options
+
+    new = _as_routes(change(dict(old)) if callable(change) else change)
+    touched = sorted(
+        (ep for ep in set(old) | set(new) if old.get(ep) != new.get(ep)), key=lambda e: e.id
+    )
+    derived = new_options.derive(new.values())
+    puts = {k: v for k, v in derived.items() if current.get(k) != v}
+    stale = set(old_options.derive(old.values())) - set(derived)
+    deletes = [k for k in sorted(stale) if k in current and not _protected(k)]
+    if not touched and not puts and not deletes and new_options == old_options:
+        return None
+
+    record = Change(
+        id=last_id + 1,
+        time=datetime.now(UTC).isoformat(timespec="seconds"),
+        who=who,
+        what=what,
+        revision=revision,
+        before={str(ep): old.get(ep) for ep in touched},
+        after={str(ep): new.get(ep) for ep in touched},
+        rollback_of=rollback_of,
+    )
+    for ep in touched:
+        if ep in new:
+            puts[state_key(ep)] = new[ep].to_json()
+        else:
+            deletes.append(state_key(ep))
+    if options is not None and options != old_options:
+        puts[OPTIONS_KEY] = new_options.to_json()
+    puts[history_key(record.id)] = json.dumps(record.to_dict(), sort_keys=True)
+    puts[LAST_CHANGE_KEY] = str(record.id)
+
+    compare = Compare(LAST_CHANGE_KEY, guard.mod_revision if guard else 0)
+    try:
+        written = etcd.txn_revision([compare], puts, deletes)
+    except TxnTooLarge as exc:
+        raise TableTooLarge(
+            f"this change needs {len(puts) + len(deletes)} etcd operations, more than etcd's "
+            "--max-txn-ops allows: restart etcd with --max-txn-ops 20000 (strangler up does)"
+        ) from exc
+    if written is None:
+        raise ConcurrentChange("routing was changed by someone else; re-run the command")
+    return replace(record, revision=written)
+
+
+def _protected(key: str) -> bool:
+    # The catch-all must never go (traefik#8092), and instance servers are
+    # the registry's, not ours.
+    return key.startswith(f"{ROOT}/http/routers/{CATCHALL}/") or is_server_key(key)
+
+
+def history(etcd: Etcd) -> list[Change]:
+    """Every recorded change, oldest first; `revision` is the etcd revision it wrote."""
+    entries, _ = etcd.get_prefix_entries(HISTORY_PREFIX)
+    changes = [
+        Change.from_dict(json.loads(entry.value), revision=entry.create_revision)
+        for _, entry in sorted(entries.items())
+    ]
+    return sorted(changes, key=lambda c: c.id)
+
+
+def rollback(etcd: Etcd, change_id: int | None = None, *, who: str, force: bool = False) -> Change:
+    """Undo change `change_id` (default: the last one), recorded as a new change.
+
+    Restores the routes its touched endpoints had before it. Refuses (with
+    RollbackRefused) when a later change touched any of the same endpoints,
+    unless `force`. Rolling back the last change twice redoes it.
+    """
+    changes = history(etcd)
+    if not changes:
+        raise RollbackRefused("there is no change to roll back")
+    if change_id is None:
+        target = changes[-1]
+    else:
+        found = [c for c in changes if c.id == change_id]
+        if not found:
+            raise RollbackRefused(f"there is no change {change_id}; see the history for ids")
+        target = found[0]
+    later = [c for c in changes if c.id > target.id and set(c.endpoints) & set(target.endpoints)]
+    if later and not force:
+        raise RollbackRefused(
+            f"change {later[-1].id} ({later[-1].what}) touched the same endpoints after "
+            f"change {target.id}; roll back change {later[-1].id} first, or force it"
+        )
+
+    def restore(routes: Routes) -> Routes:
+        for spec, route in target.before.items():
+            endpoint = parse_endpoint(spec)
+            if route is None:
+                routes.pop(endpoint, None)
+            else:
+                routes[endpoint] = route
+        return routes
+
+    done = apply(
+        etcd,
+        restore,
+        who=who,
+        what=f"roll back change {target.id} ({target.what})",
+        rollback_of=target.id,
+        expect_last=changes[-1].id,
+    )
+    if done is None:
+        raise RollbackRefused(f"the routes already are as before change {target.id}")
+    return done
+
+
+def initialise(
+    etcd: Etcd,
+    endpoints: Iterable[Endpoint | str],
+    *,
+    monolith: str = MONOLITH,
+    entrypoint: str = "web",
+    healthchecks: Mapping[str, str] | None = None,
+    who: str | None = None,
+) -> Change | None:
+    """Put every endpoint not yet in the table on the monolith, plus the catch-all.
+
+    Idempotent: endpoints already in the table keep their route; returns None
+    when there was nothing to write.
+    """
+    wanted = [e if isinstance(e, Endpoint) else parse_endpoint(e) for e in endpoints]
+    options = Options(monolith, entrypoint, dict(healthchecks or {}))
+
+    def add_missing(routes: Routes) -> Routes:
+        for endpoint in wanted:
+            routes.setdefault(endpoint, Route(endpoint))
+        return routes
+
+    return apply(
+        etcd,
+        add_missing,
+        who=who or current_user(),
+        what=f"initialise the table with {len(wanted)} endpoints",
+        options=options,
+    )
+
+
+class RouteTable:
+    """The route table's operations, grouped (each also a module function)."""
+
+    load = staticmethod(load)
+    apply = staticmethod(apply)
+    history = staticmethod(history)
+    rollback = staticmethod(rollback)
+    initialise = staticmethod(initialise)
