@@ -253,13 +253,28 @@ class _PinnedAdapter(HTTPAdapter):
             pool.close()
 
 
-def _resolve(host: str, port: int) -> list[str]:
-    """Return the addresses `host` resolves to (IP literals resolve to themselves)."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:
-        raise LinkError(f"cannot resolve {host}: {exc}") from exc
-    return list(dict.fromkeys(info[4][0] for info in infos))
+def _resolve(host: str, port: int, within: float) -> list[str]:
+    """Return the addresses `host` resolves to (IP literals resolve to themselves).
+
+    getaddrinfo cannot be interrupted, so it runs in a daemon thread that is
+    abandoned (it ends with the resolver's own timeout) if it outlasts `within`.
+    """
+    done = threading.Event()
+    outcome: list = []
+
+    def lookup() -> None:
+        try:
+            outcome.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except (OSError, UnicodeError) as exc:
+            outcome.append(exc)
+        done.set()
+
+    threading.Thread(target=lookup, name="link-dns", daemon=True).start()
+    if not done.wait(within):
+        raise LinkError(f"resolving {host} timed out")
+    if isinstance(outcome[0], Exception):
+        raise LinkError(f"cannot resolve {host}: {outcome[0]}")
+    return list(dict.fromkeys(info[4][0] for info in outcome[0]))
 
 
 def _read_capped(response: requests.Response, max_bytes: int, deadline: _Deadline) -> bytes:
@@ -292,7 +307,9 @@ def _content_type(header: str) -> tuple[str, str | None]:
     return mime.strip().lower(), charset
 
 
-def _checked_target(url: str, allow_private: bool) -> tuple[requests.PreparedRequest, list[str]]:
+def _checked_target(
+    url: str, allow_private: bool, deadline: _Deadline
+) -> tuple[requests.PreparedRequest, list[str]]:
     try:
         request = requests.Request("GET", url, headers=_HEADERS).prepare()
         parts = urlsplit(request.url)
@@ -303,7 +320,7 @@ def _checked_target(url: str, allow_private: bool) -> tuple[requests.PreparedReq
         raise RefusedURL(f"scheme {parts.scheme!r} is not http or https")
     if not parts.hostname:
         raise LinkError("invalid URL: no host")
-    addresses = _resolve(parts.hostname, port)
+    addresses = _resolve(parts.hostname, port, deadline.remaining())
     if not allow_private:
         for address in addresses:
             if reason := refusal_reason(address):
@@ -329,7 +346,7 @@ def fetch_html(
     deadline = _Deadline(timeout)
     try:
         for _hop in range(MAX_REDIRECTS + 1):
-            request, addresses = _checked_target(url, allow_private)
+            request, addresses = _checked_target(url, allow_private, deadline)
             left = deadline.remaining()
             if left <= 0:
                 raise LinkError("timed out")

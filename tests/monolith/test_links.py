@@ -1,5 +1,6 @@
 import logging
 import shutil
+import socket
 import ssl
 import subprocess
 import threading
@@ -344,6 +345,22 @@ def test_redirect_to_a_private_address_is_refused(server, base, make_expander, m
     assert "<blockquote>" not in expander.expand(_link(bad))
     assert expander.stats["refused"] == 1
     assert any("169.254.169.254" in r.getMessage() for r in caplog.records)
+
+
+def test_slow_name_resolution_counts_against_the_timeout(monkeypatch, make_expander):
+    # No slow DNS server to run here: slow down the lookup of one made-up name.
+    real = socket.getaddrinfo
+
+    def slow(host, *args, **kwargs):
+        if host == "slow-dns.test":
+            time.sleep(2)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
+    started = time.monotonic()
+    html = make_expander(timeout=0.5).expand(_link("http://slow-dns.test/"))
+    assert time.monotonic() - started < 1.5
+    assert "<blockquote>" not in html
 
 
 def test_redirect_to_another_scheme_is_refused(base):
