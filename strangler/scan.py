@@ -58,7 +58,7 @@ class InventoryChange:
             [f"added   {ep}" for ep in self.added]
             + [f"gone    {ep} (marked gone = true)" for ep in self.gone]
             + [f"back    {ep} (gone removed)" for ep in self.back]
-            + [f"renamed {ep}: {old} -> {new}" for ep, old, new in self.renamed]
+            + [f"renamed {ep}: {old or '(no name)'} -> {new}" for ep, old, new in self.renamed]
         )
 
 
@@ -118,15 +118,30 @@ def update_inventory(doc: tomlkit.TOMLDocument, scanned: list[ScannedEndpoint]) 
             change.renamed.append((ep, entry.get("name"), found.name))
             entry["name"] = found.name
     new = [s for s in scanned if s.endpoint not in listed]
-    if new and entries is None:
-        entries = tomlkit.aot()
+    if new:
+        _append(doc, entries, new)
+        change.added += [s.endpoint for s in new]
+    return change
+
+
+def _append(doc: tomlkit.TOMLDocument, entries: Any, new: list[ScannedEndpoint]) -> None:
+    """Append entries for ``new``, one blank line between tables as a person would write them."""
+    tables = [_entry(s) for s in new]
+    if entries is None:
+        # a fresh array of tables: tomlkit separates its tables itself
         doc.add(tomlkit.nl())
         doc.add(tomlkit.comment(INVENTORY_COMMENT))
-        doc.append("endpoints", entries)
-    for s in new:
-        entries.append(_entry(s))
-        change.added.append(s.endpoint)
-    return change
+        doc.append("endpoints", tomlkit.aot())
+        for table in tables:
+            doc["endpoints"].append(table)
+        return
+    if len(entries) and isinstance(entries[-1], Table) and not entries[-1].as_string().endswith("\n\n"):
+        entries[-1].add(tomlkit.nl())
+    more_follows = list(doc.keys())[-1] != "endpoints"
+    for i, table in enumerate(tables):
+        if i < len(tables) - 1 or more_follows:
+            table.add(tomlkit.nl())
+        entries.append(table)
 
 
 def _entry(s: ScannedEndpoint) -> Table:
