@@ -277,24 +277,39 @@ def history(etcd: Etcd) -> list[Change]:
     return sorted(changes, key=lambda c: c.id)
 
 
-def rollback(etcd: Etcd, change_id: int | None = None, *, who: str, force: bool = False) -> Change:
-    """Undo change `change_id` (default: the last one), recorded as a new change.
+def cancelled(changes: Iterable[Change]) -> set[int]:
+    """Ids of changes whose effect is undone: each live rollback and its target.
 
-    Restores the routes its touched endpoints had before it. Refuses (with
-    RollbackRefused) when a later change touched any of the same endpoints,
-    unless `force`. Rolling back the last change twice redoes it.
+    A rollback that was itself rolled back no longer cancels its target.
+    """
+    gone: set[int] = set()
+    for change in sorted(changes, key=lambda c: c.id, reverse=True):
+        if change.id not in gone and change.rollback_of is not None:
+            gone |= {change.id, change.rollback_of}
+    return gone
+
+
+def rollback(etcd: Etcd, change_id: int | None = None, *, who: str, force: bool = False) -> Change:
+    """Undo change `change_id` (default: the latest change still in effect).
+
+    Restores the routes its endpoints had before it, recorded as a new change;
+    rolling back repeatedly walks back through the history. Refuses (with
+    RollbackRefused) when a later change still in effect touched any of the
+    same endpoints, unless `force`.
     """
     changes = history(etcd)
-    if not changes:
-        raise RollbackRefused("there is no change to roll back")
+    gone = cancelled(changes)
+    live = [c for c in changes if c.id not in gone]
     if change_id is None:
-        target = changes[-1]
+        if not live:
+            raise RollbackRefused("there is no change to roll back")
+        target = live[-1]
     else:
         found = [c for c in changes if c.id == change_id]
         if not found:
             raise RollbackRefused(f"there is no change {change_id}; see the history for ids")
         target = found[0]
-    later = [c for c in changes if c.id > target.id and set(c.endpoints) & set(target.endpoints)]
+    later = [c for c in live if c.id > target.id and set(c.endpoints) & set(target.endpoints)]
     if later and not force:
         raise RollbackRefused(
             f"change {later[-1].id} ({later[-1].what}) touched the same endpoints after "

@@ -1,9 +1,17 @@
 """router.table against a real etcd: atomic changes, history, rollback."""
 
+import json
+import socket
+import subprocess
+import sys
 import threading
+import time
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
+import requests
 
 from router import table
 from router.etcd import Etcd, Put
@@ -200,6 +208,43 @@ def test_rollback_restores_the_last_change(ready):
     assert table.history(ready)[-1].id == undo.id == 3
 
 
+def test_repeated_rollbacks_walk_back_through_history(ready):
+    table.apply(ready, flip(USERS, "users"), who="t@h", what="users")
+    table.apply(ready, flip(USERS, "users2"), who="t@h", what="users2")
+    table.rollback(ready, who="t@h")
+    assert table.load(ready)[0][USERS].backend == "users"
+    table.rollback(ready, who="t@h")
+    assert table.load(ready)[0][USERS].backend == "monolith"
+    assert [c.rollback_of for c in table.history(ready)][-2:] == [3, 2]
+
+
+def test_rolling_back_a_rollback_redoes_the_change(ready):
+    table.apply(ready, flip(USERS, "users"), who="t@h", what="users")
+    undo = table.rollback(ready, who="t@h")
+    table.rollback(ready, undo.id, who="t@h")
+    assert table.load(ready)[0][USERS].backend == "users"
+    # Redo and undo cancel out, so the latest change in effect is the flip.
+    assert table.rollback(ready, who="t@h").rollback_of == 2
+    assert table.load(ready)[0][USERS].backend == "monolith"
+
+
+def test_rolling_back_a_change_already_undone_is_refused(ready):
+    first = table.apply(ready, flip(USERS, "users"), who="t@h", what="users")
+    table.rollback(ready, who="t@h")
+    with pytest.raises(RollbackRefused) as raised:
+        table.rollback(ready, first.id, who="t@h")
+    assert "already" in str(raised.value)
+
+
+def test_cancelled_pairs_rollbacks_with_their_targets():
+    def change(id_, rollback_of=None):
+        return table.Change(id_, "t", "w", "x", 0, {}, {}, rollback_of)
+
+    assert table.cancelled([change(1), change(2), change(3, 2)]) == {2, 3}
+    # 4 undoes the undo: change 2 is in effect again, 3 and 4 cancel out.
+    assert table.cancelled([change(1), change(2), change(3, 2), change(4, 3)]) == {3, 4}
+
+
 def test_rollback_of_an_earlier_change_that_nobody_touched_since(ready):
     flip_users = table.apply(ready, flip(USERS, "users"), who="t@h", what="users")
     table.apply(ready, flip(LIST, "users"), who="t@h", what="list")
@@ -264,3 +309,157 @@ def test_too_large_change_says_how_to_fix_it(etcd_factory):
 def test_who_is_user_at_host():
     user, _, host = table.who().partition("@")
     assert user and host
+
+
+# -- through real Traefik -----------------------------------------------------
+
+
+class Backend(ThreadingHTTPServer):
+    """A tiny HTTP backend answering its own name (and counting its hits)."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.hits = name, []
+        backend = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's naming
+                backend.hits.append((self.command, self.path))
+                body = backend.name.encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_POST = do_HEAD = do_GET  # noqa: N815
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def traefik_url(kv_url, tmp_path_factory):
+    """Real Traefik reading the module's etcd; yields (web URL, API URL)."""
+    base = tmp_path_factory.mktemp("traefik")
+    web, api = free_port(), free_port()
+    static = {
+        "entryPoints": {
+            "web": {"address": f"127.0.0.1:{web}"},
+            "traefik": {"address": f"127.0.0.1:{api}"},
+        },
+        "api": {"insecure": True},
+        "providers": {
+            "providersThrottleDuration": "50ms",
+            "etcd": {"endpoints": [kv_url.removeprefix("http://")], "rootKey": "traefik"},
+        },
+        "log": {"level": "ERROR"},
+    }
+    config = base / "traefik.yaml"
+    config.write_text(json.dumps(static))  # JSON is YAML
+    log = (base / "traefik.log").open("wb")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "traefik"), f"--configFile={config}"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(lambda: requests.get(f"http://127.0.0.1:{api}/api/version", timeout=1).ok)
+        yield f"http://127.0.0.1:{web}", f"http://127.0.0.1:{api}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def wait_for(check, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still not true after {timeout}s: {check}")
+        time.sleep(0.05)
+
+
+def answer(web, method, path):
+    response = requests.request(method, web + path, timeout=5)
+    return response.text if response.status_code == 200 else response.status_code
+
+
+def test_traefik_follows_the_table(traefik_url, kv):
+    web, api = traefik_url
+    backends = {name: Backend(name) for name in ("monolith", "users", "comparator")}
+    try:
+        lease = kv.lease(60)
+        for name, backend in backends.items():
+            key = f"traefik/http/services/{name}/loadbalancer/servers/{name}-1/url"
+            kv.put(key, backend.url, lease=lease)
+        table.initialise(kv, ENDPOINTS, healthchecks={"users": "/health"}, who="t@h")
+        wait_for(lambda: answer(web, "GET", "/api/users/7") == "monolith")
+        assert answer(web, "GET", "/not/in/the/table") == "monolith"  # catch-all
+
+        # Every router and service Traefik built from our keys is healthy.
+        routers = requests.get(api + "/api/http/routers", timeout=5).json()
+        ours = {r["name"]: r for r in routers if r["provider"] == "etcd"}
+        assert {r["status"] for r in ours.values()} == {"enabled"}, ours
+        assert ours["get-api-users-id@etcd"]["middlewares"] == ["retry@etcd"]
+
+        table.apply(kv, flip(USERS, "users"), who="t@h", what="flip")
+        wait_for(lambda: answer(web, "GET", "/api/users/7") == "users")
+        assert answer(web, "POST", "/api/users") == "monolith"
+        assert answer(web, "GET", "/api/users") == "monolith"
+        head = requests.head(web + "/api/users/7", timeout=5)
+        assert backends["users"].hits[-1] == ("HEAD", "/api/users/7") and head.ok
+        assert answer(web, "GET", "/api/users/7/more") == "monolith"
+
+        def canary(routes):
+            routes[LIST] = Route(LIST, weights={"users": 25, "monolith": 75})
+            return routes
+
+        table.apply(kv, canary, who="t@h", what="canary")
+        wait_for(lambda: answer(web, "GET", "/api/users") == "users", timeout=15)
+        answers = [answer(web, "GET", "/api/users") for _ in range(200)]
+        assert set(answers) == {"users", "monolith"}
+        assert 30 <= answers.count("users") <= 70, answers.count("users")
+
+        def shadow(routes):
+            routes[LIST] = Route(LIST, mirror="comparator")
+            return routes
+
+        table.apply(kv, shadow, who="t@h", what="shadow")
+        seen = len(backends["comparator"].hits)
+        wait_for(
+            lambda: (
+                answer(web, "GET", "/api/users?x=1") == "monolith"
+                and len(backends["comparator"].hits) > seen
+            )
+        )
+        assert ("GET", "/api/users?x=1") in backends["comparator"].hits
+
+        for _ in range(3):  # shadow, canary, flip: back to where we started
+            table.rollback(kv, who="t@h")
+        wait_for(lambda: answer(web, "GET", "/api/users/7") == "monolith")
+        answers = {answer(web, "GET", "/api/users") for _ in range(20)}
+        assert answers == {"monolith"}
+        lease.revoke()
+    finally:
+        for backend in backends.values():
+            backend.shutdown()
+            backend.server_close()
