@@ -197,13 +197,23 @@
 
   /* ---------- live updates ---------- */
 
+  /* Keep us online; the server acks {"error": ...} once the token is refused. */
+  function pingUser() {
+    const token = state.token;
+    state.socket.emit("ping_user", token, (answer) => {
+      if (answer && answer.error && state.token === token) {
+        leave("Your session has ended (" + answer.error + "). Please log in again.");
+      }
+    });
+  }
+
   function startSocket() {
     const socket = new window.SocketIO();
     state.socket = socket;
     let reconnect = false;
     socket.on("connect", () => {
       setConnection("live");
-      socket.emit("ping_user", state.token);
+      pingUser();
       // after a reconnection, catch up on whatever changed while it was down
       if (reconnect) loadAll().catch(handleApiError);
       reconnect = true;
@@ -214,7 +224,7 @@
     socket.on("updated_model", onUpdatedModel);
     socket.connect();
     state.pingTimer = setInterval(() => {
-      if (socket.connected) socket.emit("ping_user", state.token);
+      if (socket.connected) pingUser();
     }, PING_EVERY_MS);
   }
 
