@@ -47,6 +47,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         path = urlsplit(self.path).path
         self.server.seen.append(path)
+        self.server.hosts.append(self.headers.get("Host"))
         if path in PAGES:
             return self._send(PAGES[path])
         route = getattr(self, "route_" + path.strip("/").replace("-", "_"), None)
@@ -123,6 +124,7 @@ class Handler(BaseHTTPRequestHandler):
 
 def _start(server):
     server.seen = []
+    server.hosts = []
     server.stop = threading.Event()
     server.release = threading.Event()
     server.huge_sent = 0
@@ -148,6 +150,7 @@ def server():
 @pytest.fixture
 def base(server):
     server.seen.clear()
+    server.hosts.clear()
     server.release.clear()
     return f"http://127.0.0.1:{server.server_address[1]}"
 
@@ -361,6 +364,29 @@ def test_slow_name_resolution_counts_against_the_timeout(monkeypatch, make_expan
     html = make_expander(timeout=0.5).expand(_link("http://slow-dns.test/"))
     assert time.monotonic() - started < 1.5
     assert "<blockquote>" not in html
+
+
+def test_connection_goes_to_the_checked_address_without_resolving_again(
+    server, base, monkeypatch, make_expander
+):
+    # DNS rebinding: the name answers 127.0.0.1 once, then something else.
+    real = socket.getaddrinfo
+    lookups = []
+
+    def rebinding(host, *args, **kwargs):
+        if host == "rebind.test":
+            lookups.append(host)
+            if len(lookups) > 1:
+                raise socket.gaierror(socket.EAI_NONAME, "rebound")
+            host = "127.0.0.1"
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    port = server.server_address[1]
+    html = make_expander().expand(_link(f"http://rebind.test:{port}/titled"))
+    assert ">Hello page</a>" in html
+    assert lookups == ["rebind.test"]
+    assert server.hosts == [f"rebind.test:{port}"]
 
 
 def test_redirect_to_another_scheme_is_refused(base):
