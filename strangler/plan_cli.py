@@ -19,7 +19,7 @@ import tomlkit
 from tomlkit.exceptions import TOMLKitError
 
 from strangler.plan import Plan, PlanError, check_plan, load_plan, parse_plan_text, read_plan_data
-from strangler.scan import InventoryChange, create_scan_app, scan_app, update_inventory
+from strangler.scan import InventoryChange, ScanError, create_scan_app, scan_app, update_inventory
 
 PLAN_ENVVAR = "STRANGLER_PLAN"
 
@@ -91,7 +91,7 @@ def _scan_into(doc: tomlkit.TOMLDocument, path: Path) -> InventoryChange:
     with tempfile.TemporaryDirectory(prefix="strangler-scan-", ignore_cleanup_errors=True) as tmp:
         try:
             app = create_scan_app(spec, Path(tmp), search_path=path.resolve().parent)
-        except ValueError as exc:
+        except ScanError as exc:
             raise click.ClickException(f"{path}: {exc}") from None
         except Exception as exc:  # the factory is someone else's code: report it in one line
             raise click.ClickException(

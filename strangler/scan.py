@@ -30,6 +30,10 @@ SKIPPED_METHODS = frozenset({"HEAD", "OPTIONS"})
 INVENTORY_COMMENT = "The monolith's endpoints, written by `strangler scan` (hand edits are kept)."
 
 
+class ScanError(Exception):
+    """The monolith's app cannot be found or is not a Flask app: one line saying what to fix."""
+
+
 class ScannedEndpoint(NamedTuple):
     """One endpoint found in the monolith: the endpoint, its Flask name and the raw rule."""
 
@@ -166,23 +170,23 @@ def _temporary_environ(values: dict[str, str]) -> Iterator[None]:
 
 
 def load_factory(spec: str, search_path: Path | None = None) -> Any:
-    """Import ``"module:factory"``; ValueError says what to fix (one line)."""
+    """Import ``"module:factory"``; ScanError says what to fix (one line)."""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
-        raise ValueError(f'app "{spec}" must be "module:factory", e.g. "monolith:create_app"')
+        raise ScanError(f'app "{spec}" must be "module:factory", e.g. "monolith:create_app"')
     added = search_path is not None and str(search_path) not in sys.path
     if added:
         sys.path.insert(0, str(search_path))
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ValueError(f'app "{spec}": cannot import {module_name} ({exc})') from None
+        raise ScanError(f'app "{spec}": cannot import {module_name} ({exc})') from None
     finally:
         if added:
             sys.path.remove(str(search_path))
     factory = getattr(module, attr, None)
     if not callable(factory):
-        raise ValueError(f'app "{spec}": {module_name} has no callable {attr}')
+        raise ScanError(f'app "{spec}": {module_name} has no callable {attr}')
     return factory
 
 
@@ -204,5 +208,5 @@ def create_scan_app(spec: str, workdir: Path, search_path: Path | None = None) -
         takes_config = bool(inspect.signature(factory).parameters)
         app = factory({**settings, "TESTING": True, "SQLALCHEMY_DATABASE_URI": url}) if takes_config else factory()
     if not isinstance(app, Flask):
-        raise ValueError(f'app "{spec}" returned {type(app).__name__}, not a Flask app')
+        raise ScanError(f'app "{spec}" returned {type(app).__name__}, not a Flask app')
     return app

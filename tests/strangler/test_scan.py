@@ -10,6 +10,7 @@ from flask import Blueprint, Flask
 
 from strangler.plan_schema import Endpoint
 from strangler.scan import (
+    ScanError,
     ScannedEndpoint,
     create_scan_app,
     load_factory,
@@ -174,7 +175,7 @@ def test_create_scan_app_uses_a_throwaway_database(tmp_path: Path, monkeypatch: 
     assert from_config == from_env == f"sqlite:///{work / 'scan.sqlite'}"
     assert os.environ["DATABASE_URL"] == "sqlite:///real.sqlite"  # restored
     assert str(tmp_path) not in sys.path
-    with pytest.raises(ValueError, match="not a Flask app"):
+    with pytest.raises(ScanError, match="not a Flask app"):
         create_scan_app("scanprobe_factory:broken", work, search_path=tmp_path)
 
 
@@ -184,5 +185,5 @@ def test_create_scan_app_uses_a_throwaway_database(tmp_path: Path, monkeypatch: 
      ("os:no_such_factory", "no callable")],
 )
 def test_load_factory_errors(spec, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ScanError, match=message):
         load_factory(spec)
