@@ -8,13 +8,21 @@ names (a backend name of their own, say) rather than wipe the store.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+# pytest's default (prepend) import mode put tests/ on sys.path to import this
+# file; from there tests/monolith, tests/router and tests/strangler would
+# shadow the real packages as namespace packages (`from monolith import
+# create_app` then fails). Take it off again before importing anything.
+_TESTS_DIR = str(Path(__file__).resolve().parent)
+sys.path[:] = [p for p in sys.path if str(Path(p or ".").resolve()) != _TESTS_DIR]
 
-from strangler import procs
+import pytest  # noqa: E402
+
+from strangler import procs  # noqa: E402
 
 
 @dataclass
