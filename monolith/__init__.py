@@ -40,9 +40,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     settings = Config.from_env(config)
     app = Flask(__name__)
-    app.config.update(settings.flask_settings())
-    app.config.update({key: value for key, value in (config or {}).items() if key.isupper()})
-    app.config["REVOCATION_STORE"] = settings.revocation_store
+    parsed = settings.flask_settings()
+    # extra Flask settings a caller passes (e.g. AUTO_MIGRATE) go through as given
+    app.config.update({k: v for k, v in (config or {}).items() if k.isupper() and k not in parsed})
+    app.config.update(parsed)
 
     db.init_app(app)
     socketio.init_app(

@@ -107,20 +107,23 @@ def mark_inactive_users_offline(now: float | None = None) -> list[int]:
 
 
 def start_offline_task(app: Flask) -> bool:
-    """Start the offline sweep once per process; return whether this call started it."""
+    """Start the offline sweep once per process; return whether this call started it.
+
+    Setting ``app.extensions["offline_task_stop"]`` (a ``threading.Event``) ends it.
+    """
     global _offline_task_started
     with _sids_lock:
         if _offline_task_started:
             return False
         _offline_task_started = True
-    socketio.start_background_task(_offline_loop, app)
+    stop = app.extensions.setdefault("offline_task_stop", threading.Event())
+    socketio.start_background_task(_offline_loop, app, stop)
     return True
 
 
-def _offline_loop(app: Flask) -> None:
+def _offline_loop(app: Flask, stop: threading.Event) -> None:
     interval = app.config["OFFLINE_CHECK_INTERVAL"]
-    while True:
-        time.sleep(interval)
+    while not stop.wait(interval):
         try:
             with app.app_context():
                 mark_inactive_users_offline()
@@ -129,4 +132,3 @@ def _offline_loop(app: Flask) -> None:
                     store.prune()
         except Exception:  # a database hiccup must not end presence tracking for good
             logger.exception("marking inactive users offline failed; retrying in %ss", interval)
-

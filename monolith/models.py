@@ -106,7 +106,9 @@ class User(db.Model):
         are required (a registration).
         """
         if not partial or "nickname" in data:
-            self.nickname = _string(data, "nickname", NICKNAME_MAX).strip()
+            nickname = _string(data, "nickname", NICKNAME_MAX).strip()
+            if self.nickname != nickname:  # an equal value is no change to bump or push
+                self.nickname = nickname
         if not partial or "password" in data:
             self.password = _string(data, "password")
 
@@ -137,7 +139,9 @@ class Message(db.Model):
 
     def from_dict(self, data: Mapping[str, Any]) -> None:
         """Set the source from client *data*; raise :class:`ValidationError`."""
-        self.source = _string(data, "source")
+        source = _string(data, "source")
+        if self.source != source:  # an equal value is no change to bump or push
+            self.source = source
 
 
 class RevokedToken(db.Model):

@@ -27,10 +27,18 @@ logger = logging.getLogger(__name__)
 LISTING_WINDOW = 24 * 60 * 60
 
 
-def set_source(message: Message, data: Mapping[str, Any]) -> None:
-    """Set *message*'s source and rendered html from client *data*; raise ValidationError."""
+def set_source(message: Message, data: Mapping[str, Any]) -> bool:
+    """Set *message*'s source and rendered html from client *data*; raise ValidationError.
+
+    Returns whether the source changed; an unchanged one keeps its html (and
+    the link previews already in it).
+    """
+    before = message.source
     message.from_dict(data)
+    if message.source == before and message.html is not None:
+        return False
     message.html = render_html(message.source)
+    return True
 
 
 def post_message(user: User, data: Mapping[str, Any]) -> Message:
@@ -110,10 +118,11 @@ def edit_message(id: int):  # noqa: ANN201
     if message.user_id != g.current_user.id:
         abort(403, description="you can only edit your own messages")
     try:
-        set_source(message, json_object())
+        changed = set_source(message, json_object())
     except ValidationError as exc:
         db.session.rollback()
         abort(400, description=str(exc))
     db.session.commit()
-    expand_links_later(message)
+    if changed:
+        expand_links_later(message)
     return "", 204
