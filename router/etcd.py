@@ -61,7 +61,7 @@ class Put(NamedTuple):
 
     key: str
     value: str
-    lease: int | None = None
+    lease: Lease | int | None = None
 
 
 def _b64(text: str | bytes) -> str:
