@@ -218,7 +218,7 @@ def check_plan(data: Mapping) -> list[Problem]:
     for key in _STACK:
         _port(problems, ("stack", key), stack.get(key, STACK_DEFAULTS[key]), ports)
     inventory = _check_inventory(problems, top.get("endpoints", []))
-    owned = _check_backends(problems, top.get("backends", {}), head.get("monolith", "monolith"),
+    owned = _check_backends(problems, top.get("backends"), head.get("monolith", "monolith"),
                             strategy, inventory, ports)
     _check_compare(problems, top.get("compare", {}), inventory, owned)
     return problems
@@ -245,10 +245,14 @@ def _check_inventory(problems: list[Problem], entries: list) -> dict[Endpoint, b
     return gone
 
 
-def _check_backends(problems: list[Problem], backends: Mapping, monolith: str, strategy: str,
+def _check_backends(problems: list[Problem], backends: Mapping | None, monolith: str, strategy: str,
                     inventory: dict[Endpoint, bool], ports: dict[int, str]) -> dict[Endpoint, str]:
     """Check ``[backends.*]``; return each service-owned endpoint and its owner."""
-    if backends and monolith not in backends:
+    if not backends:
+        if isinstance(backends, Mapping):  # present but empty; a missing key is reported already
+            problems.append(Problem("backends", f"empty; declare at least the monolith: [backends.{monolith}]"))
+        return {}
+    if monolith not in backends:
         problems.append(Problem("strangler.monolith", f'"{monolith}" is not a backend; add '
                                 f"[backends.{monolith}] or name one of: {', '.join(backends)}"))
     mono_tables = backends.get(monolith, {}).get("tables") if isinstance(backends.get(monolith), Mapping) else None

@@ -214,3 +214,8 @@ def test_wrong_types_are_named():
     data["endpoints"][0]["gone"] = "yes"
     problems = check_plan(data)
     assert paths(problems) == ["endpoints[0].gone", "backends.users.endpoints", "backends.users.instances"]
+
+
+def test_empty_backends_table():
+    [problem] = check_plan({"backends": {}})
+    assert problem.path == "backends" and "declare at least the monolith" in problem.message
