@@ -148,10 +148,18 @@
 
   /* ---------- data ---------- */
 
-  function upsert(map, model) {
+  /*
+   * Store a user or message unless we already hold a newer version.
+   * updated_at has one-second resolution, so ties are common: a message and
+   * its link-expanded version often share a second. Socket pushes arrive in
+   * the server's order, so a pushed version wins a tie; an HTTP answer (which
+   * may have been produced before a push it arrives after) wins only when
+   * strictly newer.
+   */
+  function upsert(map, model, pushed) {
     const known = map.get(model.id);
-    // updates can arrive out of order (HTTP answer vs. socket push)
-    if (!known || (model.updated_at || 0) >= (known.updated_at || 0)) map.set(model.id, model);
+    const age = (model.updated_at || 0) - ((known && known.updated_at) || 0);
+    if (!known || age > 0 || (pushed && age === 0)) map.set(model.id, model);
   }
 
   async function fetchMissingAuthors() {
@@ -183,11 +191,11 @@
   function onUpdatedModel(data) {
     if (!data || !data.model) return;
     if (data.class === "User") {
-      upsert(state.users, data.model);
+      upsert(state.users, data.model, true);
       renderUsers();
       renderMessages();  // a nickname may now be known
     } else if (data.class === "Message") {
-      upsert(state.messages, data.model);
+      upsert(state.messages, data.model, true);
       if (!state.users.has(data.model.user_id)) {
         fetchMissingAuthors().then(renderMessages);
       }
