@@ -159,3 +159,35 @@ def test_scan_reports_a_broken_factory_in_one_line(project: Path):
     result = run("scan", cwd=project)
     assert result.exit_code == 1 and result.output.count("\n") == 1
     assert "failed to start: JSONDecodeError" in result.output
+
+
+def test_pass_plan_hands_a_checked_plan_to_a_command(project: Path):
+    import click
+
+    from strangler.plan_cli import pass_plan
+
+    @click.command()
+    @pass_plan
+    @click.option("--who", default="users")
+    def probe(plan, who):
+        click.echo(f"{plan.strategy} {[str(e) for e in plan.service_endpoints(who)]}")
+
+    runner = CliRunner()
+    plan = project / "strangler.toml"
+    run("scan", cwd=project)
+    result = runner.invoke(probe, ["--plan", str(plan)])
+    assert result.output == "incremental ['GET /api/users/<id>']\n"
+    plan.write_text(plan.read_text().replace('"incremental"', '"yolo"'))
+    result = runner.invoke(probe, [], env={"STRANGLER_PLAN": str(plan)})
+    assert result.exit_code == 1 and "strangler.strategy: unknown strategy" in result.output
+
+
+def test_write_atomically_keeps_mode_and_leaves_no_temp(tmp_path: Path):
+    from strangler.plan_cli import write_atomically
+
+    path = tmp_path / "strangler.toml"
+    path.write_text("old")
+    path.chmod(0o600)
+    write_atomically(path, "new")
+    assert path.read_text() == "new" and path.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["strangler.toml"]

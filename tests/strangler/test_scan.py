@@ -187,3 +187,12 @@ def test_create_scan_app_uses_a_throwaway_database(tmp_path: Path, monkeypatch: 
 def test_load_factory_errors(spec, message):
     with pytest.raises(ScanError, match=message):
         load_factory(spec)
+
+
+def test_repository_inventory_matches_the_monolith(tmp_path: Path):
+    """The committed strangler.toml lists exactly the monolith's endpoints (rerun strangler scan)."""
+    root = Path(__file__).parents[2]
+    doc = tomlkit.parse((root / "strangler.toml").read_text())
+    app = create_scan_app(doc["backends"]["monolith"]["app"], tmp_path, search_path=root)
+    change = update_inventory(doc, scan_app(app))
+    assert change.lines() == []
