@@ -178,16 +178,14 @@ class Plan:
             seen += [ep for ep in self.backends[name].endpoints if ep not in seen]
         return seen
 
-    def endpoint(self, spec_or_name: str | Endpoint) -> Endpoint:
+    def endpoint(self, spec_or_name: str | tuple[str, str]) -> Endpoint:
         """Resolve ``"GET /api/users/<id>"`` or the monolith's name ``api.get_user``.
 
         Raises PlanError with close matches for an unknown or ambiguous one.
         """
         known = self.endpoints()
-        if isinstance(spec_or_name, Endpoint):
-            if spec_or_name in known:
-                return spec_or_name
-            spec_or_name = str(spec_or_name)
+        if not isinstance(spec_or_name, str):  # any (method, path) pair, e.g. router.keys.Endpoint
+            spec_or_name = " ".join(spec_or_name)
         text = spec_or_name.strip()
         try:
             wanted = parse_endpoint_spec(text)
@@ -223,7 +221,7 @@ class Plan:
             return [ep for ep in self.endpoints() if self.owner(ep) == name]
         return list(backend.endpoints)
 
-    def owner(self, endpoint: str | Endpoint) -> str:
+    def owner(self, endpoint: str | tuple[str, str]) -> str:
         """The backend that ``endpoint`` ends up on: the service that owns it, else the monolith."""
         ep = self.endpoint(endpoint)
         for name in self.services:
@@ -245,7 +243,7 @@ class Plan:
             routes.append(Route(ep, owner, owner if new else self.monolith))
         return routes
 
-    def compare_rule(self, endpoint: str | Endpoint) -> CompareRule:
+    def compare_rule(self, endpoint: str | tuple[str, str]) -> CompareRule:
         """The compare rule for ``endpoint``: its own ``[compare."..."]`` table over the defaults."""
         return self.compare.get(self.endpoint(endpoint), self.compare_default)
 

@@ -88,6 +88,7 @@ def test_endpoint_by_spec_name_or_converter(plan: Plan):
     assert plan.endpoint("GET /api/users/<int:id>") == Endpoint("GET", "/api/users/<id>")
     assert plan.endpoint("api.edit_user") == Endpoint("PUT", "/api/users/<id>")
     assert plan.endpoint("PREFIX /socket.io/").is_prefix
+    assert plan.endpoint(("PUT", "/api/users/<id>")) == Endpoint("PUT", "/api/users/<id>")
 
 
 def test_unknown_endpoint_lists_close_matches(plan: Plan):
