@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from monolith.server import monolith_command
 from strangler import __version__
 from strangler.plan_cli import plan, scan
 
@@ -16,6 +17,7 @@ def cli() -> None:
 
 cli.add_command(scan)
 cli.add_command(plan)
+cli.add_command(monolith_command)
 
 
 def main() -> None:
