@@ -46,6 +46,10 @@
       response = await fetch(path, {
         method: method,
         headers: headers,
+        // the API authenticates by header, never by cookie; and without
+        // credentials a 401 carrying a Basic challenge (wrong password) is
+        // handed to us instead of opening the browser's own login dialog
+        credentials: "omit",
         body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
       });
     } catch (err) {
