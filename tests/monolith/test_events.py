@@ -172,3 +172,62 @@ def test_offline_task_runs_in_the_background(tmp_path, make_user):
         app.extensions["offline_task_stop"].set()
         events._offline_task_started = started_before
         app.extensions["link_expander"].shutdown()
+
+
+def _start_monolith(port, env, cwd):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "strangler"), "monolith", "--port", str(port),
+         "--threads", "8"],
+        env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _wait_healthy(port, proc, timeout=30.0):
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, proc.stderr.read()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                return
+        except OSError:
+            assert time.monotonic() < deadline, "monolith did not come up"
+            time.sleep(0.2)
+
+
+@pytest.mark.integration
+def test_pushes_cross_processes_through_the_message_queue(redis_server, tmp_path):
+    import os
+    import threading
+
+    import requests
+    import socketio as socketio_client
+
+    from strangler import procs
+
+    env = {**os.environ, "STRANGLER_ENV": "development", "STRANGLER_DATA_DIR": str(tmp_path),
+           "DATABASE_URL": f"sqlite:///{tmp_path / 'shared.sqlite'}",
+           "SOCKETIO_MESSAGE_QUEUE": redis_server.url}
+    ports = [procs.free_port(), procs.free_port()]
+    servers = [_start_monolith(port, env, tmp_path) for port in ports]
+    listener = socketio_client.Client()
+    try:
+        for port, proc in zip(ports, servers, strict=True):
+            _wait_healthy(port, proc)
+        received = threading.Event()
+        listener.on("updated_model", lambda data: received.set() if data["class"] == "User" else None)
+        listener.connect(f"http://127.0.0.1:{ports[1]}", transports=["websocket"])
+        answer = requests.post(f"http://127.0.0.1:{ports[0]}/api/users",
+                               json={"nickname": "far", "password": "pw"}, timeout=10)
+        assert answer.status_code == 201
+        assert received.wait(10), "the push from the first process never reached the second"
+    finally:
+        listener.disconnect()
+        for proc in servers:
+            proc.terminate()
+            proc.communicate(timeout=20)
