@@ -11,6 +11,10 @@ Decisions:
 - Flask converters are dropped (``<int:id>`` is ``<id>``): the monolith
   already rejects a bad value with 404, whichever backend serves it.
   ``<path:x>`` is kept because it also matches slashes.
+- A *prefix* endpoint (``PREFIX /socket.io/``) is not a Flask route but a
+  path prefix (Socket.IO, static files): any method, every path below it.
+  Its router sits between the catch-all and every exact endpoint, so an
+  exact endpoint under the prefix still gets its own route.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ RETRY = "retry"
 RETRY_ATTEMPTS = 3
 MONOLITH = "monolith"
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+PREFIX = "PREFIX"  # the "method" of a prefix endpoint: every method, every path below
 # Retrying is safe only where repeating the request cannot do harm twice.
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
@@ -46,10 +51,16 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 
 class Endpoint(NamedTuple):
-    """An endpoint: an HTTP method plus a path template as Flask declares it."""
+    """An endpoint: an HTTP method plus a path template as Flask declares it,
+    or ``PREFIX`` plus a path prefix ending in ``/``."""
 
     method: str
     path: str
+
+    @property
+    def is_prefix(self) -> bool:
+        """True for a ``PREFIX`` endpoint, which matches every method under its path."""
+        return self.method == PREFIX
 
     @property
     def id(self) -> str:
@@ -65,17 +76,26 @@ class Endpoint(NamedTuple):
         return f"{self.method} {self.path}"
 
 
-def parse_endpoint(spec: str) -> Endpoint:
-    """Parse ``"GET /api/users/<int:id>"`` into an Endpoint (converters dropped).
+def parse_endpoint(spec: str, *, strict: bool = False) -> Endpoint:
+    """Parse ``"GET /api/users/<int:id>"`` (or ``"PREFIX /socket.io/"``) into an Endpoint.
 
-    Raises ValueError naming the bad value when the spec is malformed.
+    Converters are dropped (``<path:x>`` kept). Forgiving by default (any
+    case, extra spaces), as a person types it; ``strict`` wants the spelling
+    a file must use: upper-case method and exactly one space. Raises
+    ValueError naming the bad value when the spec is malformed.
     """
+    if not isinstance(spec, str):
+        raise ValueError(f"endpoint {spec!r} must be a string like 'GET /api/users/<id>'")
     word, _, path = spec.strip().partition(" ")
     method, path = word.upper(), path.strip()
     if not path:
         raise ValueError(f"endpoint {spec!r} must be METHOD /path, e.g. 'GET /api/users/<id>'")
-    if method not in METHODS:
-        raise ValueError(f"endpoint {spec!r}: unknown method {word!r}")
+    if method not in METHODS + (PREFIX,):
+        raise ValueError(
+            f"endpoint {spec!r}: unknown method {word!r}; use one of {', '.join(METHODS)} or {PREFIX}"
+        )
+    if strict and (spec != f"{word} {path}" or word != method):
+        raise ValueError(f"endpoint {spec!r}: write it as 'METHOD /path', upper case, one space")
     if not path.startswith("/") or "//" in path:
         raise ValueError(f"endpoint {spec!r}: path {path!r} must start with / and have no //")
     raw = path.split("/")[1:]
@@ -85,6 +105,8 @@ def parse_endpoint(spec: str) -> Endpoint:
             segments.append("")  # trailing slash, as in Flask's "/api/users/"
             continue
         param = _PARAM.match(segment)
+        if param and method == PREFIX:
+            raise ValueError(f"endpoint {spec!r}: a prefix has no placeholders ({segment!r})")
         if param:
             keep_path = param.group("conv") == "path"
             segments.append(f"<path:{param['name']}>" if keep_path else f"<{param['name']}>")
@@ -92,6 +114,8 @@ def parse_endpoint(spec: str) -> Endpoint:
             segments.append(segment)
         else:
             raise ValueError(f"endpoint {spec!r}: bad path segment {segment!r}")
+    if method == PREFIX and not path.endswith("/"):
+        raise ValueError(f"endpoint {spec!r}: a prefix path ends with /, e.g. 'PREFIX /socket.io/'")
     return Endpoint(method, "/" + "/".join(segments))
 
 
@@ -103,7 +127,10 @@ def _regex_segment(segment: str) -> str:
 
 
 def rule(endpoint: Endpoint) -> str:
-    """The Traefik v3 rule matching exactly this endpoint's method and path."""
+    """The Traefik v3 rule matching exactly this endpoint's method and path
+    (a prefix endpoint: every method, every path starting with its prefix)."""
+    if endpoint.is_prefix:
+        return f"PathPrefix(`{endpoint.path}`)"
     if endpoint.method == "GET":
         method = "(Method(`GET`) || Method(`HEAD`))"
     else:
@@ -118,8 +145,12 @@ def rule(endpoint: Endpoint) -> str:
 def priority(endpoint: Endpoint) -> int:
     """Router priority: more static segments first, then more segments, then longer.
 
-    Always well above the catch-all's priority 1.
+    Always well above the catch-all's priority 1. A prefix endpoint ranks
+    below every exact endpoint (whose lowest, ``GET /<path:p>``, is 18028)
+    and above the catch-all: longer prefixes first, from 2 up to 9999.
     """
+    if endpoint.is_prefix:
+        return 1 + min(len(endpoint.path), 9998)
     segments = endpoint.path.strip("/").split("/")
     params = [s for s in segments if _PARAM.match(s)]
     static = len(segments) - len(params)
@@ -281,6 +312,7 @@ def traefik_keys(
             keys[base + "service"] = main
             keys[base + "mirrors/0/name"] = svc(route.mirror)
             keys[base + "mirrors/0/percent"] = "100"
+        # A prefix carries every method, like the catch-all: no blind retries.
         retry = route.endpoint.method in IDEMPOTENT
         keys |= _router(
             name, rule(route.endpoint), priority(route.endpoint), service, entrypoint, retry

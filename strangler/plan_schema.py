@@ -13,9 +13,16 @@ import string
 from collections.abc import Mapping
 from typing import NamedTuple
 
+# One endpoint type and one parser for the plan and the router: a plan's
+# endpoints are the route table's keys, so they must hash and print alike.
+from router.keys import METHODS, PREFIX, Endpoint, parse_endpoint
+
+__all__ = [
+    "DEFAULT_HEADERS", "METHODS", "PREFIX", "STACK_DEFAULTS", "STRATEGIES", "Endpoint",
+    "Problem", "check_plan", "normalise_rule", "parse_endpoint_spec",
+]
+
 STRATEGIES = ("new-only", "incremental", "big-bang")
-METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-PREFIX = "PREFIX"  # a path prefix that is not a Flask route (Socket.IO, static files)
 DEFAULT_HEADERS = ("Content-Type", "Location", "WWW-Authenticate")
 STACK_DEFAULTS = {
     "web_port": 8000,
@@ -27,21 +34,6 @@ STACK_DEFAULTS = {
 
 # A Flask placeholder, with or without a converter: <id>, <int:id>, <any(a, b):kind>.
 _VAR = re.compile(r"<(?:(?P<conv>[A-Za-z_]\w*)(?:\([^<>]*\))?:)?(?P<var>[A-Za-z_]\w*)>")
-
-
-class Endpoint(NamedTuple):
-    """A method plus a path template (``GET /api/users/<id>``), or ``PREFIX /socket.io/``."""
-
-    method: str
-    path: str
-
-    def __str__(self) -> str:
-        return f"{self.method} {self.path}"
-
-    @property
-    def is_prefix(self) -> bool:
-        """True for a ``PREFIX`` entry, which matches every method and every path under it."""
-        return self.method == PREFIX
 
 
 class Problem(NamedTuple):
@@ -66,23 +58,12 @@ def normalise_rule(rule: str) -> str:
 
 
 def parse_endpoint_spec(spec: str) -> Endpoint:
-    """Parse ``"METHOD /path/<var>"`` (converters are dropped); ValueError says what is wrong."""
-    if not isinstance(spec, str):
-        raise ValueError('an endpoint is a string like "GET /api/users/<id>"')
-    parts = spec.split(" ")
-    if len(parts) != 2 or not all(parts):
-        raise ValueError(f'"{spec}" is not "METHOD /path" (one space), e.g. "GET /api/users/<id>"')
-    method, path = parts
-    if method not in METHODS + (PREFIX,):
-        raise ValueError(f'"{spec}": the method must be one of {", ".join(METHODS)} or {PREFIX}')
-    if not path.startswith("/"):
-        raise ValueError(f'"{spec}": the path must start with /')
-    template = normalise_rule(path)
-    if any(c in _VAR.sub("", template) for c in "<>?#\t"):
-        raise ValueError(f'"{spec}": malformed path; placeholders look like <id>, no query string')
-    if method == PREFIX and ("<" in template or not template.endswith("/")):
-        raise ValueError(f'"{spec}": a PREFIX path ends with / and has no placeholders')
-    return Endpoint(method, template)
+    """Parse ``"METHOD /path/<var>"`` as a plan file spells it (converters are dropped).
+
+    :func:`router.keys.parse_endpoint` in strict mode: upper-case method,
+    one space. ValueError says what is wrong.
+    """
+    return parse_endpoint(spec, strict=True)
 
 
 # --- checking ------------------------------------------------------------------------------

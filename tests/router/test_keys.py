@@ -232,3 +232,55 @@ def test_clashing_slugs_are_refused_naming_both():
 def test_keys_do_not_depend_on_route_order():
     routes = [Route(ep("GET /b"), "users"), Route(ep("GET /a"), weights={"x": 1, "y": 2})]
     assert list(traefik_keys(routes).items()) == list(traefik_keys(routes[::-1]).items())
+
+
+def test_prefix_endpoint_parses_and_slugs():
+    prefix = ep("PREFIX /socket.io/")
+    assert prefix == Endpoint("PREFIX", "/socket.io/") and prefix.is_prefix
+    assert not ep("GET /socket.io/").is_prefix
+    assert prefix.id == "prefix-socket-io"
+    assert ep("prefix /static/") == Endpoint("PREFIX", "/static/")
+    assert parse_endpoint(str(prefix)) == prefix
+
+
+@pytest.mark.parametrize(
+    "spec, bad", [("PREFIX /socket.io", "ends with /"), ("PREFIX /a/<id>/", "<id>")]
+)
+def test_malformed_prefix_is_refused(spec, bad):
+    with pytest.raises(ValueError) as raised:
+        parse_endpoint(spec)
+    assert bad in str(raised.value)
+
+
+def test_prefix_rule_matches_every_method_below_it():
+    assert rule(ep("PREFIX /socket.io/")) == "PathPrefix(`/socket.io/`)"
+
+
+def test_prefix_priority_between_catch_all_and_every_exact_endpoint():
+    lowest_exact = min(
+        priority(ep(s)) for s in ["GET /<path:p>", "GET /<a>/<path:b>", "DELETE /<a>", "GET /"]
+    )
+    for spec in ["PREFIX /", "PREFIX /static/", "PREFIX /" + "x/" * 3000]:
+        assert 1 < priority(ep(spec)) < lowest_exact
+    assert priority(ep("PREFIX /static/img/")) > priority(ep("PREFIX /static/"))
+
+
+def test_prefix_router_keys_have_no_retry():
+    keys = traefik_keys([Route(ep("PREFIX /socket.io/"), "socketio")])
+    assert keys[R + "prefix-socket-io/rule"] == "PathPrefix(`/socket.io/`)"
+    assert keys[R + "prefix-socket-io/service"] == "socketio"
+    assert keys[R + "prefix-socket-io/priority"] == str(priority(ep("PREFIX /socket.io/")))
+    assert R + "prefix-socket-io/middlewares/0" not in keys
+
+
+def test_prefix_route_json_round_trip():
+    route = Route(ep("PREFIX /static/"), "ui")
+    assert Route.from_json(route.to_json()) == route
+
+
+@pytest.mark.parametrize("spec", ["get /x", "GET  /x", " GET /x", "GET /x ", "Prefix /s/"])
+def test_strict_parse_wants_the_file_spelling(spec):
+    assert parse_endpoint(spec)  # forgiving for people
+    with pytest.raises(ValueError) as raised:
+        parse_endpoint(spec, strict=True)
+    assert "one space" in str(raised.value)
