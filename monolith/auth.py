@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from flask import current_app, g, jsonify, request
 from sqlalchemy import select
+from werkzeug.security import check_password_hash
 
 from monolith import db
 from monolith.models import User
@@ -114,7 +115,11 @@ def basic_auth(view: View) -> View:
         user = None
         if credentials is not None and credentials.type == "basic" and credentials.username:
             user = db.session.scalar(select(User).where(User.nickname == credentials.username))
-        if user is None or not user.verify_password(credentials.password or ""):
+        password_hash = user.password_hash if user is not None else None
+        # hashing is slow on purpose: don't hold the transaction (on SQLite, the
+        # write lock every request waits for) while it runs
+        db.session.rollback()
+        if password_hash is None or not check_password_hash(password_hash, credentials.password or ""):
             return auth_error_response(
                 AuthError("wrong nickname or password", challenge=BASIC_CHALLENGE)
             )
