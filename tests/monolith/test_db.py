@@ -143,3 +143,26 @@ def test_app_works_on_server(server_url, tmp_path):
             from monolith import db
 
             db.engine.dispose()
+
+
+def _schema_diff(url: str) -> list:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from monolith import db
+
+    upgrade_database(url)
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return compare_metadata(MigrationContext.configure(connection), db.metadata)
+    finally:
+        engine.dispose()
+
+
+def test_models_and_migrations_agree(tmp_path):
+    assert _schema_diff(f"sqlite:///{tmp_path / 'compare.sqlite'}") == []
+
+
+def test_models_and_migrations_agree_on_server(server_url):
+    assert _schema_diff(server_url) == []
