@@ -79,6 +79,7 @@ class Backend:
     endpoints: tuple[Endpoint, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     is_monolith: bool = False
+    start: bool = True  # False: declared, but `strangler up` does not start it (not written yet)
 
 
 @dataclass(frozen=True)
@@ -274,6 +275,7 @@ def _build_backend(name: str, t: Mapping, is_monolith: bool) -> Backend:
         endpoints=tuple(parse_endpoint_spec(s) for s in t.get("endpoints", ())),
         env=dict(t.get("env", {})),
         is_monolith=is_monolith,
+        start=t.get("start", True),
     )
 
 

@@ -98,6 +98,7 @@ _BACKEND = {
     "tables": ("strs", None),
     "endpoints": ("strs", None),
     "env": ("env", None),
+    "start": ("bool", None),
 }
 _ENTRY = {"endpoint": ("str", 'e.g. "GET /api/users/<id>"'), "name": ("str", None),
           "gone": ("bool", None), "note": ("str", None)}
