@@ -54,7 +54,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if app.config.get("AUTO_MIGRATE", True):
         ensure_schema(settings.database_url, settings.data_dir / "migrate.lock")
 
-    app.extensions["revocation_store"] = _revocation_store(settings.revocation_store, settings)
+    app.extensions["revocation_store"] = _revocation_store(
+        _platform_store(config) or settings.revocation_store, settings
+    )
     app.extensions["link_expander"] = LinkExpander(
         allow_private=settings.link_expansion_allow_private,
         timeout=settings.link_expansion_timeout,
@@ -64,6 +66,24 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if settings.start_offline_task:
         events.start_offline_task(app)
     return app
+
+
+def _platform_store(config: Mapping[str, Any] | None) -> Any:
+    """On the platform (``STRANGLER_ETCD`` set) and with no store chosen: revocations in etcd.
+
+    Every backend then refuses the same revoked tokens, whichever one revoked them.
+    """
+    import os
+
+    chosen = (config or {}).get("REVOCATION_STORE") or os.environ.get("REVOCATION_STORE")
+    etcd_url = (config or {}).get("STRANGLER_ETCD") or os.environ.get("STRANGLER_ETCD")
+    if chosen or not etcd_url:
+        return None
+    from router.etcd import Etcd
+    from router.revocation import EtcdRevocationStore
+
+    # wait a little: a worker may boot while a just-started etcd settles
+    return EtcdRevocationStore(Etcd.connect(etcd_url, wait=10))
 
 
 def _revocation_store(choice: Any, settings: Any) -> Any:

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import os
 
+# Join the service registry when STRANGLER_ETCD is set (the local stack sets it): the
+# master registers once in when_ready and revokes its lease in on_exit.
+from router.gunicorn_hooks import on_exit, when_ready  # noqa: F401
+
 bind = os.environ.get("MONOLITH_BIND", "127.0.0.1:5000")
 workers = int(os.environ.get("MONOLITH_WORKERS", "1"))
 worker_class = "gthread"
