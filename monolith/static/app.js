@@ -308,12 +308,16 @@
   }
 
   async function logOut() {
-    const token = state.token;
-    leave("");
+    $("logout").disabled = true;
     try {
-      await api("DELETE", "/api/tokens", { token: token });
+      // revoke first: using the token marks us online, and closing the
+      // socket afterwards is what marks us offline for everyone
+      await api("DELETE", "/api/tokens", { token: state.token });
     } catch (err) {
-      // the token is gone from this page either way; an expired one is fine
+      // the token is dropped from this page either way; an expired one is fine
+    } finally {
+      $("logout").disabled = false;
+      leave("");
     }
   }
 
