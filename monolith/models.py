@@ -105,12 +105,15 @@ class User(db.Model):
         With *partial*, absent fields are left alone (an edit); otherwise both
         are required (a registration).
         """
+        nickname = None
         if not partial or "nickname" in data:
             nickname = _string(data, "nickname", NICKNAME_MAX).strip()
-            if self.nickname != nickname:  # an equal value is no change to bump or push
-                self.nickname = nickname
         if not partial or "password" in data:
             self.password = _string(data, "password")
+        # compared after the (slow) hash, since reading it may open a transaction;
+        # an equal value is no change to bump or push
+        if nickname is not None and self.nickname != nickname:
+            self.nickname = nickname
 
 
 class Message(db.Model):

@@ -88,6 +88,9 @@ def edit_user(id: int):  # noqa: ANN201
     if user.id != g.current_user.id:
         abort(403, description="you can only edit your own user")
     data = json_object()
+    # end the read transaction: hashing a new password is slow on purpose and
+    # must not hold the database (on SQLite, the write lock) meanwhile
+    db.session.rollback()
     try:
         user.from_dict(data, partial=True)
     except ValidationError as exc:
