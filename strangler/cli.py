@@ -7,6 +7,7 @@ import click
 from monolith.server import monolith_command
 from strangler import __version__
 from strangler.plan_cli import plan, scan
+from strangler.routing_cli import cutover, flip, history, rollback, routes
 
 
 @click.group(context_settings={"auto_envvar_prefix": "STRANGLER", "help_option_names": ["-h", "--help"]})
@@ -18,6 +19,11 @@ def cli() -> None:
 cli.add_command(scan)
 cli.add_command(plan)
 cli.add_command(monolith_command)
+cli.add_command(routes)
+cli.add_command(flip)
+cli.add_command(history)
+cli.add_command(rollback)
+cli.add_command(cutover)
 
 
 def main() -> None:

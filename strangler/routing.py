@@ -1,0 +1,366 @@
+"""Routing commands' logic: flip, cutover, rollback and plan apply, with the strategies enforced.
+
+No Click here (``strangler.routing_cli`` is the command line). Each command
+resolves what the person named against the plan, checks it without I/O
+(strategy, owner, weight), then checks the world (a healthy instance is
+registered; Traefik's API answers), writes ONE change with
+``router.table.apply`` and waits until Traefik's API shows the new routing
+live. A refusal raises a :class:`RoutingError` (one line) and writes nothing.
+
+Names: the plan calls the monolith by its backend name (``plan.monolith``);
+route-table entries always call it ``"monolith"`` (``router.keys.MONOLITH``),
+and the stored options map that to the monolith's Traefik service.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from router import registry, table
+from router.etcd import Etcd
+from router.keys import MONOLITH, Endpoint, Route, parse_endpoint
+from router.traefik import RoutingSpec, TraefikAPI, TraefikError, qualify
+from strangler.plan import Plan
+
+Routes = dict[Endpoint, Route]
+
+
+class RoutingError(Exception):
+    """A routing command was refused; the message is one line saying what to do."""
+
+
+class NotLive(RoutingError):
+    """The change is written, but Traefik did not show it live in time."""
+
+
+@dataclass
+class Outcome:
+    """What a routing command did: the recorded change (None: nothing to do) and timings.
+
+    ``write_s`` is from the call to the etcd write; ``live_s`` from the write
+    until Traefik's API confirmed (None when not waited for).
+    """
+
+    change: table.Change | None
+    write_s: float = 0.0
+    live_s: float | None = None
+    lines: list[str] = field(default_factory=list)
+
+
+# -- names -------------------------------------------------------------------------------------
+
+
+def route_backend(plan: Plan, name: str) -> str:
+    """The route table's name for plan backend ``name`` (PlanError for an unknown one)."""
+    return MONOLITH if plan.backend(name).is_monolith else name
+
+
+def plan_backend(plan: Plan, name: str) -> str:
+    """The plan's name for route-table backend ``name`` (the inverse of route_backend)."""
+    return plan.monolith if name == MONOLITH else name
+
+
+def describe(plan: Plan, route: Route) -> str:
+    """Who answers ``route``, for people: ``users``, ``monolith 90% / users 10%`` (+ shadow)."""
+    if route.weights:
+        total = sum(route.weights.values())
+        text = " / ".join(
+            f"{plan_backend(plan, b)} {round(100 * w / total)}%"
+            for b, w in sorted(route.weights.items(), key=lambda item: -item[1])
+        )
+    else:
+        text = plan_backend(plan, route.backend)
+    return f"{text} (copy to {route.mirror})" if route.mirror else text
+
+
+# -- pure checks -------------------------------------------------------------------------------
+
+
+def parse_weight(text: str | int | None) -> int | None:
+    """``--weight``: a whole percentage 1..99 for the target backend, or None when not given."""
+    if text is None:
+        return None
+    raw = str(text).strip().removesuffix("%")
+    if not raw.isdigit() or not 1 <= int(raw) <= 99:
+        raise RoutingError(
+            f"--weight {text!r} is not a whole percentage from 1 to 99; "
+            "flip without --weight to move all traffic"
+        )
+    return int(raw)
+
+
+def resolve(plan: Plan, specs: Sequence[str] = (), service: str | None = None) -> list[Endpoint]:
+    """The endpoints named by ``specs`` (``"GET /x"`` or a Flask name) or owned by ``service``.
+
+    Raises PlanError with close matches for an unknown endpoint or backend.
+    """
+    if service is not None and specs:
+        raise RoutingError("name endpoints or --service, not both")
+    if service is not None:
+        found = plan.service_endpoints(service)
+        if not found:
+            raise RoutingError(f"the plan gives no endpoints to {service}")
+        return found
+    if not specs:
+        raise RoutingError('name an endpoint (e.g. "GET /api/users/<id>") or --service NAME')
+    resolved: list[Endpoint] = []
+    for spec in specs:
+        endpoint = plan.endpoint(spec)
+        if endpoint not in resolved:
+            resolved.append(endpoint)
+    return resolved
+
+
+def is_frozen(plan: Plan, endpoint: Endpoint) -> bool:
+    """Under new-only: True for the monolith's own endpoints, which never move."""
+    return plan.strategy == "new-only" and endpoint in {
+        e.endpoint for e in plan.inventory if not e.gone
+    }
+
+
+def allowed_backends(plan: Plan, endpoint: Endpoint) -> set[str]:
+    """Route-table backends the plan lets answer ``endpoint``: the monolith and/or its owner."""
+    owner = route_backend(plan, plan.owner(endpoint))
+    if is_frozen(plan, endpoint):
+        return {MONOLITH}
+    if plan.strategy == "new-only" and not endpoint.is_prefix:
+        return {owner}  # a new endpoint: the monolith has nothing to serve it with
+    return {MONOLITH, owner}
+
+
+def check_flip(plan: Plan, endpoints: Iterable[Endpoint], target: str) -> None:
+    """Refuse a flip of ``endpoints`` to plan backend ``target`` the strategy or plan forbids."""
+    if plan.strategy == "big-bang":
+        raise RoutingError(
+            "strategy big-bang moves every endpoint at once: use strangler cutover --all "
+            '(and strangler rollback), or set strategy = "incremental" in the plan'
+        )
+    wanted = route_backend(plan, target)
+    for endpoint in endpoints:
+        if is_frozen(plan, endpoint):
+            raise RoutingError(
+                f"{endpoint} is the monolith's, and strategy new-only freezes the monolith's "
+                'endpoints on it; set strategy = "incremental" in the plan to move it'
+            )
+        if wanted not in allowed_backends(plan, endpoint):
+            owner = plan.owner(endpoint)
+            why = (
+                f"the monolith has no {endpoint}; under new-only it is served by {owner}"
+                if wanted == MONOLITH
+                else f"the plan gives {endpoint} to {owner}, not {target}; change its owner in the plan"
+            )
+            raise RoutingError(why)
+
+
+def flipped(route: Route, target: str, weight: int | None) -> Route:
+    """PURE: ``route`` moved to route backend ``target`` (all traffic, or ``weight`` % of it).
+
+    A canary keeps the rest on the backend that answers now. The shadow
+    mirror is left as it is: flips change who answers, not who gets a copy.
+    """
+    if weight is None:
+        return Route(route.endpoint, target, mirror=route.mirror)
+    if target == route.backend:
+        raise RoutingError(
+            f"{route.endpoint} is served by {target} already; "
+            "to send part of it elsewhere, give that backend with --to and --weight"
+        )
+    weights = {target: weight, route.backend: 100 - weight}
+    return Route(route.endpoint, route.backend, weights=weights, mirror=route.mirror)
+
+
+# -- the world ---------------------------------------------------------------------------------
+
+
+def check_healthy(etcd: Etcd, plan: Plan, backends: Iterable[str], timeout: float = 1.0) -> None:
+    """Refuse unless every plan backend in ``backends`` has a registered instance answering health."""
+    missing = [
+        name
+        for name in dict.fromkeys(backends)
+        if not registry.healthy_instances(etcd, name, timeout=timeout)
+    ]
+    if missing:
+        names = ", ".join(missing)
+        one = "instance of" if len(missing) == 1 else "instance of any of"
+        raise RoutingError(
+            f"no healthy {one} {names} is registered; start it (strangler up) and retry"
+        )
+
+
+def check_traefik(api: TraefikAPI | None) -> None:
+    """Refuse before writing when Traefik's API cannot confirm the change afterwards."""
+    if api is None:
+        return
+    try:
+        api.overview()
+    except TraefikError:
+        raise RoutingError(
+            f"Traefik's API at {api.base_url} is not answering, so the change could not be "
+            "confirmed; nothing was changed: start the stack (strangler up), pass "
+            "--traefik-api, or --no-wait"
+        ) from None
+
+
+def expectation(routes: Iterable[Route], options: table.Options) -> RoutingSpec:
+    """PURE: what Traefik's API must show for ``routes``: router -> service, or weights."""
+
+    def svc(backend: str) -> str:
+        return options.monolith if backend == MONOLITH else backend
+
+    spec: dict[str, str | dict[str, int]] = {}
+    for route in routes:
+        name = route.endpoint.id
+        if route.mirror:
+            spec[name] = f"{name}-shadow"
+        elif route.weights:
+            spec[name] = {svc(b): w for b, w in route.weights.items()}
+        else:
+            spec[name] = svc(route.backend)
+    return spec
+
+
+def confirm(etcd: Etcd, api: TraefikAPI | None, change: table.Change, timeout: float) -> float | None:
+    """Wait until Traefik routes as ``change`` left things; seconds it took (None: not asked)."""
+    if api is None:
+        return None
+    present = [r for r in change.after.values() if r is not None]
+    gone = [parse_endpoint(spec).id for spec, r in change.after.items() if r is None]
+    spec = expectation(present, table.load_options(etcd))
+    try:
+        took = api.wait_live(spec, timeout=timeout) if spec else 0.0
+        if gone:
+            start = time.monotonic()
+            api.wait_live(
+                lambda routers, _services: not any(qualify(g) in routers for g in gone),
+                timeout=timeout,
+            )
+            took += time.monotonic() - start
+    except TraefikError as exc:
+        raise NotLive(
+            f"change {change.id} is written to etcd, but {exc}; "
+            f"see Traefik's log, or undo it with strangler rollback {change.id}"
+        ) from None
+    return took
+
+
+def write(
+    etcd: Etcd,
+    api: TraefikAPI | None,
+    change: table.ChangeFn,
+    *,
+    what: str,
+    who: str,
+    timeout: float,
+    options: table.Options | None = None,
+) -> Outcome:
+    """Apply ``change`` (see router.table.apply) and confirm it live; returns the Outcome."""
+    start = time.monotonic()
+    done = table.apply(etcd, change, who=who, what=what, options=options)
+    outcome = Outcome(done, write_s=time.monotonic() - start)
+    if done is not None:
+        outcome.live_s = confirm(etcd, api, done, timeout)
+    return outcome
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+def flip(
+    etcd: Etcd,
+    plan: Plan,
+    endpoints: Sequence[Endpoint],
+    target: str,
+    *,
+    weight: int | None = None,
+    api: TraefikAPI | None = None,
+    who: str | None = None,
+    timeout: float = 10.0,
+) -> Outcome:
+    """Move ``endpoints`` to plan backend ``target`` (``weight`` %: a canary) in ONE change.
+
+    Refuses (RoutingError, nothing written) what the strategy or plan
+    forbids, a backend without a healthy registered instance, endpoints not
+    in the table yet, and an unreachable Traefik API (when ``api`` is given).
+    """
+    check_flip(plan, endpoints, target)
+    wanted = route_backend(plan, target)
+    check_healthy(etcd, plan, [target])
+    check_traefik(api)
+
+    def change(routes: Routes) -> Routes:
+        for endpoint in endpoints:
+            if endpoint not in routes:
+                raise RoutingError(f"{endpoint} is not in the routing table yet; run strangler plan apply")
+            routes[endpoint] = flipped(routes[endpoint], wanted, weight)
+        return routes
+
+    share = f"{weight}% of " if weight is not None else ""
+    what = f"flip {share}{_summary(endpoints)} to {target}"
+    return write(etcd, api, change, what=what, who=who or table.current_user(), timeout=timeout)
+
+
+def cutover_all(
+    etcd: Etcd,
+    plan: Plan,
+    *,
+    api: TraefikAPI | None = None,
+    who: str | None = None,
+    timeout: float = 10.0,
+) -> Outcome:
+    """big-bang: move every endpoint a service owns to that service in ONE change.
+
+    Refused under the other strategies, and unless every owning service has
+    a healthy registered instance. ``strangler rollback`` undoes it whole.
+    """
+    if plan.strategy != "big-bang":
+        raise RoutingError(
+            f"cutover --all is for strategy big-bang; under {plan.strategy} move endpoints "
+            "with strangler flip (one at a time, or --service NAME)"
+        )
+    moves = {r.endpoint: r.owner for r in plan.routes() if r.owner != plan.monolith}
+    if not moves:
+        raise RoutingError("the plan gives no endpoint to a service; nothing to cut over")
+    check_healthy(etcd, plan, moves.values())
+    check_traefik(api)
+
+    def change(routes: Routes) -> Routes:
+        for endpoint, owner in moves.items():
+            if endpoint not in routes:
+                raise RoutingError(f"{endpoint} is not in the routing table yet; run strangler plan apply")
+            routes[endpoint] = flipped(routes[endpoint], owner, None)
+        return routes
+
+    services = ", ".join(dict.fromkeys(moves.values()))
+    what = f"cutover --all: {len(moves)} endpoints to {services}"
+    return write(etcd, api, change, what=what, who=who or table.current_user(), timeout=timeout)
+
+
+def rollback(
+    etcd: Etcd,
+    change_id: int | None = None,
+    *,
+    force: bool = False,
+    api: TraefikAPI | None = None,
+    who: str | None = None,
+    timeout: float = 10.0,
+) -> Outcome:
+    """Undo the latest change still in effect (or ``change_id``), recorded as a new change.
+
+    No health check: a rollback is the way out of trouble, usually back to
+    the monolith. Raises RollbackRefused (from router.table) when it would
+    undo a later change too, unless ``force``.
+    """
+    check_traefik(api)
+    start = time.monotonic()
+    done = table.rollback(etcd, change_id, who=who or table.current_user(), force=force)
+    outcome = Outcome(done, write_s=time.monotonic() - start)
+    outcome.live_s = confirm(etcd, api, done, timeout)
+    return outcome
+
+
+def _summary(endpoints: Sequence[Endpoint]) -> str:
+    if len(endpoints) <= 2:
+        return " and ".join(str(e) for e in endpoints)
+    return f"{len(endpoints)} endpoints ({endpoints[0]}, ...)"

@@ -1,0 +1,254 @@
+"""``strangler routes / flip / history / rollback / cutover`` and ``strangler plan apply``.
+
+Thin Click commands over :mod:`strangler.routing` and :mod:`strangler.routing_plan`.
+Every command takes ``--plan``, ``--etcd`` (env STRANGLER_ETCD) and
+``--traefik-api`` (env STRANGLER_TRAEFIK_API); without them the URLs come
+from the running stack's ``<run_dir>/state.json``, else from the plan's
+``[stack]`` ports. Every refusal is one line, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from router import table
+from router.etcd import Etcd, EtcdError
+from router.traefik import TraefikAPI, TraefikError
+from strangler import routing, routing_plan
+from strangler.plan import Plan, PlanError
+from strangler.plan_cli import open_plan, plan, plan_option
+
+# Traefik's own default API port: used only when neither a flag, the
+# environment nor a running stack's state.json says where the API is.
+DEFAULT_TRAEFIK_API = "http://127.0.0.1:8080"
+REFUSALS = (
+    PlanError,
+    routing.RoutingError,
+    EtcdError,
+    table.ConcurrentChange,
+    table.RollbackRefused,
+    table.TableTooLarge,
+    TraefikError,
+    ValueError,  # a malformed --etcd URL
+)
+
+
+def read_state(run_dir: Path) -> dict[str, Any]:
+    """The running stack's ``state.json`` (``{"etcd": url, "traefik_api": url, ...}``), or {}."""
+    try:
+        data = json.loads((run_dir / "state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+@dataclass
+class Connection:
+    """The plan and where etcd and Traefik's API are, for one command run."""
+
+    plan: Plan
+    etcd_url: str
+    traefik_url: str
+    started: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def resolve(cls, plan: Plan, etcd_url: str | None, traefik_url: str | None) -> Connection:
+        """Flags/env first, then the stack's state.json, then the plan's ports."""
+        state = read_state(plan.run_dir)
+        return cls(
+            plan,
+            etcd_url or state.get("etcd") or f"http://127.0.0.1:{plan.stack.etcd_port}",
+            traefik_url or state.get("traefik_api") or DEFAULT_TRAEFIK_API,
+        )
+
+    def etcd(self) -> Etcd:
+        """A client for etcd (nothing is sent yet; EtcdUnavailable comes with the first call)."""
+        return Etcd(self.etcd_url)
+
+    def api(self, wait: bool = True) -> TraefikAPI | None:
+        """Traefik's API client, or None when the command should not wait for it."""
+        return TraefikAPI(self.traefik_url) if wait else None
+
+
+def routing_command(command: Callable) -> Callable:
+    """Decorator: add --plan/--etcd/--traefik-api, pass ``conn``, turn refusals into one line."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, plan_path: Path, etcd_url: str | None, traefik_url: str | None,
+                **kwargs: Any) -> Any:
+        conn = Connection.resolve(open_plan(plan_path), etcd_url, traefik_url)
+        try:
+            return command(*args, conn=conn, **kwargs)
+        except REFUSALS as exc:
+            raise click.ClickException(" ".join(str(exc).split())) from None
+
+    wrapper = click.option(
+        "--traefik-api", "traefik_url", envvar="STRANGLER_TRAEFIK_API", metavar="URL", show_envvar=True,
+        help="Traefik's API (default: the running stack's, else :8080).",
+    )(wrapper)
+    wrapper = click.option(
+        "--etcd", "etcd_url", envvar="STRANGLER_ETCD", metavar="URL", show_envvar=True,
+        help="etcd's client URL (default: the running stack's, else the plan's etcd_port).",
+    )(wrapper)
+    return plan_option(wrapper)
+
+
+def wait_options(command: Callable) -> Callable:
+    """Add --timeout and --no-wait (how long to wait for Traefik to confirm)."""
+    command = click.option("--no-wait", is_flag=True,
+                           help="Do not wait for Traefik's API to confirm the change.")(command)
+    return click.option("--timeout", type=float, default=10.0, show_default=True,
+                        help="Seconds to wait for Traefik to apply the change.")(command)
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
+def report(conn: Connection, outcome: routing.Outcome, done: str) -> None:
+    """Print what a change did, its id and revision, and how long Traefik took."""
+    change = outcome.change
+    if change is None:
+        click.echo("nothing to change: the routing already is as asked")
+        return
+    click.echo(f"{done} (change {change.id}, etcd revision {change.revision})")
+    total = time.monotonic() - conn.started
+    if outcome.live_s is None:
+        click.echo("not waiting for Traefik (--no-wait)")
+    else:
+        click.echo(
+            f"Traefik confirmed it live {_ms(outcome.live_s)} after the write, "
+            f"{_ms(total)} after the command started"
+        )
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+@routing_command
+def routes(conn: Connection, as_json: bool) -> None:
+    """Show every endpoint: who serves it now (weights, shadow), its state, and whether the plan agrees."""
+    current, _ = table.load(conn.etcd())
+    rows = routing_plan.route_rows(conn.plan, current)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    grid = Table(title=f"routes (strategy {conn.plan.strategy})")
+    for column in ("method", "path", "serving", "state", "owner", "plan"):
+        grid.add_column(column)
+    for row in rows:
+        verdict = ("yes" if row["plan_agrees"] else "[red]NO[/red]") + (
+            f" - {row['note']}" if row["note"] else ""
+        )
+        grid.add_row(row["method"], row["path"], row["serving"], row["state"],
+                     row["owner"] or "-", verdict)
+    Console(soft_wrap=True).print(grid)
+
+
+@click.command()
+@click.argument("endpoints", nargs=-1)
+@click.option("--service", metavar="NAME", help="Every endpoint the plan gives to service NAME.")
+@click.option("--to", "target", required=True, metavar="BACKEND", help="The backend to move them to.")
+@click.option("--weight", metavar="N", help="Canary: send N % (1-99) to BACKEND, the rest stays.")
+@wait_options
+@routing_command
+def flip(conn: Connection, endpoints: tuple[str, ...], service: str | None, target: str,
+         weight: str | None, timeout: float, no_wait: bool) -> None:
+    """Move the named endpoints (or --service NAME's) to BACKEND, in one change.
+
+    ENDPOINT is "GET /api/users/<id>" or the monolith's endpoint name
+    (api.get_user). Refused when the strategy forbids it or BACKEND has no
+    healthy registered instance. Returns once Traefik's API shows it live.
+    """
+    chosen = routing.resolve(conn.plan, endpoints, service)
+    share = routing.parse_weight(weight)
+    outcome = routing.flip(conn.etcd(), conn.plan, chosen, target, weight=share,
+                           api=conn.api(not no_wait), timeout=timeout)
+    report(conn, outcome, outcome.change.what if outcome.change else "")
+
+
+@click.command()
+@click.option("--all", "everything", is_flag=True, help="Required: every planned endpoint moves.")
+@wait_options
+@routing_command
+def cutover(conn: Connection, everything: bool, timeout: float, no_wait: bool) -> None:
+    """Strategy big-bang: move every endpoint to the service that owns it, in ONE change.
+
+    One `strangler rollback` returns them all.
+    """
+    if not everything:
+        raise click.ClickException("say --all: cutover moves every planned endpoint at once")
+    outcome = routing.cutover_all(conn.etcd(), conn.plan, api=conn.api(not no_wait), timeout=timeout)
+    report(conn, outcome, outcome.change.what if outcome.change else "")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+@routing_command
+def history(conn: Connection, as_json: bool) -> None:
+    """List every routing change: id, time, who, what, and the etcd revision it wrote."""
+    changes = table.history(conn.etcd())
+    undone = table.cancelled(changes)
+    if as_json:
+        rows = [{**c.to_dict(), "revision": c.revision, "in_effect": c.id not in undone}
+                for c in changes]
+        click.echo(json.dumps(rows, indent=2))
+        return
+    grid = Table(title="routing history")
+    for column in ("id", "time", "who", "what", "revision"):
+        grid.add_column(column)
+    for c in changes:
+        what = c.what + (" [dim](undone)[/dim]" if c.id in undone and c.rollback_of is None else "")
+        grid.add_row(str(c.id), c.time, c.who, what, str(c.revision))
+    Console(soft_wrap=True).print(grid)
+    if not changes:
+        click.echo("no routing changes yet (strangler plan apply makes the first)")
+
+
+@click.command()
+@click.argument("change_id", required=False)
+@click.option("--force", is_flag=True, help="Undo it even if a later change touched the same endpoints.")
+@wait_options
+@routing_command
+def rollback(conn: Connection, change_id: str | None, force: bool, timeout: float,
+             no_wait: bool) -> None:
+    """Undo the last change still in effect, or CHANGE_ID; the undo is itself a change.
+
+    Repeated rollbacks walk back through the history (see strangler history).
+    """
+    if change_id is not None and not change_id.isdigit():
+        raise click.ClickException(f"{change_id!r} is not a change id; see strangler history")
+    target = int(change_id) if change_id is not None else None
+    outcome = routing.rollback(conn.etcd(), target, force=force, api=conn.api(not no_wait),
+                               timeout=timeout)
+    report(conn, outcome, outcome.change.what if outcome.change else "")
+
+
+@plan.command("apply")
+@click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
+@wait_options
+@routing_command
+def apply_(conn: Connection, dry_run: bool, timeout: float, no_wait: bool) -> None:
+    """Make etcd's routing match the plan: add its endpoints, drop others, reset what it forbids.
+
+    Idempotent; flips the plan allows are kept. --dry-run shows the changes first.
+    """
+    outcome = routing_plan.apply_plan(conn.etcd(), conn.plan, dry_run=dry_run,
+                                      api=conn.api(not no_wait), timeout=timeout)
+    for line in outcome.lines:
+        click.echo(line)
+    if not outcome.lines:
+        click.echo("etcd already matches the plan")
+    elif dry_run:
+        click.echo(f"dry run: {len(outcome.lines)} change(s), nothing written")
+    else:
+        report(conn, outcome, "applied the plan")

@@ -1,0 +1,175 @@
+"""The plan side of routing: ``plan apply`` (make etcd match the plan) and the ``routes`` view.
+
+Split from :mod:`strangler.routing` along the idea: that module moves
+endpoints a person names; this one compares the whole table with the plan.
+The comparisons are pure; ``apply_plan`` is the one function doing I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from router import table
+from router.etcd import Etcd
+from router.keys import MONOLITH, Endpoint, Route, parse_endpoint
+from router.traefik import TraefikAPI
+from strangler.plan import Plan
+from strangler.routing import (
+    Outcome,
+    Routes,
+    allowed_backends,
+    check_traefik,
+    describe,
+    is_frozen,
+    plan_backend,
+    route_backend,
+    write,
+)
+
+
+def plan_options(plan: Plan, stored: table.Options | None = None) -> table.Options:
+    """The Traefik options the plan implies: its monolith's name and every backend's health path.
+
+    The entrypoint is kept from ``stored`` (it names the stack's static config, not the plan).
+    """
+    base = stored or table.Options()
+    checks = {name: backend.health for name, backend in plan.backends.items()}
+    return replace(base, monolith=plan.monolith, healthchecks=checks)
+
+
+def desired_routes(plan: Plan, current: Routes) -> Routes:
+    """PURE: the table ``plan apply`` leaves: every planned endpoint, nothing else.
+
+    A new endpoint starts at its starting place; one already in the table
+    keeps its route (flips survive) unless a backend answers it that the
+    plan does not allow (e.g. a frozen new-only endpoint moved off the
+    monolith), which then goes back to its starting place, keeping any
+    shadow mirror. Endpoints the plan no longer has are left out, so the
+    catch-all sends them to the monolith.
+    """
+    wanted: Routes = {}
+    for planned in plan.routes():
+        endpoint = planned.endpoint
+        start = Route(endpoint, route_backend(plan, planned.initial))
+        route = current.get(endpoint)
+        if route is None:
+            wanted[endpoint] = start
+        elif {route.backend, *(route.weights or {})} <= allowed_backends(plan, endpoint):
+            wanted[endpoint] = route
+        else:
+            wanted[endpoint] = Route(endpoint, start.backend, mirror=route.mirror)
+    return wanted
+
+
+def diff_lines(
+    plan: Plan, before: dict[Any, Route | None], after: dict[Any, Route | None]
+) -> list[str]:
+    """PURE: one line per endpoint whose route differs: ``+`` added, ``-`` removed, ``~`` changed."""
+    lines = []
+    keys = {str(k): k for k in set(before) | set(after)}
+    for spec in sorted(keys, key=lambda s: parse_endpoint(s).id):
+        old, new = before.get(keys[spec]), after.get(keys[spec])
+        if old == new:
+            continue
+        if old is None:
+            lines.append(f"+ {spec}: {describe(plan, new)}")
+        elif new is None:
+            lines.append(
+                f"- {spec}: was {describe(plan, old)}; not in the plan, "
+                "so the catch-all sends it to the monolith"
+            )
+        else:
+            lines.append(f"~ {spec}: {describe(plan, old)} -> {describe(plan, new)}")
+    return lines
+
+
+def options_line(old: table.Options, new: table.Options) -> list[str]:
+    """PURE: a line saying how the stored Traefik options change ([] when they do not)."""
+    if old == new:
+        return []
+    checks = ", ".join(f"{b} {p}" for b, p in sorted(new.healthchecks.items()))
+    return [f"* Traefik options: monolith service {new.monolith}; health checks {checks}"]
+
+
+def apply_plan(
+    etcd: Etcd,
+    plan: Plan,
+    *,
+    dry_run: bool = False,
+    api: TraefikAPI | None = None,
+    who: str | None = None,
+    timeout: float = 10.0,
+) -> Outcome:
+    """Make the route table match the plan in ONE change; idempotent.
+
+    ``Outcome.lines`` says what changes (with ``dry_run``: what would, and
+    nothing is written). ``Outcome.change`` is None when etcd already matched.
+    """
+    current, _ = table.load(etcd)
+    stored = table.load_options(etcd)
+    options = plan_options(plan, stored)
+    wanted = desired_routes(plan, current)
+    lines = diff_lines(plan, dict(current), dict(wanted)) + options_line(stored, options)
+    if dry_run or not lines:
+        return Outcome(None, lines=lines)
+    check_traefik(api)
+    counts = f"{len(wanted)} endpoints, {len(lines)} change(s)"
+    outcome = write(
+        etcd,
+        api,
+        lambda routes: desired_routes(plan, routes),
+        what=f"plan apply: {counts}",
+        who=who or table.current_user(),
+        timeout=timeout,
+        options=options,
+    )
+    if outcome.change is not None:  # what was really written (the table may have moved meanwhile)
+        change = outcome.change
+        outcome.lines = diff_lines(plan, change.before, change.after) + options_line(stored, options)
+    return outcome
+
+
+def agreement(plan: Plan, endpoint: Endpoint, route: Route | None, planned: bool) -> tuple[bool, str]:
+    """PURE: whether the plan agrees with ``route`` for ``endpoint``, and a short note why."""
+    if not planned:
+        return False, "not in the plan; strangler plan apply removes it"
+    if route is None:
+        return False, "not in etcd yet; run strangler plan apply"
+    allowed = allowed_backends(plan, endpoint)
+    if not {route.backend, *(route.weights or {})} <= allowed:
+        names = " or ".join(sorted(plan_backend(plan, b) for b in allowed))
+        return False, f"the plan lets only {names} answer it; strangler plan apply resets it"
+    owner = plan.owner(endpoint)
+    if is_frozen(plan, endpoint):
+        return True, "frozen on the monolith (new-only)"
+    if route.backend == MONOLITH and owner != plan.monolith:
+        return True, f"to move to {owner}" if not route.weights else f"moving to {owner}"
+    return True, ""
+
+
+def route_rows(plan: Plan, routes: Routes) -> list[dict[str, Any]]:
+    """PURE: one row per endpoint (planned ones in plan order, then unplanned), JSON-ready."""
+    planned = plan.endpoints()
+    names = {e.endpoint: e.name for e in plan.inventory}
+    extra = sorted((ep for ep in routes if ep not in planned), key=lambda e: e.id)
+    rows = []
+    for endpoint in planned + extra:
+        route = routes.get(endpoint)
+        agrees, note = agreement(plan, endpoint, route, endpoint in planned)
+        weights = route.weights if route else None
+        rows.append({
+            "endpoint": str(endpoint),
+            "method": endpoint.method,
+            "path": endpoint.path,
+            "name": names.get(endpoint),
+            "backend": plan_backend(plan, route.backend) if route else None,
+            "weights": {plan_backend(plan, b): w for b, w in weights.items()} if weights else None,
+            "mirror": route.mirror if route else None,
+            "serving": describe(plan, route) if route else "",
+            "state": route.state if route else "not applied",
+            "owner": plan.owner(endpoint) if endpoint in planned else None,
+            "plan_agrees": agrees,
+            "note": note,
+        })
+    return rows
