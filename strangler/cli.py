@@ -8,6 +8,7 @@ from monolith.server import monolith_command
 from strangler import __version__
 from strangler.plan_cli import plan, scan
 from strangler.routing_cli import cutover, flip, history, rollback, routes
+from strangler.stack_cli import down, status, up
 
 
 @click.group(context_settings={"auto_envvar_prefix": "STRANGLER", "help_option_names": ["-h", "--help"]})
@@ -19,6 +20,9 @@ def cli() -> None:
 cli.add_command(scan)
 cli.add_command(plan)
 cli.add_command(monolith_command)
+cli.add_command(up)
+cli.add_command(down)
+cli.add_command(status)
 cli.add_command(routes)
 cli.add_command(flip)
 cli.add_command(history)

@@ -1,0 +1,428 @@
+"""The local platform: etcd, Redis, Traefik and the plan's backends, started and stopped together.
+
+No Click here (``strangler.stack_cli`` drives it). ``Stack.up()`` starts
+everything on 127.0.0.1 and waits until each part is healthy; ``down()`` stops
+what a stack started, from its pid files, in another process; ``status()``
+gathers what ``strangler status`` shows. Everything a stack owns lives in its
+run directory (default ``.strangler/``)::
+
+    state.json  secrets.json  traefik.yml  <name>.pid  logs/  etcd/  redis/  data/
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shlex
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import IO, Any
+
+from monolith.config import load_or_create_secrets
+from router import registry, table
+from router.etcd import Etcd, EtcdError
+from router.keys import MONOLITH, Route, parse_endpoint
+from router.traefik import (
+    TraefikAPI,
+    TraefikError,
+    seed_root_key,
+    static_config,
+    write_static_config,
+)
+from strangler import procs
+from strangler.plan import Plan
+from strangler.stack_ports import PORT_OPTIONS, Ports, check_ports, resolve_ports
+
+HOST = "127.0.0.1"
+STATE_FILE = "state.json"
+CORE = ("etcd", "redis", "traefik")  # start order; stopped in reverse after the backends
+Echo = Callable[[str], None]
+
+
+class StackError(RuntimeError):
+    """The stack cannot start, or failed while starting: one line saying what and where to look."""
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One backend instance to start: ``name`` is ``<backend>.<instance>`` (its pid file and log)."""
+
+    backend: str
+    instance: int
+    port: int
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    cwd: str
+    health_path: str
+
+    @property
+    def name(self) -> str:
+        """``<backend>.<instance>``, e.g. ``monolith.0``."""
+        return f"{self.backend}.{self.instance}"
+
+    @property
+    def url(self) -> str:
+        """Where the instance serves (what it registers for Traefik)."""
+        return f"http://{HOST}:{self.port}"
+
+
+def backend_launches(
+    plan: Plan,
+    backend_ports: Mapping[str, list[int]],
+    *,
+    etcd_url: str,
+    redis_url: str,
+    secrets: Mapping[str, str],
+) -> list[Launch]:
+    """PURE: every instance of every started backend, with its argv and environment.
+
+    ``plan.run_dir`` is the stack's run dir; ``backend_ports`` gives each started
+    backend one port per instance. The plan's own ``env`` wins over what the
+    stack sets, so a plan can, say, choose another profile.
+    """
+    run_dir = plan.run_dir
+    launches = []
+    for name, backend in plan.backends.items():
+        if not backend.start:
+            continue
+        for i, port in enumerate(backend_ports[name]):
+            env = {
+                "STRANGLER_ETCD": etcd_url,
+                "STRANGLER_BACKEND": name,
+                "STRANGLER_INSTANCE_URL": f"http://{HOST}:{port}",
+                "STRANGLER_HEALTH_PATH": backend.health,
+                "STRANGLER_DATA_DIR": str(run_dir / "data"),
+                "STRANGLER_ENV": "development",
+                "SOCKETIO_MESSAGE_QUEUE": redis_url,
+                "PORT": str(port),
+                **{key: secrets[key] for key in ("SECRET_KEY", "JWT_SECRET_KEY")},
+            }
+            database = plan.database_url(name)
+            if database:
+                env["DATABASE_URL"] = database
+            env.update(backend.env)
+            argv = shlex.split(plan.command(name, port=port, instance=i, host=HOST))
+            launches.append(Launch(
+                backend=name, instance=i, port=port, argv=argv, env=env,
+                log_path=run_dir / "logs" / f"{name}.{i}.log",
+                cwd=str(plan.path.parent if plan.path else Path.cwd()),
+                health_path=backend.health,
+            ))
+    return launches
+
+
+def initial_routes(plan: Plan) -> list[Route]:
+    """PURE: the route table's starting routes: each plan endpoint on its ``initial`` backend.
+
+    Prefix entries (Socket.IO, static files) get no router of their own until
+    the routing layer flips them; the catch-all sends them to the monolith.
+    """
+    routes = []
+    for route in plan.routes():
+        if route.endpoint.is_prefix:
+            continue
+        endpoint = parse_endpoint(str(route.endpoint))
+        backend = MONOLITH if route.initial == plan.monolith else route.initial
+        routes.append(Route(endpoint, backend))
+    return routes
+
+
+def _resolve_argv(argv: list[str]) -> list[str]:
+    """Find a bare program name (``gunicorn``) in this venv first, then on PATH."""
+    if not argv or "/" in argv[0]:
+        return argv
+    beside = Path(sys.executable).parent / argv[0]
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return [str(beside), *argv[1:]]
+    return [shutil.which(argv[0]) or argv[0], *argv[1:]]
+
+
+def read_state(run_dir: Path) -> dict | None:
+    """The running stack's ``state.json`` (etcd, traefik_api, web, ... URLs), None if absent."""
+    try:
+        return json.loads((Path(run_dir) / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def running_records(run_dir: Path) -> dict[str, procs.PidRecord]:
+    """The pid records in ``run_dir`` whose process still runs."""
+    return {name: r for name, r in procs.read_pidfiles(run_dir).items() if r.running()}
+
+
+def _already_running(run_dir: Path, records: Mapping[str, procs.PidRecord]) -> str:
+    first = records.get("etcd") or next(iter(records.values()))
+    return (f"a stack is already running from {run_dir} ({first.name} pid {first.pid}); "
+            "stop it with `strangler down`")
+
+
+class Stack:
+    """A local platform built from a plan, a run dir and port overrides (None: the plan's)."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        run_dir: Path | str | None = None,
+        ports: Mapping[str, int | None] | None = None,
+        *,
+        echo: Echo = lambda line: None,
+        timeout: float = 60,
+    ) -> None:
+        self.run_dir = Path(run_dir or plan.run_dir).resolve()
+        self.plan = replace(plan, run_dir=self.run_dir)  # {run_dir} placeholders follow --run-dir
+        self.overrides = {k: v for k, v in (ports or {}).items() if v is not None}
+        self.echo = echo
+        self.timeout = timeout
+        self.procs: dict[str, procs.Proc] = {}  # in start order
+        self.state: dict[str, Any] = {}
+        self._reported: set[str] = set()
+        self._lock: IO[str] | None = None
+
+    # ---- up ----------------------------------------------------------------------------
+
+    def up(self) -> dict[str, Any]:
+        """Start the whole stack and wait until every part is healthy; return ``state.json``'s data.
+
+        Raises StackError (one line) when a stack already runs from this run
+        dir, a port is taken (nothing started), or a part fails (everything
+        started so far is stopped again, and the message names its log).
+        """
+        if not self.plan.backends[self.plan.monolith].start:
+            raise StackError(f"backends.{self.plan.monolith}.start is false; the stack needs the monolith")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
+        try:
+            self._refuse_if_running()
+            ports, backend_ports = resolve_ports(self.plan, self.overrides)
+            check_ports(self.plan, ports, backend_ports, self.overrides)
+            began = time.monotonic()
+            try:
+                self._start_all(ports, backend_ports)
+            except BaseException as exc:  # Ctrl-C included: never leave half a stack behind
+                self.stop()
+                if isinstance(exc, (procs.StartupError, EtcdError, TraefikError, OSError)):
+                    raise StackError(f"{exc}; stopped everything it had started") from exc
+                raise
+            self.state["up_seconds"] = round(time.monotonic() - began, 2)
+            self._write_state()
+            return self.state
+        finally:
+            self._release_lock()
+
+    def _take_lock(self) -> None:
+        # Two `up`s at once would both see no pid files; the second is told instead.
+        self._lock = open(self.run_dir / ".lock", "w")  # noqa: SIM115 — closed in _release_lock
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._release_lock()
+            raise StackError(f"a stack is starting from {self.run_dir} right now; wait, or `strangler down`") from None
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def _refuse_if_running(self) -> None:
+        live = running_records(self.run_dir)
+        if live:
+            raise StackError(_already_running(self.run_dir, live))
+        stale = procs.read_pidfiles(self.run_dir)
+        if stale:  # a previous stack was killed without `down`: its pid files mean nothing now
+            for name in stale:
+                procs.remove_pidfile(self.run_dir, name)
+            (self.run_dir / STATE_FILE).unlink(missing_ok=True)
+            self.echo(f"removed {len(stale)} stale pid file(s) of a stack that did not stop cleanly")
+
+    def _timed(self, what: str, start: Callable[[], procs.Proc]) -> procs.Proc:
+        began = time.monotonic()
+        proc = start()
+        self._track(proc)
+        self.echo(f"{what} ready ({time.monotonic() - began:.1f}s) {proc.url or ''}".rstrip())
+        return proc
+
+    def _track(self, proc: procs.Proc) -> None:
+        self.procs[proc.name] = proc
+        procs.write_pidfile(self.run_dir, proc.name, proc)
+
+    def _start_all(self, ports: Ports, backend_ports: Mapping[str, list[int]]) -> None:
+        logs = self.run_dir / "logs"
+        etcd = self._timed("etcd", lambda: procs.start_etcd(
+            self.run_dir / "etcd", ports.etcd, ports.etcd_peer,
+            log_path=logs / "etcd.log", timeout=self.timeout))
+        client = Etcd.connect(etcd.url, wait=5)
+        self._write_routes(client)
+        redis = self._timed("redis", lambda: procs.start_redis(
+            ports.redis, self.run_dir / "redis", log_path=logs / "redis.log", timeout=self.timeout))
+        config = static_config(
+            web_port=ports.web, api_port=ports.dashboard, etcd_endpoints=[etcd.url],
+            access_log_path=str(logs / "traefik-access.log"), host=HOST)
+        path = write_static_config(self.run_dir / "traefik.yml", config)
+        traefik = self._timed("traefik", lambda: procs.start_traefik(
+            path, log_path=logs / "traefik.log", timeout=self.timeout))
+        web = f"http://{HOST}:{ports.web}"
+        self.state = {
+            "run_dir": str(self.run_dir), "plan": str(self.plan.path or ""),
+            "strategy": self.plan.strategy, "monolith": self.plan.monolith,
+            "etcd": etcd.url, "traefik_api": traefik.url, "web": web,
+            "dashboard": f"{traefik.url}/dashboard/", "redis": redis.url,
+            "started": time.time(), "backends": {},
+        }
+        secrets = load_or_create_secrets(self.run_dir / "secrets.json")
+        launches = backend_launches(self.plan, backend_ports, etcd_url=etcd.url,
+                                    redis_url=redis.url, secrets=secrets)
+        self._start_backends(launches, client, TraefikAPI(traefik.url), web)
+
+    def _write_routes(self, client: Etcd) -> None:
+        """Put the plan's endpoints into the route table (keeping earlier flips) before Traefik reads it."""
+        routes = initial_routes(self.plan)
+
+        def add_missing(current: table.Routes) -> table.Routes:
+            for route in routes:
+                current.setdefault(route.endpoint, route)
+            return current
+
+        healthchecks = {name: b.health for name, b in self.plan.backends.items()}
+        options = table.Options(self.plan.monolith, "web", healthchecks)
+        table.apply(client, add_missing, who=table.current_user(), options=options,
+                    what=f"strangler up: the plan's {len(routes)} endpoints")
+        seed_root_key(client)
+
+    def _start_backends(self, launches: list[Launch], client: Etcd, api: TraefikAPI, web: str) -> None:
+        began = time.monotonic()
+        for launch in launches:
+            self.run_dir.joinpath("data").mkdir(parents=True, exist_ok=True)
+            proc = procs.Proc(launch.name, _resolve_argv(launch.argv), launch.log_path,
+                              env=launch.env, cwd=launch.cwd, url=launch.url)
+            self._track(proc.start())
+            self.state["backends"].setdefault(launch.backend, {"instances": []})["instances"].append(
+                {"name": launch.name, "url": launch.url, "pid": proc.pid, "log": str(launch.log_path)})
+        for launch in launches:
+            self._wait_backend(launch, client, api, web)
+            self.echo(f"{launch.name} ready ({time.monotonic() - began:.1f}s) {launch.url}")
+
+    def _wait_backend(self, launch: Launch, client: Etcd, api: TraefikAPI, web: str) -> None:
+        """Healthy directly, registered in etcd, and served by Traefik; StartupError otherwise."""
+        proc = self.procs[launch.name]
+
+        def registered() -> bool:
+            try:
+                return any(i.url == launch.url for i in registry.instances(client, launch.backend))
+            except EtcdError:
+                return False
+
+        def routed() -> bool:
+            try:
+                service = api.service(launch.backend) or {}
+            except TraefikError:
+                return False
+            if (service.get("serverStatus") or {}).get(launch.url) != "UP":
+                return False
+            # the monolith is also checked end to end, through the catch-all
+            return launch.backend != self.plan.monolith or procs.http_ok(web + launch.health_path)
+
+        health = launch.url + launch.health_path
+        procs.wait_until(lambda: procs.http_ok(health), self.timeout, f"{launch.name} ({health})", proc=proc)
+        procs.wait_until(registered, self.timeout, f"{launch.name}'s registration in etcd", proc=proc)
+        procs.wait_until(routed, self.timeout, f"Traefik routing to {launch.name}", proc=proc)
+
+    def _write_state(self) -> None:
+        path = self.run_dir / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=2))
+        tmp.replace(path)
+
+    # ---- while up runs in the foreground ----------------------------------------------
+
+    def died(self) -> list[procs.Proc]:
+        """Processes that ended since the last call (each reported once)."""
+        gone = [p for name, p in self.procs.items() if not p.alive() and name not in self._reported]
+        self._reported.update(p.name for p in gone)
+        return gone
+
+    def all_ended(self) -> bool:
+        """True when no process of this stack runs any more."""
+        return not any(p.alive() for p in self.procs.values())
+
+    def stop(self) -> list[tuple[str, int | None, str]]:
+        """Stop what this object started: backends first (together), then Traefik, Redis, etcd.
+
+        Returns ``(name, pid, how it ended)`` per process, and forgets the pid files and state.
+        """
+        backends = [p for name, p in self.procs.items() if name not in CORE]
+        core = [self.procs[name] for name in reversed(CORE) if name in self.procs]
+        results = _in_parallel(backends, lambda p: (p.name, p.pid, p.stop(timeout=10)))
+        results += [(p.name, p.pid, p.stop(timeout=10)) for p in core]
+        for name, _, outcome in results:
+            if outcome != "still running":
+                procs.remove_pidfile(self.run_dir, name)
+        (self.run_dir / STATE_FILE).unlink(missing_ok=True)
+        self.procs.clear()
+        return results
+
+    def down(self) -> list[tuple[str, int, str]]:
+        """Stop the stack running from this run dir (see :func:`down`)."""
+        return down(self.run_dir)
+
+    def status(self) -> dict[str, Any]:
+        """What ``strangler status`` shows (see :func:`status`)."""
+        return status(self.run_dir, self.plan)
+
+
+def _in_parallel(items: list, work: Callable[[Any], tuple]) -> list[tuple]:
+    """Run ``work`` on every item in its own thread (graceful stops overlap); results in order."""
+    results: list[tuple | None] = [None] * len(items)
+
+    def run(i: int) -> None:
+        results[i] = work(items[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(items))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [r for r in results if r is not None]
+
+
+def down(run_dir: Path | str) -> list[tuple[str, int, str]]:
+    """Stop, by PID, every process a stack started from ``run_dir``; [] when none runs.
+
+    Backends go first (gunicorn's ``on_exit`` revokes their registration), then
+    Traefik, Redis and etcd. Returns ``(name, pid, outcome)``: ``terminated``,
+    ``killed``, ``gone`` (had already ended) or ``still running``.
+    """
+    run_dir = Path(run_dir).resolve()
+    records = procs.read_pidfiles(run_dir)
+    backends = [r for name, r in records.items() if name not in CORE]
+    core = [records[name] for name in reversed(CORE) if name in records]
+    results = _in_parallel(backends, lambda r: (r.name, r.pid, r.stop(timeout=10)))
+    results += [(r.name, r.pid, r.stop(timeout=10)) for r in core]
+    for name, _, outcome in results:
+        if outcome != "still running":
+            procs.remove_pidfile(run_dir, name)
+    if not procs.read_pidfiles(run_dir):
+        (run_dir / STATE_FILE).unlink(missing_ok=True)
+    return results
+
+
+def status(run_dir: Path | str, plan: Plan | None = None) -> dict[str, Any]:
+    """What runs from ``run_dir``: processes, backends with their instances, the route summary.
+
+    JSON-ready. ``running`` is False (and little else is filled in) when no
+    stack runs. Instances carry ``address``, ``version``, ``age`` (seconds),
+    ``healthy`` (answers its health path now) and ``traefik`` (Traefik's view).
+    """
+    from strangler.stack_status import collect
+
+    return collect(Path(run_dir).resolve(), plan, read_state(Path(run_dir)), running_records(Path(run_dir)))
+
+
+__all__ = ["PORT_OPTIONS", "Launch", "Stack", "StackError", "backend_launches", "down",
+           "initial_routes", "read_state", "status"]

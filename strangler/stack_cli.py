@@ -1,0 +1,195 @@
+"""``strangler up``, ``down`` and ``status``: the local platform from the command line."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from strangler import stack as stack_mod
+from strangler.plan import Plan, PlanError, load_plan
+from strangler.plan_cli import open_plan, plan_option
+from strangler.stack import STATE_FILE, Stack, StackError
+
+
+def run_dir_option(command: Any) -> Any:
+    """Add ``--run-dir`` (env STRANGLER_RUN_DIR; default: the plan's ``run_dir``, ``.strangler``)."""
+    return click.option(
+        "--run-dir", type=click.Path(file_okay=False, path_type=Path), envvar="STRANGLER_RUN_DIR",
+        show_envvar=True, help="Where state, logs and data live [default: the plan's run_dir].",
+    )(command)
+
+
+def _port_option(name: str, key: str, what: str) -> Any:
+    return click.option(
+        f"--{name}-port", type=click.IntRange(0, 65535), envvar=f"STRANGLER_{name.upper().replace('-', '_')}_PORT",
+        show_envvar=True, help=f"{what} [default: [stack] {key} in the plan; 0 = any free port].",
+    )
+
+
+def _resolve(plan_path: Path, run_dir: Path | None) -> tuple[Path, Plan | None]:
+    """The run dir to use and the plan if it loads (down and status work without one)."""
+    try:
+        plan = load_plan(plan_path) if plan_path.is_file() else None
+    except PlanError:
+        plan = None
+    return (run_dir or (plan.run_dir if plan else Path(".strangler"))).resolve(), plan
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    # Stop exactly once: a second Ctrl-C must not cut the clean stop short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+@click.command()
+@plan_option
+@run_dir_option
+@click.option("--detach", "-d", is_flag=True, help="Return once healthy and leave the stack running.")
+@_port_option("web", "web_port", "Traefik's web entrypoint: the app's URL")
+@_port_option("dashboard", "dashboard_port", "Traefik's dashboard and API")
+@_port_option("etcd", "etcd_port", "etcd's client port")
+@_port_option("etcd-peer", "etcd_peer_port", "etcd's peer port")
+@_port_option("redis", "redis_port", "Redis (the Socket.IO message queue)")
+def up(plan_path: Path, run_dir: Path | None, detach: bool, **ports: int | None) -> None:
+    """Start etcd, Redis, Traefik, the monolith and the plan's services on 127.0.0.1.
+
+    Waits until each is healthy, then prints the app's URL. In the
+    foreground, Ctrl-C stops everything; with --detach, `strangler down` does.
+    """
+    plan = open_plan(plan_path)
+    overrides = {name.removesuffix("_port"): value for name, value in ports.items()}
+    stack = Stack(plan, run_dir, overrides, echo=click.echo)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    try:
+        state = stack.up()
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        raise click.ClickException("interrupted; stopped everything it had started") from None
+    _print_ready(state, plan)
+    if detach:
+        click.echo("running in the background; stop it with `strangler down`")
+        return
+    click.echo("press Ctrl-C to stop")
+    _run_foreground(stack)
+
+
+def _print_ready(state: dict, plan: Plan) -> None:
+    started = [f"{n} x{len(b['instances'])}" for n, b in state["backends"].items()]
+    idle = [n for n, b in plan.backends.items() if not b.start]
+    rest = f"; not started: {', '.join(idle)}" if idle else ""
+    click.echo(f"app:       {state['web']}/")
+    click.echo(f"dashboard: {state['dashboard']}")
+    click.echo(f"stack up in {state['up_seconds']:.1f}s from {state['run_dir']}: "
+               f"etcd, redis, traefik, {', '.join(started)}{rest}")
+
+
+def _run_foreground(stack: Stack) -> None:
+    """Wait for Ctrl-C/SIGTERM, reporting processes that die meanwhile; then stop everything."""
+    began = None
+    try:
+        while True:
+            time.sleep(0.5)
+            for proc in stack.died():
+                if (stack.run_dir / f"{proc.name}.pid").exists():  # not stopped by `strangler down`
+                    code = proc.popen.returncode if proc.popen else "?"
+                    click.echo(f"{proc.name} (pid {proc.pid}) exited with code {code}; read {proc.log_path} "
+                               "(the rest keep running)", err=True)
+            if stack.all_ended():
+                if not (stack.run_dir / STATE_FILE).exists():
+                    click.echo("the stack was stopped by `strangler down`")
+                    return
+                click.echo("every process of the stack has ended", err=True)
+                break
+    except KeyboardInterrupt:
+        click.echo("\nstopping ...")
+    began = time.monotonic()
+    _report(stack.stop(), time.monotonic() - began)
+
+
+def _report(results: list[tuple[str, int | None, str]], seconds: float) -> None:
+    for name, pid, outcome in results:
+        click.echo(f"stopped {name} (pid {pid}): {outcome}")
+    click.echo(f"stack stopped in {seconds:.1f}s")
+
+
+@click.command()
+@plan_option
+@run_dir_option
+def down(plan_path: Path, run_dir: Path | None) -> None:
+    """Stop every process `strangler up` started (by PID) and report how each ended."""
+    where, _ = _resolve(plan_path, run_dir)
+    began = time.monotonic()
+    results = stack_mod.down(where)
+    if not results:
+        click.echo(f"no stack is running from {where}")
+        return
+    if all(outcome == "gone" for _, _, outcome in results):
+        click.echo(f"no stack was running from {where}; removed {len(results)} stale pid file(s)")
+        return
+    _report(results, time.monotonic() - began)
+    stuck = [f"{name} (pid {pid})" for name, pid, outcome in results if outcome == "still running"]
+    if stuck:
+        raise click.ClickException(f"could not stop {', '.join(stuck)}; stop it by hand")
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60}s"
+    return f"{seconds // 3600}h {seconds % 3600 // 60}m"
+
+
+@click.command()
+@plan_option
+@run_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status(plan_path: Path, run_dir: Path | None, as_json: bool) -> None:
+    """Show the backends, their instances (address, version, age, health) and where endpoints go."""
+    where, plan = _resolve(plan_path, run_dir)
+    data = stack_mod.status(where, plan)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    if not data["running"]:
+        click.echo(f"no stack is running from {where}; start one with `strangler up`")
+        return
+    _print_status(data)
+
+
+def _print_status(data: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    console.print(f"stack from {data['run_dir']}, up {_age(time.time() - data['started'])}; "
+                  f"strategy [bold]{data['strategy']}[/bold]")
+    console.print(f"app {data['web']}/   dashboard {data['dashboard']}   etcd {data['etcd']}")
+    backends = Table("backend", "state", "instance", "version", "age", "health", "traefik", title="backends")
+    for row in data["backends"]:
+        if not row["instances"]:
+            backends.add_row(row["backend"], row["state"], "", "", "", "", "")
+        for i, inst in enumerate(row["instances"]):
+            backends.add_row(
+                row["backend"] if i == 0 else "", row["state"] if i == 0 else "", inst["address"],
+                inst["version"], _age(inst["age"]), "healthy" if inst["healthy"] else "[red]unhealthy[/red]",
+                inst["traefik"],
+            )
+    console.print(backends)
+    routes = Table("backend", "state", "endpoints", title="routes")
+    for row in data["routes"]:
+        routes.add_row(row["backend"], row["state"], str(row["endpoints"]))
+    console.print(routes)
+    for problem in data["problems"]:
+        console.print(f"[red]{problem}[/red]")

@@ -1,0 +1,138 @@
+"""What ``strangler status`` shows, gathered from the run dir, etcd and Traefik's API.
+
+``collect`` does the I/O; ``route_summary`` and ``backend_rows`` are pure, so
+the shapes are tested without a stack.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from router import registry, table
+from router.etcd import Etcd, EtcdError
+from router.keys import MONOLITH, Route
+from router.traefik import TraefikAPI, TraefikError
+from strangler import procs
+from strangler.plan import Plan
+
+
+def route_summary(routes: Iterable[Route], monolith: str = MONOLITH) -> list[dict[str, Any]]:
+    """PURE: endpoints per (backend, state), e.g. ``{"backend": "users", "state": "canary", "endpoints": 2}``.
+
+    A canary or shadow counts for the service it moves traffic towards.
+    """
+    counts: Counter[tuple[str, str]] = Counter()
+    for route in routes:
+        others = sorted(route.backends - {MONOLITH})
+        backend = others[0] if route.state in ("canary", "shadow") and others else route.backend
+        counts[(monolith if backend == MONOLITH else backend, route.state)] += 1
+    return [{"backend": b, "state": s, "endpoints": n} for (b, s), n in sorted(counts.items())]
+
+
+def backend_rows(
+    plan_backends: Mapping[str, bool],
+    instances: Iterable[registry.Instance],
+    health: Mapping[str, bool],
+    traefik: Mapping[str, Mapping[str, str]],
+    now: float,
+) -> list[dict[str, Any]]:
+    """PURE: one row per backend (the plan's, in order, then any other that registered).
+
+    ``plan_backends`` maps name -> started by ``up``; ``health`` maps instance
+    id -> answered its health path; ``traefik`` maps backend -> Traefik's
+    ``serverStatus`` (url -> UP/DOWN).
+    """
+    by_backend: dict[str, list[registry.Instance]] = {}
+    for instance in instances:
+        by_backend.setdefault(instance.backend, []).append(instance)
+    rows = []
+    for name in [*plan_backends, *sorted(set(by_backend) - set(plan_backends))]:
+        found = by_backend.get(name, [])
+        if not plan_backends.get(name, True) and not found:
+            state = "not started"
+        elif not found:
+            state = "no instances"
+        else:
+            up = sum(1 for i in found if health.get(i.instance_id))
+            state = f"{up}/{len(found)} healthy"
+        rows.append({
+            "backend": name,
+            "state": state,
+            "instances": [
+                {
+                    "id": i.instance_id,
+                    "address": i.url,
+                    "version": i.version,
+                    "pid": i.pid,
+                    "age": round(now - i.started, 1) if i.started else None,
+                    "healthy": bool(health.get(i.instance_id)),
+                    "traefik": traefik.get(name, {}).get(i.url, "unknown"),
+                }
+                for i in found
+            ],
+        })
+    return rows
+
+
+def _probe_all(instances: list[registry.Instance]) -> dict[str, bool]:
+    results: dict[str, bool] = {}
+
+    def run(instance: registry.Instance) -> None:
+        results[instance.instance_id] = registry.probe(instance, 1.0)
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in instances]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(2.0)
+    return results
+
+
+def collect(
+    run_dir: Path,
+    plan: Plan | None,
+    state: Mapping[str, Any] | None,
+    live: Mapping[str, procs.PidRecord],
+) -> dict[str, Any]:
+    """Everything ``strangler status`` prints, JSON-ready (see ``strangler.stack.status``)."""
+    result: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "running": bool(state) and "etcd" in live,
+        "strategy": plan.strategy if plan else (state or {}).get("strategy"),
+        "processes": [
+            {"name": r.name, "pid": r.pid, "running": r.name in live, "log": r.log_path}
+            for r in procs.read_pidfiles(run_dir).values()
+        ],
+        "backends": [],
+        "routes": [],
+        "problems": [],
+    }
+    if not result["running"]:
+        return result
+    result.update({k: state[k] for k in ("web", "dashboard", "etcd", "traefik_api", "redis", "started")
+                   if k in state})
+    planned = ({n: b.start for n, b in plan.backends.items()} if plan
+               else {n: True for n in state.get("backends", {})})
+    monolith = plan.monolith if plan else state.get("monolith", MONOLITH)
+    try:
+        etcd = Etcd(state["etcd"], timeout=2)
+        found = registry.instances(etcd)
+        routes, _ = table.load(etcd)
+    except EtcdError as exc:
+        result["problems"].append(f"etcd at {state['etcd']} unreachable: {exc}")
+        found, routes = [], {}
+    traefik: dict[str, dict[str, str]] = {}
+    api = TraefikAPI(state["traefik_api"], timeout=2)
+    try:
+        for name in {*planned, *(i.backend for i in found)}:
+            traefik[name] = (api.service(name) or {}).get("serverStatus") or {}
+    except TraefikError as exc:
+        result["problems"].append(str(exc))
+    result["backends"] = backend_rows(planned, found, _probe_all(found), traefik, time.time())
+    result["routes"] = route_summary(routes.values(), monolith)
+    return result
