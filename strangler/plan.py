@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from router.keys import parse_endpoint
 from strangler.plan_schema import (
     DEFAULT_HEADERS,
     METHODS,
@@ -188,8 +189,8 @@ class Plan:
         if not isinstance(spec_or_name, str):  # any (method, path) pair, e.g. router.keys.Endpoint
             spec_or_name = " ".join(spec_or_name)
         text = spec_or_name.strip()
-        try:
-            wanted = parse_endpoint_spec(text)
+        try:  # people type it: forgiving about case and spaces
+            wanted = parse_endpoint(text)
         except ValueError:
             wanted = None
         if wanted in known:
