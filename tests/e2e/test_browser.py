@@ -182,4 +182,10 @@ def test_two_users_chat_live(browser, server: str, linked_page: str) -> None:
     page2.click("#logout")
     expect(page2.locator("#login-form")).to_be_visible()
     expect(page1.locator("#users")).not_to_contain_text(bob)
+
+    # a reload keeps the session (the token lives in sessionStorage) and the history
+    page1.reload()
+    expect(page1.locator("#me")).to_have_text(alice)
+    expect(page1.locator("#connection")).to_have_text("live")
+    expect(page1.locator("#messages .body em")).to_have_text("world")
     assert errors == []
