@@ -30,7 +30,10 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def gunicorn_options(host: str, port: int, workers: int, threads: int) -> dict[str, Any]:
-    """Return the gunicorn settings ``serve`` uses (those of ``gunicorn_conf`` plus the address)."""
+    """Return the gunicorn settings ``serve`` uses: ``gunicorn_conf``'s, with this address.
+
+    ``on_starting`` is left out: ``serve`` migrates before gunicorn starts.
+    """
     from monolith import gunicorn_conf
 
     return {
@@ -41,6 +44,9 @@ def gunicorn_options(host: str, port: int, workers: int, threads: int) -> dict[s
         "graceful_timeout": gunicorn_conf.graceful_timeout,
         "timeout": gunicorn_conf.timeout,
         "loglevel": gunicorn_conf.loglevel,
+        # the same registry hooks as the gunicorn command (no-ops unless STRANGLER_ETCD is set)
+        "when_ready": gunicorn_conf.when_ready,
+        "on_exit": gunicorn_conf.on_exit,
     }
 
 
