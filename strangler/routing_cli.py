@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -111,6 +112,11 @@ def wait_options(command: Callable) -> Callable:
                         help="Seconds to wait for Traefik to apply the change.")(command)
 
 
+def _console() -> Console:
+    # Piped output (grep, less, tests) gets whole lines instead of an 80-column wrap.
+    return Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
 
@@ -151,7 +157,7 @@ def routes(conn: Connection, as_json: bool) -> None:
         )
         grid.add_row(row["method"], row["path"], row["serving"], row["state"],
                      row["owner"] or "-", verdict)
-    Console(soft_wrap=True).print(grid)
+    _console().print(grid)
 
 
 @click.command()
@@ -209,7 +215,7 @@ def history(conn: Connection, as_json: bool) -> None:
     for c in changes:
         what = c.what + (" [dim](undone)[/dim]" if c.id in undone and c.rollback_of is None else "")
         grid.add_row(str(c.id), c.time, c.who, what, str(c.revision))
-    Console(soft_wrap=True).print(grid)
+    _console().print(grid)
     if not changes:
         click.echo("no routing changes yet (strangler plan apply makes the first)")
 
