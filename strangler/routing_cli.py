@@ -29,9 +29,6 @@ from strangler import routing, routing_plan
 from strangler.plan import Plan, PlanError
 from strangler.plan_cli import open_plan, plan, plan_option
 
-# Traefik's own default API port: used only when neither a flag, the
-# environment nor a running stack's state.json says where the API is.
-DEFAULT_TRAEFIK_API = "http://127.0.0.1:8080"
 REFUSALS = (
     PlanError,
     routing.RoutingError,
@@ -64,12 +61,15 @@ class Connection:
 
     @classmethod
     def resolve(cls, plan: Plan, etcd_url: str | None, traefik_url: str | None) -> Connection:
-        """Flags/env first, then the stack's state.json, then the plan's ports."""
+        """Flags/env first, then the stack's state.json, then the plan's ports.
+
+        The local stack serves Traefik's API and dashboard on ``dashboard_port``.
+        """
         state = read_state(plan.run_dir)
         return cls(
             plan,
             etcd_url or state.get("etcd") or f"http://127.0.0.1:{plan.stack.etcd_port}",
-            traefik_url or state.get("traefik_api") or DEFAULT_TRAEFIK_API,
+            traefik_url or state.get("traefik_api") or f"http://127.0.0.1:{plan.stack.dashboard_port}",
         )
 
     def etcd(self) -> Etcd:
@@ -95,7 +95,7 @@ def routing_command(command: Callable) -> Callable:
 
     wrapper = click.option(
         "--traefik-api", "traefik_url", envvar="STRANGLER_TRAEFIK_API", metavar="URL", show_envvar=True,
-        help="Traefik's API (default: the running stack's, else :8080).",
+        help="Traefik's API (default: the running stack's, else the plan's dashboard_port).",
     )(wrapper)
     wrapper = click.option(
         "--etcd", "etcd_url", envvar="STRANGLER_ETCD", metavar="URL", show_envvar=True,
