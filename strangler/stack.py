@@ -323,7 +323,11 @@ class Stack:
                 service = api.service(launch.backend) or {}
             except TraefikError:
                 return False
-            if (service.get("serverStatus") or {}).get(launch.url) != "UP":
+            servers = (service.get("loadBalancer") or {}).get("servers") or []
+            if launch.url not in [server.get("url") for server in servers]:
+                return False
+            # Traefik health-checks only services a router uses (others have no serverStatus)
+            if service.get("usedBy") and (service.get("serverStatus") or {}).get(launch.url) != "UP":
                 return False
             # the monolith is also checked end to end, through the catch-all
             return launch.backend != self.plan.monolith or procs.http_ok(web + launch.health_path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -172,17 +173,18 @@ def _print_status(data: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(highlight=False)
+    # piped output would be cut to 80 columns; addresses must stay whole
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
     console.print(f"stack from {data['run_dir']}, up {_age(time.time() - data['started'])}; "
                   f"strategy [bold]{data['strategy']}[/bold]")
-    console.print(f"app {data['web']}/   dashboard {data['dashboard']}   etcd {data['etcd']}")
+    console.print(f"app {data['web']}/   dashboard {data['dashboard']}")
     backends = Table("backend", "state", "instance", "version", "age", "health", "traefik", title="backends")
     for row in data["backends"]:
         if not row["instances"]:
             backends.add_row(row["backend"], row["state"], "", "", "", "", "")
         for i, inst in enumerate(row["instances"]):
             backends.add_row(
-                row["backend"] if i == 0 else "", row["state"] if i == 0 else "", inst["address"],
+                row["backend"] if i == 0 else "", row["state"] if i == 0 else "", inst["address"].removeprefix("http://"),
                 inst["version"], _age(inst["age"]), "healthy" if inst["healthy"] else "[red]unhealthy[/red]",
                 inst["traefik"],
             )

@@ -79,6 +79,17 @@ def backend_rows(
     return rows
 
 
+def traefik_view(service: Mapping[str, Any]) -> dict[str, str]:
+    """PURE: url -> what Traefik's API says of each server of one service.
+
+    ``UP``/``DOWN`` from its health check; ``unused`` for a server Traefik
+    knows but does not health-check, because no router uses its service yet.
+    """
+    servers = (service.get("loadBalancer") or {}).get("servers") or []
+    view = {server["url"]: "unused" for server in servers if "url" in server}
+    return view | dict(service.get("serverStatus") or {})
+
+
 def _probe_all(instances: list[registry.Instance]) -> dict[str, bool]:
     results: dict[str, bool] = {}
 
@@ -130,7 +141,7 @@ def collect(
     api = TraefikAPI(state["traefik_api"], timeout=2)
     try:
         for name in {*planned, *(i.backend for i in found)}:
-            traefik[name] = (api.service(name) or {}).get("serverStatus") or {}
+            traefik[name] = traefik_view(api.service(name) or {})
     except TraefikError as exc:
         result["problems"].append(str(exc))
     result["backends"] = backend_rows(planned, found, _probe_all(found), traefik, time.time())

@@ -1,0 +1,364 @@
+"""strangler up / down / status: a real local stack (etcd, Redis, Traefik, gunicorn) per module.
+
+One stack, started through the CLI with ``up --detach`` from a copy of the
+repository's plan on free ports, serves most tests; a foreground ``up`` with a
+tiny extra backend checks Ctrl-C; a broken monolith checks the clean-up path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+import socketio
+
+from router import registry
+from router.etcd import Etcd
+from strangler import procs
+from strangler.plan import Plan, load_plan
+from strangler.stack import Stack, StackError, backend_launches, initial_routes
+
+REPO = Path(__file__).resolve().parents[2]
+STRANGLER = str(Path(sys.executable).parent / "strangler")
+SECRETS = {"SECRET_KEY": "s" * 64, "JWT_SECRET_KEY": "j" * 64}
+
+
+def plan_data(**monolith: object) -> dict:
+    """A small valid plan: the monolith, a service that starts and one that does not."""
+    return {
+        "strangler": {"strategy": "incremental", "run_dir": "run"},
+        "backends": {
+            "monolith": {
+                "command": "gunicorn --bind {host}:{port} monolith.wsgi:app",
+                "health": "/healthz",
+                "app": "monolith:create_app",
+                "database": "sqlite:///{run_dir}/data/{name}.sqlite",
+                **monolith,
+            },
+            "users": {
+                "command": "serve-users --port {port} --n {instance}",
+                "health": "/ping",
+                "instances": 2,
+                "env": {"STRANGLER_ENV": "production", "EXTRA": "1"},
+                "endpoints": ["GET /api/users", "PREFIX /static/"],
+            },
+            "later": {"command": "later {port}", "health": "/healthz", "start": False},
+        },
+        "endpoints": [{"endpoint": "GET /api/users"}, {"endpoint": "GET /healthz"}],
+    }
+
+
+def test_backend_launches_build_each_instance_command_and_env(tmp_path: Path) -> None:
+    plan = Plan.from_data(plan_data(), tmp_path / "strangler.toml")
+    launches = backend_launches(plan, {"monolith": [5001], "users": [6001, 6002]},
+                                etcd_url="http://127.0.0.1:1", redis_url="redis://127.0.0.1:2/0",
+                                secrets=SECRETS)
+    assert [launch.name for launch in launches] == ["monolith.0", "users.0", "users.1"]
+    mono, first, second = launches
+    assert mono.argv == ["gunicorn", "--bind", "127.0.0.1:5001", "monolith.wsgi:app"]
+    assert second.argv == ["serve-users", "--port", "6002", "--n", "1"]
+    assert mono.env["DATABASE_URL"] == f"sqlite:///{plan.run_dir}/data/monolith.sqlite"
+    assert "DATABASE_URL" not in first.env
+    assert second.env["STRANGLER_INSTANCE_URL"] == second.url == "http://127.0.0.1:6002"
+    assert (first.env["STRANGLER_BACKEND"], first.env["STRANGLER_HEALTH_PATH"]) == ("users", "/ping")
+    assert mono.env["STRANGLER_ENV"] == "development"
+    assert first.env["STRANGLER_ENV"] == "production" and first.env["EXTRA"] == "1"  # the plan's env wins
+    for launch in launches:  # one set of secrets, so a token from one backend works on every other
+        assert {k: launch.env[k] for k in SECRETS} == SECRETS
+        assert launch.env["SOCKETIO_MESSAGE_QUEUE"] == "redis://127.0.0.1:2/0"
+        assert launch.env["STRANGLER_DATA_DIR"] == str(plan.run_dir / "data")
+        assert launch.log_path == plan.run_dir / "logs" / f"{launch.name}.log"
+
+
+def test_initial_routes_leave_prefixes_to_the_catchall(tmp_path: Path) -> None:
+    plan = Plan.from_data(plan_data(), tmp_path / "strangler.toml")
+    routes = initial_routes(plan)
+    assert sorted(str(r.endpoint) for r in routes) == ["GET /api/users", "GET /healthz"]
+    assert {r.state for r in routes} == {"monolith"}
+
+
+# ---- a real stack ------------------------------------------------------------------------
+
+
+def strangler(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run the real CLI (a separate process, as a user would)."""
+    return subprocess.run([STRANGLER, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def free_ports_plan(tmp_path: Path, text: str | None = None) -> Path:
+    """A copy of the repository's plan (or ``text``) with every [stack] port 0 (free ports)."""
+    text = text or (REPO / "strangler.toml").read_text()
+    text = re.sub(r"^(\w+_port) = \d+", r"\1 = 0", text, flags=re.M)
+    path = tmp_path / "strangler.toml"
+    path.write_text(text)
+    return path
+
+
+def processes_under(run_dir: Path) -> list[int]:
+    """PIDs whose command line mentions ``run_dir`` (etcd, Redis, Traefik started from it)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(run_dir).encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return [pid for pid in found if pid != os.getpid()]
+
+
+def gone(pid: int, timeout: float = 10) -> bool:
+    """True once ``pid`` has ended (zombies count as ended)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if procs._proc_starttime(pid) is None:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """``strangler up --detach`` of the repository's plan on free ports; ``down`` afterwards."""
+    base = tmp_path_factory.mktemp("stack")
+    plan = free_ports_plan(base)
+    run_dir = base / "run"
+    began = time.monotonic()
+    result = strangler("up", "--detach", "--plan", str(plan), "--run-dir", str(run_dir))
+    try:
+        assert result.returncode == 0, result.stdout + result.stderr
+        state = json.loads((run_dir / "state.json").read_text())
+        yield {"state": state, "run_dir": run_dir, "plan": plan, "up": result.stdout,
+               "seconds": time.monotonic() - began}
+    finally:
+        strangler("down", "--run-dir", str(run_dir))
+        for record in procs.read_pidfiles(run_dir).values():  # only if down itself failed
+            record.stop()
+
+
+@pytest.mark.integration
+def test_up_prints_the_urls_and_progress(stack: dict) -> None:
+    out, state = stack["up"], stack["state"]
+    for part in ("etcd", "redis", "traefik", "monolith.0"):
+        assert re.search(rf"^{re.escape(part)} ready \(\d+\.\d+s\)", out, re.M), out
+    assert f"app:       {state['web']}/" in out
+    assert requests.get(state["dashboard"], timeout=5).status_code == 200
+    assert "not started: users, tokens, messages, socketio, ui" in out
+    assert oct((stack["run_dir"] / "secrets.json").stat().st_mode & 0o777) == "0o600"
+    secrets = json.loads((stack["run_dir"] / "secrets.json").read_text())
+    assert not any(value in out for value in secrets.values())
+
+
+@pytest.mark.integration
+def test_the_app_answers_through_traefik(stack: dict) -> None:
+    web = stack["state"]["web"]
+    users = requests.get(f"{web}/api/users", timeout=10)
+    assert users.status_code == 200 and "users" in users.json()
+    page = requests.get(f"{web}/", timeout=10)
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+
+
+def register(web: str) -> str:
+    nickname = f"u{uuid.uuid4().hex[:8]}"
+    created = requests.post(f"{web}/api/users", json={"nickname": nickname, "password": "pw"}, timeout=10)
+    assert created.status_code == 201, created.text
+    answer = requests.post(f"{web}/api/tokens", auth=(nickname, "pw"), timeout=10)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["token"]
+
+
+@pytest.mark.integration
+def test_socketio_websocket_through_traefik_gets_updated_model(stack: dict) -> None:
+    web = stack["state"]["web"]
+    token = register(web)
+    events: queue.Queue = queue.Queue()
+    client = socketio.Client(reconnection=False)
+    client.on("updated_model", events.put)
+    client.connect(web, transports=["websocket"], wait_timeout=10)
+    try:
+        source = f"through traefik {uuid.uuid4().hex[:6]}"
+        posted = requests.post(f"{web}/api/messages", json={"source": source},
+                               headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert posted.status_code == 201, posted.text
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            event = events.get(timeout=max(0.1, deadline - time.monotonic()))
+            if event["class"] == "Message" and event["model"]["source"] == source:
+                break
+        else:
+            pytest.fail("no updated_model for the posted message")
+    finally:
+        client.disconnect()
+
+
+@pytest.mark.integration
+def test_the_monolith_is_registered_and_revocations_live_in_etcd(stack: dict) -> None:
+    state = stack["state"]
+    etcd = Etcd(state["etcd"])
+    urls = [i.url for i in registry.instances(etcd, "monolith")]
+    assert urls == [state["backends"]["monolith"]["instances"][0]["url"]]
+    token = register(state["web"])
+    revoked = requests.delete(f"{state['web']}/api/tokens",
+                              headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert revoked.status_code == 204, revoked.text
+    keys, _ = etcd.get_prefix("strangler/revoked/jti/")
+    assert keys, "the revocation did not reach etcd"
+
+
+@pytest.mark.integration
+def test_status_lists_backends_instances_and_routes(stack: dict) -> None:
+    result = strangler("status", "--json", "--plan", str(stack["plan"]), "--run-dir", str(stack["run_dir"]))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    rows = {row["backend"]: row for row in data["backends"]}
+    (instance,) = rows["monolith"]["instances"]
+    assert instance["address"] == stack["state"]["backends"]["monolith"]["instances"][0]["url"]
+    assert instance["healthy"] and instance["traefik"] == "UP" and instance["age"] >= 0
+    assert rows["users"]["state"] == "not started"
+    plan = load_plan(stack["plan"])
+    routed = sum(1 for r in plan.routes() if not r.endpoint.is_prefix)
+    assert data["routes"] == [{"backend": "monolith", "state": "monolith", "endpoints": routed}]
+    assert data["strategy"] == plan.strategy
+    table = strangler("status", "--plan", str(stack["plan"]), "--run-dir", str(stack["run_dir"]))
+    assert "monolith" in table.stdout and "not started" in table.stdout and "healthy" in table.stdout
+
+
+@pytest.mark.integration
+def test_a_second_up_refuses(stack: dict) -> None:
+    etcd_pid = procs.read_pidfiles(stack["run_dir"])["etcd"].pid
+    result = strangler("up", "--detach", "--plan", str(stack["plan"]), "--run-dir", str(stack["run_dir"]))
+    assert result.returncode == 1
+    assert f"a stack is already running from {stack['run_dir']} (etcd pid {etcd_pid})" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert procs.read_pidfiles(stack["run_dir"])["etcd"].running()
+
+
+@pytest.mark.integration
+def test_a_taken_port_is_named_and_nothing_starts(stack: dict, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = strangler("up", "--detach", "--plan", str(stack["plan"]), "--run-dir", str(run_dir),
+                           "--redis-port", str(port))
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert f"port {port} (redis_port) is already in use" in line and "--redis-port" in line
+    assert not list(run_dir.glob("*.pid")) and not (run_dir / "state.json").exists()
+    assert processes_under(run_dir) == []
+
+
+@pytest.mark.integration
+def test_down_stops_every_pid_and_reports(stack: dict) -> None:
+    # the module's last test: it takes the stack down
+    records = procs.read_pidfiles(stack["run_dir"])
+    assert set(records) == {"etcd", "redis", "traefik", "monolith.0"}
+    result = strangler("down", "--run-dir", str(stack["run_dir"]))
+    assert result.returncode == 0, result.stderr
+    for name, record in records.items():
+        assert f"stopped {name} (pid {record.pid}): terminated" in result.stdout
+        assert gone(record.pid), name
+    assert not list(stack["run_dir"].glob("*.pid")) and not (stack["run_dir"] / "state.json").exists()
+    again = strangler("down", "--run-dir", str(stack["run_dir"]))
+    assert again.returncode == 0 and "no stack is running" in again.stdout
+
+
+TINY = '''
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"tiny " + environ["PATH_INFO"].encode()]
+'''
+
+
+class Output:
+    """Collects a subprocess's stdout in a thread, so the test can wait for a line."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=lambda: self.lines.extend(proc.stdout), daemon=True)
+        self.thread.start()
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, marker: str, timeout: float = 90) -> None:
+        """Return once a line contains ``marker``; fail with what was read otherwise."""
+        deadline = time.monotonic() + timeout
+        while marker not in self.text:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                pytest.fail(f"no {marker!r} from strangler up: {self.text}")
+            time.sleep(0.1)
+
+    def rest(self, timeout: float = 60) -> str:
+        """Everything, once the process has ended."""
+        self.proc.wait(timeout)
+        self.thread.join(5)
+        return self.text
+
+
+@pytest.mark.integration
+def test_foreground_up_with_an_extra_backend_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    (tmp_path / "tiny.py").write_text(TINY)
+    text = (REPO / "strangler.toml").read_text() + (
+        '\n[backends.tiny]\ncommand = "gunicorn -c python:router.gunicorn_hooks --bind {host}:{port} tiny:app"\n'
+        'health = "/healthz"\ninstances = 2\n')
+    plan = free_ports_plan(tmp_path, text)
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([STRANGLER, "up", "--plan", str(plan), "--run-dir", str(run_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = Output(proc)
+    try:
+        output.wait_for("press Ctrl-C to stop")
+        state = json.loads((run_dir / "state.json").read_text())
+        urls = sorted(i["url"] for i in state["backends"]["tiny"]["instances"])
+        assert sorted(i.url for i in registry.instances(Etcd(state["etcd"]), "tiny")) == urls
+        served = requests.get(f"{state['traefik_api']}/api/http/services/tiny@etcd", timeout=5).json()
+        assert sorted(server["url"] for server in served["loadBalancer"]["servers"]) == urls
+        records = procs.read_pidfiles(run_dir)
+        assert {"tiny.0", "tiny.1", "monolith.0"} <= set(records)
+        proc.send_signal(signal.SIGINT)
+        out = output.rest()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for record in procs.read_pidfiles(run_dir).values():
+            record.stop()
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out
+    for name, record in records.items():
+        assert f"stopped {name} (pid {record.pid}): terminated" in out
+        assert gone(record.pid), name
+    assert not list(run_dir.glob("*.pid")) and not (run_dir / "state.json").exists()
+
+
+@pytest.mark.integration
+def test_a_failing_backend_stops_what_was_started(tmp_path: Path) -> None:
+    text = (REPO / "strangler.toml").read_text().replace(
+        "gunicorn -c python:monolith.gunicorn_conf --bind {host}:{port} monolith.wsgi:app",
+        "python -c 'raise SystemExit(3)'")
+    plan = load_plan(free_ports_plan(tmp_path, text))
+    run_dir = tmp_path / "run"
+    lines: list[str] = []
+    with pytest.raises(StackError) as failure:
+        Stack(plan, run_dir, echo=lines.append, timeout=30).up()
+    message = str(failure.value)
+    assert "monolith.0" in message and "exited with code 3" in message
+    assert str(run_dir / "logs" / "monolith.0.log") in message and "\n" not in message
+    assert [line.split()[0] for line in lines] == ["etcd", "redis", "traefik"]  # these had started
+    assert not list(run_dir.glob("*.pid")) and not (run_dir / "state.json").exists()
+    assert processes_under(run_dir) == []
