@@ -1,0 +1,52 @@
+"""strangler.stack_status: the pure shapes behind `strangler status`."""
+
+from __future__ import annotations
+
+from router.keys import Endpoint, Route
+from router.registry import Instance
+from strangler.stack_status import backend_rows, route_summary, traefik_view
+
+
+def test_route_summary_counts_endpoints_per_backend_and_state() -> None:
+    routes = [
+        Route(Endpoint("GET", "/a")),
+        Route(Endpoint("GET", "/b")),
+        Route(Endpoint("GET", "/c"), backend="users"),
+        Route(Endpoint("PUT", "/c"), weights={"users": 10, "monolith": 90}),
+        Route(Endpoint("GET", "/d"), mirror="messages"),
+    ]
+    assert route_summary(routes, monolith="flack") == [
+        {"backend": "flack", "state": "monolith", "endpoints": 2},
+        {"backend": "messages", "state": "shadow", "endpoints": 1},
+        {"backend": "users", "state": "canary", "endpoints": 1},
+        {"backend": "users", "state": "flipped", "endpoints": 1},
+    ]
+
+
+def test_backend_rows_show_instances_health_and_unstarted_backends() -> None:
+    one = Instance("monolith", "h-5001-a", "http://127.0.0.1:5001", "0.1.0", 11, "h", 100.0)
+    two = Instance("monolith", "h-5002-b", "http://127.0.0.1:5002", "0.1.0", 12, "h", 130.0)
+    stray = Instance("extra", "h-6000-c", "http://127.0.0.1:6000", "", 13, "h", None)
+    rows = backend_rows(
+        {"monolith": True, "users": False, "tokens": True},
+        [one, two, stray],
+        {"h-5001-a": True, "h-5002-b": False},
+        {"monolith": {one.url: "UP", two.url: "DOWN"}},
+        now=160.0,
+    )
+    assert [(r["backend"], r["state"]) for r in rows] == [
+        ("monolith", "1/2 healthy"), ("users", "not started"), ("tokens", "no instances"),
+        ("extra", "0/1 healthy"),
+    ]
+    first, second = rows[0]["instances"]
+    assert (first["address"], first["age"], first["healthy"], first["traefik"]) == (one.url, 60.0, True, "UP")
+    assert (second["age"], second["healthy"], second["traefik"]) == (30.0, False, "DOWN")
+    assert rows[3]["instances"][0]["age"] is None and rows[3]["instances"][0]["traefik"] == "unknown"
+
+
+def test_traefik_view_marks_servers_of_unused_services() -> None:
+    unused = {"loadBalancer": {"servers": [{"url": "http://a"}, {"url": "http://b"}]}}
+    assert traefik_view(unused) == {"http://a": "unused", "http://b": "unused"}
+    used = {**unused, "usedBy": ["r@etcd"], "serverStatus": {"http://a": "UP", "http://b": "DOWN"}}
+    assert traefik_view(used) == {"http://a": "UP", "http://b": "DOWN"}
+    assert traefik_view({}) == {}
