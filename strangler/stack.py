@@ -24,7 +24,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
-from monolith.config import load_or_create_secrets
 from router import registry, table
 from router.etcd import Etcd, EtcdError
 from router.keys import MONOLITH, Route, parse_endpoint
@@ -275,6 +274,10 @@ class Stack:
             "dashboard": f"{traefik.url}/dashboard/", "redis": redis.url,
             "started": time.time(), "backends": {},
         }
+        # imported here: the monolith package is heavy, and down/status never need it
+        from monolith.config import load_or_create_secrets
+
+        # One pair per run dir, shared by every backend, so a token from one is valid on all.
         secrets = load_or_create_secrets(self.run_dir / "secrets.json")
         launches = backend_launches(self.plan, backend_ports, etcd_url=etcd.url,
                                     redis_url=redis.url, secrets=secrets)
