@@ -36,22 +36,26 @@ class MonolithSession(_FlaskSession):
 db = SQLAlchemy(session_options={"class_": MonolithSession})
 
 
-def alembic_config(url: str) -> AlembicConfig:
-    """Return an alembic config for the monolith's environment against *url*.
+def alembic_config(url: str, name: str = "monolith") -> AlembicConfig:
+    """Return an alembic config for environment ``migrations/<name>/`` against *url*.
+
+    *name* defaults to the monolith's; extracted services pass their own.
 
     The URL travels in ``attributes`` rather than the ini options, where
     ``%`` (common in encoded passwords) would be read as interpolation.
     """
     config = AlembicConfig()
-    config.set_main_option("script_location", script_location("monolith"))
+    config.set_main_option("script_location", script_location(name))
     config.attributes["url"] = url
     return config
 
 
-def upgrade_database(url: str, lock_path: str | Path | None = None) -> None:
-    """Upgrade the monolith's database at *url* to the newest schema."""
+def upgrade_database(
+    url: str, lock_path: str | Path | None = None, name: str = "monolith"
+) -> None:
+    """Upgrade the database at *url* to the newest schema of environment *name*."""
     with _file_lock(Path(lock_path) if lock_path else default_lock_path(url)):
-        command.upgrade(alembic_config(url), "head")
+        command.upgrade(alembic_config(url, name), "head")
 
 
 def has_schema(url: str) -> bool:
@@ -63,11 +67,13 @@ def has_schema(url: str) -> bool:
         engine.dispose()
 
 
-def ensure_schema(url: str, lock_path: str | Path | None = None) -> bool:
-    """Migrate the database at *url* if it is empty; return whether it did."""
+def ensure_schema(
+    url: str, lock_path: str | Path | None = None, name: str = "monolith"
+) -> bool:
+    """Migrate the database at *url* (environment *name*) if it is empty; return whether it did."""
     if has_schema(url):
         return False
-    upgrade_database(url, lock_path)
+    upgrade_database(url, lock_path, name)
     return True
 
 
