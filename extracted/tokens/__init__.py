@@ -1,0 +1,23 @@
+"""The tokens service: issues JWTs (checking passwords with ``users``) and revokes them.
+
+No database. Endpoints: ``extracted/tokens/views.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from extracted.common.service import make_app
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the tokens service; *config* entries win over the environment."""
+    from extracted.tokens.views import bp, seen_if_users_answers
+
+    app = make_app("tokens", config)
+    app.extensions["token_hook"] = seen_if_users_answers
+    app.register_blueprint(bp)
+    return app

@@ -1,0 +1,5 @@
+"""WSGI entry point for gunicorn: ``extracted.tokens.wsgi:app``, configured from the environment."""
+
+from extracted.tokens import create_app
+
+app = create_app()
