@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from router import registry, table
-from router.etcd import Etcd, EtcdError
+from router.etcd import Etcd, EtcdError, Lease
 from router.keys import MONOLITH, Route, parse_endpoint
 from router.traefik import (
     TraefikAPI,
@@ -257,6 +257,7 @@ class Stack:
             self.run_dir / "etcd", ports.etcd, ports.etcd_peer,
             log_path=logs / "etcd.log", timeout=self.timeout))
         client = Etcd.connect(etcd.url, wait=5)
+        _forget_old_instances(client)
         self._write_routes(client)
         redis = self._timed("redis", lambda: procs.start_redis(
             ports.redis, self.run_dir / "redis", log_path=logs / "redis.log", timeout=self.timeout))
@@ -381,6 +382,20 @@ class Stack:
     def status(self) -> dict[str, Any]:
         """What ``strangler status`` shows (see :func:`status`)."""
         return status(self.run_dir, self.plan)
+
+
+def _forget_old_instances(client: Etcd) -> None:
+    """Revoke registrations a killed stack left in this (private) etcd.
+
+    etcd keeps leases across its own restart, so without this Traefik would
+    balance over dead instances until their TTL ran out again.
+    """
+    entries, _ = client.get_prefix_entries(registry.instances_prefix())
+    for lease_id in {entry.lease for entry in entries.values() if entry.lease}:
+        try:
+            Lease(client, lease_id, 0).revoke()
+        except EtcdError:
+            pass  # it expired meanwhile: its keys are gone already
 
 
 def _in_parallel(items: list, work: Callable[[Any], tuple]) -> list[tuple]:

@@ -41,6 +41,14 @@ def _resolve(plan_path: Path, run_dir: Path | None) -> tuple[Path, Plan | None]:
     return (run_dir or (plan.run_dir if plan else Path(".strangler"))).resolve(), plan
 
 
+def _progress(line: str) -> None:
+    # `strangler up | head` must not take the stack down with the closed pipe
+    try:
+        click.echo(line)
+    except BrokenPipeError:
+        pass
+
+
 def _on_signal(signum: int, frame: Any) -> None:
     # Stop exactly once: a second Ctrl-C must not cut the clean stop short.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -65,7 +73,7 @@ def up(plan_path: Path, run_dir: Path | None, detach: bool, **ports: int | None)
     """
     plan = open_plan(plan_path)
     overrides = {name.removesuffix("_port"): value for name, value in ports.items()}
-    stack = Stack(plan, run_dir, overrides, echo=click.echo)
+    stack = Stack(plan, run_dir, overrides, echo=_progress)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     try:

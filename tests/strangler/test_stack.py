@@ -367,3 +367,25 @@ def test_a_failing_backend_stops_what_was_started(tmp_path: Path) -> None:
     assert [line.split()[0] for line in lines] == ["etcd", "redis", "traefik"]  # these had started
     assert not list(run_dir.glob("*.pid")) and not (run_dir / "state.json").exists()
     assert processes_under(run_dir) == []
+
+
+@pytest.mark.integration
+def test_up_after_a_killed_stack_clears_its_pid_files_and_registrations(tmp_path: Path) -> None:
+    plan = load_plan(free_ports_plan(tmp_path))
+    run_dir = tmp_path / "run"
+    first = Stack(plan, run_dir)
+    first.up()
+    killed = procs.read_pidfiles(run_dir)
+    for record in killed.values():
+        os.kill(record.pid, signal.SIGKILL)
+    for proc in first.procs.values():
+        proc.popen.wait(10)  # reap them, as the shell of a killed `up` would
+    lines: list[str] = []
+    second = Stack(plan, run_dir, echo=lines.append)
+    try:
+        state = second.up()
+        assert lines[0] == f"removed {len(killed)} stale pid file(s) of a stack that did not stop cleanly"
+        (instance,) = registry.instances(Etcd(state["etcd"]), "monolith")
+        assert instance.url == state["backends"]["monolith"]["instances"][0]["url"]
+    finally:
+        second.stop()
