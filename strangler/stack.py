@@ -422,13 +422,16 @@ def down(run_dir: Path | str) -> list[tuple[str, int, str]]:
     """
     run_dir = Path(run_dir).resolve()
     records = procs.read_pidfiles(run_dir)
-    backends = [r for name, r in records.items() if name not in CORE]
-    core = [records[name] for name in reversed(CORE) if name in records]
-    results = _in_parallel(backends, lambda r: (r.name, r.pid, r.stop(timeout=10)))
-    results += [(r.name, r.pid, r.stop(timeout=10)) for r in core]
-    for name, _, outcome in results:
+
+    def stop(record: procs.PidRecord) -> tuple[str, int, str]:
+        outcome = record.stop(timeout=10)
         if outcome != "still running":
-            procs.remove_pidfile(run_dir, name)
+            procs.remove_pidfile(run_dir, record.name)  # at once: a foreground `up` watches these
+        return record.name, record.pid, outcome
+
+    backends = [r for name, r in records.items() if name not in CORE]
+    results = _in_parallel(backends, stop)
+    results += [stop(records[name]) for name in reversed(CORE) if name in records]
     if not procs.read_pidfiles(run_dir):
         (run_dir / STATE_FILE).unlink(missing_ok=True)
     return results

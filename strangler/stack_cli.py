@@ -102,16 +102,19 @@ def _print_ready(state: dict, plan: Plan) -> None:
 
 def _run_foreground(stack: Stack) -> None:
     """Wait for Ctrl-C/SIGTERM, reporting processes that die meanwhile; then stop everything."""
-    began = None
+    pending: list = []
     try:
         while True:
             time.sleep(0.5)
-            for proc in stack.died():
-                if (stack.run_dir / f"{proc.name}.pid").exists():  # not stopped by `strangler down`
+            # Judged one poll later: `strangler down` removes a pid file right after
+            # stopping its process, and state.json after the last one.
+            for proc in pending:
+                if (stack.run_dir / f"{proc.name}.pid").exists():
                     code = proc.popen.returncode if proc.popen else "?"
                     click.echo(f"{proc.name} (pid {proc.pid}) exited with code {code}; read {proc.log_path} "
                                "(the rest keep running)", err=True)
-            if stack.all_ended():
+            pending = stack.died()
+            if stack.all_ended() and not pending:
                 if not (stack.run_dir / STATE_FILE).exists():
                     click.echo("the stack was stopped by `strangler down`")
                     return
