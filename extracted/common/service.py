@@ -12,7 +12,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, current_app, jsonify
+from flask import Flask, current_app, jsonify, request
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -79,6 +79,13 @@ def _register_errors(app: Flask) -> None:
     from router.etcd import EtcdUnavailable
 
     register_error_handlers(app)
+
+    @app.before_request
+    def internal_callers_get_json() -> None:
+        # the monolith's handlers answer JSON to API paths and JSON-preferring
+        # clients; /internal/ paths are API paths too, whatever the caller accepts
+        if request.path.startswith("/internal/"):
+            request.environ.setdefault("HTTP_ACCEPT", "application/json")
 
     @app.errorhandler(ServiceUnavailable)
     def service_unavailable(error: ServiceUnavailable):  # noqa: ANN202
