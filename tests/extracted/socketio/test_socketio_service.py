@@ -10,10 +10,7 @@ each other over real HTTP as on the platform.
 
 from __future__ import annotations
 
-import os
 import queue
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -60,39 +57,19 @@ def _late_dispatch(apps: dict):
     return dispatch
 
 
-def start_gunicorn(service: str, env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen, str]:
+def start_gunicorn(service: str, env: dict[str, str], log_path: Path) -> tuple[procs.Proc, str]:
     """Start *service* under its real gunicorn command on a free port; return (process, URL)."""
     port = procs.free_port()
     url = f"http://127.0.0.1:{port}"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [str(BIN / "gunicorn"), "-c", f"python:extracted.{service}.gunicorn_conf",
-             "--bind", f"127.0.0.1:{port}", f"extracted.{service}.wsgi:app"],
-            env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    deadline = time.monotonic() + 40
-    while True:
-        assert proc.poll() is None, log_path.read_text()[-3000:]
-        try:
-            if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return proc, url
-        except requests.RequestException:
-            pass
-        if time.monotonic() > deadline:
-            stop_gunicorn(proc)
-            pytest.fail(f"{service} did not come up:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.2)
-
-
-def stop_gunicorn(proc: subprocess.Popen) -> None:
-    """Stop the gunicorn master's process group (by its id): TERM, then KILL."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+    argv = [str(BIN / "gunicorn"), "-c", f"python:extracted.{service}.gunicorn_conf",
+            "--bind", f"127.0.0.1:{port}", f"extracted.{service}.wsgi:app"]
+    proc = procs.Proc(name=service, argv=argv, log_path=log_path, env=env).start()
+    try:
+        procs.wait_until(lambda: procs.http_ok(f"{url}/healthz"), 40, service, proc=proc)
+    except procs.StartupError:
+        proc.stop()
+        raise
+    return proc, url
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +96,7 @@ def platform(redis_server, etcd_server, tmp_path_factory):
         proc, url = start_gunicorn("socketio", {**shared, "STRANGLER_DATA_DIR": str(tmp / "sio"),
                                                "STRANGLER_BACKEND": "socketio"},
                                    tmp / "socketio.log")
-        stack.callback(stop_gunicorn, proc)
+        stack.callback(proc.stop, 15)
         yield SimpleNamespace(lb=lb_url, socketio=url, redis=redis_server.url,
                               revocations=EtcdRevocationStore(etcd_server.client()))
 
