@@ -49,6 +49,11 @@ def serving(app) -> Iterator[str]:
         server.server_close()
 
 
+def no_backend(environ, start_response):
+    start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+    return [b"no available server"]
+
+
 def _late_dispatch(apps: dict):
     def dispatch(environ, start_response):
         target = "messages" if environ["PATH_INFO"].startswith("/api/messages") else "users"
@@ -97,7 +102,7 @@ def platform(redis_server, etcd_server, tmp_path_factory):
                                                "STRANGLER_BACKEND": "socketio"},
                                    tmp / "socketio.log")
         stack.callback(proc.stop, 15)
-        yield SimpleNamespace(lb=lb_url, socketio=url, redis=redis_server.url,
+        yield SimpleNamespace(lb=lb_url, apps=apps, socketio=url, redis=redis_server.url,
                               revocations=EtcdRevocationStore(etcd_server.client()))
 
 
@@ -172,6 +177,19 @@ def wait_until(predicate, timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
+@pytest.fixture(scope="module")
+def page_url() -> Iterator[str]:
+    """A local web page with a title, for link expansion."""
+    body = b"<html><head><title>Strangler fig</title></head><body>fig</body></html>"
+
+    def page(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
+        return [body]
+
+    with serving(page) as url:
+        yield f"{url}/fig.html"
+
+
 # ------------------------------------------------------------------- pushes
 
 
@@ -193,6 +211,22 @@ def test_message_posted_over_http_is_pushed_to_every_client(platform, connect, m
     for client in (first, second):
         event = client.wait_for(lambda e: e["class"] == "Message" and e["model"]["id"] == created["id"])
         assert event["model"] == created
+
+
+def test_edit_and_link_expansion_are_pushed(platform, connect, make_user, page_url):
+    client = connect()
+    _user, token = make_user()
+    auth = {"Authorization": f"Bearer {token}"}
+    created = requests.post(f"{platform.lb}/api/messages", json={"source": "typo"}, headers=auth,
+                            timeout=10).json()
+    edited = requests.put(f"{platform.lb}/api/messages/{created['id']}", headers=auth, timeout=10,
+                          json={"source": f"see {page_url}"})
+    assert edited.status_code == 204
+    event = client.wait_for(lambda e: e["class"] == "Message" and e["model"]["id"] == created["id"]
+                            and "<blockquote>" in e["model"]["html"])
+    assert "Strangler fig" in event["model"]["html"]
+    shown = requests.get(f"{platform.lb}/api/messages/{created['id']}", timeout=10).json()
+    assert shown == event["model"]
 
 
 # ---------------------------------------------------------------- ping_user
@@ -260,6 +294,35 @@ def test_post_message_bad_token_posts_nothing(platform, connect):
     assert "error" in client.call("post_message", {"source": "x"}, ghost)
     listed = requests.get(f"{platform.lb}/api/messages?user_id=987655", timeout=10).json()
     assert listed["messages"] == []
+
+
+def test_messages_down_is_an_error_ack(platform, connect, make_user):
+    user, token = make_user()
+    client = connect()
+    working = platform.apps["messages"]
+    platform.apps["messages"] = no_backend  # what Traefik answers when no instance is left
+    try:
+        ack = client.call("post_message", {"source": "lost"}, token)
+    finally:
+        platform.apps["messages"] = working
+    assert set(ack) == {"error"} and "messages is unavailable" in ack["error"]
+    assert client.sio.connected
+    assert user_json(platform, user["id"])["online"] is True  # users still answered
+
+
+def test_users_down_is_an_error_ack_and_disconnect_survives(platform, connect, make_user):
+    _user, token = make_user()
+    client, watcher = connect(), connect()
+    assert client.call("ping_user", token) == {"ok": True}
+    working = platform.apps["users"]
+    platform.apps["users"] = no_backend
+    try:
+        assert "users is unavailable" in client.call("ping_user", token)["error"]
+        client.close()
+    finally:
+        time.sleep(2)  # the disconnect's calls to users have given up by now
+        platform.apps["users"] = working
+    assert watcher.call("ping_user", token) == {"ok": True}  # the service itself is fine
 
 
 # --------------------------------------------------------------- disconnect
