@@ -24,9 +24,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
-from router import registry, table
+from router import registry
 from router.etcd import Etcd, EtcdError, Lease
-from router.keys import MONOLITH, Route, parse_endpoint
 from router.traefik import (
     TraefikAPI,
     TraefikError,
@@ -115,22 +114,6 @@ def backend_launches(
                 health_path=backend.health,
             ))
     return launches
-
-
-def initial_routes(plan: Plan) -> list[Route]:
-    """PURE: the route table's starting routes: each plan endpoint on its ``initial`` backend.
-
-    Prefix entries (Socket.IO, static files) get no router of their own until
-    the routing layer flips them; the catch-all sends them to the monolith.
-    """
-    routes = []
-    for route in plan.routes():
-        if route.endpoint.is_prefix:
-            continue
-        endpoint = parse_endpoint(str(route.endpoint))
-        backend = MONOLITH if route.initial == plan.monolith else route.initial
-        routes.append(Route(endpoint, backend))
-    return routes
 
 
 def _resolve_argv(argv: list[str]) -> list[str]:
@@ -285,18 +268,14 @@ class Stack:
         self._start_backends(launches, client, TraefikAPI(traefik.url), web)
 
     def _write_routes(self, client: Etcd) -> None:
-        """Put the plan's endpoints into the route table (keeping earlier flips) before Traefik reads it."""
-        routes = initial_routes(self.plan)
+        """Make the route table match the plan (keeping earlier flips) before Traefik reads it.
 
-        def add_missing(current: table.Routes) -> table.Routes:
-            for route in routes:
-                current.setdefault(route.endpoint, route)
-            return current
+        The same change as ``strangler plan apply``, so the first table already
+        routes the plan's prefixes (Socket.IO, static files) and health checks.
+        """
+        from strangler.routing_plan import apply_plan
 
-        healthchecks = {name: b.health for name, b in self.plan.backends.items()}
-        options = table.Options(self.plan.monolith, "web", healthchecks)
-        table.apply(client, add_missing, who=table.current_user(), options=options,
-                    what=f"strangler up: the plan's {len(routes)} endpoints")
+        apply_plan(client, self.plan)
         seed_root_key(client)
 
     def _start_backends(self, launches: list[Launch], client: Etcd, api: TraefikAPI, web: str) -> None:
@@ -450,4 +429,4 @@ def status(run_dir: Path | str, plan: Plan | None = None) -> dict[str, Any]:
 
 
 __all__ = ["PORT_OPTIONS", "Launch", "Stack", "StackError", "backend_launches", "down",
-           "initial_routes", "read_state", "status"]
+           "read_state", "status"]

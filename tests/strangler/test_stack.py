@@ -29,7 +29,7 @@ from router import registry
 from router.etcd import Etcd
 from strangler import procs
 from strangler.plan import Plan, load_plan
-from strangler.stack import Stack, StackError, backend_launches, initial_routes
+from strangler.stack import Stack, StackError, backend_launches
 
 REPO = Path(__file__).resolve().parents[2]
 STRANGLER = str(Path(sys.executable).parent / "strangler")
@@ -81,13 +81,6 @@ def test_backend_launches_build_each_instance_command_and_env(tmp_path: Path) ->
         assert launch.env["SOCKETIO_MESSAGE_QUEUE"] == "redis://127.0.0.1:2/0"
         assert launch.env["STRANGLER_DATA_DIR"] == str(plan.run_dir / "data")
         assert launch.log_path == plan.run_dir / "logs" / f"{launch.name}.log"
-
-
-def test_initial_routes_leave_prefixes_to_the_catchall(tmp_path: Path) -> None:
-    plan = Plan.from_data(plan_data(), tmp_path / "strangler.toml")
-    routes = initial_routes(plan)
-    assert sorted(str(r.endpoint) for r in routes) == ["GET /api/users", "GET /healthz"]
-    assert {r.state for r in routes} == {"monolith"}
 
 
 # ---- a real stack ------------------------------------------------------------------------
@@ -232,7 +225,7 @@ def test_status_lists_backends_instances_and_routes(stack: dict) -> None:
     plan = load_plan(stack["plan"])
     for name, backend in plan.backends.items():
         assert (rows[name]["state"] == "not started") == (not backend.start), name
-    routed = sum(1 for r in plan.routes() if not r.endpoint.is_prefix)
+    routed = len(plan.routes())  # prefixes (Socket.IO, static files) are routed too
     assert data["routes"] == [{"backend": "monolith", "state": "monolith", "endpoints": routed}]
     assert data["strategy"] == plan.strategy
     table = strangler("status", "--plan", str(stack["plan"]), "--run-dir", str(stack["run_dir"]))
