@@ -110,8 +110,20 @@ def mark_seen(claims: dict[str, Any]) -> None:
     """
     user_id = user_id_of(claims)
     response = current_app.extensions["lb"].put(f"/internal/users/{user_id}/seen", service="users")
-    if response.status_code == 404:
+    if response.status_code == 204:
+        return
+    if response.status_code == 404 and _error_of(response) == f"user {user_id} not found":
         raise AuthError("token names a user that does not exist")
-    if response.status_code != 204:
-        raise ServiceUnavailable(f"users is unavailable: marking user {user_id} seen answered "
-                                 f"{response.status_code}")
+    # any other 404 is not users' answer: the path is routed elsewhere (e.g. the monolith)
+    raise ServiceUnavailable(
+        f"users is unavailable: PUT /internal/users/{user_id}/seen answered {response.status_code}"
+        " (is /internal/users/ routed to users?)"
+    )
+
+
+def _error_of(response: Any) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get("error") if isinstance(body, dict) else None

@@ -36,9 +36,13 @@ def authenticate(nickname: str, password: str) -> dict[str, Any] | None:
     )
     if response.status_code == 200:
         return response.json()
-    if response.status_code in (400, 401, 404):
+    if response.status_code == 401:
         return None
-    raise ServiceUnavailable(f"users is unavailable: checking a password answered {response.status_code}")
+    # users answers 200 or 401 here; anything else (a 404 from a misrouted path,
+    # a 500) means users could not check the password
+    raise ServiceUnavailable(
+        f"users is unavailable: POST /internal/users/authenticate answered {response.status_code}"
+    )
 
 
 @bp.post("/api/tokens")

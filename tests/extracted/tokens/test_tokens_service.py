@@ -183,3 +183,29 @@ def test_log_out_still_revokes_while_users_is_down(orphan, client, users_url):
     token = login(client, "ed").json["token"]
     assert orphan.delete("/api/tokens", headers=bearer(token)).status_code == 204
     assert requests.get(f"{users_url}/api/users", headers=bearer(token), timeout=5).status_code == 401
+
+
+@pytest.fixture(scope="module")
+def misrouted(tmp_path_factory, etcd_server, monolith):
+    """A tokens service whose load balancer sends /internal/ to the monolith (no route for users)."""
+    httpd = make_server("127.0.0.1", 0, monolith, threaded=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    app = create_app(settings(tmp_path_factory.mktemp("misrouted"), etcd_server.url,
+                              STRANGLER_LB_URL=f"http://127.0.0.1:{httpd.server_port}"))
+    yield app
+    httpd.shutdown()
+
+
+def test_a_misrouted_users_call_is_503_not_a_wrong_password(misrouted):
+    response = login(misrouted.test_client(), "ada")
+    assert response.status_code == 503 and "404" in response.json["error"]
+
+
+def test_mark_seen_tells_a_misroute_from_an_unknown_user(misrouted):
+    from extracted.common.auth import mark_seen
+    from extracted.common.client import ServiceUnavailable
+    from monolith.tokens import issue_token
+
+    claims = decode_token(issue_token(5, "x", SECRET), SECRET)
+    with misrouted.test_request_context("/api/tokens"), pytest.raises(ServiceUnavailable, match="routed"):
+        mark_seen(claims)
