@@ -78,6 +78,9 @@ class Backend:
     app: str | None = None
     tables: tuple[str, ...] = ()
     endpoints: tuple[Endpoint, ...] = ()
+    # endpoints only this service has (new features, service-to-service calls):
+    # routed to it from the start under every strategy, never to the monolith
+    serves: tuple[Endpoint, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     is_monolith: bool = False
     start: bool = True  # False: declared, but `strangler up` does not start it (not written yet)
@@ -177,7 +180,8 @@ class Plan:
         """Every endpoint the plan routes: live inventory first, then services' own ones."""
         seen = [e.endpoint for e in self.inventory if not e.gone]
         for name in self.services:
-            seen += [ep for ep in self.backends[name].endpoints if ep not in seen]
+            backend = self.backends[name]
+            seen += [ep for ep in (*backend.endpoints, *backend.serves) if ep not in seen]
         return seen
 
     def endpoint(self, spec_or_name: str | tuple[str, str]) -> Endpoint:
@@ -227,21 +231,28 @@ class Plan:
         """The backend that ``endpoint`` ends up on: the service that owns it, else the monolith."""
         ep = self.endpoint(endpoint)
         for name in self.services:
-            if ep in self.backends[name].endpoints:
+            if ep in self.backends[name].endpoints or ep in self.backends[name].serves:
                 return name
         return self.monolith
+
+    def is_service_only(self, endpoint: str | tuple[str, str]) -> bool:
+        """True for an endpoint a service ``serves`` itself: the monolith never answers it."""
+        ep = self.endpoint(endpoint)
+        return any(ep in self.backends[name].serves for name in self.services)
 
     def routes(self) -> list[Route]:
         """For each endpoint, its owner and where it is before any flip (what ``plan apply`` sets).
 
-        Everything starts on the monolith, except that under ``new-only`` an
-        endpoint the monolith does not have starts (and stays) on its service.
+        Everything starts on the monolith, except that an endpoint a service
+        ``serves`` itself, and under ``new-only`` any endpoint the monolith does
+        not have, starts (and stays) on its service.
         """
         in_monolith = {e.endpoint for e in self.inventory if not e.gone}
         routes = []
         for ep in self.endpoints():
             owner = self.owner(ep)
-            new = self.strategy == "new-only" and ep not in in_monolith and not ep.is_prefix
+            new = self.is_service_only(ep) or (
+                self.strategy == "new-only" and ep not in in_monolith and not ep.is_prefix)
             routes.append(Route(ep, owner, owner if new else self.monolith))
         return routes
 
@@ -274,6 +285,7 @@ def _build_backend(name: str, t: Mapping, is_monolith: bool) -> Backend:
         app=t.get("app"),
         tables=tuple(t.get("tables", ())),
         endpoints=tuple(parse_endpoint_spec(s) for s in t.get("endpoints", ())),
+        serves=tuple(parse_endpoint_spec(s) for s in t.get("serves", ())),
         env=dict(t.get("env", {})),
         is_monolith=is_monolith,
         start=t.get("start", True),

@@ -97,6 +97,7 @@ _BACKEND = {
     "app": ("str", None),
     "tables": ("strs", None),
     "endpoints": ("strs", None),
+    "serves": ("strs", None),
     "env": ("env", None),
     "start": ("bool", None),
 }
@@ -248,9 +249,10 @@ def _check_backends(problems: list[Problem], backends: Mapping | None, monolith:
         b = _fields(problems, raw, path, _BACKEND)
         _check_backend_values(problems, path, b, name == monolith, ports)
         if name == monolith:
-            if "endpoints" in b:
-                problems.append(Problem(_kp(*path, "endpoints"),
-                                        "the monolith serves every endpoint no service owns; remove this key"))
+            for key in ("endpoints", "serves"):
+                if key in b:
+                    problems.append(Problem(_kp(*path, key),
+                                            "the monolith serves every endpoint no service owns; remove this key"))
             continue
         for i, table in enumerate(b.get("tables", [])):
             if table in table_owner:
@@ -259,16 +261,21 @@ def _check_backends(problems: list[Problem], backends: Mapping | None, monolith:
                 problems.append(Problem(_kp(*path, "tables", i),
                                         f'"{table}" is not a table of the monolith (backends.{monolith}.tables)'))
             table_owner.setdefault(table, name)
-        for i, text in enumerate(b.get("endpoints", [])):
-            at = path + ("endpoints", i)
-            ep = _endpoint(problems, at, text)
-            if ep is None:
-                continue
-            if ep in owned:
-                problems.append(Problem(_kp(*at), f'"{ep}" is also owned by {owned[ep]}'))
-                continue
-            owned[ep] = f"{name} ({_kp(*at)})"
-            _check_strategy(problems, at, ep, strategy, inventory)
+        for key in ("endpoints", "serves"):
+            for i, text in enumerate(b.get(key, [])):
+                at = path + (key, i)
+                ep = _endpoint(problems, at, text)
+                if ep is None:
+                    continue
+                if ep in owned:
+                    problems.append(Problem(_kp(*at), f'"{ep}" is also owned by {owned[ep]}'))
+                    continue
+                owned[ep] = f"{name} ({_kp(*at)})"
+                if key == "endpoints":
+                    _check_strategy(problems, at, ep, strategy, inventory)
+                elif inventory.get(ep) is False:
+                    problems.append(Problem(_kp(*at), f'"{ep}" is an endpoint of the monolith; list it '
+                                            "under endpoints to move it there"))
     return owned
 
 

@@ -125,7 +125,7 @@ def allowed_backends(plan: Plan, endpoint: Endpoint) -> set[str]:
     owner = route_backend(plan, plan.owner(endpoint))
     if is_frozen(plan, endpoint):
         return {MONOLITH}
-    if plan.strategy == "new-only" and not endpoint.is_prefix:
+    if plan.is_service_only(endpoint) or (plan.strategy == "new-only" and not endpoint.is_prefix):
         return {owner}  # a new endpoint: the monolith has nothing to serve it with
     return {MONOLITH, owner}
 

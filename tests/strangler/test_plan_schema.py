@@ -219,3 +219,18 @@ def test_wrong_types_are_named():
 def test_empty_backends_table():
     [problem] = check_plan({"backends": {}})
     assert problem.path == "backends" and "declare at least the monolith" in problem.message
+
+
+def test_serves_declares_service_only_endpoints_under_any_strategy():
+    data = good()
+    data["backends"]["users"]["serves"] = ["POST /internal/users/authenticate"]
+    assert check_plan(data) == []
+    data["backends"]["users"]["serves"].append("POST /api/messages")
+    assert paths(check_plan(data)) == ["backends.users.serves[1]"]
+
+
+def test_serves_cannot_repeat_an_owned_endpoint_or_sit_on_the_monolith():
+    data = good()
+    data["backends"]["users"]["serves"] = ["GET /api/users"]
+    data["backends"]["monolith"]["serves"] = ["GET /x"]
+    assert sorted(paths(check_plan(data))) == ["backends.monolith.serves", "backends.users.serves[0]"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tomllib
+
 import pytest
 from routing_helpers import Backends, clean_routing, write_plan
 
@@ -9,7 +11,7 @@ from router import table
 from router.keys import MONOLITH, Route, parse_endpoint
 from router.traefik import TraefikAPI
 from strangler import procs, routing, routing_plan
-from strangler.plan import PlanError, load_plan
+from strangler.plan import Plan, PlanError, load_plan
 
 USER = parse_endpoint("GET /api/users/<id>")
 USERS = parse_endpoint("GET /api/users")
@@ -91,6 +93,22 @@ def test_check_flip_follows_owner_and_strategy(plan_for):
     routing.check_flip(new_only, [SOCKETIO], "socketio")  # prefixes are not frozen
     with pytest.raises(routing.RoutingError, match="cutover --all"):
         routing.check_flip(big_bang, [USER], "users")
+
+
+def test_served_only_endpoints_start_on_their_service_and_never_flip_back(plan_for):
+    plan = Plan.from_data(_with_serves(plan_for("incremental")))
+    internal = parse_endpoint("POST /internal/users/authenticate")
+    (route,) = [r for r in plan.routes() if r.endpoint == internal]
+    assert route.initial == "users" and plan.owner(internal) == "users"
+    routing.check_flip(plan, [internal], "users")
+    with pytest.raises(routing.RoutingError):
+        routing.check_flip(plan, [internal], "monolith")
+
+
+def _with_serves(plan: Plan) -> dict:
+    data = tomllib.loads(plan.path.read_text())
+    data["backends"]["users"]["serves"] = ["POST /internal/users/authenticate"]
+    return data
 
 
 def test_flipped_full_and_canary_keep_the_mirror():
