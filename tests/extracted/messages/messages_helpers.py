@@ -1,0 +1,59 @@
+"""Helpers the messages service tests share (headers, times, a threaded WSGI server)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import update
+from werkzeug.serving import make_server
+
+from extracted.messages.models import Message, db
+
+# the JWT secret every service of these tests shares
+SECRET = "jwt-" + uuid.uuid4().hex
+
+
+@contextmanager
+def serving(app) -> Iterator[str]:
+    """Serve a WSGI *app* over real HTTP from a thread; yield its base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def service_config(tmp_path, etcd_url: str, **extra) -> dict:
+    """Settings of a service in these tests (testing profile, the shared secret and etcd)."""
+    return {"STRANGLER_ENV": "testing", "STRANGLER_DATA_DIR": str(tmp_path / "data"),
+            "JWT_SECRET_KEY": SECRET, "STRANGLER_ETCD": etcd_url, **extra}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def post(client, token, source="hello"):
+    return client.post("/api/messages", json={"source": source}, headers=bearer(token))
+
+
+def set_updated_at(app, message_id, value):
+    with app.app_context():
+        db.session.execute(update(Message).where(Message.id == message_id).values(updated_at=value))
+        db.session.commit()
+
+
+def wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
