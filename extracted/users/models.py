@@ -7,7 +7,6 @@ pushed to Socket.IO clients (``extracted.common.pushes``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from flask import current_app
@@ -15,10 +14,10 @@ from flask_sqlalchemy import SQLAlchemy
 from flask_sqlalchemy.session import Session as _FlaskSession
 from sqlalchemy import BigInteger, Boolean, Integer, String, event, select
 from sqlalchemy.orm import Mapped, mapped_column
-from werkzeug.security import check_password_hash, generate_password_hash
 
 from extracted.common.pushes import timestamp, track_pushes
-from monolith.models import NICKNAME_MAX, ValidationError, _string
+from monolith.models import NICKNAME_MAX, ValidationError
+from monolith.models import User as MonolithUser
 
 __all__ = ["NICKNAME_MAX", "User", "UsersSession", "ValidationError", "db"]
 
@@ -31,7 +30,7 @@ db = SQLAlchemy(session_options={"class_": UsersSession})
 
 
 class User(db.Model):
-    """A chat user; the password is kept only as a werkzeug hash."""
+    """A chat user; the password is kept only as a werkzeug hash (``user.password = ...``)."""
 
     __tablename__ = "users"
 
@@ -43,52 +42,13 @@ class User(db.Model):
     last_seen_at: Mapped[int] = mapped_column(BigInteger)
     online: Mapped[bool] = mapped_column(Boolean, default=False)
 
-    def set_password(self, password: str) -> None:
-        """Store a hash of *password* (the method comes from ``PASSWORD_HASH_METHOD``)."""
-        method = current_app.config.get("PASSWORD_HASH_METHOD", "scrypt")
-        self.password_hash = generate_password_hash(password, method=method)
-
-    def verify_password(self, password: str) -> bool:
-        """Tell whether *password* is this user's password."""
-        return check_password_hash(self.password_hash, password)
-
-    def ping(self, now: int | None = None) -> None:
-        """Mark the user online and seen now (writes only what changed)."""
-        now = timestamp() if now is None else now
-        if self.last_seen_at != now:
-            self.last_seen_at = now
-        if not self.online:
-            self.online = True
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the public representation (never the password hash), as the monolith does."""
-        return {
-            "id": self.id,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-            "nickname": self.nickname,
-            "last_seen_at": self.last_seen_at,
-            "online": bool(self.online),
-            "_links": {
-                "self": f"/api/users/{self.id}",
-                "messages": f"/api/messages?user_id={self.id}",
-                "tokens": "/api/tokens",
-            },
-        }
-
-    def from_dict(self, data: Mapping[str, Any], partial: bool = False) -> None:
-        """Set nickname and password from client *data*; raise ``ValidationError``.
-
-        With *partial*, absent fields are left alone (an edit); otherwise both
-        are required (a registration).
-        """
-        nickname = None
-        if not partial or "nickname" in data:
-            nickname = _string(data, "nickname", NICKNAME_MAX).strip()
-        if not partial or "password" in data:
-            self.set_password(_string(data, "password"))
-        if nickname is not None and self.nickname != nickname:  # no change, no bump
-            self.nickname = nickname
+    # The same behaviour as the monolith's user by construction: its methods
+    # are borrowed, not copied (they use only the columns both tables share).
+    password = MonolithUser.password
+    verify_password = MonolithUser.verify_password
+    ping = MonolithUser.ping
+    to_dict = MonolithUser.to_dict
+    from_dict = MonolithUser.from_dict
 
 
 track_pushes(UsersSession, (User,))
