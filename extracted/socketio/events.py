@@ -5,7 +5,8 @@ revocation), then call the users service (``PUT /internal/users/<id>/seen``)
 and the messages service (``POST /api/messages``) through the load balancer.
 A socket whose token was accepted is remembered; when the last socket of a
 user disconnects, users is told (``PUT /internal/users/<id>/offline``).
-Every failure is an ``{"error": ...}`` acknowledgement, never an exception.
+A refused token or bad data is an ``{"error": ...}`` acknowledgement, as in
+the monolith, never an exception (see ``ping_user`` for a service that is down).
 
 The sid map is per process: with several socketio instances, a user's
 sockets on another instance are not seen here, and the users service's
@@ -73,11 +74,20 @@ def _error_of(answer: requests.Response) -> str:
 
 @socketio.on("ping_user")
 def ping_user(token: Any = None) -> dict[str, Any]:
-    """Any client with a valid token: keep that user online. Acks ``{"ok": true}`` or an error."""
+    """Any client with a valid token: keep that user online.
+
+    Acks ``{"ok": true}``, or ``{"error": ...}`` when the token is refused. When
+    users or the revocation store cannot be reached the token was not refused,
+    so the ack is ``{"ok": false, "unavailable": ...}`` with no ``error``: the
+    browser client ends the session on any ``error``, and a restarting users
+    service must not log everyone out.
+    """
     try:
         _authenticated(token)
-    except (AuthError, ServiceUnavailable) as exc:
+    except AuthError as exc:
         return {"error": str(exc)}
+    except ServiceUnavailable as exc:
+        return {"ok": False, "unavailable": str(exc)}
     return {"ok": True}
 
 
