@@ -14,8 +14,9 @@ applies it. Then it flips ``GET /api/users/<id>`` to ``users`` and back,
    until Traefik's API shows the new routing (``wait_live``);
 2. the real command, ``strangler flip ... --to ...``, as a subprocess
    (``--cli-flips`` runs), next to the bare interpreter start
-   (``python -c "import strangler.cli"``) measured in the same run, so the
-   reader sees which part is the toolkit and which is Python starting.
+   (``python -c "import strangler.cli"``, and ``python -c pass``) measured
+   in the same run, so the reader sees which part is the flip and which is
+   Python starting and importing the CLI.
 
 After each flip one request through Traefik's web port checks that the new
 backend answers. Every process is stopped by its PID, also on failure or
@@ -249,11 +250,13 @@ def timed_run(argv: list[str]) -> tuple[float, str]:
 
 def by_cli(platform: Platform, runs: int, pause: float) -> dict[str, list[float]]:
     """``strangler flip`` as a subprocess ``runs`` times, each next to a bare interpreter start."""
-    times: dict[str, list[float]] = {"command": [], "python start": [], "inside": []}
+    times: dict[str, list[float]] = {"command": [], "python start": [], "bare python": [], "inside": []}
     conn = ["--plan", str(platform.plan_path), "--etcd", platform.etcd_url,
             "--traefik-api", platform.api_url]
     for i in range(runs):
         target = SERVICE if i % 2 == 0 else "monolith"
+        seconds, _ = timed_run([sys.executable, "-c", "pass"])
+        times["bare python"].append(seconds)
         seconds, _ = timed_run([sys.executable, "-c", "import strangler.cli"])
         times["python start"].append(seconds)
         seconds, out = timed_run([STRANGLER, "flip", FLIPPED, "--to", target, *conn])
@@ -319,11 +322,13 @@ def bench_size(workdir: Path, count: int, args: argparse.Namespace) -> None:
             cli = by_cli(platform, args.cli_flips, args.pause)
             print(row("strangler flip (subprocess)", cli["command"]))
             print(row("  python -c 'import strangler.cli'", cli["python start"]))
+            print(row("  python -c 'pass'", cli["bare python"]))
             print(row("  its own 'after the command started'", cli["inside"], target_for(count)))
             command, start = (statistics.median(cli[k]) * 1000 for k in ("command", "python start"))
-            print(f"  median command - median interpreter start = {command - start:.0f} ms "
-                  f"(plan file, clients, the flip); the command takes {command / start:.2f}x "
-                  "a bare interpreter start")
+            bare = statistics.median(cli["bare python"]) * 1000
+            print(f"  medians: the command {command:.0f} ms = interpreter {bare:.0f} ms + importing "
+                  f"strangler.cli {start - bare:.0f} ms + the rest {command - start:.0f} ms "
+                  f"(plan file, clients, the flip); {command / start:.2f}x the import alone")
     finally:
         platform.close()
 
