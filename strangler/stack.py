@@ -78,12 +78,14 @@ def backend_launches(
     etcd_url: str,
     redis_url: str,
     secrets: Mapping[str, str],
+    lb_url: str = "",
 ) -> list[Launch]:
     """PURE: every instance of every started backend, with its argv and environment.
 
     ``plan.run_dir`` is the stack's run dir; ``backend_ports`` gives each started
     backend one port per instance. The plan's own ``env`` wins over what the
-    stack sets, so a plan can, say, choose another profile.
+    stack sets, so a plan can, say, choose another profile. ``lb_url`` is
+    Traefik's web URL: services call each other through it.
     """
     run_dir = plan.run_dir
     launches = []
@@ -99,6 +101,7 @@ def backend_launches(
                 "STRANGLER_DATA_DIR": str(run_dir / "data"),
                 "STRANGLER_ENV": "development",
                 "SOCKETIO_MESSAGE_QUEUE": redis_url,
+                "STRANGLER_LB_URL": lb_url,
                 "PORT": str(port),
                 **{key: secrets[key] for key in ("SECRET_KEY", "JWT_SECRET_KEY")},
             }
@@ -264,7 +267,7 @@ class Stack:
         # One pair per run dir, shared by every backend, so a token from one is valid on all.
         secrets = load_or_create_secrets(self.run_dir / "secrets.json")
         launches = backend_launches(self.plan, backend_ports, etcd_url=etcd.url,
-                                    redis_url=redis.url, secrets=secrets)
+                                    redis_url=redis.url, secrets=secrets, lb_url=web)
         self._start_backends(launches, client, TraefikAPI(traefik.url), web)
 
     def _write_routes(self, client: Etcd) -> None:

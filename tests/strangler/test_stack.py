@@ -65,7 +65,7 @@ def test_backend_launches_build_each_instance_command_and_env(tmp_path: Path) ->
     plan = Plan.from_data(plan_data(), tmp_path / "strangler.toml")
     launches = backend_launches(plan, {"monolith": [5001], "users": [6001, 6002]},
                                 etcd_url="http://127.0.0.1:1", redis_url="redis://127.0.0.1:2/0",
-                                secrets=SECRETS)
+                                secrets=SECRETS, lb_url="http://127.0.0.1:3")
     assert [launch.name for launch in launches] == ["monolith.0", "users.0", "users.1"]
     mono, first, second = launches
     assert mono.argv == ["gunicorn", "--bind", "127.0.0.1:5001", "monolith.wsgi:app"]
@@ -79,6 +79,7 @@ def test_backend_launches_build_each_instance_command_and_env(tmp_path: Path) ->
     for launch in launches:  # one set of secrets, so a token from one backend works on every other
         assert {k: launch.env[k] for k in SECRETS} == SECRETS
         assert launch.env["SOCKETIO_MESSAGE_QUEUE"] == "redis://127.0.0.1:2/0"
+        assert launch.env["STRANGLER_LB_URL"] == "http://127.0.0.1:3"  # services call each other via Traefik
         assert launch.env["STRANGLER_DATA_DIR"] == str(plan.run_dir / "data")
         assert launch.log_path == plan.run_dir / "logs" / f"{launch.name}.log"
 
