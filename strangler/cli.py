@@ -8,6 +8,7 @@ from monolith.server import monolith_command
 from strangler import __version__
 from strangler.plan_cli import plan, scan
 from strangler.routing_cli import cutover, flip, history, rollback, routes
+from strangler.shadow_cli import diffs, shadow
 from strangler.stack_cli import down, status, up
 
 
@@ -28,6 +29,8 @@ cli.add_command(flip)
 cli.add_command(history)
 cli.add_command(rollback)
 cli.add_command(cutover)
+cli.add_command(shadow)
+cli.add_command(diffs)
 
 
 def main() -> None:

@@ -1,0 +1,92 @@
+"""The comparator: receives Traefik's mirrored copies and compares the candidate with the monolith.
+
+``create_app()`` builds it from the environment (``STRANGLER_ETCD``,
+``STRANGLER_PLAN``, ``STRANGLER_RUN_DIR``, ``STRANGLER_SHADOW_*``); a test
+passes ``comparator=`` instead. Every mirrored request is answered 204 at
+once and compared later (see :mod:`strangler.shadow.worker`); results go to
+``<run_dir>/shadow.sqlite`` and ``strangler diffs`` prints them.
+Documented in docs/shadow.md.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from flask import Flask, Response, jsonify, request
+
+from strangler.shadow.store import ShadowStore
+from strangler.shadow.worker import Comparator, Mirrored
+
+DB_NAME = "shadow.sqlite"
+
+
+def run_dir_from(env: Mapping[str, str]) -> Path:
+    """The run dir: STRANGLER_RUN_DIR, else the parent of STRANGLER_DATA_DIR, else ``.strangler``."""
+    if env.get("STRANGLER_RUN_DIR"):
+        return Path(env["STRANGLER_RUN_DIR"])
+    if env.get("STRANGLER_DATA_DIR"):
+        return Path(env["STRANGLER_DATA_DIR"]).parent
+    return Path(".strangler")
+
+
+def comparator_from_env(env: Mapping[str, str] | None = None) -> Comparator:
+    """Build (and start) the comparator the stack runs: etcd directory, the plan's rules, SQLite.
+
+    Raises ValueError naming the variable when STRANGLER_ETCD is missing or a number is malformed.
+    """
+    from router.etcd import Etcd
+    from strangler.shadow.directory import EtcdDirectory, PlanRules, plan_path
+
+    env = os.environ if env is None else env
+    if not env.get("STRANGLER_ETCD"):
+        raise ValueError("set STRANGLER_ETCD: the comparator reads the shadowed routes from etcd")
+
+    def number(name: str, default: str) -> int:
+        raw = env.get(name, default)
+        if not raw.isdigit() or int(raw) < 1:
+            raise ValueError(f"{name}={raw!r} must be a whole number >= 1")
+        return int(raw)
+
+    run_dir = run_dir_from(env)
+    rules = PlanRules(lambda: plan_path(env, run_dir))
+    directory = EtcdDirectory(Etcd(env["STRANGLER_ETCD"]), rules).start()
+    store = ShadowStore(env.get("STRANGLER_SHADOW_DB") or run_dir / DB_NAME)
+    return Comparator(directory, store, rules,
+                      queue_size=number("STRANGLER_SHADOW_QUEUE", "1000"),
+                      workers=number("STRANGLER_SHADOW_WORKERS", "4")).start()
+
+
+def create_app(test_config: Mapping | None = None, comparator: Comparator | None = None) -> Flask:
+    """The comparator's WSGI app; builds the comparator from the environment unless given one."""
+    app = Flask(__name__)
+    app.config.from_mapping(test_config or {})
+    app.extensions["comparator"] = comparator or comparator_from_env()
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        """Health check for the registry and Traefik (anyone): 200 while the comparator runs."""
+        return jsonify(status="ok", queued=app.extensions["comparator"].queue.qsize())
+
+    @app.get("/_shadow/stats")
+    def stats() -> Response:
+        """Counters not yet written to SQLite, and the queue length (tests, benchmarks)."""
+        comparator = app.extensions["comparator"]
+        return jsonify(queued=comparator.queue.qsize(), pending=comparator.store.snapshot())
+
+    @app.route("/", defaults={"path": ""}, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+    @app.route("/<path:path>", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+    def mirrored(path: str) -> Response:
+        """A copy Traefik mirrored (Traefik discards the answer): queued for comparison, 204 at once."""
+        item = Mirrored(
+            method=request.method,
+            path=request.path,
+            query=request.query_string.decode("latin-1"),
+            headers=tuple(request.headers.items()),
+            body=request.get_data(cache=False),
+        )
+        outcome = app.extensions["comparator"].submit(item)
+        return Response(status=204, headers={"X-Shadow": outcome})
+
+    return app

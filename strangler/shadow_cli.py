@@ -1,0 +1,140 @@
+"""``strangler shadow`` and ``strangler diffs``: live shadow traffic from the command line.
+
+Thin Click commands over :mod:`strangler.shadow.control` (routing changes,
+with the same --plan/--etcd/--traefik-api options and one-line refusals as
+``strangler flip``) and :mod:`strangler.shadow.store` (the report).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from router.keys import parse_endpoint
+from strangler import routing
+from strangler.plan import PlanError, load_plan
+from strangler.plan_cli import plan_option
+from strangler.routing_cli import Connection, report, routing_command, wait_options
+from strangler.shadow import DB_NAME, control
+from strangler.shadow.store import read_report
+
+
+@click.command()
+@click.argument("endpoints", nargs=-1)
+@click.option("--to", "target", metavar="SERVICE", help="The service compared with the monolith.")
+@click.option("--service", metavar="NAME", help="Every endpoint the plan gives to NAME (compared with NAME).")
+@click.option("--off", is_flag=True, help="Stop shadowing the named endpoints (none named: all).")
+@wait_options
+@routing_command
+def shadow(conn: Connection, endpoints: tuple[str, ...], target: str | None, service: str | None,
+           off: bool, timeout: float, no_wait: bool) -> None:
+    """Copy the named endpoints' traffic to the comparator, which compares SERVICE with the monolith.
+
+    The monolith keeps answering users. ENDPOINT is "GET /api/users/<id>" or
+    a Flask name. Recorded in the history; `strangler rollback` undoes it.
+    Refused when the comparator or SERVICE has no healthy instance. See the
+    results with `strangler diffs`.
+    """
+    api = conn.api(not no_wait)
+    if off:
+        if target or service:
+            raise click.UsageError("--off takes endpoints only, not --to or --service")
+        chosen = [conn.plan.endpoint(spec) for spec in endpoints]
+        outcome = control.shadow_off(conn.etcd(), conn.plan, chosen, api=api, timeout=timeout)
+    else:
+        target = target or service
+        if not target:
+            raise click.UsageError("say which service to compare with: --to SERVICE (or --service NAME)")
+        chosen = routing.resolve(conn.plan, endpoints, service)
+        for line in control.unsafe_notes(conn.plan, chosen):
+            click.echo(line)
+        outcome = control.shadow_on(conn.etcd(), conn.plan, chosen, target, api=api, timeout=timeout)
+    report(conn, outcome, outcome.change.what if outcome.change else "")
+
+
+def _run_dir(plan_path: Path, run_dir: Path | None) -> tuple[Path, Any]:
+    try:
+        plan = load_plan(plan_path) if plan_path.is_file() else None
+    except PlanError:
+        plan = None
+    where = run_dir or (plan.run_dir if plan else Path(".strangler"))
+    return Path(where).resolve(), plan
+
+
+def _endpoint_name(plan: Any, spec: str) -> str:
+    try:
+        return str(plan.endpoint(spec)) if plan else str(parse_endpoint(spec))
+    except (PlanError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _rate(entry: dict) -> str:
+    return "-" if entry["diff_rate"] is None else f"{entry['diff_rate']:.1%}"
+
+
+@click.command()
+@click.argument("endpoint", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+@click.option("--examples", type=click.IntRange(0, 50), default=2, show_default=True,
+              help="Example request/answer pairs shown per endpoint.")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), envvar="STRANGLER_RUN_DIR",
+              help="The stack's run dir [default: the plan's run_dir].")
+@plan_option
+def diffs(plan_path: Path, endpoint: str | None, as_json: bool, examples: int, run_dir: Path | None) -> None:
+    """Show what shadowing found, per endpoint: requests seen, compared, differing, the top
+    differing fields (learned noise left out) and example request/answer pairs.
+    """
+    where, plan = _run_dir(plan_path, run_dir)
+    name = _endpoint_name(plan, endpoint) if endpoint else None
+    entries = read_report(where / DB_NAME, name, examples=examples)
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+        return
+    if not entries:
+        what = f"for {name} " if name else ""
+        click.echo(f"no shadow results {what}in {where} yet; start with strangler shadow ENDPOINT --to SERVICE")
+        return
+    console = Console(soft_wrap=True, highlight=False, width=None if os.isatty(1) else 200)
+    grid = Table(title="shadow comparisons (monolith vs candidate)")
+    for column in ("endpoint", "candidate", "seen", "compared", "differing", "diff rate",
+                   "dropped", "skipped", "errors", "noise"):
+        grid.add_column(column)
+    for e in entries:
+        rate = _rate(e) if not e["differing"] else f"[red]{_rate(e)}[/red]"
+        grid.add_row(e["endpoint"], e["target"] or "-", *(str(e[k]) for k in (
+            "seen", "compared", "differing")), rate, str(e["dropped"]), str(e["skipped"]),
+            str(e["errors"]), str(len(e["noise"])))
+    console.print(grid)
+    for e in entries:
+        _print_details(console, e)
+
+
+def _print_details(console: Console, entry: dict) -> None:
+    if entry["last_error"]:
+        console.print(f"[yellow]{entry['endpoint']}: last error: {entry['last_error']}[/yellow]")
+    if entry["noise"]:
+        console.print(f"{entry['endpoint']}: learned noise (left out): {', '.join(entry['noise'])}")
+    if not entry["patterns"]:
+        return
+    fields = Table(title=f"{entry['endpoint']}: top differing fields")
+    for column in ("field", "kind", "count"):
+        fields.add_column(column)
+    for p in entry["patterns"]:
+        fields.add_row(p["pattern"], p["kind"], str(p["count"]))
+    console.print(fields)
+    for ex in entry["examples"]:
+        req = ex["request"]
+        console.print(f"[bold]{escape(req['method'] + ' ' + req['target'])}[/bold]  ({escape(ex['pattern'])})")
+        for d in ex["differences"]:
+            console.print(f"  {d['path']} ({d['kind']}): monolith [green]{escape(json.dumps(d['left']))}[/green]"
+                          f"  candidate [red]{escape(json.dumps(d['right']))}[/red]")
+        for side in ("monolith", "candidate"):
+            shown = ex[side]
+            console.print(f"  {side}: {shown['status']} {shown['body'][:300]}", markup=False)
