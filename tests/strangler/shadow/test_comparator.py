@@ -1,0 +1,199 @@
+"""The comparator app and its worker against real HTTP backends served from threads.
+
+The monolith stand-in answers with a timestamp and a token that change on
+every call (noise); the candidate behaves the same, or is wrapped to change
+a field (a real divergence). No etcd here: a StaticDirectory says which
+endpoint is shadowed to whom (tests/e2e/test_shadow.py covers etcd and Traefik).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from router.keys import parse_endpoint
+from strangler.plan import CompareRule
+from strangler.shadow import create_app
+from strangler.shadow.store import ShadowStore, read_report
+from strangler.shadow.worker import Comparator, Mirrored, StaticDirectory
+
+USER = parse_endpoint("GET /api/users/<id>")
+NEW = parse_endpoint("POST /api/users")
+
+
+def user_answer(path: str) -> dict:
+    """What the monolith says about a user: stable fields plus per-call noise."""
+    tail = path.rsplit("/", 1)[-1]
+    return {"id": int(tail) if tail.isdigit() else 0, "nickname": "susan",
+            "updated_at": f"{time.time():.6f}", "token": secrets.token_hex(8),
+            "links": [{"rel": "self", "at": time.perf_counter_ns()}]}
+
+
+class Backend(ThreadingHTTPServer):
+    """A real HTTP server in a thread; ``answer(path)`` builds the JSON; ``hits`` records requests."""
+
+    daemon_threads = True
+
+    def __init__(self, answer: Callable[[str], dict], delay: float = 0.0) -> None:
+        self.hits: list[tuple[str, str, bytes]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                length = int(self.headers.get("Content-Length") or 0)
+                server.hits.append((self.command, self.path, self.rfile.read(length)))
+                time.sleep(delay)
+                body = json.dumps(answer(self.path.split("?")[0])).encode()
+                self.send_response(201 if self.command == "POST" else 200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_POST = do_GET  # noqa: N815
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+@pytest.fixture
+def backends() -> Iterator[dict[str, Backend]]:
+    made = {
+        "monolith": Backend(user_answer),
+        "users": Backend(user_answer),
+        "broken": Backend(lambda path: {**user_answer(path), "nickname": "SUSAN"}),
+    }
+    yield made
+    for backend in made.values():
+        backend.stop()
+
+
+def comparator(tmp_path: Path, backends: dict[str, Backend], target: str,
+               rules: Callable = lambda e: CompareRule(), **options) -> Comparator:
+    directory = StaticDirectory({USER: target, NEW: target},
+                                {name: [b.url] for name, b in backends.items()})
+    return Comparator(directory, ShadowStore(tmp_path / "shadow.sqlite"), rules, **options)
+
+
+def get(path: str, method: str = "GET", body: bytes = b"") -> Mirrored:
+    return Mirrored(method, path, "", (("Accept", "application/json"),), body)
+
+
+def wait_compared(comp: Comparator, endpoint: str, n: int, timeout: float = 10) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        comp.store.flush()
+        (entry,) = read_report(comp.store.path, endpoint) or [{"compared": 0, "errors": 0}]
+        if entry["compared"] + entry["errors"] >= n:
+            return entry
+        time.sleep(0.05)
+    raise AssertionError(f"{endpoint}: fewer than {n} comparisons within {timeout}s")
+
+
+def test_noise_learned_from_two_monolith_answers_leaves_zero_differences(tmp_path, backends):
+    comp = comparator(tmp_path, backends, "users").start()
+    client = create_app(comparator=comp).test_client()
+    for i in range(10):
+        assert client.get(f"/api/users/{i}").status_code == 204
+    entry = wait_compared(comp, str(USER), 10)
+    comp.stop()
+    assert (entry["seen"], entry["compared"], entry["differing"], entry["errors"]) == (10, 10, 0, 0)
+    assert entry["diff_rate"] == 0
+    assert {"updated_at", "token", "links[*].at"} <= set(entry["noise"])
+    assert "nickname" not in entry["noise"]
+    # each copy was replayed: the monolith twice, the candidate once
+    assert (len(backends["monolith"].hits), len(backends["users"].hits)) == (20, 10)
+
+
+def test_a_planted_divergence_is_reported_with_its_field_and_an_example(tmp_path, backends):
+    comp = comparator(tmp_path, backends, "broken").start()
+    client = create_app(comparator=comp).test_client()
+    for i in range(5):
+        client.get(f"/api/users/{i}?verbose=1")
+    entry = wait_compared(comp, str(USER), 5)
+    comp.stop()
+    assert (entry["compared"], entry["differing"], entry["diff_rate"]) == (5, 5, 1.0)
+    assert [(p["pattern"], p["count"]) for p in entry["patterns"]] == [("nickname", 5)]
+    example = entry["examples"][0]
+    assert example["request"]["target"].endswith("?verbose=1")
+    (difference,) = example["differences"]
+    assert (difference["left"], difference["right"]) == ("susan", "SUSAN")
+    assert '"SUSAN"' in example["candidate"]["body"] and '"susan"' in example["monolith"]["body"]
+
+
+def test_unsafe_methods_are_not_replayed_unless_the_plan_allows(tmp_path, backends):
+    comp = comparator(tmp_path, backends, "users")
+    assert comp.submit(get("/api/users", "POST", b'{"nickname": "x"}')) == "skipped"
+    assert comp.queue.qsize() == 0
+    comp.store.flush()
+    (entry,) = read_report(comp.store.path, str(NEW))
+    assert (entry["seen"], entry["skipped"], entry["compared"]) == (1, 1, 0)
+
+    allowed = comparator(tmp_path, backends, "users", rules=lambda e: CompareRule(shadow_unsafe=True))
+    assert allowed.submit(get("/api/users", "POST", b'{"nickname": "x"}')) == "queued"
+    allowed.start()
+    wait_compared(allowed, str(NEW), 1)
+    allowed.stop()
+    posts = [hit for hit in backends["monolith"].hits + backends["users"].hits if hit[0] == "POST"]
+    assert [body for _, _, body in posts] == [b'{"nickname": "x"}'] * 3
+
+
+def test_a_full_queue_drops_and_counts_instead_of_growing(tmp_path, backends):
+    comp = comparator(tmp_path, backends, "users", queue_size=3)  # no workers: nothing drains it
+    outcomes = [comp.submit(get(f"/api/users/{i}")) for i in range(10)]
+    assert outcomes.count("queued") == 3 and outcomes.count("dropped") == 7
+    assert comp.queue.qsize() == 3
+    comp.store.flush()
+    (entry,) = read_report(comp.store.path, str(USER))
+    assert (entry["seen"], entry["dropped"]) == (10, 7)
+
+
+def test_copies_are_answered_at_once_while_backends_are_slow(tmp_path):
+    slow = {"monolith": Backend(user_answer, delay=0.5), "users": Backend(user_answer, delay=0.5)}
+    try:
+        comp = comparator(tmp_path, slow, "users", workers=1, queue_size=2).start()
+        client = create_app(comparator=comp).test_client()
+        began = time.monotonic()
+        answers = [client.get(f"/api/users/{i}") for i in range(20)]
+        assert time.monotonic() - began < 0.5  # not one replay's worth of waiting
+        assert {a.status_code for a in answers} == {204}
+        assert [a.headers["X-Shadow"] for a in answers].count("dropped") >= 15
+        comp.stop(timeout=0.1)
+    finally:
+        for backend in slow.values():
+            backend.stop()
+
+
+def test_an_unreachable_candidate_counts_an_error_not_a_difference(tmp_path, backends):
+    dead = Backend(user_answer)
+    dead.stop()
+    directory = StaticDirectory({USER: "users"}, {"monolith": [backends["monolith"].url],
+                                                   "users": [dead.url]})
+    comp = Comparator(directory, ShadowStore(tmp_path / "shadow.sqlite"))
+    assert comp.compare(USER, "users", get("/api/users/1")) == []
+    comp.store.flush()
+    (entry,) = read_report(comp.store.path, str(USER))
+    assert (entry["errors"], entry["compared"], entry["differing"]) == (1, 0, 0)
+    assert "ConnectionError" in entry["last_error"]
+
+
+def test_requests_outside_shadowed_endpoints_are_skipped(tmp_path, backends):
+    client = create_app(comparator=comparator(tmp_path, backends, "users")).test_client()
+    answer = client.get("/api/messages/1")
+    assert (answer.status_code, answer.headers["X-Shadow"]) == (204, "skipped")
+    assert client.get("/healthz").get_json()["status"] == "ok"
