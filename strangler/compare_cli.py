@@ -1,0 +1,228 @@
+"""``strangler compare``: send the same requests to the monolith and a service, show what differs.
+
+Both backends are asked directly (their registered instances, or the URLs
+given), never through Traefik. Exit status: 0 no real differences, 1
+differences, 2 error (one line on stderr) — so it can gate a CI job.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from router.etcd import Etcd
+from router.keys import priority
+from strangler.compare import render
+from strangler.compare.diff import DEFAULT_RULE, Rule
+from strangler.compare.oneoff import CompareError, Outcome, backend_url, compare_one
+from strangler.compare.requests_file import (
+    SAFE_METHODS,
+    Request,
+    parse_header,
+    parse_request_line,
+    parse_requests,
+)
+from strangler.plan import Endpoint, Plan, PlanError, load_plan
+from strangler.plan_cli import plan_option
+from strangler.routing_cli import read_state
+
+_PARAM = re.compile(r"<(?:(path):)?[A-Za-z_]\w*>")
+
+
+class CompareFailed(click.ClickException):
+    """A comparison that could not run: exit status 2, one line (1 means "they differ")."""
+
+    exit_code = 2
+
+
+def endpoint_for(plan: Plan | None, method: str, path: str) -> Endpoint | None:
+    """The plan endpoint a concrete request falls under (the most specific one), or None.
+
+    ``GET /api/users/1`` -> ``GET /api/users/<id>``; HEAD follows GET's
+    endpoint; a ``PREFIX`` endpoint matches every method under its path.
+    """
+    if plan is None:
+        return None
+    wanted = "GET" if method == "HEAD" else method
+    found = [ep for ep in plan.endpoints() if _falls_under(ep, wanted, path)]
+    return max(found, key=priority, default=None)
+
+
+def _falls_under(endpoint: Endpoint, method: str, path: str) -> bool:
+    if endpoint.is_prefix:
+        return path.startswith(endpoint.path)
+    return endpoint.method == method and _template(endpoint.path).fullmatch(path) is not None
+
+
+def _template(template: str) -> re.Pattern:
+    # split() alternates literal text and the optional "path" converter of each placeholder
+    parts = _PARAM.split(template)
+    return re.compile("".join(
+        re.escape(part) if n % 2 == 0 else ".+" if part == "path" else "[^/]+"
+        for n, part in enumerate(parts)
+    ))
+
+
+def _load(plan_path: Path, urls_given: bool) -> Plan | None:
+    # Two URLs make a plan optional: compare any two servers with default rules.
+    if urls_given and not plan_path.exists():
+        return None
+    try:
+        return load_plan(plan_path)
+    except PlanError as exc:
+        raise CompareFailed(str(exc)) from None
+
+
+def _requests(spec: str | None, file: Path | None, headers: Sequence[str], data: str | None,
+              token: str | None) -> list[Request]:
+    if (spec is None) == (file is None):
+        raise CompareFailed('give one request ("GET /api/users/1") or --file FILE, not both or neither')
+    try:
+        if file is not None:
+            found = parse_requests(file.read_text(encoding="utf-8"))
+            if not found:
+                raise CompareFailed(f"{file}: no requests in it")
+        else:
+            found = [parse_request_line(spec)]
+        extra = [parse_header(h, "--header") for h in headers]
+    except OSError as exc:
+        raise CompareFailed(f"{file}: cannot read it: {exc.strerror}") from None
+    except ValueError as exc:
+        raise CompareFailed(f"{file}: {exc}" if file else str(exc)) from None
+    if token:
+        extra.append(("Authorization", f"Bearer {token}"))
+    body = None
+    if data is not None:
+        try:
+            json.loads(data)
+        except ValueError as exc:
+            raise CompareFailed(f"--data is not JSON ({exc}); pass a JSON document") from None
+        body = data.encode()
+        extra.append(("Content-Type", "application/json"))
+    return [_with(r, extra, body) for r in found]
+
+
+def _with(request: Request, extra: list[tuple[str, str]], body: bytes | None) -> Request:
+    # The request's own headers win over the command line's.
+    have = {name.lower() for name, _ in request.headers}
+    headers = request.headers + tuple((n, v) for n, v in extra if n.lower() not in have)
+    return request._replace(headers=headers, body=request.body if request.body is not None else body)
+
+
+def _refuse_writes(requests: Sequence[Request], allow_writes: bool) -> None:
+    unsafe = [r for r in requests if r.method not in SAFE_METHODS]
+    if unsafe and not allow_writes:
+        where = f" (line {unsafe[0].line})" if unsafe[0].line else ""
+        raise CompareFailed(f"{unsafe[0].method}{where} would write twice (once per backend); "
+                            "pass --allow-writes to compare it anyway")
+
+
+def _base_urls(plan: Plan | None, against: str | None, monolith_url: str | None,
+               candidate_url: str | None, etcd_url: str | None) -> tuple[list[str], list[str]]:
+    if against is None and candidate_url is None:
+        raise CompareFailed("say which backend to compare with: --against SERVICE (or --candidate-url URL)")
+    monolith = plan.monolith if plan else "monolith"
+    names = [monolith, against or "candidate"]
+    if plan is not None and against is not None:
+        try:
+            plan.backend(against)
+        except PlanError as exc:
+            raise CompareFailed(str(exc)) from None
+    urls = [monolith_url, candidate_url]
+    if None in urls:
+        if plan is None:
+            raise CompareFailed("no plan to find the backends in; pass --monolith-url and --candidate-url")
+        etcd = Etcd(etcd_url or read_state(plan.run_dir).get("etcd")
+                    or f"http://127.0.0.1:{plan.stack.etcd_port}")
+        for n, flag in enumerate(("--monolith-url", "--candidate-url")):
+            if urls[n] is None:
+                try:
+                    urls[n] = backend_url(etcd, names[n])
+                except CompareError as exc:
+                    raise CompareFailed(f"{exc} with {flag}") from None
+    return names, [u.rstrip("/") for u in urls]
+
+
+def _rule(plan: Plan | None, endpoint: Endpoint | None) -> Rule:
+    if plan is None:
+        return DEFAULT_RULE
+    return Rule.from_plan(plan.compare_rule(endpoint) if endpoint else plan.compare_default)
+
+
+def _console() -> Console:
+    # Piped output (CI logs, tests) gets a wide fixed width instead of an 80-column wrap.
+    return Console(width=None if sys.stdout.isatty() else 180)
+
+
+@click.command()
+@click.argument("request", required=False, metavar='["METHOD /path?query"]')
+@click.option("--against", metavar="SERVICE", help="The backend to compare the monolith with.")
+@click.option("--file", "file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Requests to run: one per line, JSONL or HAR (see docs/compare.md).")
+@click.option("--header", "headers", multiple=True, metavar="'Name: value'",
+              help="A header to send (repeatable).")
+@click.option("--data", metavar="JSON", help="A JSON body to send (sets Content-Type).")
+@click.option("--token", metavar="TOKEN", help="Send 'Authorization: Bearer TOKEN'.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+@click.option("--allow-writes", is_flag=True,
+              help="Allow POST/PUT/PATCH/DELETE, which then write on both backends.")
+@click.option("--monolith-url", metavar="URL", help="Ask this base URL instead of the registered monolith.")
+@click.option("--candidate-url", metavar="URL", help="Ask this base URL instead of the registered service.")
+@click.option("--etcd", "etcd_url", envvar="STRANGLER_ETCD", metavar="URL", show_envvar=True,
+              help="etcd's client URL (default: the running stack's, else the plan's etcd_port).")
+@click.option("--timeout", type=float, default=10.0, show_default=True,
+              help="Seconds to wait for each answer.")
+@plan_option
+def compare(request: str | None, against: str | None, file: Path | None, headers: tuple[str, ...],
+            data: str | None, token: str | None, as_json: bool, allow_writes: bool,
+            monolith_url: str | None, candidate_url: str | None, etcd_url: str | None,
+            timeout: float, plan_path: Path) -> None:
+    """Send the same request to the monolith and to SERVICE directly, and show what differs.
+
+    REQUEST is "GET /api/users/1" (quote it); --file runs many and prints a
+    table per endpoint. The plan's [compare] rules say what to ignore. Exit
+    status: 0 no real differences, 1 differences, 2 error.
+    """
+    plan = _load(plan_path, monolith_url is not None and candidate_url is not None)
+    wanted = _requests(request, file, headers, data, token)
+    _refuse_writes(wanted, allow_writes)
+    names, urls = _base_urls(plan, against, monolith_url, candidate_url, etcd_url)
+    outcomes: list[tuple[str, Outcome]] = []
+    for one in wanted:
+        endpoint = endpoint_for(plan, one.method, one.path)
+        try:
+            out = compare_one(one, urls[0], urls[1], _rule(plan, endpoint), timeout=timeout)
+        except CompareError as exc:
+            where = f"line {one.line}: " if one.line else ""
+            raise CompareFailed(f"{where}{exc}") from None
+        outcomes.append((str(endpoint) if endpoint else f"{one.method} {one.path}", out))
+    _report(outcomes, names, urls, plan, as_json, single=file is None)
+    if any(not out.same for _, out in outcomes):
+        raise click.exceptions.Exit(1)
+
+
+def _report(outcomes: list[tuple[str, Outcome]], names: list[str], urls: list[str],
+            plan: Plan | None, as_json: bool, single: bool) -> None:
+    if as_json:
+        results = [render.outcome_json(ep, out, names, urls) for ep, out in outcomes]
+        click.echo(json.dumps({
+            "same": all(out.same for _, out in outcomes),
+            "requests": len(outcomes),
+            "differing": sum(1 for _, out in outcomes if not out.same),
+            "endpoints": render.summarize(outcomes),
+            "results": results,
+        }, indent=2, default=str))
+        return
+    console = _console()
+    if single:
+        endpoint, out = outcomes[0]
+        rule = _rule(plan, endpoint_for(plan, out.request.method, out.request.path))
+        render.print_outcome(console, out, names, urls, rule.headers)
+    else:
+        render.print_summary(console, outcomes)
