@@ -29,7 +29,7 @@ KINDS = ("status", "header", "changed", "type", "missing", "extra", "text", "tru
 MAX_BODY_BYTES = 8 * 1024 * 1024  # bigger bodies are compared byte for byte, not parsed
 MAX_NODES = 1_000_000  # JSON values visited per diff
 MAX_DEPTH = 100  # nesting below this is not descended into
-MAX_REPR = 200  # characters of a value kept in a Difference
+MAX_REPR = 1000  # characters of a value kept in a Difference
 MAX_TEXT_LINES = 5000  # longer texts are compared line by line without alignment
 BODY = "body"  # the path of a difference about the body as a whole
 
