@@ -1,0 +1,202 @@
+"""End to end: live shadow traffic through a real Traefik, compared by a real comparator process.
+
+One etcd, one Traefik and one comparator (gunicorn, registered like any
+backend) for the module. A registered monolith stand-in answers with a
+timestamp and a token that change on every call; the candidate ``users``
+behaves the same on ``GET /api/users`` and has a planted divergence on
+``GET /api/users/<id>``. Users' requests go through Traefik's web port and
+must always be answered by the monolith, even when the comparator is killed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+from click.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "strangler"))
+from routing_helpers import clean_routing, plan_text  # noqa: E402
+
+from router import registry  # noqa: E402
+from router.registry import Registration  # noqa: E402
+from strangler import procs  # noqa: E402
+from strangler.cli import cli  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+COMPARATOR = """
+[backends.comparator]
+command = "gunicorn -c python:strangler.shadow.gunicorn_conf --bind {host}:{port} strangler.shadow.wsgi:app"
+health = "/healthz"
+"""
+
+
+class Stand(ThreadingHTTPServer):
+    """A registered HTTP backend in a thread: JSON with per-call noise; ``nickname`` is settable."""
+
+    daemon_threads = True
+
+    def __init__(self, name: str, nickname: str = "susan") -> None:
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                path = self.path.split("?")[0]
+                one = path.startswith("/api/users/")
+                user = {"id": 1, "nickname": nickname if one else "susan",
+                        "last_seen": f"{time.time():.6f}"}
+                data = user if one else {"users": [user], "token": secrets.token_hex(8)}
+                body = json.dumps({**data, "backend": name}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True).start()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, etcd_server, traefik_server):
+    """Plan file, registered monolith and candidate, a comparator process, the table applied."""
+    base = tmp_path_factory.mktemp("shadow")
+    plan = base / "strangler.toml"
+    plan.write_text(plan_text("incremental") + COMPARATOR)
+    etcd = etcd_server.client()
+    clean_routing(etcd)
+    # "backend" differs on purpose between monolith and candidate: the plan ignores it
+    plan.write_text(plan.read_text() + '\n[compare]\nignore = ["backend"]\n')
+    stands = {"monolith": Stand("monolith"), "users": Stand("users", nickname="Susan")}
+    registrations = [Registration(etcd, name, s.url, ttl=5).start() for name, s in stands.items()]
+    comparator = start_comparator(base, plan, etcd_server.url)
+    try:
+        yield {"plan": plan, "etcd": etcd, "base": base, "comparator": comparator,
+               "web": traefik_server.web_url, "etcd_url": etcd_server.url, "api": traefik_server.api_url}
+    finally:
+        comparator.stop()
+        for registration in registrations:
+            registration.stop()
+        for stand in stands.values():
+            stand.shutdown()
+            stand.server_close()
+
+
+def start_comparator(base: Path, plan: Path, etcd_url: str) -> procs.Proc:
+    port = procs.free_port()
+    env = {"STRANGLER_ETCD": etcd_url, "STRANGLER_BACKEND": "comparator", "STRANGLER_PLAN": str(plan),
+           "STRANGLER_RUN_DIR": str(base / "run"), "STRANGLER_INSTANCE_URL": f"http://127.0.0.1:{port}"}
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    proc = procs.Proc("comparator", [gunicorn, "-c", "python:strangler.shadow.gunicorn_conf", "--bind",
+                                     f"127.0.0.1:{port}", "strangler.shadow.wsgi:app"],
+                      base / "comparator.log", env=env, url=f"http://127.0.0.1:{port}").start()
+    procs.wait_until(lambda: procs.http_ok(proc.url + "/healthz"), 20, "comparator", proc=proc)
+    return proc
+
+
+def run(world, *args, ok=True):
+    result = CliRunner().invoke(cli, [*args, "--plan", str(world["plan"]), "--etcd", world["etcd_url"],
+                                      "--traefik-api", world["api"]])
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def diffs(world) -> dict:
+    result = CliRunner().invoke(cli, ["diffs", "--json", "--plan", str(world["plan"]),
+                                      "--run-dir", str(world["base"] / "run")])
+    assert result.exit_code == 0, result.output
+    return {e["endpoint"]: e for e in json.loads(result.output)}
+
+
+def wait_registered(world, present: bool, timeout: float = 15) -> None:
+    procs.wait_until(lambda: bool(registry.instances(world["etcd"], "comparator")) == present,
+                     timeout, "comparator registration")
+
+
+def test_shadow_catches_the_divergence_with_zero_false_positives(world):
+    wait_registered(world, True)
+    run(world, "plan", "apply")
+    result = run(world, "shadow", "GET /api/users/<id>", "GET /api/users", "--to", "users")
+    assert "Traefik confirmed it live" in result.output
+    for _ in range(15):
+        for path in ("/api/users/1", "/api/users"):
+            answer = requests.get(world["web"] + path, timeout=5)
+            assert answer.status_code == 200 and answer.json()["backend"] == "monolith"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        found = diffs(world)
+        if all(found.get(e, {}).get("compared", 0) >= 15 for e in ("GET /api/users/<id>", "GET /api/users")):
+            break
+        time.sleep(0.2)
+    one, many = found["GET /api/users/<id>"], found["GET /api/users"]
+    assert (one["target"], one["differing"], one["diff_rate"]) == ("users", one["compared"], 1.0)
+    assert [p["pattern"] for p in one["patterns"]] == ["nickname"]
+    assert one["examples"][0]["differences"][0]["right"] == "Susan"
+    assert (many["differing"], many["errors"], many["dropped"]) == (0, 0, 0)
+    assert {"token", "users[*].last_seen"} <= set(many["noise"])
+    text = CliRunner().invoke(cli, ["diffs", "GET /api/users/<id>", "--plan", str(world["plan"]),
+                                    "--run-dir", str(world["base"] / "run")]).output
+    assert "nickname" in text and "100.0%" in text
+
+
+def test_shadow_off_and_rollback_are_recorded_in_history(world):
+    run(world, "shadow", "--off", "GET /api/users")
+    rows = {r["endpoint"]: r for r in json.loads(run(world, "routes", "--json").output)}
+    assert rows["GET /api/users"]["mirror"] is None
+    assert rows["GET /api/users/<id>"]["mirror"] == "comparator"
+    run(world, "rollback")
+    rows = {r["endpoint"]: r for r in json.loads(run(world, "routes", "--json").output)}
+    assert rows["GET /api/users"]["mirror"] == "comparator"
+    whats = [c["what"] for c in json.loads(run(world, "history", "--json").output)]
+    assert whats[-3:] == ["shadow GET /api/users/<id> and GET /api/users to users",
+                          "shadow off GET /api/users",
+                          f"roll back change {len(whats) - 1} (shadow off GET /api/users)"]
+
+
+def load(web: str, stop: threading.Event, results: list) -> None:
+    session = requests.Session()
+    while not stop.is_set():
+        try:
+            status = session.get(web + "/api/users/1", timeout=5).status_code
+        except requests.RequestException as exc:
+            status = exc.__class__.__name__
+        results.append(status)
+
+
+def test_killing_the_comparator_under_load_fails_no_user_request(world):
+    stop, results = threading.Event(), []
+    threads = [threading.Thread(target=load, args=(world["web"], stop, results)) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1)
+        os.killpg(world["comparator"].pid, signal.SIGKILL)  # master and worker, no goodbye
+        wait_registered(world, False)  # the lease ran out: Traefik's comparator service has no server
+        time.sleep(2)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+    failed = [r for r in results if r != 200]
+    assert len(results) > 100 and failed == [], (len(results), failed[:5])
+    # still shadowed, and nobody to copy to: users are served all the same (traefik#7220)
+    assert requests.get(world["web"] + "/api/users/1", timeout=5).status_code == 200
+    refused = run(world, "shadow", "GET /api/users/<id>", "--to", "users", ok=False)
+    assert refused.exit_code == 1
+    (line,) = refused.output.strip().splitlines()
+    assert "comparator has no healthy instance" in line
