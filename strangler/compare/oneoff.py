@@ -73,9 +73,12 @@ def fetch(base_url: str, request: Request, timeout: float = 10.0,
                               timeout=timeout, allow_redirects=False, stream=True) as response:
             body, whole = _read(response, max_bytes)
             return Answer(response.status_code, dict(response.headers), body), whole
+    except requests.Timeout:
+        raise CompareError(f"{request.method} {url} failed: no answer within {timeout} s") from None
+    except requests.ConnectionError:
+        raise CompareError(f"{request.method} {url} failed: cannot connect; is it running?") from None
     except requests.RequestException as exc:
-        reason = type(exc).__name__ if not str(exc) else str(exc).split("(Caused by")[0].strip()
-        raise CompareError(f"{request.method} {url} failed: {reason}") from None
+        raise CompareError(f"{request.method} {url} failed: {type(exc).__name__}") from None
 
 
 def _read(response: requests.Response, max_bytes: int) -> tuple[bytes, bool]:

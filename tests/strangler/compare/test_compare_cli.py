@@ -78,19 +78,29 @@ class Counting:
             # ">=" instead of ">": on integer seconds, ask for one second earlier
             name, _, value = environ["QUERY_STRING"].partition("updated_since=")
             environ["QUERY_STRING"] = f"{name}updated_since={int(value.split('&')[0]) - 1}"
-        if self.plant != "nickname" or environ["PATH_INFO"] != "/api/users/2":
-            return self.app(environ, start_response)
+        if self.plant == "nickname" and environ["PATH_INFO"] == "/api/users/2":
+            return self.rewrite(environ, start_response, _shout_nickname)
+        if self.plant == "title" and environ["PATH_INFO"] == "/":
+            return self.rewrite(environ, start_response,
+                                lambda body: body.replace(b"<title>Flack</title>", b"<title>Flack 2</title>"))
+        return self.app(environ, start_response)
+
+    def rewrite(self, environ, start_response, change):
         captured = {}
 
         def keep(status, headers, exc_info=None):
             captured.update(status=status, headers=headers)
 
-        body = json.loads(b"".join(self.app(environ, keep)))
-        body["nickname"] = body["nickname"].upper()
-        data = json.dumps(body).encode()
+        data = change(b"".join(self.app(environ, keep)))
         headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
         start_response(captured["status"], [*headers, ("Content-Length", str(len(data)))])
         return [data]
+
+
+def _shout_nickname(body: bytes) -> bytes:
+    user = json.loads(body)
+    user["nickname"] = user["nickname"].upper()
+    return json.dumps(user).encode()
 
 
 def _config(root: Path) -> dict:
@@ -181,6 +191,20 @@ def test_identical_behaviour_exits_0_despite_fresh_tokens_and_seen_times(run, se
     assert found["same"] and found["results"][0]["ignored"] == ["token"]
 
 
+def test_text_bodies_are_compared_line_by_line(run, sides):
+    result = run("GET /")
+    assert result.exit_code == 0, result.output
+    assert "SAME GET /: no real differences" in result.output and "<html" in result.output.lower()
+    sides[1].plant = "title"
+    result = run("GET /")
+    assert result.exit_code == 1, result.output
+    rows = [line for line in result.output.splitlines() if line.startswith("│")]
+    marked = [line for line in rows if "≠" in line]
+    assert len(marked) == 1 and "<title>Flack</title>" in marked[0] and "Flack 2" in marked[0]
+    assert '≠ body:6: text "  <title>Flack</title>" -> "  <title>Flack 2</title>"' in result.output
+    assert "DIFFERENT GET /: 1 difference(s) (body)" in result.output
+
+
 def test_a_changed_field_exits_1_and_names_the_path(run, sides):
     sides[1].plant = "nickname"
     result = run("GET /api/users/2")
@@ -249,7 +273,7 @@ def test_errors_exit_2_in_one_line(run, plan_file, servers, tmp_path):
                                       "--monolith-url", servers["monolith"][1], "--candidate-url", dead])
     assert result.exit_code == 2
     assert len(result.stderr.strip().splitlines()) == 1
-    assert f"GET {dead}/api/users/1 failed" in result.stderr
+    assert f"GET {dead}/api/users/1 failed: cannot connect; is it running?" in result.stderr
     bad = tmp_path / "bad.txt"
     bad.write_text("GET /api/users\nFETCH /x\n", encoding="utf-8")
     result = run("--file", str(bad))
