@@ -7,6 +7,7 @@ import click
 from monolith.server import monolith_command
 from strangler import __version__
 from strangler.compare_cli import compare
+from strangler.migrate.cli import migrate
 from strangler.plan_cli import plan, scan
 from strangler.routing_cli import cutover, flip, history, rollback, routes
 from strangler.shadow_cli import diffs, shadow
@@ -33,6 +34,7 @@ cli.add_command(cutover)
 cli.add_command(compare)
 cli.add_command(shadow)
 cli.add_command(diffs)
+cli.add_command(migrate)
 
 
 def main() -> None:

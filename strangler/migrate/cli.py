@@ -1,0 +1,214 @@
+"""``strangler migrate``: schemas of every database, and moving a service's data out of the monolith."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from strangler.migrate import schema
+from strangler.migrate.copy import plan_copy, run_copy
+from strangler.migrate.sync import OVERLAP, Syncer, SyncResult, SyncState
+from strangler.migrate.tables import MigrateError, display_url, engines
+from strangler.migrate.verify import verify_table
+from strangler.plan import Plan
+from strangler.plan_cli import pass_plan
+
+
+def service_data(plan: Plan, service: str) -> tuple[str, str, list[str]]:
+    """``(monolith URL, service URL, tables)`` for *service*; MigrateError if it owns no data."""
+    if service not in plan.backends:
+        raise MigrateError(f"unknown service {service!r}; services: {', '.join(plan.services)}")
+    if service == plan.monolith:
+        raise MigrateError(f"{service!r} is the monolith; name the service to move data to")
+    backend = plan.backend(service)
+    target = plan.database_url(service)
+    if target is None or not backend.tables:
+        raise MigrateError(
+            f"service {service!r} owns no data (database and tables in [backends.{service}])"
+        )
+    source = plan.database_url(plan.monolith)
+    if source is None:
+        raise MigrateError(f"the monolith ({plan.monolith}) has no database in the plan")
+    return source, target, list(backend.tables)
+
+
+def state_path(plan: Plan, service: str, reverse: bool = False) -> Path:
+    """Where the watermarks of *service*'s sync (one direction) are kept: ``<run_dir>/sync/``."""
+    return plan.run_dir / "sync" / f"{service}-{'reverse' if reverse else 'forward'}.json"
+
+
+def _fail(exc: MigrateError) -> click.ClickException:
+    return click.ClickException(str(exc))
+
+
+@click.group()
+def migrate() -> None:
+    """Upgrade every database's schema; copy, sync and verify a service's data."""
+
+
+@migrate.command()
+@click.option("--db", "only", metavar="NAME", help="Only this backend's database.")
+@click.argument("revision", default="head")
+@pass_plan
+def upgrade(plan: Plan, only: str | None, revision: str) -> None:
+    """Upgrade the plan's databases (or --db NAME) to REVISION (default: head)."""
+    try:
+        for db in schema.databases(plan, only):
+            schema.upgrade(db, revision)
+            click.echo(f"{db.name}: at {', '.join(schema.current(db)) or 'base'} ({display_url(db.url)})")
+    except MigrateError as exc:
+        raise _fail(exc) from None
+
+
+@migrate.command()
+@click.option("--db", "only", metavar="NAME", required=True, help="The backend whose database to downgrade.")
+@click.argument("revision")
+@pass_plan
+def downgrade(plan: Plan, only: str, revision: str) -> None:
+    """Downgrade one database to REVISION (base: drop every table of its environment)."""
+    try:
+        db = schema.databases(plan, only)[0]
+        schema.downgrade(db, revision)
+        click.echo(f"{db.name}: at {', '.join(schema.current(db)) or 'base'}")
+    except MigrateError as exc:
+        raise _fail(exc) from None
+
+
+@migrate.command()
+@click.option("--db", "only", metavar="NAME", help="Only this backend's database.")
+@pass_plan
+def current(plan: Plan, only: str | None) -> None:
+    """Show the revision each database is at, and whether that is the newest."""
+    try:
+        for db in schema.databases(plan, only):
+            at, heads = schema.current(db), schema.heads(db)
+            note = "head" if at and set(at) == set(heads) else f"newest is {', '.join(heads)}"
+            click.echo(f"{db.name}: {', '.join(at) or 'base'} ({note})")
+    except MigrateError as exc:
+        raise _fail(exc) from None
+
+
+@migrate.command()
+@click.option("--db", "only", metavar="NAME", help="Only this backend's environment.")
+@pass_plan
+def history(plan: Plan, only: str | None) -> None:
+    """List every revision of each database's alembic environment, newest first."""
+    try:
+        for db in schema.databases(plan, only):
+            click.echo(f"{db.name} (migrations/{db.env}/):")
+            for rev in schema.history(db):
+                head = " (head)" if rev.is_head else ""
+                click.echo(f"  {rev.down_revision or '<base>'} -> {rev.revision}{head}, {rev.doc.splitlines()[0] if rev.doc else ''}")
+    except MigrateError as exc:
+        raise _fail(exc) from None
+
+
+@migrate.command()
+@click.argument("service")
+@click.option("--chunk", default=5000, show_default=True, help="Rows per transaction.")
+@pass_plan
+def copy(plan: Plan, service: str, chunk: int) -> None:
+    """Copy the tables SERVICE owns from the monolith's database into its own.
+
+    Bulk, keeping ids; safe to re-run and to resume after a crash (it goes on
+    from the target's largest id). Refuses, changing nothing, when schemas
+    differ or the target has diverged.
+    """
+    try:
+        source_url, target_url, tables = service_data(plan, service)
+        with engines((source_url, plan.monolith), (target_url, service)) as (source, target):
+            plans = plan_copy(source, target, tables, (plan.monolith, service))
+            state = SyncState.load(state_path(plan, service))
+            for name in tables:  # changes made from now on are sync's to carry
+                state.start_at(name, int(time.time()) - OVERLAP)
+            state.save()
+            result = _copy_with_progress(source, target, plans, chunk)
+    except MigrateError as exc:
+        raise _fail(exc) from None
+    parts = ", ".join(f"{t.table} {t.copied + t.refreshed:,}" for t in result.tables)
+    click.echo(f"copied {result.rows:,} rows ({parts}) in {result.seconds:.1f} s: {result.rate:,.0f} rows/s")
+
+
+def _copy_with_progress(source, target, plans, chunk):  # noqa: ANN001, ANN202
+    console = Console(stderr=False)
+    if not console.is_terminal:  # logs and pipes get a plain line per chunk
+        seen: dict[str, int] = {}
+
+        def plain(table: str, rows: int) -> None:
+            seen[table] = seen.get(table, 0) + rows
+            click.echo(f"{table}: {seen[table]:,} rows")
+        return run_copy(source, target, plans, chunk, plain)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as bar:
+        tasks = {p.source.name: bar.add_task(p.source.name, total=p.to_copy + len(p.stale_ids))
+                 for p in plans}
+        return run_copy(source, target, plans, chunk, lambda t, n: bar.advance(tasks[t], n))
+
+
+@migrate.command()
+@click.argument("service")
+@click.option("--follow", is_flag=True, help="Keep syncing until Ctrl-C, reporting the lag.")
+@click.option("--reverse", is_flag=True, help="From the service's database back to the monolith's.")
+@click.option("--interval", default=1.0, show_default=True, help="Seconds between passes with --follow.")
+@click.option("--passes", default=0, help="With --follow, stop after this many passes (0: never).")
+@pass_plan
+def sync(plan: Plan, service: str, follow: bool, reverse: bool, interval: float, passes: int) -> None:
+    """Copy what changed (by updated_at and id) since the last sync, once or with --follow.
+
+    Upserts by id; a row changed later on the receiving side is left alone.
+    """
+    try:
+        monolith_url, service_url, tables = service_data(plan, service)
+        ends = [(monolith_url, plan.monolith), (service_url, service)]
+        (source_url, source_name), (target_url, target_name) = ends[::-1] if reverse else ends
+        state = SyncState.load(state_path(plan, service, reverse))
+        with Syncer(source_url, target_url, tables, state, (source_name, target_name)) as syncer:
+            if not follow:
+                _report(syncer.once())
+                return
+            try:
+                syncer.follow(interval, max_passes=passes or None, on_pass=_report)
+            except KeyboardInterrupt:
+                click.echo("stopped")
+    except MigrateError as exc:
+        raise _fail(exc) from None
+
+
+def _report(result: SyncResult) -> None:
+    parts = ", ".join(
+        f"{t.table} +{t.inserted} ~{t.updated}" + (f" (kept {t.kept_newer} newer)" if t.kept_newer else "")
+        for t in result.tables
+    )
+    click.echo(f"{time.strftime('%H:%M:%S', time.localtime(result.finished_at))} "
+               f"synced {result.applied} rows ({parts}); lag {result.lag:.1f} s")
+
+
+@migrate.command()
+@click.argument("service")
+@pass_plan
+def verify(plan: Plan, service: str) -> None:
+    """Compare SERVICE's tables in the monolith's database and its own: counts and checksums.
+
+    Exits 1 naming every table that differs and a few of its ids.
+    """
+    try:
+        source_url, target_url, tables = service_data(plan, service)
+        with engines((source_url, plan.monolith), (target_url, service)) as (source, target):
+            checks = [verify_table(source, target, name, (plan.monolith, service)) for name in tables]
+    except MigrateError as exc:
+        raise _fail(exc) from None
+    for check in checks:
+        if check.schema:
+            click.echo(f"{check.table}: schemas differ: {check.schema}")
+        elif check.ok:
+            click.echo(f"{check.table}: ok, {check.source_rows:,} rows, sha256 {check.source_sum[:16]}")
+        else:
+            click.echo(f"{check.table}: DIFFERS: {check.source_rows:,} vs {check.target_rows:,} rows, "
+                       f"{check.differing:,} differing, e.g. ids {', '.join(map(str, check.sample_ids))}")
+    bad = [c.table for c in checks if not c.ok]
+    if bad:
+        raise click.ClickException(f"{service}: {', '.join(bad)} differ from the monolith's")

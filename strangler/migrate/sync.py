@@ -1,0 +1,307 @@
+"""``sync``: carry what changed in one database's tables into another's, once or in a loop.
+
+Every change the apps make stamps ``updated_at`` (integer seconds, set on
+each flush that modifies a row, ``last_seen_at``/``online`` included), so a
+pass reads the rows with ``updated_at >= since``, ordered by
+``(updated_at, id)`` with keyset pagination, and upserts them by id:
+
+- a row the target lacks is inserted (id kept);
+- a row whose content differs is updated, unless the target's copy is newer
+  (``updated_at`` greater): last writer wins, and the UPDATE itself is
+  guarded by ``updated_at <= :new`` so a change made meanwhile is not lost;
+- an equal row is left alone, which makes re-reading harmless.
+
+``since`` then moves to the newest ``updated_at`` seen minus ``overlap``
+seconds: the last second is always read again (a change in the same second
+as the previous pass is not missed), and so is a short window in which a
+slow transaction stamped earlier may commit late. Because equal rows are
+skipped, passes are idempotent, and syncing both ways does not ping-pong.
+
+Deletes are not carried: the apps never delete users or messages.
+
+The reusable API (what ``strangler up`` and ``status`` build on):
+:class:`SyncState` (watermarks in a small JSON file in the run dir),
+:func:`sync_once` → :class:`SyncResult` (with ``lag``), :class:`Syncer`
+(keeps the engines open; ``once()`` and ``follow()``), :func:`read_status`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, or_, select
+from sqlalchemy.exc import IntegrityError
+
+from strangler.migrate.tables import (
+    CHUNK,
+    TIME_COLUMN,
+    MigrateError,
+    TableInfo,
+    canonical_row,
+    first_line,
+    open_engine,
+    reflect,
+    reset_sequence,
+    schema_problems,
+    to_target,
+    update_by_id,
+    update_params,
+)
+
+OVERLAP = 2  # seconds re-read every pass, beyond the last one
+
+
+@dataclass
+class Watermark:
+    """Where one table's sync stands: changes with ``updated_at >= since`` are read next pass."""
+
+    since: int = 0
+    last_id: int = 0  # the id of the newest change seen (for people reading the state file)
+
+
+@dataclass
+class SyncState:
+    """Watermarks per table, plus the last pass's figures; saved as JSON at ``path`` (if any)."""
+
+    path: Path | None = None
+    tables: dict[str, Watermark] = field(default_factory=dict)
+    last_pass: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path | str | None) -> SyncState:
+        """Read the state at *path*; a missing file is a fresh state (everything is read once)."""
+        if path is None:
+            return cls()
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return cls(path)
+        except (OSError, ValueError) as exc:
+            raise MigrateError(f"sync state {path} is unreadable ({exc}); delete it to sync from scratch") from None
+        tables = {name: Watermark(**mark) for name, mark in data.get("tables", {}).items()}
+        return cls(path, tables, data.get("last_pass", {}))
+
+    def save(self) -> None:
+        """Write the state atomically (a crash leaves the old or the new one, never half)."""
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        data = {"tables": {n: asdict(m) for n, m in self.tables.items()}, "last_pass": self.last_pass}
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+    def start_at(self, table: str, since: int) -> None:
+        """Make sure *table*'s next pass reads every change from *since* on (never moves forward)."""
+        mark = self.tables.setdefault(table, Watermark(since))
+        mark.since = min(mark.since, since)
+
+
+@dataclass(frozen=True)
+class TableSync:
+    """What one pass did to one table."""
+
+    table: str
+    read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    kept_newer: int = 0  # differing rows left alone because the target's copy is newer
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """One pass: per-table counts, when it ran, and the lag.
+
+    ``lag``: for the changes this pass applied, the longest time between a
+    change being made (its ``updated_at``) and it landing in the target
+    (0.0 when nothing was behind). ``synced_through``: every change
+    committed before this instant is in the target (the pass's start).
+    """
+
+    tables: tuple[TableSync, ...]
+    started_at: float
+    finished_at: float
+    lag: float
+
+    @property
+    def applied(self) -> int:
+        """Rows inserted or updated in the target."""
+        return sum(t.inserted + t.updated for t in self.tables)
+
+    @property
+    def synced_through(self) -> float:
+        """Wall-clock time up to which the target has every committed change."""
+        return self.started_at
+
+
+class Syncer:
+    """Sync *tables* from *source_url* to *target_url*, keeping both engines open between passes."""
+
+    def __init__(self, source_url: str, target_url: str, tables: list[str], state: SyncState,
+                 labels: tuple[str, str] = ("source", "target"), overlap: int = OVERLAP,
+                 chunk: int = CHUNK) -> None:
+        self.state, self.overlap, self.chunk = state, overlap, chunk
+        self.source = open_engine(source_url, labels[0])
+        try:
+            self.target = open_engine(target_url, labels[1])
+            self.infos = [self._pair(name, labels) for name in tables]
+        except MigrateError:
+            self.close()
+            raise
+
+    def _pair(self, name: str, labels: tuple[str, str]) -> tuple[TableInfo, TableInfo]:
+        s_info, t_info = reflect(self.source, name, labels[0]), reflect(self.target, name, labels[1])
+        problems = schema_problems(s_info, t_info)
+        if problems:
+            raise MigrateError(f"schemas differ between the {labels[0]} and {labels[1]} databases: "
+                               f"{problems[0]}; run strangler migrate upgrade")
+        if not s_info.has_time:
+            raise MigrateError(f"table {name!r} has no {TIME_COLUMN} column; sync needs one")
+        return s_info, t_info
+
+    def close(self) -> None:
+        """Dispose both engines."""
+        for engine in (getattr(self, "source", None), getattr(self, "target", None)):
+            if engine is not None:
+                engine.dispose()
+
+    def once(self) -> SyncResult:
+        """Run one pass over every table, save the state, and return what it did."""
+        started = time.time()
+        done, oldest = [], None
+        for s_info, t_info in self.infos:
+            result, first_change = _sync_table(self.source, self.target, s_info, t_info,
+                                               self.state, self.overlap, self.chunk)
+            done.append(result)
+            if first_change is not None:
+                oldest = first_change if oldest is None else min(oldest, first_change)
+        finished = time.time()
+        lag = max(0.0, finished - oldest) if oldest is not None else 0.0
+        outcome = SyncResult(tuple(done), started, finished, lag)
+        self.state.last_pass = {"started_at": started, "finished_at": finished, "lag": lag,
+                                "applied": outcome.applied}
+        self.state.save()
+        return outcome
+
+    def follow(self, interval: float = 1.0, stop: threading.Event | None = None,
+               max_passes: int | None = None,
+               on_pass: Callable[[SyncResult], None] | None = None) -> int:
+        """Pass after pass, *interval* seconds apart, until *stop* is set or *max_passes* ran.
+
+        Calls *on_pass* after each pass; returns how many passes ran. Ctrl-C
+        (KeyboardInterrupt) propagates to the caller between or during passes.
+        """
+        stop = stop or threading.Event()
+        passes = 0
+        while not stop.is_set() and (max_passes is None or passes < max_passes):
+            result = self.once()
+            passes += 1
+            if on_pass:
+                on_pass(result)
+            if max_passes is None or passes < max_passes:
+                stop.wait(interval)
+        return passes
+
+    def __enter__(self) -> Syncer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def sync_once(source_url: str, target_url: str, tables: list[str], state: SyncState,
+              **options: Any) -> SyncResult:
+    """One pass of :class:`Syncer` (opening and closing the engines); see the module docstring."""
+    with Syncer(source_url, target_url, tables, state, **options) as syncer:
+        return syncer.once()
+
+
+def read_status(path: Path | str) -> dict[str, Any] | None:
+    """The last pass saved at *path* plus ``behind`` (seconds since it started); None if never run."""
+    state = SyncState.load(path)
+    if not state.last_pass:
+        return None
+    return {**state.last_pass, "behind": max(0.0, time.time() - state.last_pass["started_at"])}
+
+
+def _sync_table(source: Engine, target: Engine, s_info: TableInfo, t_info: TableInfo,
+                state: SyncState, overlap: int, chunk: int) -> tuple[TableSync, float | None]:
+    mark = state.tables.setdefault(s_info.name, Watermark())
+    time_col, id_col = s_info.col(TIME_COLUMN), s_info.col(s_info.id_column)
+    t_index, i_index = s_info.columns.index(TIME_COLUMN), s_info.columns.index(s_info.id_column)
+    counts = {"read": 0, "inserted": 0, "updated": 0, "kept_newer": 0}
+    newest, oldest_applied, cursor = None, None, None
+    with source.connect() as s_conn, target.connect() as t_conn:
+        while True:
+            query = select(*[s_info.col(c) for c in s_info.columns]).order_by(time_col, id_col).limit(chunk)
+            if cursor is None:
+                query = query.where(time_col >= mark.since)
+            else:
+                query = query.where(or_(time_col > cursor[0], (time_col == cursor[0]) & (id_col > cursor[1])))
+            rows = s_conn.execute(query).all()
+            s_conn.rollback()
+            if not rows:
+                break
+            counts["read"] += len(rows)
+            applied = _apply(t_conn, s_info, t_info, rows, counts)
+            if applied:
+                first = min(applied)
+                oldest_applied = first if oldest_applied is None else min(oldest_applied, first)
+            cursor = (rows[-1][t_index], rows[-1][i_index])
+            newest = cursor
+            if len(rows) < chunk:
+                break
+    if counts["inserted"]:
+        reset_sequence(target, t_info)
+    if newest is not None:
+        mark.since = max(mark.since, int(newest[0]) - overlap)
+        mark.last_id = int(newest[1])
+    return TableSync(s_info.name, **counts), oldest_applied
+
+
+def _apply(t_conn: Any, s_info: TableInfo, t_info: TableInfo, rows: list, counts: dict) -> list[int]:
+    """Upsert *rows* into the target in one transaction; return the updated_at of those applied."""
+    id_name = s_info.id_column
+    i_index, t_index = s_info.columns.index(id_name), s_info.columns.index(TIME_COLUMN)
+    ids = [row[i_index] for row in rows]
+    existing = {
+        row[i_index]: row
+        for row in t_conn.execute(
+            select(*[t_info.col(c) for c in t_info.columns]).where(t_info.col(id_name).in_(ids))
+        )
+    }
+    inserts, updates, applied = [], [], []
+    for row in rows:
+        there = existing.get(row[i_index])
+        if there is None:
+            inserts.append(to_target(s_info, t_info, row))
+        elif canonical_row(there) == canonical_row(row):
+            continue
+        elif there[t_index] > row[t_index]:
+            counts["kept_newer"] += 1
+            continue
+        else:
+            updates.append(update_params(t_info, to_target(s_info, t_info, row)))
+        applied.append(row[t_index])
+    try:
+        if inserts:
+            t_conn.execute(t_info.table.insert(), inserts)
+        if updates:
+            t_conn.execute(update_by_id(t_info, guard_time=True), updates)
+        t_conn.commit()
+    except IntegrityError as exc:
+        t_conn.rollback()
+        raise MigrateError(
+            f"cannot write {s_info.name} rows {ids[0]}..{ids[-1]} into the target: {first_line(exc)}"
+        ) from None
+    counts["inserted"] += len(inserts)
+    counts["updated"] += len(updates)
+    return applied

@@ -1,0 +1,313 @@
+"""What copy, sync and verify share: opening databases, reflecting tables, reading rows.
+
+Everything here works the same on SQLite, PostgreSQL and MariaDB. Rows are
+read by keyset pagination on the integer primary key (``WHERE id > :last
+ORDER BY id LIMIT n``), so memory stays bounded whatever the table's size,
+and compared in a *canonical* form (booleans as 0/1, floats by ``repr``) so
+the same row reads the same on every engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Connection,
+    Engine,
+    Float,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, NoSuchTableError, OperationalError
+
+CHUNK = 5000
+TIME_COLUMN = "updated_at"
+
+
+class MigrateError(Exception):
+    """A migrate command cannot go on: one line saying what to fix. Nothing was changed."""
+
+
+def display_url(url: str) -> str:
+    """Return *url* with any password masked, fit for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL: show none of it rather than a secret
+        return "<unparsable database URL>"
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of a driver error, without SQLAlchemy's background links."""
+    raw = getattr(exc, "orig", None) or exc
+    for line in str(raw).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(raw).__name__
+
+
+def open_engine(url: str, label: str, must_exist: bool = True) -> Engine:
+    """Open and test the database *label* at *url*; raise MigrateError in one line if unusable.
+
+    A SQLite file that does not exist is refused when *must_exist* (SQLite
+    would otherwise create an empty one); the caller disposes the engine.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = Path(parsed.database)
+        if must_exist and not path.exists():
+            raise MigrateError(
+                f"the {label} database {path} does not exist; "
+                f"run strangler migrate upgrade --db {label}"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, pool_pre_ping=False)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_waits)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except (OperationalError, DBAPIError) as exc:
+        engine.dispose()
+        raise MigrateError(
+            f"cannot reach the {label} database at {display_url(url)}: {first_line(exc)}"
+        ) from None
+    return engine
+
+
+def _sqlite_waits(dbapi_connection: Any, record: Any) -> None:
+    # the apps write the same file meanwhile: wait for their locks, don't fail
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout = 30000")
+    cursor.close()
+
+
+@contextlib.contextmanager
+def engines(*pairs: tuple[str, str]) -> Iterator[list[Engine]]:
+    """Open one engine per ``(url, label)`` (all must exist); dispose them all afterwards."""
+    opened: list[Engine] = []
+    try:
+        for url, label in pairs:
+            opened.append(open_engine(url, label))
+        yield opened
+    finally:
+        for engine in opened:
+            engine.dispose()
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """A reflected table: its columns in order, its integer id column and whether it has updated_at."""
+
+    table: Table
+    columns: tuple[str, ...]
+    id_column: str
+    bool_columns: frozenset[str]
+
+    @property
+    def name(self) -> str:
+        """The table's name."""
+        return self.table.name
+
+    @property
+    def has_time(self) -> bool:
+        """Whether the table has the ``updated_at`` column sync keys on."""
+        return TIME_COLUMN in self.columns
+
+    def col(self, name: str) -> Column:
+        """The SQLAlchemy column called *name*."""
+        return self.table.c[name]
+
+
+def reflect(engine: Engine, name: str, label: str) -> TableInfo:
+    """Reflect table *name* of database *label*; MigrateError if absent or without an integer id."""
+    try:
+        table = Table(name, MetaData(), autoload_with=engine)
+    except NoSuchTableError:
+        raise MigrateError(
+            f"the {label} database has no table {name!r}; run strangler migrate upgrade --db {label}"
+        ) from None
+    pk = list(table.primary_key.columns)
+    if len(pk) != 1 or kind(pk[0].type) != "int":
+        raise MigrateError(
+            f"table {name!r} in the {label} database needs a single integer primary key to be copied"
+        )
+    bools = frozenset(c.name for c in table.columns if isinstance(c.type, Boolean))
+    return TableInfo(table, tuple(c.name for c in table.columns), pk[0].name, bools)
+
+
+def kind(sql_type: Any) -> str:
+    """The family of a column type that copying cares about: int, float, str, bytes or other.
+
+    Booleans count as int: MariaDB stores them as TINYINT(1), and the
+    canonical form of a boolean is 0/1 anyway.
+    """
+    if isinstance(sql_type, Boolean | Integer):
+        return "int"
+    if isinstance(sql_type, Float | Numeric):
+        return "float"
+    if isinstance(sql_type, String):
+        return "str"
+    if isinstance(sql_type, LargeBinary):
+        return "bytes"
+    return "other"
+
+
+def schema_problems(source: TableInfo, target: TableInfo) -> list[str]:
+    """What makes *target* unable to hold *source*'s rows (column names, types, lengths, NULLs)."""
+    problems = []
+    if source.columns != target.columns:
+        if set(source.columns) != set(target.columns):
+            missing = sorted(set(source.columns) - set(target.columns))
+            extra = sorted(set(target.columns) - set(source.columns))
+            detail = "; ".join(
+                part for part in (f"missing {', '.join(missing)}" if missing else "",
+                                  f"extra {', '.join(extra)}" if extra else "") if part
+            )
+            return [f"{source.name}: columns differ ({detail})"]
+    for name in source.columns:
+        s, t = source.col(name), target.col(name)
+        if kind(s.type) != kind(t.type):
+            problems.append(f"{source.name}.{name}: {s.type} vs {t.type}")
+        elif kind(s.type) == "str" and (t.type.length or 10**9) < (s.type.length or 10**9):
+            problems.append(f"{source.name}.{name}: {s.type} does not fit in {t.type}")
+        elif s.nullable and not t.nullable:
+            problems.append(f"{source.name}.{name}: nullable in the source, NOT NULL in the target")
+    return problems
+
+
+def canonical(value: Any) -> Any:
+    """One value in the form every engine agrees on (bool → 0/1, float → repr, bytes → hex)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, Decimal):
+        return repr(float(value))
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    return str(value)
+
+
+def canonical_row(row: Sequence[Any]) -> tuple:
+    """A row's values in canonical form (see :func:`canonical`)."""
+    return tuple(canonical(v) for v in row)
+
+
+def to_target(info: TableInfo, target: TableInfo, row: Sequence[Any]) -> dict[str, Any]:
+    """A source row as the target's bind values (0/1 become booleans where the target has them)."""
+    values = dict(zip(info.columns, row, strict=True))
+    for name in target.bool_columns:
+        if values.get(name) is not None:
+            values[name] = bool(values[name])
+    return values
+
+
+def iter_rows(
+    connection: Connection, info: TableInfo, after: int | None = None,
+    upto: int | None = None, chunk: int = CHUNK,
+) -> Iterator[tuple]:
+    """Yield the rows with *after* < id <= *upto*, ordered by id, read *chunk* at a time."""
+    id_col = info.col(info.id_column)
+    last = after
+    index = info.columns.index(info.id_column)
+    while True:
+        query = select(*[info.col(c) for c in info.columns]).order_by(id_col).limit(chunk)
+        if last is not None:
+            query = query.where(id_col > last)
+        if upto is not None:
+            query = query.where(id_col <= upto)
+        rows = connection.execute(query).all()
+        connection.rollback()  # no long read transaction holding back the writers
+        yield from rows
+        if len(rows) < chunk:
+            return
+        last = rows[-1][index]
+
+
+def max_id(connection: Connection, info: TableInfo) -> int:
+    """The largest id in the table (0 when empty)."""
+    found = connection.execute(select(func.max(info.col(info.id_column)))).scalar()
+    connection.rollback()
+    return int(found or 0)
+
+
+def merge_by_id(source: Iterator[tuple], target: Iterator[tuple], index: int) -> Iterator[tuple]:
+    """Walk two id-ordered row streams together: yield ``(id, source_row|None, target_row|None)``."""
+    s, t = next(source, None), next(target, None)
+    while s is not None or t is not None:
+        if t is None or (s is not None and s[index] < t[index]):
+            yield s[index], s, None
+            s = next(source, None)
+        elif s is None or t[index] < s[index]:
+            yield t[index], None, t
+            t = next(target, None)
+        else:
+            yield s[index], s, t
+            s, t = next(source, None), next(target, None)
+
+
+def reset_sequence(engine: Engine, info: TableInfo) -> None:
+    """Make the engine's next generated id come after the largest id in the table.
+
+    PostgreSQL: ``setval`` on the column's sequence, never moving it
+    backwards. MariaDB: ``AUTO_INCREMENT = max + 1`` (InnoDB never lowers it
+    below max + 1 either). SQLite picks max(rowid) + 1 by itself.
+    """
+    dialect = engine.dialect.name
+    name, id_column = info.name, info.id_column
+    with engine.begin() as connection:
+        top = connection.execute(select(func.max(info.col(id_column)))).scalar() or 0
+        if dialect == "postgresql":
+            sequence = connection.execute(
+                text("SELECT pg_get_serial_sequence(:t, :c)"), {"t": name, "c": id_column}
+            ).scalar()
+            if sequence is None:
+                return
+            last, called = connection.execute(
+                text(f"SELECT last_value, is_called FROM {sequence}")).one()
+            if last + (1 if called else 0) <= top:  # the next id would collide
+                connection.execute(text("SELECT setval(:s, :v)"), {"s": sequence, "v": top})
+        elif dialect in ("mysql", "mariadb"):
+            connection.execute(text(f"ALTER TABLE `{name}` AUTO_INCREMENT = {int(top) + 1}"))
+
+
+def update_by_id(info: TableInfo, guard_time: bool = False) -> Any:
+    """An UPDATE of every column by id, for executemany with :func:`update_params`.
+
+    With *guard_time*, a row whose ``updated_at`` is already newer than the
+    one being written is left alone (a change made meanwhile is not lost).
+    """
+    id_col = info.col(info.id_column)
+    statement = info.table.update().where(id_col == bindparam("k_id"))
+    if guard_time:
+        statement = statement.where(info.col(TIME_COLUMN) <= bindparam(f"v_{TIME_COLUMN}"))
+    return statement.values({c: bindparam(f"v_{c}") for c in info.columns if c != info.id_column})
+
+
+def update_params(info: TableInfo, values: dict[str, Any]) -> dict[str, Any]:
+    """Bind values for :func:`update_by_id` from a row's ``{column: value}``."""
+    params = {f"v_{c}": v for c, v in values.items() if c != info.id_column}
+    params["k_id"] = values[info.id_column]
+    return params
