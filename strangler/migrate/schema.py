@@ -9,12 +9,14 @@ password, no traceback) for an unreachable database or an unknown revision.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 from alembic import command
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from migrations import script_location
@@ -113,7 +115,10 @@ def _check_revision(db: Database, revision: str) -> None:
 
 
 def current(db: Database) -> tuple[str, ...]:
-    """The revisions *db* is at (empty for a database alembic never touched)."""
+    """The revisions *db* is at (empty for a database alembic never touched, or no SQLite file yet)."""
+    parsed = make_url(db.url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and not Path(parsed.database).exists():
+        return ()
     engine = open_engine(db.url, db.name)
     try:
         with engine.connect() as connection:

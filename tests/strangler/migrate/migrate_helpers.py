@@ -1,0 +1,146 @@
+"""What the migrate tests share: throw-away databases on each engine, a plan, a populated monolith."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
+
+from strangler.cli import cli
+
+SERVERS = {
+    "postgresql": "postgresql+psycopg2://postgres@127.0.0.1:5432/test",
+    "mariadb": "mysql+pymysql://root@127.0.0.1:3306/test",
+}
+ENGINES = ("sqlite", "postgresql", "mariadb")
+
+
+@contextlib.contextmanager
+def database(kind: str, tmp_path: Path, name: str) -> Iterator[str]:
+    """A fresh, empty database on engine *kind*; yields its URL and drops it afterwards.
+
+    On a server engine that is not running, the test is skipped, unless CI
+    is set, where it fails.
+    """
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / f'{name}.sqlite'}"
+        return
+    base = SERVERS[kind]
+    db_name = f"strangler_{name}_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f"CREATE DATABASE {db_name}"))
+    except OperationalError as exc:
+        admin.dispose()
+        if os.environ.get("CI"):
+            pytest.fail(f"{kind} at {base} is required in CI: {exc.orig}")
+        pytest.skip(f"no {kind} server at {base} (set CI=1 to make this a failure)")
+    try:
+        yield base.rsplit("/", 1)[0] + f"/{db_name}"
+    finally:
+        with admin.connect() as connection:
+            force = " WITH (FORCE)" if kind == "postgresql" else ""
+            connection.execute(text(f"DROP DATABASE IF EXISTS {db_name}{force}"))
+        admin.dispose()
+
+
+@contextlib.contextmanager
+def databases(tmp_path: Path, monolith: str, service: str) -> Iterator[dict[str, str]]:
+    """URLs for the monolith (engine *monolith*) and both services (engine *service*)."""
+    with (database(monolith, tmp_path, "monolith") as m, database(service, tmp_path, "users") as u,
+          database(service, tmp_path, "messages") as g):
+        yield {"monolith": m, "users": u, "messages": g}
+
+
+def write_plan(tmp_path: Path, urls: dict[str, str]) -> Path:
+    """A plan with the monolith, users and messages (owning data) and tokens (owning none)."""
+    lines = ['[strangler]\nrun_dir = "run"\n']
+    for name, tables in (("monolith", '["users", "messages", "revoked_tokens"]'),
+                         ("users", '["users"]'), ("messages", '["messages"]'), ("tokens", None)):
+        lines.append(f'[backends.{name}]\ncommand = "run {{port}}"\nhealth = "/healthz"\n')
+        if name == "monolith":
+            lines.append('app = "monolith:create_app"\n')
+        if tables:
+            lines.append(f'database = "{urls[name]}"\ntables = {tables}\n')
+    path = tmp_path / "strangler.toml"
+    path.write_text("".join(lines))
+    return path
+
+
+def run(plan: Path, *args: str) -> Result:
+    """``strangler migrate ARGS --plan PLAN`` through CliRunner."""
+    return CliRunner().invoke(cli, ["migrate", *args, "--plan", str(plan)], catch_exceptions=False)
+
+
+def one_line_error(result: Result) -> str:
+    """The error of a failed command, checked to be exactly one line with no traceback."""
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) >= 1 and lines[-1].startswith("Error: "), result.output
+    assert "Traceback" not in result.output
+    return lines[-1]
+
+
+def monolith_app(url: str, tmp_path: Path):  # noqa: ANN201
+    """The real monolith app on *url* (migrated on start)."""
+    from monolith import create_app
+
+    return create_app({"STRANGLER_ENV": "testing", "DATABASE_URL": url,
+                       "STRANGLER_DATA_DIR": str(tmp_path / "monolith-data")})
+
+
+def close_monolith(app) -> None:  # noqa: ANN001
+    """Stop the app's link expander and close its database connections."""
+    from monolith import db
+
+    app.extensions["link_expander"].shutdown(wait=True)
+    with app.app_context():
+        db.engine.dispose()
+
+
+def populate(client, users: int = 3, messages: int = 4) -> dict:  # noqa: ANN001
+    """Register *users* users and post *messages* messages each through the API; return what was made."""
+    import base64
+
+    made = {"users": [], "messages": [], "tokens": {}}
+    for n in range(users):
+        nickname = f"user{n}-{uuid.uuid4().hex[:6]}"
+        user = client.post("/api/users", json={"nickname": nickname, "password": "pw"}).json
+        auth = base64.b64encode(f"{nickname}:pw".encode()).decode()
+        token = client.post("/api/tokens", headers={"Authorization": f"Basic {auth}"}).json["token"]
+        made["users"].append(user)
+        made["tokens"][user["id"]] = token
+        for m in range(messages):
+            message = client.post("/api/messages", json={"source": f"**{nickname}** says {m}"},
+                                  headers={"Authorization": f"Bearer {token}"})
+            assert message.status_code == 201, message.json
+            made["messages"].append(message.json)
+    return made
+
+
+def rows(url: str, table: str) -> list[tuple]:
+    """Every row of *table* at *url*, ordered by id."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return [tuple(r) for r in connection.execute(text(f"SELECT * FROM {table} ORDER BY id"))]
+    finally:
+        engine.dispose()
+
+
+def execute(url: str, sql: str, **params: object) -> None:
+    """Run one statement at *url* and commit."""
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text(sql), params)
+    finally:
+        engine.dispose()
