@@ -328,7 +328,8 @@ def bench_size(workdir: Path, count: int, args: argparse.Namespace) -> None:
             bare = statistics.median(cli["bare python"]) * 1000
             print(f"  medians: the command {command:.0f} ms = interpreter {bare:.0f} ms + importing "
                   f"strangler.cli {start - bare:.0f} ms + the rest {command - start:.0f} ms "
-                  f"(plan file, clients, the flip); {command / start:.2f}x the import alone")
+                  f"(plan file, clients, the flip; differences of medians, noisy on a busy machine); "
+                  f"{command / start:.2f}x the import alone")
     finally:
         platform.close()
 
