@@ -38,12 +38,13 @@ command = "true"
 health = "/healthz"
 endpoints = ["GET /api/users", "GET /api/users/<id>"]
 
+# every token use stamps the user seen and updated, on each backend at its own second
 [compare."GET /api/users"]
-ignore = ["users[*].last_seen_at"]
+ignore = ["users[*].last_seen_at", "users[*].updated_at"]
 sets = ["users"]
 
 [compare."GET /api/users/<id>"]
-ignore = ["last_seen_at"]
+ignore = ["last_seen_at", "updated_at"]
 
 [compare."POST /api/tokens"]
 ignore = ["token"]
@@ -124,6 +125,8 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     client = seed.test_client()
     for name in ("ann", "bob", "cat"):
         assert client.post("/api/users", json={"nickname": name, "password": "pw"}).status_code == 201
+    # ann logs in before the copy: online on both, with a token both accept (same secrets)
+    token = client.post("/api/tokens", headers=_basic("ann")).json["token"]
     _dispose(seed)
     started = {}
     for side in ("monolith", "candidate"):
@@ -135,7 +138,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         thread = threading.Thread(target=httpd.serve_forever, daemon=True)
         thread.start()
         started[side] = (app, wrapped, httpd, thread, f"http://127.0.0.1:{httpd.server_port}")
-    yield {side: (wrapped, url) for side, (_, wrapped, _, _, url) in started.items()}
+    yield {"token": token, **{side: (wrapped, url) for side, (_, wrapped, _, _, url) in started.items()}}
     for app, _, httpd, thread, _ in started.values():
         httpd.shutdown()
         thread.join(5)
@@ -169,23 +172,17 @@ def run(servers: dict, plan_file: Path):
     return invoke
 
 
-def _token(url: str, nickname: str = "ann") -> str:
-    import requests
-
-    auth = base64.b64encode(f"{nickname}:pw".encode()).decode()
-    response = requests.post(f"{url}/api/tokens", headers={"Authorization": f"Basic {auth}"}, timeout=5)
-    return response.json()["token"]
+def _basic(nickname: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{nickname}:pw".encode()).decode()}
 
 
 def test_identical_behaviour_exits_0_despite_fresh_tokens_and_seen_times(run, servers):
-    token = _token(servers["monolith"][1])
-    result = run("GET /api/users/1", "--token", token)
+    result = run("GET /api/users/1", "--token", servers["token"])
     assert result.exit_code == 0, result.output
     assert "SAME GET /api/users/1: no real differences" in result.output
     assert "ann" in result.output
-    basic = base64.b64encode(b"bob:pw").decode()
-    result = run("POST /api/tokens", "--header", f"Authorization: Basic {basic}", "--allow-writes",
-                 "--json")
+    login = f"Authorization: {_basic('bob')['Authorization']}"
+    result = run("POST /api/tokens", "--header", login, "--allow-writes", "--json")
     assert result.exit_code == 0, result.output
     found = json.loads(result.output)
     assert found["same"] and found["results"][0]["ignored"] == ["token"]
@@ -217,18 +214,23 @@ def test_a_changed_field_exits_1_and_names_the_path(run, sides):
 def test_updated_since_with_greater_or_equal_is_caught_in_json(run, sides, servers):
     import requests
 
-    users = requests.get(f"{servers['monolith'][1]}/api/users", timeout=5).json()["users"]
-    since = max(u["updated_at"] for u in users)
+    def ids(side: str) -> set[int]:
+        url = f"{servers[side][1]}/api/users?updated_since={since}"
+        return {u["id"] for u in requests.get(url, timeout=5).json()["users"]}
+
+    seeded = requests.get(f"{servers['monolith'][1]}/api/users/3", timeout=5).json()
+    assert seeded["nickname"] == "cat"  # cat never logs in: updated_at as seeded, on both
+    since = seeded["updated_at"]
     sides[1].plant = "updated_since>="
     result = run(f"GET /api/users?updated_since={since}", "--json")
     assert result.exit_code == 1, result.output
     found = json.loads(result.output)
     differences = found["results"][0]["differences"]
     assert found["results"][0]["endpoint"] == "GET /api/users"
-    assert {d["kind"] for d in differences} == {"extra"}
-    assert {d["pattern"] for d in differences} == {"users[*]"}
-    at_since = sorted(u["nickname"] for u in users if u["updated_at"] == since)
-    assert sorted(d["right"]["nickname"] for d in differences) == at_since
+    assert {(d["kind"], d["pattern"]) for d in differences} == {("extra", "users[*]")}
+    only_candidate = ids("candidate") - ids("monolith")
+    assert 3 in only_candidate
+    assert {d["right"]["id"] for d in differences} == only_candidate
     sides[1].plant = None
     assert run(f"GET /api/users?updated_since={since}").exit_code == 0
 
