@@ -205,8 +205,9 @@ class _Walk:
     def __init__(self, rule: Rule, noise: Iterable[str], max_differences: int, max_nodes: int,
                  max_depth: int) -> None:
         self.skip = _parse_all((*rule.ignore, *noise))
-        # whole-pattern spellings, for status, headers and text bodies (lowercase: header names)
-        self.unwanted = {p.lower() for p in (*rule.ignore, *noise)}
+        # whole-pattern spellings, for status and text bodies; header names ignore case
+        self.unwanted = {*rule.ignore, *noise}
+        self.unwanted_headers = {p.lower() for p in self.unwanted if p.lower().startswith("headers.")}
         self.sets = _parse_all(rule.sets)
         self.out: list[Difference] = []
         self.max_differences = max_differences
@@ -220,7 +221,7 @@ class _Walk:
             pattern: str | None = None) -> None:
         text = path if isinstance(path, str) else (format_path(path) or BODY)
         pattern = "truncated" if kind == "truncated" else pattern or pattern_of(text)
-        if kind != "truncated" and pattern.lower() in self.unwanted:
+        if kind != "truncated" and pattern in self.unwanted:
             return
         if len(self.out) >= self.max_differences:
             self.out.append(Difference(text, "truncated", "truncated",
@@ -402,7 +403,7 @@ def _location(value: str | None) -> str | None:
 def _headers(walk: _Walk, left: Answer, right: Answer, names: Iterable[str]) -> None:
     for name in names:
         path = f"headers.{name}"
-        if path.lower() in walk.unwanted:
+        if path.lower() in walk.unwanted_headers:
             continue
         a, b = left.header(name), right.header(name)
         if name.lower() == "location":

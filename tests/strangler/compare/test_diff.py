@@ -115,6 +115,8 @@ def test_noise_patterns_hide_only_their_fields():
     right = {"token": "xyz", "user": {"id": 1, "nickname": "anne"}}
     found = diff(answer(left), answer(right), noise=frozenset({"token"}))
     assert kinds(found) == [("user.nickname", "changed")]
+    found = diff(answer(left), answer(right), noise=frozenset({"Token", "user.Nickname"}))
+    assert kinds(found) == [("token", "changed"), ("user.nickname", "changed")]
 
 
 def test_noise_between_two_answers_of_one_backend():
