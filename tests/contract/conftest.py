@@ -91,6 +91,11 @@ class Platform:
         return {endpoint: owner if endpoint.split()[1].startswith("/internal/") else "monolith"
                 for endpoint, owner in self.owners().items()}
 
+    def restart(self) -> None:
+        """``strangler down``, then ``up`` again on the same plan and run dir."""
+        down(self.run_dir)
+        self.state = up(self.plan.parent).state
+
     def access_log(self) -> Path:
         """Traefik's JSON access log (one line per request, naming the service that answered)."""
         return self.run_dir / "logs" / "traefik-access.log"
