@@ -33,6 +33,7 @@ import tempfile
 import threading
 import time
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,6 @@ from strangler import procs, routing_plan  # noqa: E402
 from strangler.plan import load_plan  # noqa: E402
 from strangler.shadow import control  # noqa: E402
 from strangler.shadow.store import read_report  # noqa: E402
-from strangler.shadow.targets import write_targets  # noqa: E402
 
 ENDPOINT = "GET /api/users/<id>"
 PATH = "/api/users/7"
@@ -166,8 +166,11 @@ def set_shadow(world: dict, mode: str) -> None:
         return
     if not routes[endpoint].mirror:
         control.shadow_on(world["etcd"], world["plan"], [endpoint], "users", api=world["api"])
-    write_targets(world["etcd"], {endpoint: "users" if mode == "on" else "nobody"})
-    time.sleep(1.5)  # the comparator reads its targets every second
+    # "copy": a candidate with no instances, so the comparator replays nothing
+    candidate = "users" if mode == "on" else "nobody"
+    table.apply(world["etcd"], lambda rs: {**rs, endpoint: replace(rs[endpoint], candidate=candidate)},
+                who="bench", what=f"shadow candidate {candidate}")
+    time.sleep(1.5)  # the comparator reads the route table every second
 
 
 def totals(world: dict) -> dict:

@@ -19,6 +19,7 @@ Decisions:
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -65,15 +66,22 @@ class Endpoint(NamedTuple):
     @property
     def id(self) -> str:
         """A stable, key-safe slug: ``GET /api/users/<id>`` -> ``get-api-users-id``."""
-        words = [self.method.lower()]
-        for segment in self.path.strip("/").split("/"):
-            param = _PARAM.match(segment)
-            text = param.group("name") if param else segment
-            words.append(re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x")
-        return "-".join(words) if self.path != "/" else f"{words[0]}-root"
+        return _slug(self.method, self.path)
 
     def __str__(self) -> str:
         return f"{self.method} {self.path}"
+
+
+# Cached: a flip re-derives every endpoint's keys, and a 2000-endpoint table
+# spent ~160 ms per flip recomputing these slugs with regexes.
+@functools.lru_cache(maxsize=65536)
+def _slug(method: str, path: str) -> str:
+    words = [method.lower()]
+    for segment in path.strip("/").split("/"):
+        param = _PARAM.match(segment)
+        text = param.group("name") if param else segment
+        words.append(re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x")
+    return "-".join(words) if path != "/" else f"{words[0]}-root"
 
 
 def parse_endpoint(spec: str, *, strict: bool = False) -> Endpoint:
@@ -168,15 +176,19 @@ class Route:
     - ``backend``: "monolith" or a service name; it answers the requests.
     - ``weights``: canary split, e.g. {"users": 10, "monolith": 90}.
     - ``mirror``: shadow, a copy of each request goes to this backend too.
+    - ``candidate``: with a mirror, the service the comparator holds up
+      against the monolith. Kept in the route so that it changes in the same
+      transaction as the mirror (Traefik never sees it).
     """
 
     endpoint: Endpoint
     backend: str = MONOLITH
     weights: dict[str, int] | None = None
     mirror: str | None = None
+    candidate: str | None = None
 
     def __post_init__(self) -> None:
-        for name in [self.backend, self.mirror or "x", *(self.weights or {})]:
+        for name in [self.backend, self.mirror or "x", self.candidate or "x", *(self.weights or {})]:
             if not _NAME.match(name):
                 raise ValueError(f"{self.endpoint}: backend name {name!r} must be [a-z0-9_-]")
         if self.weights is not None:
@@ -211,6 +223,7 @@ class Route:
             "backend": self.backend,
             "weights": self.weights,
             "mirror": self.mirror,
+            "candidate": self.candidate,
         }
 
     @classmethod
@@ -221,6 +234,7 @@ class Route:
             backend=data.get("backend") or MONOLITH,
             weights=dict(data["weights"]) if data.get("weights") else None,
             mirror=data.get("mirror"),
+            candidate=data.get("candidate"),
         )
 
     @classmethod
@@ -262,6 +276,16 @@ def _router(name: str, rule_: str, prio: int, service: str, entrypoint: str, ret
     return keys
 
 
+@functools.lru_cache(maxsize=65536)
+def _endpoint_router(endpoint: Endpoint, service: str, entrypoint: str) -> dict[str, str]:
+    """One endpoint's router keys (cached: the same for every flip that leaves it alone).
+
+    Callers must not modify the returned dict."""
+    # A prefix carries every method, like the catch-all: no blind retries.
+    retry = endpoint.method in IDEMPOTENT
+    return _router(endpoint.id, rule(endpoint), priority(endpoint), service, entrypoint, retry)
+
+
 def traefik_keys(
     routes: Iterable[Route],
     *,
@@ -286,7 +310,8 @@ def traefik_keys(
         # Routes name the monolith "monolith"; its Traefik service may differ.
         return monolith if backend == MONOLITH else backend
 
-    keys: dict[str, str] = {f"{ROOT}/http/middlewares/{RETRY}/retry/attempts": str(RETRY_ATTEMPTS)}
+    middleware = f"{ROOT}/http/middlewares/{RETRY}/retry/"
+    keys: dict[str, str] = {middleware + "attempts": str(RETRY_ATTEMPTS)}
     keys |= _router(CATCHALL, "PathPrefix(`/`)", 1, monolith, entrypoint, retry=False)
     backends = {monolith}
     seen: dict[str, Endpoint] = {}
@@ -312,11 +337,7 @@ def traefik_keys(
             keys[base + "service"] = main
             keys[base + "mirrors/0/name"] = svc(route.mirror)
             keys[base + "mirrors/0/percent"] = "100"
-        # A prefix carries every method, like the catch-all: no blind retries.
-        retry = route.endpoint.method in IDEMPOTENT
-        keys |= _router(
-            name, rule(route.endpoint), priority(route.endpoint), service, entrypoint, retry
-        )
+        keys |= _endpoint_router(route.endpoint, service, entrypoint)
     for backend in sorted(backends | set(healthchecks or {})):
         # Declares the load balancer even before any instance registers, so
         # routers pointing at it resolve (503, not 404) while it is empty.

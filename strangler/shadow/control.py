@@ -19,7 +19,7 @@ from router.traefik import TraefikAPI
 from strangler import routing
 from strangler.plan import Plan
 from strangler.routing import Outcome, Routes, RoutingError
-from strangler.shadow.targets import COMPARATOR, write_targets
+from strangler.shadow.worker import COMPARATOR
 
 SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -87,11 +87,9 @@ def shadow_on(etcd: Etcd, plan: Plan, endpoints: Sequence[Endpoint], target: str
         for endpoint in endpoints:
             if endpoint not in routes:
                 raise RoutingError(f"{endpoint} is not in the routing table yet; run strangler plan apply")
-            routes[endpoint] = replace(routes[endpoint], mirror=COMPARATOR)
+            routes[endpoint] = replace(routes[endpoint], mirror=COMPARATOR, candidate=target)
         return routes
 
-    # The candidate first: the comparator looks it up only for routes that mirror to it.
-    write_targets(etcd, dict.fromkeys(endpoints, target))
     return routing.write(etcd, api, change, what=f"shadow {summary(endpoints)} to {target}",
                          who=who or routing.table.current_user(), timeout=timeout)
 
@@ -112,7 +110,7 @@ def shadow_off(etcd: Etcd, plan: Plan, endpoints: Sequence[Endpoint] = (), *,
     def change(routes: Routes) -> Routes:
         for endpoint in chosen:
             if endpoint in routes:
-                routes[endpoint] = replace(routes[endpoint], mirror=None)
+                routes[endpoint] = replace(routes[endpoint], mirror=None, candidate=None)
         return routes
 
     return routing.write(etcd, api, change, what=f"shadow off {summary(chosen)}",

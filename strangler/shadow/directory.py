@@ -1,7 +1,7 @@
 """The comparator's view of the platform: shadowed routes, their candidates and live instances.
 
 Read from etcd by a background thread every ``refresh`` seconds (the route
-table, ``strangler/shadow/`` targets and the registry), so looking a
+table, whose shadowed routes name their candidate, and the registry), so looking a
 mirrored request up costs no I/O. The plan (compare rules, which backend is
 the monolith) is read from its file and read again when the file changes.
 """
@@ -21,7 +21,7 @@ from router.etcd import Etcd, EtcdError
 from router.keys import Endpoint, Route
 from strangler.plan import CompareRule, Plan, PlanError, load_plan
 from strangler.shadow.matching import Matcher
-from strangler.shadow.targets import COMPARATOR, read_targets
+from strangler.shadow.worker import COMPARATOR
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,6 @@ class EtcdDirectory:
         self.rules = rules
         self.refresh_every = refresh
         self._routes: dict[Endpoint, Route] = {}
-        self._targets: dict[Endpoint, str] = {}
         self._matcher = Matcher([])
         self._urls: dict[str, Iterator[str]] = {}
         self._stop = threading.Event()
@@ -110,15 +109,14 @@ class EtcdDirectory:
         return self.rules.monolith
 
     def refresh(self) -> None:
-        """Read routes, targets and instances now (EtcdError when etcd does not answer)."""
+        """Read routes (with their candidates) and instances now (EtcdError when etcd does not answer)."""
         routes, _ = table.load(self.etcd)
-        targets = read_targets(self.etcd)
         by_backend: dict[str, list[str]] = {}
         for instance in registry.instances(self.etcd):
             by_backend.setdefault(instance.backend, []).append(instance.url)
         if set(routes) != set(self._routes):
             self._matcher = Matcher(routes)
-        self._routes, self._targets = routes, targets
+        self._routes = routes
         self._urls = {name: itertools.cycle(urls) for name, urls in by_backend.items()}
 
     def start(self) -> EtcdDirectory:
@@ -148,7 +146,7 @@ class EtcdDirectory:
         route = self._routes.get(endpoint) if endpoint else None
         if route is None or route.mirror != COMPARATOR:
             return None
-        return endpoint, self._targets.get(endpoint)
+        return endpoint, route.candidate
 
     def url(self, backend: str) -> str | None:
         """See worker.Directory.url (round robin over the registered instances)."""

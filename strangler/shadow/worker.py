@@ -30,6 +30,7 @@ from strangler.shadow.store import ShadowStore
 
 log = logging.getLogger(__name__)
 
+COMPARATOR = "comparator"  # the comparator's backend name (its Traefik service)
 SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 UNROUTED = "(unrouted)"
 # Not replayed: hop-by-hop headers, what requests sets itself, and what Traefik added.
