@@ -40,6 +40,18 @@ OPTIONS_KEY = META_PREFIX + "options"
 CATCHALL = "catchall"
 RETRY = "retry"
 RETRY_ATTEMPTS = 3
+# Traefik retries by itself only when nothing reached the backend (refused
+# connection). An instance killed while it holds a request makes Traefik answer
+# 502 instead; retrying that status sends the idempotent request to another
+# instance. Never 503 or 504: a backend may say those itself, and a service's
+# own bounded retries already cover "no instance right now".
+RETRY_STATUS = ("502",)
+# Passive health check: one failed attempt (refused, reset) takes a server out
+# of rotation for this window, so retries stop landing on an instance that just
+# died; the active health check (every 2 s) alone left ~2 s of such retries,
+# and some requests drew the dead instance on all 3 attempts.
+PASSIVE_MAX_FAILED = 1
+PASSIVE_WINDOW = "3s"
 MONOLITH = "monolith"
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 PREFIX = "PREFIX"  # the "method" of a prefix endpoint: every method, every path below
@@ -312,6 +324,7 @@ def traefik_keys(
 
     middleware = f"{ROOT}/http/middlewares/{RETRY}/retry/"
     keys: dict[str, str] = {middleware + "attempts": str(RETRY_ATTEMPTS)}
+    keys |= {f"{middleware}status/{i}": status for i, status in enumerate(RETRY_STATUS)}
     keys |= _router(CATCHALL, "PathPrefix(`/`)", 1, monolith, entrypoint, retry=False)
     backends = {monolith}
     seen: dict[str, Endpoint] = {}
@@ -346,4 +359,6 @@ def traefik_keys(
         keys[service_key(backend) + "healthcheck/path"] = path
         keys[service_key(backend) + "healthcheck/interval"] = healthcheck_interval
         keys[service_key(backend) + "healthcheck/timeout"] = healthcheck_timeout
+        keys[service_key(backend) + "passivehealthcheck/maxfailedattempts"] = str(PASSIVE_MAX_FAILED)
+        keys[service_key(backend) + "passivehealthcheck/failurewindow"] = PASSIVE_WINDOW
     return keys
