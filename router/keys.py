@@ -39,19 +39,19 @@ OPTIONS_KEY = META_PREFIX + "options"
 
 CATCHALL = "catchall"
 RETRY = "retry"
-RETRY_ATTEMPTS = 3
+RETRY_ATTEMPTS = 5
 # Traefik retries by itself only when nothing reached the backend (refused
 # connection). An instance killed while it holds a request makes Traefik answer
 # 502 instead; retrying that status sends the idempotent request to another
 # instance. Never 503 or 504: a backend may say those itself, and a service's
 # own bounded retries already cover "no instance right now".
 RETRY_STATUS = ("502",)
-# Passive health check: one failed attempt (refused, reset) takes a server out
-# of rotation for this window, so retries stop landing on an instance that just
-# died; the active health check (every 2 s) alone left ~2 s of such retries,
-# and some requests drew the dead instance on all 3 attempts.
-PASSIVE_MAX_FAILED = 1
-PASSIVE_WINDOW = "3s"
+# Until the active health check (every 2 s) notices a dead instance, a retry
+# may draw it again: with 3 immediate attempts some requests drew it on all 3.
+# 5 attempts, spaced 100-200 ms apart, outlast that window far more often.
+# (Traefik's passive health check is no answer: it also counts a backend's
+# own 5xx, so one clean 503 took a healthy instance out of rotation.)
+RETRY_INTERVAL = "100ms"
 MONOLITH = "monolith"
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 PREFIX = "PREFIX"  # the "method" of a prefix endpoint: every method, every path below
@@ -323,7 +323,8 @@ def traefik_keys(
         return monolith if backend == MONOLITH else backend
 
     middleware = f"{ROOT}/http/middlewares/{RETRY}/retry/"
-    keys: dict[str, str] = {middleware + "attempts": str(RETRY_ATTEMPTS)}
+    keys: dict[str, str] = {middleware + "attempts": str(RETRY_ATTEMPTS),
+                            middleware + "initialInterval": RETRY_INTERVAL}
     keys |= {f"{middleware}status/{i}": status for i, status in enumerate(RETRY_STATUS)}
     keys |= _router(CATCHALL, "PathPrefix(`/`)", 1, monolith, entrypoint, retry=False)
     backends = {monolith}
@@ -359,6 +360,4 @@ def traefik_keys(
         keys[service_key(backend) + "healthcheck/path"] = path
         keys[service_key(backend) + "healthcheck/interval"] = healthcheck_interval
         keys[service_key(backend) + "healthcheck/timeout"] = healthcheck_timeout
-        keys[service_key(backend) + "passivehealthcheck/maxfailedattempts"] = str(PASSIVE_MAX_FAILED)
-        keys[service_key(backend) + "passivehealthcheck/failurewindow"] = PASSIVE_WINDOW
     return keys
