@@ -18,6 +18,7 @@ import contextlib
 import http.server
 import json
 import queue
+import re
 import threading
 import time
 import uuid
@@ -233,8 +234,7 @@ def check_index_and_static(base: str) -> None:
     page = api.get("/", headers={"Accept": "text/html"})
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html"), show(page)
     for name, kind in (("app.js", "javascript"), ("socketio.js", "javascript"), ("style.css", "css")):
-        (asset,) = {part.split('"')[0] for part in page.text.split('="')
-                    if part.startswith("/") and part.split('"')[0].endswith("/" + name)}
+        (asset,) = set(re.findall(rf'(?:src|href)="(/[^"]*/{re.escape(name)})"', page.text))
         answer = api.get(asset)
         assert answer.status_code == 200 and kind in answer.headers["Content-Type"], show(answer)
         assert len(answer.content) > 100, asset
