@@ -31,7 +31,9 @@ from strangler.migrate.tables import (
     TIME_COLUMN,
     MigrateError,
     TableInfo,
+    bulk_insert,
     canonical_row,
+    iter_chunks,
     iter_rows,
     max_id,
     merge_by_id,
@@ -162,27 +164,15 @@ def run_copy(source: Engine, target: Engine, plans: list[TablePlan],
 def _copy_new(source: Engine, target: Engine, item: TablePlan, chunk: int,
               progress: Progress | None) -> int:
     s_info, t_info = item.source, item.target
-    insert = t_info.table.insert()
     copied = 0
-    batch: list[dict] = []
     with source.connect() as s_conn, target.connect() as t_conn:
-        for row in iter_rows(s_conn, s_info, after=item.target_max, chunk=chunk):
-            batch.append(to_target(s_info, t_info, row))
-            if len(batch) >= chunk:
-                copied += _write(t_conn, insert, batch, item.source.name, progress)
-                batch = []
-        if batch:
-            copied += _write(t_conn, insert, batch, item.source.name, progress)
+        for batch in iter_chunks(s_conn, s_info, after=item.target_max, chunk=chunk):
+            with t_conn.begin():  # one transaction per chunk: a kill loses at most this one
+                bulk_insert(t_conn, s_info, t_info, batch)
+            copied += len(batch)
+            if progress:
+                progress(s_info.name, len(batch))
     return copied
-
-
-def _write(t_conn: Connection, insert, batch: list[dict], name: str,  # noqa: ANN001
-           progress: Progress | None) -> int:
-    with t_conn.begin():
-        t_conn.execute(insert, batch)
-    if progress:
-        progress(name, len(batch))
-    return len(batch)
 
 
 def _refresh(source: Engine, target: Engine, item: TablePlan, chunk: int,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from migrate_helpers import (
     close_monolith,
+    database,
     databases,
     execute,
     monolith_app,
@@ -149,3 +150,28 @@ def test_missing_server_database_is_one_line(tmp_path):
         assert run(path, "upgrade", "--db", "monolith").exit_code == 0
         line = one_line_error(run(path, "copy", "users"))
         assert "cannot reach the users database" in line and "does not exist" in line
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql", "mariadb"])
+def test_bulk_insert_keeps_nulls_empty_strings_and_escapes(engine, tmp_path):
+    from sqlalchemy import Column, Integer, MetaData, Table, Text, create_engine
+
+    from strangler.migrate.tables import bulk_insert, canonical_row, iter_rows, reflect
+
+    tricky = ["", None, "\\N", 'a\tb,"c"\n\\d\r', "é ✓"]
+    with database(engine, tmp_path, "bulk") as url:
+        meta = MetaData()
+        for name, nullable in (("loose", True), ("strict", False)):
+            Table(name, meta, Column("id", Integer, primary_key=True), Column("body", Text, nullable=nullable))
+        sql = create_engine(url)
+        try:
+            meta.create_all(sql)
+            for name in ("loose", "strict"):
+                info = reflect(sql, name, "bulk")
+                values = [(n + 1, v) for n, v in enumerate(tricky) if v is not None or name == "loose"]
+                with sql.connect() as connection, connection.begin():
+                    bulk_insert(connection, info, info, values)
+                with sql.connect() as connection:
+                    assert [canonical_row(r) for r in iter_rows(connection, info)] == values
+        finally:
+            sql.dispose()
