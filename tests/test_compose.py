@@ -159,6 +159,12 @@ def test_every_referenced_file_exists(compose: dict) -> None:
             source = volume.split(":")[0]
             if source.startswith("./"):
                 assert (REPO / source).is_file(), source
+    # programs come from the image's pip packages, or are made by the Dockerfile
+    from_pip = {"gunicorn", "strangler", "etcd", "traefik"}
+    for name, service in compose["services"].items():
+        if "command" in service and "build" in service:
+            program = argv(service["command"])[0]
+            assert program in from_pip or program in dockerfile, f"{name} runs {program}, which the image lacks"
     entrypoint = REPO / "docker/entrypoint.sh"
     assert entrypoint.read_text().startswith("#!/bin/sh") and "STRANGLER_INSTANCE_URL" in entrypoint.read_text()
 

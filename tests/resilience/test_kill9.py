@@ -61,7 +61,7 @@ class Load:
                     answer = session.get(self.web + path, timeout=10)
                     failure = None if answer.status_code == 200 else f"{answer.status_code} {answer.text[:80]}"
                 except requests.RequestException as exc:
-                    failure = type(exc).__name__
+                    failure = f"{type(exc).__name__}: {exc}"[:160]
                 with self.lock:
                     self.sent += 1
                     if failure:
@@ -79,14 +79,14 @@ class Load:
 
 
 def failed_in_access_log(run_dir: Path) -> list[dict]:
-    """Traefik's access-log entries of answers that were not 2xx (for the failure message)."""
+    """Traefik's access-log entries of requests not answered 2xx (for the failure message)."""
     entries = []
     for line in (run_dir / "logs" / "traefik-access.log").read_text().splitlines():
         try:
             entry = json.loads(line)
         except ValueError:
             continue
-        if entry.get("DownstreamStatus", 200) >= 300:
+        if not 200 <= (entry.get("DownstreamStatus") or 0) < 300:  # 0: no answer at all
             entries.append({k: entry.get(k) for k in ("RequestPath", "DownstreamStatus", "OriginStatus",
                                                         "RetryAttempts", "ServiceURL", "Duration")})
     return entries
