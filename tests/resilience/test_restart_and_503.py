@@ -78,9 +78,10 @@ def test_users_down_gives_a_clean_503_json_within_bounded_time(stack: RunningSta
     assert requests.get(f"{stack.instance_url('tokens.0')}/healthz", timeout=5).status_code == 200
 
 
-# Measured: users re-registers ~2.3 s after it is started again (more under load), but
-# tokens' LB client (extracted/common/client.py: retries=4, back-off 0.1 s doubling)
-# gives up after ~1.5 s of back-off, so this login gets the clean 503 instead. The
+# Measured: users re-registers 0.9 s after it is started again on a quiet machine (the
+# login then succeeds after 1.7 s), 2.3 s when other tests load it; tokens' LB client
+# (extracted/common/client.py: retries=4, back-off 0.1 s doubling) gives up after
+# ~1.5 s of back-off, so under load this login gets the clean 503 instead. The
 # fix belongs to that client's defaults (e.g. retries=6: ~3.5 s, still capped by
 # total_timeout=10 s); drop this marker once it is in.
 @pytest.mark.xfail(raises=AssertionError, strict=False,
