@@ -84,8 +84,6 @@ def test_users_down_gives_a_clean_503_json_within_bounded_time(stack: RunningSta
 # ~1.5 s of back-off, so under load this login gets the clean 503 instead. The
 # fix belongs to that client's defaults (e.g. retries=6: ~3.5 s, still capped by
 # total_timeout=10 s); drop this marker once it is in.
-@pytest.mark.xfail(raises=AssertionError, strict=False,
-                   reason="the LB client's retry budget (~1.5 s) is shorter than a users restart (~2.3 s)")
 def test_a_login_issued_during_the_restart_succeeds(stack: RunningStack, account: tuple[str, str]) -> None:
     results: list[requests.Response | Exception] = []
 
