@@ -36,6 +36,7 @@ __all__ = [
     "STRATEGIES",
     "Backend",
     "CompareRule",
+    "DataTable",
     "Endpoint",
     "InventoryEntry",
     "Plan",
@@ -106,6 +107,18 @@ class CompareRule:
     shadow_unsafe: bool = False
 
 
+@dataclass(frozen=True)
+class DataTable:
+    """One ``[tables.<name>]``: the endpoints that insert its rows (one family per table).
+
+    The routing guards read it: a canary on an inserting endpoint would
+    allocate ids from two databases at once.
+    """
+
+    name: str
+    inserted_by: tuple[Endpoint, ...] = ()
+
+
 class Route(NamedTuple):
     """Where one endpoint goes: ``owner`` in the end, ``initial`` before any flip."""
 
@@ -127,6 +140,7 @@ class Plan:
     compare_default: CompareRule
     compare: Mapping[Endpoint, CompareRule]
     path: Path | None = None
+    tables: Mapping[str, DataTable] = field(default_factory=dict)
 
     @classmethod
     def from_data(cls, data: Mapping, path: Path | None = None) -> Plan:
@@ -169,6 +183,10 @@ class Plan:
             compare_default=default,
             compare=rules,
             path=path,
+            tables={
+                name: DataTable(name, tuple(parse_endpoint_spec(s) for s in t.get("inserted_by", ())))
+                for name, t in data.get("tables", {}).items()
+            },
         )
 
     @property
@@ -255,6 +273,16 @@ class Plan:
                 self.strategy == "new-only" and ep not in in_monolith and not ep.is_prefix)
             routes.append(Route(ep, owner, owner if new else self.monolith))
         return routes
+
+    def inserted_tables(self, endpoint: str | tuple[str, str]) -> list[str]:
+        """The tables whose ``inserted_by`` lists ``endpoint`` (``[tables.<name>]``), in plan order."""
+        ep = self.endpoint(endpoint)
+        return [name for name, t in self.tables.items() if ep in t.inserted_by]
+
+    def data_services(self) -> list[str]:
+        """Services that own data: a ``database`` and ``tables`` (their rows move out of the monolith)."""
+        return [name for name in self.services
+                if self.backends[name].database and self.backends[name].tables]
 
     def compare_rule(self, endpoint: str | tuple[str, str]) -> CompareRule:
         """The compare rule for ``endpoint``: its own ``[compare."..."]`` table over the defaults."""

@@ -85,6 +85,7 @@ _TOP = {
     "backends": ("table", "declare at least the monolith: [backends.monolith]"),
     "endpoints": ("tables", None),
     "compare": ("table", None),
+    "tables": ("table", None),
 }
 _STRANGLER = {"strategy": ("str", None), "run_dir": ("str", None), "monolith": ("str", None)}
 _STACK = {name: ("int", None) for name in STACK_DEFAULTS}
@@ -103,6 +104,7 @@ _BACKEND = {
 }
 _ENTRY = {"endpoint": ("str", 'e.g. "GET /api/users/<id>"'), "name": ("str", None),
           "gone": ("bool", None), "note": ("str", None)}
+_TABLE = {"inserted_by": ("strs", 'name the endpoints that insert its rows, e.g. ["POST /api/users"]')}
 _RULE = {"ignore": ("strs", None), "headers": ("strs", None), "sets": ("strs", None),
          "shadow_unsafe": ("bool", None)}
 _COMMAND_FIELDS = ("port", "host", "name", "run_dir", "instance")
@@ -204,6 +206,7 @@ def check_plan(data: Mapping) -> list[Problem]:
     owned = _check_backends(problems, top.get("backends"), head.get("monolith", "monolith"),
                             strategy, inventory, ports)
     _check_compare(problems, top.get("compare", {}), inventory, owned)
+    _check_tables(problems, top.get("tables", {}), top.get("backends"), inventory, owned)
     return problems
 
 
@@ -335,6 +338,30 @@ def _check_compare(problems: list[Problem], table: Mapping, inventory: dict[Endp
         if ep is not None and ep not in known:
             problems.append(Problem(_kp("compare", spec), f'"{ep}" is not an endpoint of the plan'))
         _check_rule(problems, ("compare", spec), rule)
+
+
+def _check_tables(problems: list[Problem], tables: Mapping, backends: Mapping | None,
+                  inventory: dict[Endpoint, bool], owned: dict[Endpoint, str]) -> None:
+    """Check ``[tables.<name>]``: a table some backend owns, inserted by endpoints the plan knows."""
+    known = {ep for ep, gone in inventory.items() if not gone} | set(owned)
+    owners = {
+        table
+        for backend in (backends or {}).values() if isinstance(backend, Mapping)
+        for table in (backend.get("tables") or []) if isinstance(table, str)
+    }
+    for name, raw in tables.items():
+        path = ("tables", name)
+        entry = _fields(problems, raw, path, _TABLE)
+        if name not in owners:
+            problems.append(Problem(_kp(*path), f'"{name}" is not a table of any backend; '
+                                    "list it in a backend's tables"))
+        for i, text in enumerate(entry.get("inserted_by", [])):
+            ep = _endpoint(problems, path + ("inserted_by", i), text)
+            if ep is not None and ep not in known:
+                problems.append(Problem(_kp(*path, "inserted_by", i), f'"{ep}" is not an endpoint of the plan'))
+            elif ep is not None and ep.is_prefix:
+                problems.append(Problem(_kp(*path, "inserted_by", i),
+                                        "name the method and path that inserts, not a prefix"))
 
 
 def _check_rule(problems: list[Problem], path: tuple, raw: Mapping) -> None:
