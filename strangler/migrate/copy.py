@@ -10,8 +10,9 @@ first (one merge pass by id, bounded memory):
 - equal rows are skipped (a second run copies 0 rows);
 - rows the source changed later (its ``updated_at`` >= the target's) are
   refreshed — exactly what ``sync`` would do;
-- ids only the target has, or rows the target changed later than the
-  source, mean the target has *diverged*: copy refuses before writing
+- ids only the target has, rows the target changed later than the source,
+  or rows created separately under the same id (``created_at`` differs)
+  mean the target has *diverged*: copy refuses before writing
   anything, in any table.
 
 Ids are kept; afterwards PostgreSQL sequences and MariaDB AUTO_INCREMENT are
@@ -26,23 +27,20 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Engine, func, select
 
+from strangler.migrate.bulk import bulk_insert, reset_sequence, update_by_id, update_params
 from strangler.migrate.tables import (
     CHUNK,
     TIME_COLUMN,
     MigrateError,
     TableInfo,
-    bulk_insert,
     canonical_row,
     iter_chunks,
     iter_rows,
     max_id,
     merge_by_id,
     reflect,
-    reset_sequence,
     schema_problems,
     to_target,
-    update_by_id,
-    update_params,
 )
 
 # called with (table, rows just written); copy never prints by itself
@@ -123,7 +121,8 @@ def _plan_table(source: Engine, target: Engine, s_info: TableInfo, t_info: Table
             if s_row is None:
                 only_target.append(row_id)
             elif t_row is not None and canonical_row(s_row) != canonical_row(t_row):
-                if time_index is not None and t_row[time_index] > s_row[time_index]:
+                if not s_info.same_row(s_row, t_row) or (
+                        time_index is not None and t_row[time_index] > s_row[time_index]):
                     newer.append(row_id)
                 else:
                     stale.append(row_id)
@@ -131,7 +130,8 @@ def _plan_table(source: Engine, target: Engine, s_info: TableInfo, t_info: Table
     if only_target or newer:
         what = (f"{len(only_target)} id(s) the {labels[0]} lacks, e.g. {only_target[:sample_ids]}"
                 if only_target else
-                f"{len(newer)} row(s) changed there later than in the {labels[0]}, e.g. {newer[:sample_ids]}")
+                f"{len(newer)} row(s) created or changed there later than in the {labels[0]}, "
+                f"e.g. {newer[:sample_ids]}")
         raise MigrateError(
             f"the {labels[1]} table {s_info.name!r} has diverged ({what}); "
             f"reconcile it (or empty it) before copying"

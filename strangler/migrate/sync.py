@@ -39,6 +39,7 @@ from typing import Any
 from sqlalchemy import Engine, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from strangler.migrate.bulk import reset_sequence, update_by_id, update_params
 from strangler.migrate.tables import (
     CHUNK,
     TIME_COLUMN,
@@ -48,11 +49,8 @@ from strangler.migrate.tables import (
     first_line,
     open_engine,
     reflect,
-    reset_sequence,
     schema_problems,
     to_target,
-    update_by_id,
-    update_params,
 )
 
 OVERLAP = 2  # seconds re-read every pass, beyond the last one
@@ -285,6 +283,12 @@ def _apply(t_conn: Any, s_info: TableInfo, t_info: TableInfo, rows: list, counts
             inserts.append(to_target(s_info, t_info, row))
         elif canonical_row(there) == canonical_row(row):
             continue
+        elif not s_info.same_row(row, there):
+            t_conn.rollback()
+            raise MigrateError(
+                f"{s_info.name} id {row[i_index]} was created separately on both sides "
+                f"(created_at differs); give the backends disjoint id ranges, then reconcile that row"
+            )
         elif there[t_index] > row[t_index]:
             counts["kept_newer"] += 1
             continue

@@ -10,8 +10,6 @@ the same row reads the same on every engine.
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -30,7 +28,6 @@ from sqlalchemy import (
     Numeric,
     String,
     Table,
-    bindparam,
     create_engine,
     event,
     func,
@@ -42,6 +39,7 @@ from sqlalchemy.exc import DBAPIError, NoSuchTableError, OperationalError
 
 CHUNK = 5000
 TIME_COLUMN = "updated_at"
+BIRTH_COLUMN = "created_at"  # never changes once a row exists: two values mean two rows
 
 
 class MigrateError(Exception):
@@ -139,6 +137,17 @@ class TableInfo:
     def has_time(self) -> bool:
         """Whether the table has the ``updated_at`` column sync keys on."""
         return TIME_COLUMN in self.columns
+
+    def same_row(self, one: Sequence[Any], other: Sequence[Any]) -> bool:
+        """Whether two rows with the same id are the same row (equal ``created_at``, if any).
+
+        Different ``created_at`` means each side created its own row under
+        that id (an id collision), which no sync or copy may paper over.
+        """
+        if BIRTH_COLUMN not in self.columns:
+            return True
+        index = self.columns.index(BIRTH_COLUMN)
+        return one[index] == other[index]
 
     def col(self, name: str) -> Column:
         """The SQLAlchemy column called *name*."""
@@ -301,115 +310,3 @@ def merge_by_id(source: Iterator[tuple], target: Iterator[tuple], index: int) ->
         else:
             yield s[index], s, t
             s, t = next(source, None), next(target, None)
-
-
-def reset_sequence(engine: Engine, info: TableInfo) -> None:
-    """Make the engine's next generated id come after the largest id in the table.
-
-    PostgreSQL: ``setval`` on the column's sequence, never moving it
-    backwards. MariaDB: ``AUTO_INCREMENT = max + 1`` (InnoDB never lowers it
-    below max + 1 either). SQLite picks max(rowid) + 1 by itself.
-    """
-    dialect = engine.dialect.name
-    name, id_column = info.name, info.id_column
-    with engine.begin() as connection:
-        top = connection.execute(select(func.max(info.col(id_column)))).scalar() or 0
-        if dialect == "postgresql":
-            sequence = connection.execute(
-                text("SELECT pg_get_serial_sequence(:t, :c)"), {"t": name, "c": id_column}
-            ).scalar()
-            if sequence is None:
-                return
-            last, called = connection.execute(
-                text(f"SELECT last_value, is_called FROM {sequence}")).one()
-            if last + (1 if called else 0) <= top:  # the next id would collide
-                connection.execute(text("SELECT setval(:s, :v)"), {"s": sequence, "v": top})
-        elif dialect in ("mysql", "mariadb"):
-            connection.execute(text(f"ALTER TABLE `{name}` AUTO_INCREMENT = {int(top) + 1}"))
-
-
-def update_by_id(info: TableInfo, guard_time: bool = False) -> Any:
-    """An UPDATE of every column by id, for executemany with :func:`update_params`.
-
-    With *guard_time*, a row whose ``updated_at`` is already newer than the
-    one being written is left alone (a change made meanwhile is not lost).
-    """
-    id_col = info.col(info.id_column)
-    statement = info.table.update().where(id_col == bindparam("k_id"))
-    if guard_time:
-        statement = statement.where(info.col(TIME_COLUMN) <= bindparam(f"v_{TIME_COLUMN}"))
-    return statement.values({c: bindparam(f"v_{c}") for c in info.columns if c != info.id_column})
-
-
-def update_params(info: TableInfo, values: dict[str, Any]) -> dict[str, Any]:
-    """Bind values for :func:`update_by_id` from a row's ``{column: value}``."""
-    params = {f"v_{c}": v for c, v in values.items() if c != info.id_column}
-    params["k_id"] = values[info.id_column]
-    return params
-
-
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def _copy_text(value: Any) -> str:
-    # PostgreSQL's COPY text format: tab-separated, \N for NULL, backslash escapes
-    if value is None:
-        return "\\N"
-    if isinstance(value, str):
-        return value.translate(_COPY_ESCAPES)
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, bytes | bytearray | memoryview):
-        return "\\\\x" + bytes(value).hex()
-    return str(value)
-
-
-def _copy_from(target: TableInfo, names: str, table: str, rows: Sequence[Sequence[Any]],
-               quote: Any) -> tuple[str, io.StringIO]:
-    """The COPY statement and its data. CSV (written in C by the csv module) when NULL is
-    unambiguous: csv writes None and "" alike, so text columns must be NOT NULL (and then
-    FORCE_NOT_NULL reads an empty field as ""); otherwise the slower text format."""
-    buffer = io.StringIO()
-    columns = [target.col(c) for c in target.columns]
-    nullable_text = any(c.nullable and kind(c.type) in ("str", "bytes", "other") for c in columns)
-    if nullable_text:
-        buffer.writelines("\t".join(map(_copy_text, row)) + "\n" for row in rows)
-        buffer.seek(0)
-        return f"COPY {table} ({names}) FROM STDIN", buffer
-    csv.writer(buffer, lineterminator="\n").writerows(rows)
-    buffer.seek(0)
-    texts = ", ".join(quote(c.name) for c in columns if kind(c.type) == "str")
-    force = f", FORCE_NOT_NULL ({texts})" if texts else ""
-    return f"COPY {table} ({names}) FROM STDIN WITH (FORMAT csv{force})", buffer
-
-
-def bulk_insert(connection: Connection, source: TableInfo, target: TableInfo,
-                rows: Sequence[Sequence[Any]]) -> None:
-    """Insert *rows* (in *source*'s column order) into *target* in the connection's transaction.
-
-    The engine's fastest bulk path, straight through the driver: PostgreSQL
-    ``COPY ... FROM STDIN``, SQLite and MariaDB ``executemany`` on tuples
-    (pymysql folds it into multi-row INSERTs). Other engines get SQLAlchemy's
-    executemany.
-    """
-    dialect = connection.dialect
-    quote = dialect.identifier_preparer.quote
-    names = ", ".join(quote(c) for c in source.columns)
-    table = quote(target.name)
-    if dialect.name == "postgresql":
-        cursor = connection.connection.cursor()
-        try:
-            cursor.copy_expert(*_copy_from(target, names, table, rows, quote))
-        finally:
-            cursor.close()
-    elif dialect.name == "sqlite" or dialect.driver == "pymysql":
-        mark = "?" if dialect.paramstyle == "qmark" else "%s"
-        marks = ", ".join([mark] * len(source.columns))
-        cursor = connection.connection.cursor()
-        try:
-            cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})",
-                               [tuple(row) for row in rows])
-        finally:
-            cursor.close()
-    else:
-        connection.execute(target.table.insert(), [to_target(source, target, row) for row in rows])

@@ -12,6 +12,7 @@ from migrate_helpers import (
     databases,
     execute,
     monolith_app,
+    one_line_error,
     populate,
     rows,
     run,
@@ -140,3 +141,15 @@ def test_follow_runs_until_stopped_and_reports_lag(copied, tmp_path):
     status = read_status(state.path)
     assert status["applied"] == 0 and 0 <= status["behind"] < 60
     assert run(path, "verify", "messages").exit_code == 0
+
+
+def test_an_id_created_on_both_sides_is_refused(copied):
+    path, urls, _app, _made = copied
+    for url, created in ((urls["monolith"], 100), (urls["messages"], 200)):
+        execute(url, "INSERT INTO messages (id, created_at, updated_at, source, html, user_id) "
+                "VALUES (5000, :c, :c, :s, 'x', 1)", c=int(time.time()) + created, s=f"born at {created}")
+    before = rows(urls["messages"], "messages")
+    line = one_line_error(run(path, "sync", "messages"))
+    assert "messages id 5000 was created separately on both sides" in line
+    assert rows(urls["messages"], "messages") == before
+    assert "diverged" in one_line_error(run(path, "copy", "messages"))
