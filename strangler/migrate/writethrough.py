@@ -344,3 +344,24 @@ def _id_column(obj: Any) -> str:
 def _identity(info: TableInfo, row: Sequence[Any]) -> str:
     return ", ".join(f"{c}={row[info.columns.index(c)]!r}" for c in identity_of(info.name)
                      if c in info.columns)
+
+
+def install_in_app(app: Any, session_target: Any, tables: Mapping[str, Any]) -> WriteThrough | None:
+    """Turn write-through on in Flask *app* when ``STRANGLER_WRITE_THROUGH`` asks for it; return it.
+
+    The setting is read from ``app.config`` (where a test's config mapping
+    puts it) and else from the environment; unset or empty, nothing is
+    installed and None is returned. The instance is kept in
+    ``app.extensions["write_through"]``. A malformed value raises ValueError.
+    """
+    import os
+
+    raw = app.config[ENV_VAR] if ENV_VAR in app.config else os.environ.get(ENV_VAR)
+    write_through = WriteThrough.from_env({ENV_VAR: raw})
+    if write_through is None:
+        return None
+    write_through.install(session_target, tables, app=app)
+    app.extensions["write_through"] = write_through
+    logger.info("write-through on: %s", {t: [display_url(u) for u in urls]
+                                          for t, urls in write_through.peers.items()})
+    return write_through
