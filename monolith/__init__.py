@@ -53,6 +53,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         configure_engine(db.engine)
     if app.config.get("AUTO_MIGRATE", True):
         ensure_schema(settings.database_url, settings.data_dir / "migrate.lock")
+    _platform_settings(app, config)
 
     app.extensions["revocation_store"] = _revocation_store(
         _platform_store(config) or settings.revocation_store, settings
@@ -66,6 +67,24 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if settings.start_offline_task:
         events.start_offline_task(app)
     return app
+
+
+def _platform_settings(app: Flask, config: Mapping[str, Any] | None) -> None:
+    """On the platform: the load balancer's URL (``STRANGLER_LB_URL``) and the write-through.
+
+    While a service's tables are linked with the monolith's, every commit
+    that changes users or messages is upserted into the service databases
+    named by ``STRANGLER_WRITE_THROUGH`` (see strangler.migrate.writethrough).
+    """
+    import os
+
+    from monolith.models import Message, User
+    from strangler.migrate.writethrough import install_in_app
+
+    given = config or {}
+    lb_url = given["STRANGLER_LB_URL"] if "STRANGLER_LB_URL" in given else os.environ.get("STRANGLER_LB_URL")
+    app.config["STRANGLER_LB_URL"] = lb_url.rstrip("/") if lb_url else None
+    install_in_app(app, MonolithSession, {"users": User, "messages": Message})
 
 
 def _platform_store(config: Mapping[str, Any] | None) -> Any:

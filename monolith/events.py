@@ -64,18 +64,50 @@ def ping_user(token: Any = None) -> dict[str, Any]:
 
 @socketio.on("post_message")
 def post_message(data: Any = None, token: Any = None) -> dict[str, Any]:
-    """Any client with a valid token: post ``{source}``. Acks the message dict or an error."""
+    """Any client with a valid token: post ``{source}``. Acks the message dict or an error.
+
+    Alone, the message is inserted here. On the platform (``STRANGLER_LB_URL``
+    set) it is posted through the load balancer to ``POST /api/messages``,
+    so one endpoint family inserts messages whichever backend serves it.
+    """
     from monolith.api.messages import post_message as create_message
 
     try:
         user = _authenticated(token)
         if not isinstance(data, dict):
             raise ValidationError("data must be an object with a source")
+        if current_app.config.get("STRANGLER_LB_URL"):
+            return _post_through_lb(data, token)
         message = create_message(user, data)
     except (AuthError, ValidationError) as exc:
         db.session.rollback()
         return {"error": str(exc)}
     return message.to_dict()
+
+
+def _post_through_lb(data: dict[str, Any], token: str) -> dict[str, Any]:
+    """``POST /api/messages`` through the load balancer as the user; the created message or an error."""
+    from extracted.common.client import LBClient, ServiceUnavailable
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    client = app.extensions.get("lb")
+    if client is None:  # one per app: its connection pool is reused
+        client = app.extensions.setdefault("lb", LBClient(app.config["STRANGLER_LB_URL"]))
+    try:
+        response = client.post("/api/messages", json=data, service="messages",
+                               headers={"Authorization": f"Bearer {token}"})
+    except ServiceUnavailable as exc:
+        return {"error": str(exc)}
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code == 201 and isinstance(body, dict):
+        return body
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        return {"error": body["error"]}
+    logger.warning("POST /api/messages answered %s without a JSON error", response.status_code)
+    return {"error": f"posting the message failed ({response.status_code}); try again"}
 
 
 @socketio.on("disconnect")

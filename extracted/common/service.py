@@ -132,9 +132,12 @@ def init_database(app: Flask, db: Any, name: str | None = None) -> None:
     """Bind *db* (the service's own ``SQLAlchemy()``) to *app*; migrate an empty database.
 
     Uses the alembic environment ``migrations/<name>/`` (default: the service
-    name). ``AUTO_MIGRATE = False`` in the config skips the migration.
+    name). ``AUTO_MIGRATE = False`` in the config skips the migration. With
+    ``STRANGLER_WRITE_THROUGH`` set (config or environment), commits to the
+    service's tables are written through to the linked monolith database.
     """
     from monolith.db import configure_engine, ensure_schema
+    from strangler.migrate.writethrough import install_in_app
 
     settings: ServiceConfig = app.extensions["service_config"]
     db.init_app(app)
@@ -142,3 +145,4 @@ def init_database(app: Flask, db: Any, name: str | None = None) -> None:
         configure_engine(db.engine)
     if app.config.get("AUTO_MIGRATE", True):
         ensure_schema(settings.database_url, settings.migrate_lock, name=name or settings.name)
+    install_in_app(app, db.session, db.metadata.tables)
