@@ -154,6 +154,23 @@ def check_flip(plan: Plan, endpoints: Iterable[Endpoint], target: str) -> None:
             raise RoutingError(why)
 
 
+def check_canary(plan: Plan, endpoints: Iterable[Endpoint], weight: int | None) -> None:
+    """Refuse a canary (``weight``) on an endpoint that inserts rows (``[tables.*].inserted_by``).
+
+    Both backends would insert into their own database, handing out the
+    same ids; write-through would then meet two different rows under one id.
+    """
+    if weight is None:
+        return
+    for endpoint in endpoints:
+        tables = plan.inserted_tables(endpoint)
+        if tables:
+            raise RoutingError(
+                f"a canary on {endpoint} would insert {' and '.join(tables)} from two databases with "
+                "colliding ids; it needs disjoint id ranges (not configured); flip it whole instead"
+            )
+
+
 def flipped(route: Route, target: str, weight: int | None) -> Route:
     """PURE: ``route`` moved to route backend ``target`` (all traffic, or ``weight`` % of it).
 
@@ -186,6 +203,30 @@ def check_healthy(etcd: Etcd, plan: Plan, backends: Iterable[str], timeout: floa
         one = "instance of" if len(missing) == 1 else "instance of any of"
         raise RoutingError(
             f"no healthy {one} {names} is registered; start it (strangler up) and retry"
+        )
+
+
+def check_linked(etcd: Etcd, plan: Plan, backends: Iterable[str]) -> None:
+    """Refuse moving traffic to a service that owns data not linked with the monolith's yet.
+
+    Linked means its tables were copied out of the monolith's database and
+    are kept in sync both ways (``strangler up`` does it and records it in
+    etcd, see strangler.stack_data); otherwise the service would answer
+    from, and write to, a database that misses the monolith's rows.
+    """
+    from strangler.stack_data import read_links, unlinked
+
+    services = [name for name in backends if not plan.backend(name).is_monolith]
+    if not services or not any(name in plan.data_services() for name in services):
+        return
+    missing = unlinked(plan, services, read_links(etcd))
+    if missing:
+        name = missing[0]
+        tables = ", ".join(plan.backend(name).tables)
+        whose = f"{name}'" if name.endswith("s") else f"{name}'s"
+        raise RoutingError(
+            f"{whose} tables ({tables}) are not linked with the monolith's yet: run `strangler up` "
+            f"first (it copies them like `strangler migrate copy {name}` and keeps both sides in sync)"
         )
 
 
@@ -281,11 +322,15 @@ def flip(
     """Move ``endpoints`` to plan backend ``target`` (``weight`` %: a canary) in ONE change.
 
     Refuses (RoutingError, nothing written) what the strategy or plan
-    forbids, a backend without a healthy registered instance, endpoints not
+    forbids, a canary on an endpoint that inserts rows, a service whose
+    data is not linked with the monolith's, a backend without a healthy
+    registered instance, endpoints not
     in the table yet, and an unreachable Traefik API (when ``api`` is given).
     """
     check_flip(plan, endpoints, target)
+    check_canary(plan, endpoints, weight)
     wanted = route_backend(plan, target)
+    check_linked(etcd, plan, [target])
     check_healthy(etcd, plan, [target])
     check_traefik(api)
 
@@ -312,7 +357,7 @@ def cutover_all(
     """big-bang: move every endpoint a service owns to that service in ONE change.
 
     Refused under the other strategies, and unless every owning service has
-    a healthy registered instance. ``strangler rollback`` undoes it whole.
+    a healthy registered instance and every one owning data is linked. ``strangler rollback`` undoes it whole.
     """
     if plan.strategy != "big-bang":
         raise RoutingError(
@@ -322,6 +367,7 @@ def cutover_all(
     moves = {r.endpoint: r.owner for r in plan.routes() if r.owner != plan.monolith}
     if not moves:
         raise RoutingError("the plan gives no endpoint to a service; nothing to cut over")
+    check_linked(etcd, plan, moves.values())
     check_healthy(etcd, plan, moves.values())
     check_traefik(api)
 

@@ -19,7 +19,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
@@ -35,6 +35,7 @@ from router.traefik import (
 )
 from strangler import procs
 from strangler.plan import Plan
+from strangler.stack_data import DataError, data_state, follower_command, link_all, write_through
 from strangler.stack_ports import PORT_OPTIONS, Ports, check_ports, resolve_ports
 
 HOST = "127.0.0.1"
@@ -79,15 +80,19 @@ def backend_launches(
     redis_url: str,
     secrets: Mapping[str, str],
     lb_url: str = "",
+    linked: Sequence[str] = (),
 ) -> list[Launch]:
     """PURE: every instance of every started backend, with its argv and environment.
 
     ``plan.run_dir`` is the stack's run dir; ``backend_ports`` gives each started
     backend one port per instance. The plan's own ``env`` wins over what the
     stack sets, so a plan can, say, choose another profile. ``lb_url`` is
-    Traefik's web URL: services call each other through it.
+    Traefik's web URL: services call each other through it. ``linked`` names
+    the services whose data is linked with the monolith's: those and the
+    monolith get ``STRANGLER_WRITE_THROUGH`` (see strangler.stack_data).
     """
     run_dir = plan.run_dir
+    peers = write_through(plan, linked)
     launches = []
     for name, backend in plan.backends.items():
         if not backend.start:
@@ -108,6 +113,8 @@ def backend_launches(
             database = plan.database_url(name)
             if database:
                 env["DATABASE_URL"] = database
+            if name in peers:
+                env["STRANGLER_WRITE_THROUGH"] = json.dumps(peers[name], sort_keys=True)
             env.update(backend.env)
             argv = shlex.split(plan.command(name, port=port, instance=i, host=HOST))
             launches.append(Launch(
@@ -192,7 +199,7 @@ class Stack:
                 self._start_all(ports, backend_ports)
             except BaseException as exc:  # Ctrl-C included: never leave half a stack behind
                 self.stop()
-                if isinstance(exc, (procs.StartupError, EtcdError, TraefikError, OSError)):
+                if isinstance(exc, (procs.StartupError, EtcdError, TraefikError, OSError, DataError)):
                     raise StackError(f"{exc}; stopped everything it had started") from exc
                 raise
             self.state["up_seconds"] = round(time.monotonic() - began, 2)
@@ -244,6 +251,10 @@ class Stack:
             log_path=logs / "etcd.log", timeout=self.timeout))
         client = Etcd.connect(etcd.url, wait=5)
         _forget_old_instances(client)
+        began = time.monotonic()
+        linked = link_all(self.plan, client, self.echo)  # before any backend can write
+        if linked:
+            self.echo(f"data ready ({time.monotonic() - began:.1f}s) {', '.join(linked)} linked")
         self._write_routes(client)
         redis = self._timed("redis", lambda: procs.start_redis(
             ports.redis, self.run_dir / "redis", log_path=logs / "redis.log", timeout=self.timeout))
@@ -259,16 +270,25 @@ class Stack:
             "strategy": self.plan.strategy, "monolith": self.plan.monolith,
             "etcd": etcd.url, "traefik_api": traefik.url, "web": web,
             "dashboard": f"{traefik.url}/dashboard/", "redis": redis.url,
-            "started": time.time(), "backends": {},
+            "started": time.time(), "backends": {}, "data": data_state(self.plan, linked),
         }
+        self._start_followers(linked)
         # imported here: the monolith package is heavy, and down/status never need it
         from monolith.config import load_or_create_secrets
 
         # One pair per run dir, shared by every backend, so a token from one is valid on all.
         secrets = load_or_create_secrets(self.run_dir / "secrets.json")
         launches = backend_launches(self.plan, backend_ports, etcd_url=etcd.url,
-                                    redis_url=redis.url, secrets=secrets, lb_url=web)
+                                    redis_url=redis.url, secrets=secrets, lb_url=web, linked=linked)
         self._start_backends(launches, client, TraefikAPI(traefik.url), web)
+
+    def _start_followers(self, linked: Sequence[str]) -> None:
+        """One sync follower per linked service (both directions), a managed process like the rest."""
+        for service in linked:
+            name, argv, env = follower_command(self.plan, service)
+            proc = procs.Proc(name, argv, self.run_dir / "logs" / f"{name}.log", env=env,
+                              cwd=str(self.plan.path.parent if self.plan.path else Path.cwd()))
+            self._track(proc.start())
 
     def _write_routes(self, client: Etcd) -> None:
         """Make the route table match the plan (keeping earlier flips) before Traefik reads it.

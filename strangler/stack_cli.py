@@ -168,7 +168,7 @@ def _age(seconds: float | None) -> str:
 @run_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status(plan_path: Path, run_dir: Path | None, as_json: bool) -> None:
-    """Show the backends, their instances (address, version, age, health) and where endpoints go."""
+    """Show the backends, their instances (address, version, age, health), where endpoints go and data sync lag."""
     where, plan = _resolve(plan_path, run_dir)
     data = stack_mod.status(where, plan)
     if as_json:
@@ -204,5 +204,21 @@ def _print_status(data: dict) -> None:
     for row in data["routes"]:
         routes.add_row(row["backend"], row["state"], str(row["endpoints"]))
     console.print(routes)
+    if data["data"]:
+        console.print(_data_table(data["data"]))
     for problem in data["problems"]:
         console.print(f"[red]{problem}[/red]")
+
+
+def _data_table(rows: list[dict]) -> Any:
+    """The "data" table: per linked service and direction, the follower, lag and last pass."""
+    from rich.table import Table
+
+    grid = Table("service", "sync", "follower", "lag", "last pass", "note", title="data (linked with the monolith)")
+    for row in rows:
+        lag = "-" if row["lag"] is None else f"{row['lag']:.1f}s"
+        age = "never" if row["last_pass_age"] is None else f"{_age(row['last_pass_age'])} ago"
+        follower = row["follower"] if row["follower"] == "running" else f"[red]{row['follower']}[/red]"
+        note = f"[red]{row['error']}[/red]" if row["error"] else ""
+        grid.add_row(row["service"], row["direction"], follower, lag, age, note)
+    return grid

@@ -79,6 +79,55 @@ def backend_rows(
     return rows
 
 
+def data_rows(
+    data: Mapping[str, Mapping[str, Any]],
+    passes: Mapping[str, Mapping[str, Any] | None],
+    live: Iterable[str],
+    now: float,
+) -> list[dict[str, Any]]:
+    """PURE: one row per linked service and sync direction, for the "data" part of status.
+
+    ``data`` is state.json's ``data`` (service -> tables, follower, directions
+    with their state file); ``passes`` maps a state file to its last pass
+    (``started_at``, ``lag``, ``applied``, maybe ``error``), None if none ran
+    yet; ``live`` names the processes still running. ``lag`` is how late the
+    last pass's changes landed; ``last_pass_age`` how long ago that pass
+    started (it grows when the follower stops or fails).
+    """
+    running = set(live)
+    rows = []
+    for service, info in data.items():
+        for direction in info.get("directions", []):
+            last = passes.get(direction["state"]) or {}
+            started = last.get("started_at")
+            rows.append({
+                "service": service,
+                "direction": direction["name"],
+                "tables": list(info.get("tables", [])),
+                "follower": "running" if info.get("follower") in running else "stopped",
+                "lag": round(last["lag"], 2) if "lag" in last else None,
+                "last_pass_age": round(max(0.0, now - started), 1) if started else None,
+                "applied": last.get("applied"),
+                "error": last.get("error"),
+            })
+    return rows
+
+
+def _last_passes(data: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any] | None]:
+    """Each direction's last pass, read from its watermark file (see strangler.migrate.sync)."""
+    from strangler.migrate.sync import SyncState
+    from strangler.migrate.tables import MigrateError
+
+    found: dict[str, dict[str, Any] | None] = {}
+    for info in data.values():
+        for direction in info.get("directions", []):
+            try:
+                found[direction["state"]] = SyncState.load(direction["state"]).last_pass or None
+            except MigrateError:
+                found[direction["state"]] = None
+    return found
+
+
 def traefik_view(service: Mapping[str, Any]) -> dict[str, str]:
     """PURE: url -> what Traefik's API says of each server of one service.
 
@@ -121,6 +170,7 @@ def collect(
         ],
         "backends": [],
         "routes": [],
+        "data": [],
         "problems": [],
     }
     if not result["running"]:
@@ -146,4 +196,6 @@ def collect(
         result["problems"].append(str(exc))
     result["backends"] = backend_rows(planned, found, _probe_all(found), traefik, time.time())
     result["routes"] = route_summary(routes.values(), monolith)
+    data = state.get("data") or {}
+    result["data"] = data_rows(data, _last_passes(data), live, time.time())
     return result

@@ -1,0 +1,222 @@
+"""A split stack's data: link each service's tables with the monolith's, and keep them linked.
+
+While endpoints move one at a time, a service's tables live in two
+databases — the monolith's and the service's own — and both must hold the
+same rows in every routing state (docs/data-consistency.md). ``strangler
+up`` does, after etcd and before any backend:
+
+1. **schemas**: upgrade the monolith's database and each data service's to
+   head (what the backends would do on start anyway);
+2. **link**: a service not linked yet gets its tables copied from the
+   monolith's database (``strangler migrate copy``: bulk, idempotent; with
+   an empty monolith database both sides are simply empty) and the link is
+   recorded in etcd under ``strangler/data/links/<service>``. A service
+   already linked gets one sync pass each way instead, to catch up on
+   anything written while a peer was down;
+3. **write-through**: every backend gets ``STRANGLER_WRITE_THROUGH`` naming
+   its peers' databases per table (:func:`write_through`);
+4. **followers**: one managed process per linked service syncs both ways
+   every half second (:mod:`strangler.stack_follow`), as the safety net.
+
+Only :func:`link_all` does I/O on databases; the routing guards need just
+:func:`read_links` (etcd), so this module imports no SQLAlchemy at the top.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from router.etcd import Etcd
+from strangler.plan import Plan
+
+LINKS_PREFIX = "strangler/data/links/"
+FOLLOW_ENV = "STRANGLER_FOLLOW"
+FOLLOW_INTERVAL = 0.5  # seconds between a follower's passes
+Echo = Callable[[str], None]
+
+
+class DataError(RuntimeError):
+    """A service's data could not be linked: one line saying what to fix (nothing was started)."""
+
+
+# ---- link records (etcd) -------------------------------------------------------------------
+
+
+def link_key(service: str) -> str:
+    """The etcd key recording that *service*'s tables are linked with the monolith's."""
+    return f"{LINKS_PREFIX}{service}"
+
+
+def read_links(etcd: Etcd) -> dict[str, dict[str, Any]]:
+    """Every recorded link: service -> ``{"tables", "source", "target", "linked_at", "rows", "seconds"}``."""
+    found, _ = etcd.get_prefix(LINKS_PREFIX)
+    links = {}
+    for key, value in found.items():
+        try:
+            record = json.loads(value)
+        except ValueError:
+            continue  # a hand-written value is not a link
+        if isinstance(record, dict):
+            links[key.removeprefix(LINKS_PREFIX)] = record
+    return links
+
+
+def is_linked(plan: Plan, service: str, links: Mapping[str, Mapping[str, Any]]) -> bool:
+    """PURE: True when *links* has *service* with every table the plan now gives it."""
+    record = links.get(service)
+    return bool(record) and set(plan.backend(service).tables) <= set(record.get("tables", ()))
+
+
+def unlinked(plan: Plan, services: Iterable[str], links: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """PURE: those of *services* that own data (database and tables) but are not linked."""
+    owners = set(plan.data_services())
+    return [name for name in dict.fromkeys(services) if name in owners and not is_linked(plan, name, links)]
+
+
+# ---- what the processes get (pure) ---------------------------------------------------------
+
+
+def write_through(plan: Plan, linked: Iterable[str]) -> dict[str, dict[str, list[str]]]:
+    """PURE: backend -> ``{table: [peer database URL, ...]}`` for ``STRANGLER_WRITE_THROUGH``.
+
+    The monolith writes each linked service's tables through to that
+    service's database; each linked service writes its tables through to
+    the monolith's. Backends with nothing to write through are left out.
+    """
+    monolith_url = plan.database_url(plan.monolith)
+    peers: dict[str, dict[str, list[str]]] = {}
+    for service in linked:
+        url = plan.database_url(service)
+        for table in plan.backend(service).tables:
+            peers.setdefault(plan.monolith, {}).setdefault(table, []).append(url)
+            peers.setdefault(service, {}).setdefault(table, []).append(monolith_url)
+    return peers
+
+
+def state_paths(run_dir: Path, service: str) -> tuple[Path, Path]:
+    """Where the two directions' watermarks live: as ``strangler migrate sync`` keeps them."""
+    base = Path(run_dir) / "sync"
+    return base / f"{service}-forward.json", base / f"{service}-reverse.json"
+
+
+def follower_spec(plan: Plan, service: str, interval: float = FOLLOW_INTERVAL) -> dict[str, Any]:
+    """PURE: what :mod:`strangler.stack_follow` needs for *service*: both directions, interval."""
+    monolith_url, service_url = plan.database_url(plan.monolith), plan.database_url(service)
+    forward, reverse = state_paths(plan.run_dir, service)
+    return {
+        "service": service,
+        "tables": list(plan.backend(service).tables),
+        "interval": interval,
+        "directions": [
+            {"name": f"{plan.monolith} -> {service}", "source": monolith_url, "target": service_url,
+             "labels": [plan.monolith, service], "state": str(forward)},
+            {"name": f"{service} -> {plan.monolith}", "source": service_url, "target": monolith_url,
+             "labels": [service, plan.monolith], "state": str(reverse)},
+        ],
+    }
+
+
+def follower_command(plan: Plan, service: str) -> tuple[str, list[str], dict[str, str]]:
+    """PURE: ``(process name, argv, env)`` of *service*'s follower; database URLs travel in env.
+
+    (In the environment rather than argv: ``ps`` shows argv, and URLs may hold passwords.)
+    """
+    spec = follower_spec(plan, service)
+    return f"sync-{service}", [sys.executable, "-m", "strangler.stack_follow"], {FOLLOW_ENV: json.dumps(spec)}
+
+
+def data_state(plan: Plan, linked: Iterable[str]) -> dict[str, Any]:
+    """PURE: the ``data`` part of ``state.json``: per linked service, its tables and sync directions."""
+    out = {}
+    for service in linked:
+        spec = follower_spec(plan, service)
+        out[service] = {
+            "tables": spec["tables"],
+            "follower": f"sync-{service}",
+            "directions": [{"name": d["name"], "state": d["state"]} for d in spec["directions"]],
+        }
+    return out
+
+
+# ---- linking (I/O) -------------------------------------------------------------------------
+
+
+def link_all(plan: Plan, etcd: Etcd, echo: Echo = lambda line: None) -> list[str]:
+    """Upgrade the schemas, then link every data service the stack starts; return their names.
+
+    Raises DataError (one line) when a database is unreachable, schemas
+    differ or a service's database has diverged from the monolith's.
+    """
+    from strangler.migrate import schema
+    from strangler.migrate.tables import MigrateError
+
+    services = [s for s in plan.data_services() if plan.backend(s).start]
+    if not services:
+        return []
+    if plan.database_url(plan.monolith) is None:
+        raise DataError(f"{', '.join(services)} own data but the monolith has no database in the plan; "
+                        f"add database = \"...\" to [backends.{plan.monolith}]")
+    links = read_links(etcd)
+    try:
+        for name in [plan.monolith, *services]:
+            schema.upgrade(schema.databases(plan, name)[0])
+        for service in services:
+            record = links.get(service)
+            same_db = record is not None and record.get("target") == _display(plan, service)
+            if same_db and is_linked(plan, service, links):
+                _catch_up(plan, service, echo)
+            else:
+                _link(plan, etcd, service, echo)
+    except MigrateError as exc:
+        raise DataError(f"cannot link the services' data: {exc}") from None
+    return services
+
+
+def _display(plan: Plan, name: str) -> str:
+    from strangler.migrate.tables import display_url
+
+    return display_url(plan.database_url(name))
+
+
+def _link(plan: Plan, etcd: Etcd, service: str, echo: Echo) -> None:
+    """Copy *service*'s tables out of the monolith's database and record the link in etcd."""
+    from strangler.migrate.copy import plan_copy, run_copy
+    from strangler.migrate.sync import OVERLAP, SyncState
+    from strangler.migrate.tables import engines
+
+    tables = list(plan.backend(service).tables)
+    labels = (plan.monolith, service)
+    began = int(time.time())
+    with engines((plan.database_url(plan.monolith), plan.monolith),
+                 (plan.database_url(service), service)) as (source, target):
+        plans = plan_copy(source, target, tables, labels)
+        for path in state_paths(plan.run_dir, service):
+            # both directions carry every change from the copy's start on
+            state = SyncState.load(path)
+            for table in tables:
+                state.start_at(table, began - OVERLAP)
+            state.save()
+        result = run_copy(source, target, plans)
+    record = {"tables": tables, "source": _display(plan, plan.monolith), "target": _display(plan, service),
+              "linked_at": time.time(), "rows": result.rows, "seconds": round(result.seconds, 3)}
+    etcd.put(link_key(service), json.dumps(record, sort_keys=True))
+    parts = ", ".join(f"{t.table} {t.copied + t.refreshed:,}" for t in result.tables)
+    echo(f"data: linked {service} with {plan.monolith} ({parts} rows copied in {result.seconds:.1f}s)")
+
+
+def _catch_up(plan: Plan, service: str, echo: Echo) -> None:
+    """One sync pass each way, for writes a peer missed while it was down (before any backend starts)."""
+    from strangler.migrate.sync import SyncState, sync_once
+
+    applied = 0
+    for direction in follower_spec(plan, service)["directions"]:
+        state = SyncState.load(direction["state"])
+        result = sync_once(direction["source"], direction["target"], list(plan.backend(service).tables),
+                           state, labels=tuple(direction["labels"]))
+        applied += result.applied
+    echo(f"data: {service} linked with {plan.monolith}; caught up {applied} row(s)")

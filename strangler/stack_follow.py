@@ -1,0 +1,93 @@
+"""One linked service's sync follower, as ``strangler up`` runs it: both directions, until SIGTERM.
+
+``python -m strangler.stack_follow`` reads its job from ``STRANGLER_FOLLOW``
+(JSON written by :func:`strangler.stack_data.follower_spec`): the service's
+tables, the interval, and two directions (monolith -> service, service ->
+monolith), each with its database URLs and watermark file. Each direction
+runs in its own thread: a :class:`strangler.migrate.sync.Syncer` pass every
+``interval`` seconds. A pass saves its figures (``lag``, when it ran) in
+the watermark file, which is where ``strangler status`` reads them.
+
+A failing pass (a peer database down, a conflict) never ends the
+follower: the error goes to the log and into the state file's last pass
+(``error``), and the next pass tries again with fresh connections.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from strangler.migrate.sync import Syncer, SyncState
+from strangler.migrate.tables import MigrateError, first_line
+from strangler.stack_data import FOLLOW_ENV
+
+
+def log(line: str) -> None:
+    """One timestamped line on stdout (the follower's log file)."""
+    print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
+
+
+def follow(direction: dict[str, Any], tables: list[str], interval: float, stop: threading.Event) -> None:
+    """Sync one direction pass after pass until *stop* is set; errors are logged and retried."""
+    state = SyncState.load(direction["state"])
+    syncer: Syncer | None = None
+    failing = False
+    while not stop.is_set():
+        try:
+            if syncer is None:
+                syncer = Syncer(direction["source"], direction["target"], tables, state,
+                                tuple(direction["labels"]))
+            result = syncer.once()
+            if result.applied or failing:
+                parts = ", ".join(f"{t.table} +{t.inserted} ~{t.updated}" for t in result.tables)
+                log(f"{direction['name']}: synced {result.applied} row(s) ({parts}); lag {result.lag:.1f} s")
+            failing = False
+        except (MigrateError, SQLAlchemyError) as exc:
+            message = str(exc) if isinstance(exc, MigrateError) else first_line(exc)
+            log(f"{direction['name']}: pass failed: {message}; retrying")
+            state.last_pass = {**state.last_pass, "error": message, "error_at": time.time()}
+            state.save()
+            failing = True
+            if syncer is not None:  # reconnect next time: the database may have gone away
+                syncer.close()
+                syncer = None
+        stop.wait(interval)
+    if syncer is not None:
+        syncer.close()
+
+
+def main() -> int:
+    """Run the followers ``STRANGLER_FOLLOW`` describes until SIGTERM or SIGINT; exit 0."""
+    try:
+        spec = json.loads(os.environ[FOLLOW_ENV])
+    except (KeyError, ValueError):
+        print(f"{FOLLOW_ENV} must hold the follower's JSON job (strangler up sets it)", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    threads = [
+        threading.Thread(target=follow, args=(d, spec["tables"], spec["interval"], stop), name=d["name"])
+        for d in spec["directions"]
+    ]
+    log(f"following {spec['service']} ({', '.join(spec['tables'])}) every {spec['interval']} s: "
+        + "; ".join(d["name"] for d in spec["directions"]))
+    for thread in threads:
+        thread.start()
+    while any(t.is_alive() for t in threads):
+        for thread in threads:
+            thread.join(0.2)
+    log("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
