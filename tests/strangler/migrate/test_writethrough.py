@@ -25,6 +25,8 @@ from strangler import procs
 from strangler.migrate.tables import reflect
 from strangler.migrate.writethrough import ENV_VAR, WriteThrough, conflicts, parse_peers
 
+pytestmark = pytest.mark.integration  # a real etcd (revocations) for the services
+
 SECRET = "wt" * 32
 
 
@@ -264,7 +266,6 @@ def test_a_peer_that_is_down_fails_nothing_and_is_counted(tmp_path, urls):
 # -- PostgreSQL as a peer: explicit ids move its sequence ----------------------------
 
 
-@pytest.mark.integration
 def test_postgresql_peer_takes_its_own_next_id_after_written_through_ones(tmp_path, urls):
     with database("postgresql", tmp_path, "wt_users") as pg:
         service = create_users(settings(tmp_path, "users", pg, {"users": [urls["monolith"]]}))
