@@ -83,6 +83,19 @@ def test_backend_launches_build_each_instance_command_and_env(tmp_path: Path) ->
         assert launch.env["STRANGLER_LB_URL"] == "http://127.0.0.1:3"  # services call each other via Traefik
         assert launch.env["STRANGLER_DATA_DIR"] == str(plan.run_dir / "data")
         assert launch.log_path == plan.run_dir / "logs" / f"{launch.name}.log"
+        assert "STRANGLER_WRITE_THROUGH" not in launch.env  # no data linked: no write-through
+
+
+def test_backend_launches_write_through_between_the_monolith_and_linked_services(tmp_path: Path) -> None:
+    plan = load_plan(free_ports_plan(tmp_path))
+    ports = {name: [5000 + i] for i, name in enumerate(plan.backends)}
+    launches = {launch.backend: launch.env for launch in backend_launches(
+        plan, ports, etcd_url="e", redis_url="r", secrets=SECRETS, linked=["users", "messages"])}
+    peers = {name: json.loads(env["STRANGLER_WRITE_THROUGH"]) for name, env in launches.items()
+             if "STRANGLER_WRITE_THROUGH" in env}
+    mono, users, messages = (plan.database_url(n) for n in ("monolith", "users", "messages"))
+    assert peers == {"monolith": {"users": [users], "messages": [messages]},
+                     "users": {"users": [mono]}, "messages": {"messages": [mono]}}
 
 
 # ---- a real stack ------------------------------------------------------------------------
@@ -240,6 +253,25 @@ def test_status_lists_backends_instances_and_routes(stack: dict) -> None:
 
 
 @pytest.mark.integration
+def test_up_links_the_data_and_status_shows_each_follower_and_its_lag(stack: dict) -> None:
+    assert re.search(r"^data ready \(\d+\.\d+s\) users, messages linked$", stack["up"], re.M), stack["up"]
+    state = stack["state"]
+    links, _ = Etcd(state["etcd"]).get_prefix("strangler/data/links/")
+    assert set(links) == {"strangler/data/links/users", "strangler/data/links/messages"}
+    register(state["web"])  # on the monolith, written through to the users service's database
+    time.sleep(1.2)  # a couple of follower passes
+    result = strangler("status", "--json", "--plan", str(stack["plan"]), "--run-dir", str(stack["run_dir"]))
+    rows = {(r["service"], r["direction"]): r for r in json.loads(result.stdout)["data"]}
+    assert set(rows) == {("users", "monolith -> users"), ("users", "users -> monolith"),
+                         ("messages", "monolith -> messages"), ("messages", "messages -> monolith")}
+    for row in rows.values():
+        assert row["follower"] == "running" and row["error"] is None, row
+        assert row["last_pass_age"] is not None and row["last_pass_age"] < 5 and row["lag"] is not None, row
+    table = strangler("status", "--plan", str(stack["plan"]), "--run-dir", str(stack["run_dir"])).stdout
+    assert "data (linked with the monolith)" in table and "users -> monolith" in table
+
+
+@pytest.mark.integration
 def test_a_second_up_refuses(stack: dict) -> None:
     etcd_pid = procs.read_pidfiles(stack["run_dir"])["etcd"].pid
     result = strangler("up", "--detach", "--plan", str(stack["plan"]), "--run-dir", str(stack["run_dir"]))
@@ -269,8 +301,11 @@ def test_a_taken_port_is_named_and_nothing_starts(stack: dict, tmp_path: Path) -
 def test_down_stops_every_pid_and_reports(stack: dict) -> None:
     # the module's last test: it takes the stack down
     records = procs.read_pidfiles(stack["run_dir"])
-    started = {f"{name}.0" for name, b in load_plan(stack["plan"]).backends.items() if b.start}
-    assert set(records) == {"etcd", "redis", "traefik"} | started
+    plan = load_plan(stack["plan"])
+    started = {f"{name}.0" for name, b in plan.backends.items() if b.start}
+    followers = {f"sync-{name}" for name in plan.data_services()}  # one per linked service
+    assert followers == {"sync-users", "sync-messages"}
+    assert set(records) == {"etcd", "redis", "traefik"} | started | followers
     result = strangler("down", "--run-dir", str(stack["run_dir"]))
     assert result.returncode == 0, result.stderr
     for name, record in records.items():
@@ -369,7 +404,8 @@ def test_a_failing_backend_stops_what_was_started(tmp_path: Path) -> None:
     message = str(failure.value)
     assert "monolith.0" in message and "exited with code 3" in message
     assert str(run_dir / "logs" / "monolith.0.log") in message and "\n" not in message
-    assert [line.split()[0] for line in lines] == ["etcd", "redis", "traefik"]  # these had started
+    started = [line.split()[0] for line in lines if not line.startswith("data")]
+    assert started == ["etcd", "redis", "traefik"]  # these had started (and the data was linked)
     assert not list(run_dir.glob("*.pid")) and not (run_dir / "state.json").exists()
     assert processes_under(run_dir) == []
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from router.keys import Endpoint, Route
 from router.registry import Instance
-from strangler.stack_status import backend_rows, route_summary, traefik_view
+from strangler.stack_status import backend_rows, data_rows, route_summary, traefik_view
 
 
 def test_route_summary_counts_endpoints_per_backend_and_state() -> None:
@@ -50,3 +50,26 @@ def test_traefik_view_marks_servers_of_unused_services() -> None:
     used = {**unused, "usedBy": ["r@etcd"], "serverStatus": {"http://a": "UP", "http://b": "DOWN"}}
     assert traefik_view(used) == {"http://a": "UP", "http://b": "DOWN"}
     assert traefik_view({}) == {}
+
+
+def test_data_rows_show_each_direction_with_lag_age_and_errors() -> None:
+    data = {"users": {"tables": ["users"], "follower": "sync-users", "directions": [
+        {"name": "monolith -> users", "state": "/r/sync/users-forward.json"},
+        {"name": "users -> monolith", "state": "/r/sync/users-reverse.json"}]},
+        "messages": {"tables": ["messages"], "follower": "sync-messages", "directions": [
+            {"name": "monolith -> messages", "state": "/r/sync/messages-forward.json"}]}}
+    passes = {
+        "/r/sync/users-forward.json": {"started_at": 100.0, "finished_at": 100.2, "lag": 0.4321, "applied": 3},
+        "/r/sync/users-reverse.json": {"started_at": 90.0, "lag": 0.0, "applied": 0,
+                                       "error": "cannot reach the monolith database", "error_at": 99.0},
+        "/r/sync/messages-forward.json": None,
+    }
+    rows = data_rows(data, passes, ["etcd", "sync-users"], now=101.0)
+    assert [(r["service"], r["direction"], r["follower"]) for r in rows] == [
+        ("users", "monolith -> users", "running"), ("users", "users -> monolith", "running"),
+        ("messages", "monolith -> messages", "stopped")]
+    forward, reverse, never = rows
+    assert (forward["lag"], forward["last_pass_age"], forward["applied"], forward["error"]) == (0.43, 1.0, 3, None)
+    assert reverse["last_pass_age"] == 11.0 and reverse["error"] == "cannot reach the monolith database"
+    assert never["lag"] is None and never["last_pass_age"] is None and never["tables"] == ["messages"]
+    assert data_rows({}, {}, [], 0.0) == []
