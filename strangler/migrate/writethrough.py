@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sqlite3
 import threading
 import time
 import weakref
@@ -311,6 +312,12 @@ def peer_engine(url: str, timeout: float) -> Engine:
         def _connect(dbapi_connection: Any, record: Any) -> None:
             dbapi_connection.isolation_level = None  # BEGIN is issued below
             dbapi_connection.execute(f"PRAGMA busy_timeout = {millis}")
+            try:
+                # as the apps do: in rollback-journal mode two writers escalating at
+                # once deadlock and one fails at once; WAL has no such case
+                dbapi_connection.execute("PRAGMA journal_mode = WAL")
+            except sqlite3.OperationalError as exc:  # another connection is converting it
+                logger.debug("journal_mode = WAL on a peer: %s", exc)
 
         @event.listens_for(engine, "begin")
         def _begin(connection: Any) -> None:

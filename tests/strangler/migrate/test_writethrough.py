@@ -98,6 +98,15 @@ def urls(tmp_path) -> dict[str, str]:
     return {name: f"sqlite:///{tmp_path / f'{name}.sqlite'}" for name in ("monolith", "users", "messages")}
 
 
+def wal(*urls: str) -> None:
+    """Put SQLite files in WAL mode, as ``strangler migrate copy`` leaves a linked database."""
+    for url in urls:
+        engine = create_engine(url)
+        with engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA journal_mode = WAL")
+        engine.dispose()
+
+
 @pytest.fixture
 def linked(tmp_path, urls, etcd_server):
     """The monolith and the users and messages services, each writing through to the other side."""
@@ -116,6 +125,7 @@ def linked(tmp_path, urls, etcd_server):
                 tmp_path, "messages", urls["messages"], {"messages": [urls["monolith"]]},
                 STRANGLER_ETCD=etcd_server.url, STRANGLER_LB_URL=lb_url)),
         }
+        wal(*urls.values())
         yield apps
         dispose(*apps.values())
 
@@ -279,3 +289,34 @@ def test_postgresql_peer_takes_its_own_next_id_after_written_through_ones(tmp_pa
             assert monolith.extensions["write_through"].stats["failed"] == 0
         finally:
             dispose(service, monolith)
+
+
+# -- under concurrent load from both sides ------------------------------------------
+
+
+def test_concurrent_writes_on_both_sides_all_arrive(linked, urls):
+    import requests
+
+    with serving(linked["users"]) as users_url, serving(linked["monolith"]) as monolith_url:
+        errors: list[str] = []
+
+        def worker(n: int) -> None:
+            with requests.Session() as http:
+                for i in range(5):
+                    name = f"u{n}x{i}"
+                    made = http.post(f"{users_url}/api/users", json={"nickname": name, "password": "pw"})
+                    logged = http.post(f"{monolith_url}/api/tokens", headers=basic(name))
+                    if made.status_code != 201 or logged.status_code != 200:
+                        errors.append(f"{name}: {made.status_code} {logged.status_code}")
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert errors == []
+    assert len(rows(urls["users"], "users")) == 20
+    assert rows(urls["users"], "users") == rows(urls["monolith"], "users")
+    for name in ("users", "monolith"):
+        stats = linked[name].extensions["write_through"].stats
+        assert stats["failed"] == stats["conflicts"] == stats["skipped"] == 0, (name, stats)
