@@ -273,17 +273,18 @@ def test_a_peer_that_is_down_fails_nothing_and_is_counted(tmp_path, urls):
         dispose(app)
 
 
-# -- PostgreSQL as a peer: explicit ids move its sequence ----------------------------
+# -- server peers: explicit ids move PostgreSQL's sequence (MariaDB's moves by itself) --
 
 
-def test_postgresql_peer_takes_its_own_next_id_after_written_through_ones(tmp_path, urls):
-    with database("postgresql", tmp_path, "wt_users") as pg:
-        service = create_users(settings(tmp_path, "users", pg, {"users": [urls["monolith"]]}))
-        monolith = create_monolith(settings(tmp_path, "monolith", urls["monolith"], {"users": [pg]}))
+@pytest.mark.parametrize("kind", ["postgresql", "mariadb"])
+def test_server_peer_takes_its_own_next_id_after_written_through_ones(tmp_path, urls, kind):
+    with database(kind, tmp_path, "wt_users") as peer:
+        service = create_users(settings(tmp_path, "users", peer, {"users": [urls["monolith"]]}))
+        monolith = create_monolith(settings(tmp_path, "monolith", urls["monolith"], {"users": [peer]}))
         try:
             on_monolith = [register(monolith.test_client(), name)["id"] for name in ("ada", "bob")]
-            assert [r[0] for r in rows(pg, "users")] == on_monolith == [1, 2]
-            mine = register(service.test_client(), "cyd")  # the PG sequence's own next id
+            assert [r[0] for r in rows(peer, "users")] == on_monolith == [1, 2]
+            mine = register(service.test_client(), "cyd")  # the server's own next id
             assert mine["id"] == 3
             assert [r[3] for r in rows(urls["monolith"], "users")] == ["ada", "bob", "cyd"]
             assert monolith.extensions["write_through"].stats["failed"] == 0
