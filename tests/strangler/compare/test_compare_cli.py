@@ -11,6 +11,7 @@ import base64
 import json
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -128,6 +129,12 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     # ann logs in before the copy: online on both, with a token both accept (same secrets)
     token = client.post("/api/tokens", headers=_basic("ann")).json["token"]
     _dispose(seed)
+    # Anything the tests do must stamp a later second than the seed, or a
+    # token use in the seed's second would count on one side of an
+    # updated_since filter and not on the other.
+    seeded_second = int(time.time())
+    while int(time.time()) == seeded_second:
+        time.sleep(0.05)
     started = {}
     for side in ("monolith", "candidate"):
         root = tmp_path_factory.mktemp(side)
