@@ -1,0 +1,110 @@
+"""What one backend instance of the local stack is started with: argv, environment, log, port.
+
+Pure (no processes here): :func:`backend_launches` turns the plan, the ports
+and the stack's URLs into one :class:`Launch` per instance, which
+``strangler.stack`` starts and the compose and resilience tests inspect.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from strangler.plan import Plan
+from strangler.stack_data import write_through
+
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One backend instance to start: ``name`` is ``<backend>.<instance>`` (its pid file and log)."""
+
+    backend: str
+    instance: int
+    port: int
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    cwd: str
+    health_path: str
+
+    @property
+    def name(self) -> str:
+        """``<backend>.<instance>``, e.g. ``monolith.0``."""
+        return f"{self.backend}.{self.instance}"
+
+    @property
+    def url(self) -> str:
+        """Where the instance serves (what it registers for Traefik)."""
+        return f"http://{HOST}:{self.port}"
+
+
+def backend_launches(
+    plan: Plan,
+    backend_ports: Mapping[str, list[int]],
+    *,
+    etcd_url: str,
+    redis_url: str,
+    secrets: Mapping[str, str],
+    lb_url: str = "",
+    linked: Sequence[str] = (),
+) -> list[Launch]:
+    """PURE: every instance of every started backend, with its argv and environment.
+
+    ``plan.run_dir`` is the stack's run dir; ``backend_ports`` gives each started
+    backend one port per instance. The plan's own ``env`` wins over what the
+    stack sets, so a plan can, say, choose another profile. ``lb_url`` is
+    Traefik's web URL: services call each other through it. ``linked`` names
+    the services whose data is linked with the monolith's: those and the
+    monolith get ``STRANGLER_WRITE_THROUGH`` (see strangler.stack_data).
+    """
+    run_dir = plan.run_dir
+    peers = write_through(plan, linked)
+    launches = []
+    for name, backend in plan.backends.items():
+        if not backend.start:
+            continue
+        for i, port in enumerate(backend_ports[name]):
+            env = {
+                "STRANGLER_ETCD": etcd_url,
+                "STRANGLER_BACKEND": name,
+                "STRANGLER_INSTANCE_URL": f"http://{HOST}:{port}",
+                "STRANGLER_HEALTH_PATH": backend.health,
+                "STRANGLER_DATA_DIR": str(run_dir / "data"),
+                "STRANGLER_ENV": "development",
+                "SOCKETIO_MESSAGE_QUEUE": redis_url,
+                "STRANGLER_LB_URL": lb_url,
+                "PORT": str(port),
+                **{key: secrets[key] for key in ("SECRET_KEY", "JWT_SECRET_KEY")},
+            }
+            database = plan.database_url(name)
+            if database:
+                env["DATABASE_URL"] = database
+            if name in peers:
+                env["STRANGLER_WRITE_THROUGH"] = json.dumps(peers[name], sort_keys=True)
+            env.update(backend.env)
+            argv = shlex.split(plan.command(name, port=port, instance=i, host=HOST))
+            launches.append(Launch(
+                backend=name, instance=i, port=port, argv=argv, env=env,
+                log_path=run_dir / "logs" / f"{name}.{i}.log",
+                cwd=str(plan.path.parent if plan.path else Path.cwd()),
+                health_path=backend.health,
+            ))
+    return launches
+
+
+def _resolve_argv(argv: list[str]) -> list[str]:
+    """Find a bare program name (``gunicorn``) in this venv first, then on PATH."""
+    if not argv or "/" in argv[0]:
+        return argv
+    beside = Path(sys.executable).parent / argv[0]
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return [str(beside), *argv[1:]]
+    return [shutil.which(argv[0]) or argv[0], *argv[1:]]
