@@ -77,6 +77,9 @@ def post_message(data: Any = None, token: Any = None) -> dict[str, Any]:
         if not isinstance(data, dict):
             raise ValidationError("data must be an object with a source")
         if current_app.config.get("STRANGLER_LB_URL"):
+            # end the transaction reading the user opened: on SQLite it holds the write
+            # lock (BEGIN IMMEDIATE), and the backend serving the post may be this one
+            db.session.rollback()
             return _post_through_lb(data, token)
         message = create_message(user, data)
     except (AuthError, ValidationError) as exc:

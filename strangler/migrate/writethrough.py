@@ -237,6 +237,10 @@ class WriteThrough:
             self._count(failed=1)
             logger.warning("write-through to %s failed (the sync follower will catch up): %s",
                            display_url(url), why)
+        except Exception as exc:  # a bug here must not turn a committed request into a 500
+            self.last_error = f"{display_url(url)}: {type(exc).__name__}: {exc}"
+            self._count(failed=1)
+            logger.exception("write-through to %s failed unexpectedly", display_url(url))
 
     def _upsert(self, engine: Engine, info: TableInfo, values: list[Mapping[str, Any]]) -> None:
         missing = [c for c in info.columns if c not in values[0]]

@@ -43,12 +43,13 @@ def serving(wsgi) -> Iterator[str]:
 @pytest.fixture
 def services(tmp_path, etcd_server) -> Iterator[dict]:
     """The users and messages services behind one URL (routed by path, as Traefik would)."""
-    apps = {}
+    apps: dict = {"messages_backend": None}  # a test may route messages to the monolith itself
 
     def lb(environ, start_response):
         name = "messages" if environ["PATH_INFO"].startswith("/api/messages") else "users"
         apps[name + "_hits"] = apps.get(name + "_hits", 0) + 1
-        return apps[name](environ, start_response)
+        backend = (name == "messages" and apps["messages_backend"]) or apps[name]
+        return backend(environ, start_response)
 
     with serving(lb) as url:
         common = {"STRANGLER_ENV": "testing", "JWT_SECRET_KEY": SECRET,
@@ -86,6 +87,15 @@ def test_post_message_is_posted_through_the_load_balancer(client, sio, make_user
     assert on_service.status_code == 200 and on_service.json == ack
     # the monolith inserted nothing itself: one inserter of messages
     assert client.get("/api/messages").json["messages"] == []
+
+
+def test_messages_not_flipped_the_monolith_serves_its_own_post(app, client, sio, make_user, services):
+    services["messages_backend"] = app  # the load balancer routes POST /api/messages back here
+    user, token = make_user("ada")
+    ack = sio.emit("post_message", {"source": "mine"}, token, callback=True)
+    assert ack.get("user_id") == user["id"], ack
+    assert client.get(f"/api/messages/{ack['id']}").json == ack
+    assert services["messages"].test_client().get(f"/api/messages/{ack['id']}").status_code == 404
 
 
 def test_the_services_refusal_is_the_ack(sio, make_user, services):
