@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
+import sqlite3
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +29,8 @@ from sqlalchemy.pool import NullPool
 from migrations import script_location
 
 VERSION_TABLE = "alembic_version"
+
+logger = logging.getLogger(__name__)
 
 
 class MonolithSession(_FlaskSession):
@@ -118,7 +122,14 @@ def configure_engine(engine: Engine) -> None:
         dbapi_connection.isolation_level = None  # let the begin hook issue BEGIN itself
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA busy_timeout = 30000")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        # WAL is a property of the file: set once, it stays. Switching needs a
+        # moment alone with the file, which another process's writer can deny
+        # ("database is locked") — then a later connection switches it.
+        if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            try:
+                cursor.execute("PRAGMA journal_mode = WAL")
+            except sqlite3.OperationalError as exc:
+                logger.info("SQLite journal stays as it is for now (%s)", exc)
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
 
