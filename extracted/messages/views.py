@@ -13,14 +13,14 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Flask, abort, current_app, g, jsonify
-from sqlalchemy import select
 
 from extracted.common.auth import mark_seen, token_auth, token_optional_auth
 from extracted.common.client import ServiceUnavailable
 from extracted.messages.models import Message, db, save
-from monolith.api.common import MAX_ID, int_arg, json_object
-from monolith.api.messages import LISTING_WINDOW, set_source
-from monolith.models import ValidationError, timestamp
+from monolith.api import common
+from monolith.api.common import created, json_object
+from monolith.api.messages import messages_query, set_source
+from monolith.models import ValidationError
 
 bp = Blueprint("messages", __name__)
 logger = logging.getLogger(__name__)
@@ -42,10 +42,7 @@ def mark_seen_if_up(claims: dict[str, Any]) -> None:
 
 def get_or_404(id: int) -> Message:
     """Return message *id*, or abort with the monolith's 404."""
-    message = db.session.get(Message, id) if 0 < id <= MAX_ID else None
-    if message is None:
-        abort(404, description=f"message {id} not found")
-    return message
+    return common.get_or_404(Message, id, db.session)
 
 
 def _store_expansion(app: Flask, message_id: int, source: str, expanded_html: str) -> None:
@@ -74,9 +71,7 @@ def new_message():  # noqa: ANN201
         set_source(message, json_object())
     except ValidationError as exc:
         abort(400, description=str(exc))
-    response = jsonify(save(message))
-    response.status_code = 201
-    response.headers["Location"] = f"/api/messages/{message.id}"
+    response = created(save(message), f"/api/messages/{message.id}")
     expand_links_later(message)
     return response
 
@@ -90,13 +85,7 @@ def get_messages():  # noqa: ANN201
     updated_at then id; ``?updated_since=<epoch>`` (strictly greater) and
     ``?user_id=`` narrow it.
     """
-    since = max(int_arg("updated_since") or 0, timestamp() - LISTING_WINDOW)
-    conditions = [Message.updated_at > since]
-    if (user_id := int_arg("user_id")) is not None:
-        conditions.append(Message.user_id == user_id)
-    rows = db.session.scalars(
-        select(Message).where(*conditions).order_by(Message.updated_at, Message.id)
-    )
+    rows = db.session.scalars(messages_query(Message))
     return jsonify({"messages": [message.to_dict() for message in rows]})
 
 

@@ -7,17 +7,16 @@ passwords, ``messages`` and ``socketio`` report presence).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from flask import Blueprint, abort, current_app, g, jsonify, request
+from flask import Blueprint, abort, g, jsonify
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash
 
 from extracted.common.auth import AuthError, token_auth, token_optional_auth
-from extracted.users.models import User, ValidationError, db
-from monolith.api.common import MAX_ID, int_arg, json_object
+from extracted.users.models import User, db
+from monolith.api.common import get_or_404, json_object
+from monolith.api.users import register_user, update_user, users_query
 
 api = Blueprint("users_api", __name__)
 internal = Blueprint("users_internal", __name__)
@@ -25,10 +24,7 @@ internal = Blueprint("users_internal", __name__)
 
 def get_user_or_404(id: int) -> User:
     """Return user *id*, or abort with the monolith's 404."""
-    user = db.session.get(User, id) if 0 < id <= MAX_ID else None
-    if user is None:
-        abort(404, description=f"user {id} not found")
-    return user
+    return get_or_404(User, id, db.session)
 
 
 def ping_token_user(claims: dict[str, Any]) -> None:
@@ -40,39 +36,10 @@ def ping_token_user(claims: dict[str, Any]) -> None:
     db.session.commit()
 
 
-def _nickname_taken(nickname: str, user_id: int | None = None) -> bool:
-    query = select(User.id).where(User.nickname == nickname)
-    if user_id is not None:
-        query = query.where(User.id != user_id)
-    with db.session.no_autoflush:  # the edited user is not written before we know
-        return db.session.scalar(query) is not None
-
-
-def _save_user(user: User) -> None:
-    """Commit *user*, turning a nickname race lost to another request into a 400."""
-    db.session.add(user)
-    try:
-        db.session.commit()
-    except IntegrityError:
-        db.session.rollback()
-        abort(400, description="nickname is already taken")
-
-
 @api.post("/api/users")
 def new_user():  # noqa: ANN201
     """Anyone may call this: register ``{nickname, password}``; 201 with the user and Location."""
-    user = User()
-    try:
-        user.from_dict(json_object())
-    except ValidationError as exc:
-        abort(400, description=str(exc))
-    if _nickname_taken(user.nickname):
-        abort(400, description="nickname is already taken")
-    _save_user(user)
-    response = jsonify(user.to_dict())
-    response.status_code = 201
-    response.headers["Location"] = f"/api/users/{user.id}"
-    return response
+    return register_user(db.session, User)
 
 
 @api.get("/api/users")
@@ -83,16 +50,7 @@ def get_users():  # noqa: ANN201
     Returns ``{"users": [...]}`` ordered by updated_at then nickname, filtered
     by ``?online=0|1`` and ``?updated_since=<epoch>`` (strictly greater).
     """
-    query = select(User).order_by(User.updated_at, User.nickname)
-    online = request.args.get("online")
-    if online is not None:
-        if online not in ("0", "1"):
-            abort(400, description=f"online must be 0 or 1, not {online!r}")
-        query = query.where(User.online == (online == "1"))
-    since = int_arg("updated_since")
-    if since is not None:
-        query = query.where(User.updated_at > since)
-    return jsonify({"users": [user.to_dict() for user in db.session.scalars(query)]})
+    return jsonify({"users": [user.to_dict() for user in db.session.scalars(users_query(User))]})
 
 
 @api.get("/api/users/<int:id>")
@@ -113,19 +71,7 @@ def edit_user(id: int):  # noqa: ANN201
     user = get_user_or_404(id)
     if user.id != g.user_id:
         abort(403, description="you can only edit your own user")
-    data = json_object()
-    db.session.rollback()  # don't hold the database while the new password hashes
-    try:
-        user.from_dict(data, partial=True)
-    except ValidationError as exc:
-        db.session.rollback()
-        abort(400, description=str(exc))
-    if "nickname" in data and _nickname_taken(user.nickname, user.id):
-        db.session.rollback()
-        abort(400, description="nickname is already taken")
-    _save_user(user)
-    if "password" in data:
-        current_app.extensions["revocation_store"].revoke_user(user.id, time.time())
+    update_user(db.session, user, json_object())
     return "", 204
 
 

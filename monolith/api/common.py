@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from flask import abort, request
+from flask import Response, abort, jsonify, request
 
 from monolith import db
 
@@ -25,9 +25,13 @@ def json_object() -> dict[str, Any]:
     return data
 
 
-def get_or_404(model: type[Model], id: int) -> Model:
-    """Return the row of *model* with primary key *id*, or abort with 404."""
-    row = db.session.get(model, id) if 0 < id <= MAX_ID else None
+def get_or_404(model: type[Model], id: int, session: Any = None) -> Model:
+    """Return the row of *model* with primary key *id*, or abort with 404.
+
+    *session* defaults to the monolith's; a service passes its own.
+    """
+    session = db.session if session is None else session
+    row = session.get(model, id) if 0 < id <= MAX_ID else None
     if row is None:
         abort(404, description=f"{model.__name__.lower()} {id} not found")
     return row
@@ -45,3 +49,21 @@ def int_arg(name: str) -> int | None:
     if not -(2**63) <= value < 2**63:
         abort(400, description=f"{name} is out of range")
     return value
+
+
+def bool_arg(name: str) -> bool | None:
+    """Return the ``0``/``1`` query argument *name* as a bool, None if absent; 400 otherwise."""
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    if raw not in ("0", "1"):
+        abort(400, description=f"{name} must be 0 or 1, not {raw!r}")
+    return raw == "1"
+
+
+def created(body: dict[str, Any], location: str) -> Response:
+    """Return the 201 answer to a POST: *body* as JSON, with ``Location: location``."""
+    response = jsonify(body)
+    response.status_code = 201
+    response.headers["Location"] = location
+    return response

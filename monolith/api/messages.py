@@ -12,11 +12,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, abort, current_app, g, jsonify
-from sqlalchemy import select
+from sqlalchemy import Select, select
 
 from monolith import db
 from monolith.api import bp
-from monolith.api.common import get_or_404, int_arg, json_object
+from monolith.api.common import created, get_or_404, int_arg, json_object
 from monolith.auth import token_auth, token_optional_auth
 from monolith.models import Message, User, ValidationError, timestamp
 from monolith.render import render_html
@@ -39,6 +39,20 @@ def set_source(message: Message, data: Mapping[str, Any]) -> bool:
         return False
     message.html = render_html(message.source)
     return True
+
+
+def messages_query(model: Any) -> Select:
+    """Return the messages listing of *model* for the request's ``?updated_since`` and ``?user_id``.
+
+    Only messages updated in the last :data:`LISTING_WINDOW` seconds, ordered
+    by updated_at then id; aborts with 400 on a malformed filter.
+    """
+    since = max(int_arg("updated_since") or 0, timestamp() - LISTING_WINDOW)
+    query = select(model).where(model.updated_at > since)
+    user_id = int_arg("user_id")
+    if user_id is not None:
+        query = query.where(model.user_id == user_id)
+    return query.order_by(model.updated_at, model.id)
 
 
 def post_message(user: User, data: Mapping[str, Any]) -> Message:
@@ -79,10 +93,7 @@ def new_message():  # noqa: ANN201
         message = post_message(g.current_user, json_object())
     except ValidationError as exc:
         abort(400, description=str(exc))
-    response = jsonify(message.to_dict())
-    response.status_code = 201
-    response.headers["Location"] = f"/api/messages/{message.id}"
-    return response
+    return created(message.to_dict(), f"/api/messages/{message.id}")
 
 
 @bp.get("/messages")
@@ -94,13 +105,8 @@ def get_messages():  # noqa: ANN201
     updated_at then id; ``?updated_since=<epoch>`` (strictly greater) and
     ``?user_id=`` narrow it.
     """
-    since = max(int_arg("updated_since") or 0, timestamp() - LISTING_WINDOW)
-    query = select(Message).where(Message.updated_at > since)
-    user_id = int_arg("user_id")
-    if user_id is not None:
-        query = query.where(Message.user_id == user_id)
-    query = query.order_by(Message.updated_at, Message.id)
-    return jsonify({"messages": [message.to_dict() for message in db.session.scalars(query)]})
+    rows = db.session.scalars(messages_query(Message))
+    return jsonify({"messages": [message.to_dict() for message in rows]})
 
 
 @bp.get("/messages/<int:id>")
