@@ -48,10 +48,8 @@ def _string(data: Mapping[str, Any], name: str, max_length: int | None = None) -
     return value
 
 
-class User(db.Model):
-    """A chat user; the password is kept only as a werkzeug hash."""
-
-    __tablename__ = "users"
+class UserColumns:
+    """The ``users`` table's columns, for the monolith's model and the users service's."""
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     created_at: Mapped[int] = mapped_column(BigInteger)
@@ -60,6 +58,12 @@ class User(db.Model):
     password_hash: Mapped[str] = mapped_column(String(256))
     last_seen_at: Mapped[int] = mapped_column(BigInteger)
     online: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class User(UserColumns, db.Model):
+    """A chat user; the password is kept only as a werkzeug hash."""
+
+    __tablename__ = "users"
 
     @property
     def password(self) -> str:
@@ -116,17 +120,23 @@ class User(db.Model):
             self.nickname = nickname
 
 
-class Message(db.Model):
-    """A chat message: its markdown source and the sanitised HTML shown."""
-
-    __tablename__ = "messages"
+class MessageColumns:
+    """The ``messages`` table's columns but ``user_id`` (a foreign key only in the monolith)."""
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger, index=True)
     source: Mapped[str] = mapped_column(Text)
     html: Mapped[str] = mapped_column(Text)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+
+
+class Message(MessageColumns, db.Model):
+    """A chat message: its markdown source and the sanitised HTML shown."""
+
+    __tablename__ = "messages"
+
+    # after the mixin's columns, where the table (and its migration) has it
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True, sort_order=1)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the public representation."""

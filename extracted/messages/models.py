@@ -9,7 +9,7 @@ Every committed change is pushed to Socket.IO clients by :func:`save`.
 from __future__ import annotations
 
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import BigInteger, Integer, Text
+from sqlalchemy import Integer
 from sqlalchemy.orm import Mapped, mapped_column
 
 from monolith import models as flack
@@ -17,17 +17,12 @@ from monolith import models as flack
 db = SQLAlchemy()
 
 
-class Message(db.Model):
+class Message(flack.MessageColumns, db.Model):
     """A chat message: its markdown source, the sanitised HTML shown and its author's id."""
 
     __tablename__ = "messages"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    created_at: Mapped[int] = mapped_column(BigInteger)
-    updated_at: Mapped[int] = mapped_column(BigInteger, index=True)
-    source: Mapped[str] = mapped_column(Text)
-    html: Mapped[str] = mapped_column(Text)
-    user_id: Mapped[int] = mapped_column(Integer, index=True)
+    user_id: Mapped[int] = mapped_column(Integer, index=True, sort_order=1)  # last, as in the table
 
     to_dict = flack.Message.to_dict
     from_dict = flack.Message.from_dict

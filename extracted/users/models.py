@@ -12,11 +12,10 @@ from typing import Any
 from flask import current_app
 from flask_sqlalchemy import SQLAlchemy
 from flask_sqlalchemy.session import Session as _FlaskSession
-from sqlalchemy import BigInteger, Boolean, Integer, String, event, select
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import event, select
 
 from extracted.common.pushes import timestamp, track_pushes
-from monolith.models import NICKNAME_MAX, ValidationError
+from monolith.models import NICKNAME_MAX, UserColumns, ValidationError
 from monolith.models import User as MonolithUser
 
 __all__ = ["NICKNAME_MAX", "User", "UsersSession", "ValidationError", "db"]
@@ -29,21 +28,13 @@ class UsersSession(_FlaskSession):
 db = SQLAlchemy(session_options={"class_": UsersSession})
 
 
-class User(db.Model):
+class User(UserColumns, db.Model):
     """A chat user; the password is kept only as a werkzeug hash (``user.password = ...``)."""
 
     __tablename__ = "users"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    created_at: Mapped[int] = mapped_column(BigInteger)
-    updated_at: Mapped[int] = mapped_column(BigInteger, index=True)
-    nickname: Mapped[str] = mapped_column(String(NICKNAME_MAX), unique=True, index=True)
-    password_hash: Mapped[str] = mapped_column(String(256))
-    last_seen_at: Mapped[int] = mapped_column(BigInteger)
-    online: Mapped[bool] = mapped_column(Boolean, default=False)
-
-    # The same behaviour as the monolith's user by construction: its methods
-    # are borrowed, not copied (they use only the columns both tables share).
+    # The same columns and behaviour as the monolith's user by construction:
+    # its column mixin and methods are borrowed, not copied (they use only the columns both tables share).
     password = MonolithUser.password
     verify_password = MonolithUser.verify_password
     ping = MonolithUser.ping
