@@ -52,60 +52,88 @@ class Config:
         cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
     ) -> Config:
         """Read the settings from *environ* (default ``os.environ``), *overrides* winning."""
-        source: dict[str, Any] = dict(os.environ if environ is None else environ)
-        source.update(overrides or {})
-        env = str(source.get("STRANGLER_ENV") or "development")
-        if env not in PROFILES:
-            raise ConfigError(f"STRANGLER_ENV must be one of {', '.join(PROFILES)}, not {env!r}")
-        data_dir = _data_dir(source)
-        keys = _secrets(source, env, data_dir)
+        source, env = read_source(overrides, environ)
+        shared = shared_settings(source, env)
         return cls(
-            env=env,
-            data_dir=data_dir,
-            database_url=str(source.get("DATABASE_URL") or f"sqlite:///{data_dir / 'monolith.sqlite'}"),
-            secret_key=keys["SECRET_KEY"],
-            jwt_secret_key=keys["JWT_SECRET_KEY"],
-            socketio_message_queue=source.get("SOCKETIO_MESSAGE_QUEUE") or None,
-            online_timeout=_number(source, "ONLINE_TIMEOUT", 60.0),
-            offline_check_interval=_number(source, "OFFLINE_CHECK_INTERVAL", 5.0),
-            link_expansion_allow_private=_flag(
-                source, "LINK_EXPANSION_ALLOW_PRIVATE", env != "production"
+            **shared,
+            database_url=str(
+                source.get("DATABASE_URL") or f"sqlite:///{shared['data_dir'] / 'monolith.sqlite'}"
             ),
-            link_expansion_timeout=_number(source, "LINK_EXPANSION_TIMEOUT", 3.0),
-            link_expansion_max_bytes=int(_number(source, "LINK_EXPANSION_MAX_BYTES", 512 * 1024)),
-            token_ttl=_number(source, "TOKEN_TTL", 3600.0),
             revocation_store=source.get("REVOCATION_STORE") or "database",
-            start_offline_task=_flag(source, "START_OFFLINE_TASK", env != "testing"),
-            # a cheap hash keeps the test suite fast; real profiles use scrypt
-            password_hash_method=str(
-                source.get("PASSWORD_HASH_METHOD")
-                or ("pbkdf2:sha256:1000" if env == "testing" else "scrypt")
-            ),
         )
 
     def flask_settings(self) -> dict[str, Any]:
         """Return the Flask ``app.config`` entries these settings map to."""
-        return {
-            "STRANGLER_ENV": self.env,
-            "TESTING": self.env == "testing",
-            "SECRET_KEY": self.secret_key,
-            "JWT_SECRET_KEY": self.jwt_secret_key,
-            "SQLALCHEMY_DATABASE_URI": self.database_url,
-            "DATABASE_URL": self.database_url,
-            "STRANGLER_DATA_DIR": str(self.data_dir),
-            "SOCKETIO_MESSAGE_QUEUE": self.socketio_message_queue,
-            "ONLINE_TIMEOUT": self.online_timeout,
-            "OFFLINE_CHECK_INTERVAL": self.offline_check_interval,
-            "LINK_EXPANSION_ALLOW_PRIVATE": self.link_expansion_allow_private,
-            "LINK_EXPANSION_TIMEOUT": self.link_expansion_timeout,
-            "LINK_EXPANSION_MAX_BYTES": self.link_expansion_max_bytes,
-            "TOKEN_TTL": self.token_ttl,
-            "REVOCATION_STORE": self.revocation_store,
-            "START_OFFLINE_TASK": self.start_offline_task,
-            "PASSWORD_HASH_METHOD": self.password_hash_method,
-            # a chat message never needs a megabyte; bigger bodies get a JSON 413
-            "MAX_CONTENT_LENGTH": 1024 * 1024,
-        }
+        return {**shared_flask_settings(self), "REVOCATION_STORE": self.revocation_store}
+
+
+def read_source(
+    overrides: Mapping[str, Any] | None, environ: Mapping[str, str] | None
+) -> tuple[dict[str, Any], str]:
+    """Return *environ* (default ``os.environ``) with *overrides* winning, and the profile it names.
+
+    Raises :class:`ConfigError` when ``STRANGLER_ENV`` is not a known profile.
+    """
+    source: dict[str, Any] = dict(os.environ if environ is None else environ)
+    source.update(overrides or {})
+    env = str(source.get("STRANGLER_ENV") or "development")
+    if env not in PROFILES:
+        raise ConfigError(f"STRANGLER_ENV must be one of {', '.join(PROFILES)}, not {env!r}")
+    return source, env
+
+
+def shared_settings(source: Mapping[str, Any], env: str) -> dict[str, Any]:
+    """Return the settings the monolith and every service read alike, by field name.
+
+    Raises :class:`ConfigError` naming the first bad variable.
+    """
+    data_dir = _data_dir(source)
+    keys = _secrets(source, env, data_dir)
+    return {
+        "env": env,
+        "data_dir": data_dir,
+        "secret_key": keys["SECRET_KEY"],
+        "jwt_secret_key": keys["JWT_SECRET_KEY"],
+        "socketio_message_queue": source.get("SOCKETIO_MESSAGE_QUEUE") or None,
+        "online_timeout": _number(source, "ONLINE_TIMEOUT", 60.0),
+        "offline_check_interval": _number(source, "OFFLINE_CHECK_INTERVAL", 5.0),
+        "link_expansion_allow_private": _flag(
+            source, "LINK_EXPANSION_ALLOW_PRIVATE", env != "production"
+        ),
+        "link_expansion_timeout": _number(source, "LINK_EXPANSION_TIMEOUT", 3.0),
+        "link_expansion_max_bytes": int(_number(source, "LINK_EXPANSION_MAX_BYTES", 512 * 1024)),
+        "token_ttl": _number(source, "TOKEN_TTL", 3600.0),
+        "start_offline_task": _flag(source, "START_OFFLINE_TASK", env != "testing"),
+        # a cheap hash keeps the test suite fast; real profiles use scrypt
+        "password_hash_method": str(
+            source.get("PASSWORD_HASH_METHOD")
+            or ("pbkdf2:sha256:1000" if env == "testing" else "scrypt")
+        ),
+    }
+
+
+def shared_flask_settings(config: Any) -> dict[str, Any]:
+    """Return the Flask ``app.config`` entries of *config*'s :func:`shared_settings` fields."""
+    return {
+        "STRANGLER_ENV": config.env,
+        "TESTING": config.env == "testing",
+        "SECRET_KEY": config.secret_key,
+        "JWT_SECRET_KEY": config.jwt_secret_key,
+        "SQLALCHEMY_DATABASE_URI": config.database_url,
+        "DATABASE_URL": config.database_url,
+        "STRANGLER_DATA_DIR": str(config.data_dir),
+        "SOCKETIO_MESSAGE_QUEUE": config.socketio_message_queue,
+        "ONLINE_TIMEOUT": config.online_timeout,
+        "OFFLINE_CHECK_INTERVAL": config.offline_check_interval,
+        "LINK_EXPANSION_ALLOW_PRIVATE": config.link_expansion_allow_private,
+        "LINK_EXPANSION_TIMEOUT": config.link_expansion_timeout,
+        "LINK_EXPANSION_MAX_BYTES": config.link_expansion_max_bytes,
+        "TOKEN_TTL": config.token_ttl,
+        "START_OFFLINE_TASK": config.start_offline_task,
+        "PASSWORD_HASH_METHOD": config.password_hash_method,
+        # a chat message never needs a megabyte; bigger bodies get a JSON 413
+        "MAX_CONTENT_LENGTH": 1024 * 1024,
+    }
 
 
 def _data_dir(source: Mapping[str, Any]) -> Path:

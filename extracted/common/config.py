@@ -11,7 +11,6 @@ raises ``monolith.config.ConfigError`` naming the variable.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 # the monolith's parsing rules, shared so both read a variable the same way
-from monolith.config import PROFILES, ConfigError, _data_dir, _flag, _number, _secrets
+from monolith.config import ConfigError, read_source, shared_flask_settings, shared_settings
 
 __all__ = ["DEFAULT_LB_URL", "ConfigError", "ServiceConfig"]
 
@@ -62,63 +61,25 @@ class ServiceConfig:
         """
         if not _NAME.match(name or ""):
             raise ConfigError(f"service name {name!r} must be lower-case letters, digits and _")
-        source: dict[str, Any] = dict(os.environ if environ is None else environ)
-        source.update(overrides or {})
-        env = str(source.get("STRANGLER_ENV") or "development")
-        if env not in PROFILES:
-            raise ConfigError(f"STRANGLER_ENV must be one of {', '.join(PROFILES)}, not {env!r}")
-        data_dir = _data_dir(source)
-        keys = _secrets(source, env, data_dir)
+        source, env = read_source(overrides, environ)
+        shared = shared_settings(source, env)
         return cls(
+            **shared,
             name=name,
-            env=env,
-            data_dir=data_dir,
-            database_url=str(source.get("DATABASE_URL") or f"sqlite:///{data_dir / f'{name}.sqlite'}"),
-            secret_key=keys["SECRET_KEY"],
-            jwt_secret_key=keys["JWT_SECRET_KEY"],
-            socketio_message_queue=source.get("SOCKETIO_MESSAGE_QUEUE") or None,
+            database_url=str(
+                source.get("DATABASE_URL") or f"sqlite:///{shared['data_dir'] / f'{name}.sqlite'}"
+            ),
             lb_url=_url(source, "STRANGLER_LB_URL", DEFAULT_LB_URL),
             etcd_url=str(source.get("STRANGLER_ETCD") or "").strip() or None,
-            token_ttl=_number(source, "TOKEN_TTL", 3600.0),
-            # a cheap hash keeps the test suite fast; real profiles use scrypt
-            password_hash_method=str(
-                source.get("PASSWORD_HASH_METHOD")
-                or ("pbkdf2:sha256:1000" if env == "testing" else "scrypt")
-            ),
-            online_timeout=_number(source, "ONLINE_TIMEOUT", 60.0),
-            offline_check_interval=_number(source, "OFFLINE_CHECK_INTERVAL", 5.0),
-            start_offline_task=_flag(source, "START_OFFLINE_TASK", env != "testing"),
-            link_expansion_allow_private=_flag(
-                source, "LINK_EXPANSION_ALLOW_PRIVATE", env != "production"
-            ),
-            link_expansion_timeout=_number(source, "LINK_EXPANSION_TIMEOUT", 3.0),
-            link_expansion_max_bytes=int(_number(source, "LINK_EXPANSION_MAX_BYTES", 512 * 1024)),
         )
 
     def flask_settings(self) -> dict[str, Any]:
         """Return the Flask ``app.config`` entries these settings map to."""
         return {
+            **shared_flask_settings(self),
             "SERVICE_NAME": self.name,
-            "STRANGLER_ENV": self.env,
-            "TESTING": self.env == "testing",
-            "SECRET_KEY": self.secret_key,
-            "JWT_SECRET_KEY": self.jwt_secret_key,
-            "SQLALCHEMY_DATABASE_URI": self.database_url,
-            "DATABASE_URL": self.database_url,
-            "STRANGLER_DATA_DIR": str(self.data_dir),
-            "SOCKETIO_MESSAGE_QUEUE": self.socketio_message_queue,
             "STRANGLER_LB_URL": self.lb_url,
             "STRANGLER_ETCD": self.etcd_url,
-            "TOKEN_TTL": self.token_ttl,
-            "PASSWORD_HASH_METHOD": self.password_hash_method,
-            "ONLINE_TIMEOUT": self.online_timeout,
-            "OFFLINE_CHECK_INTERVAL": self.offline_check_interval,
-            "START_OFFLINE_TASK": self.start_offline_task,
-            "LINK_EXPANSION_ALLOW_PRIVATE": self.link_expansion_allow_private,
-            "LINK_EXPANSION_TIMEOUT": self.link_expansion_timeout,
-            "LINK_EXPANSION_MAX_BYTES": self.link_expansion_max_bytes,
-            # as the monolith: no request of the contract needs a megabyte
-            "MAX_CONTENT_LENGTH": 1024 * 1024,
         }
 
     @property
