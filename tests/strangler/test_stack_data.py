@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from strangler.migrate.sync import SyncState
 from strangler.plan import load_plan
 from strangler.stack_data import (
     FOLLOW_ENV,
@@ -31,6 +32,7 @@ from strangler.stack_data import (
     unlinked,
     write_through,
 )
+from strangler.stack_follow import SettledSyncer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -184,3 +186,25 @@ def test_the_follower_syncs_both_ways_until_sigterm(plan, etcd) -> None:
     output = log.read_text()
     assert "following users (users) every 0.5 s" in output and output.rstrip().endswith("stopped")
     assert "Traceback" not in output
+
+
+@pytest.mark.integration
+def test_a_follower_pass_leaves_fresh_changes_to_write_through(plan, etcd) -> None:
+    link_all(plan, etcd)
+    mono, users = url(plan, "monolith"), url(plan, "users")
+    now = int(time.time())
+    add_user(mono, 1, "settled", now - 5)
+    add_user(mono, 2, "fresh", now)
+    # the same row changed on both sides within one second: the users side last (written through)
+    add_user(mono, 3, "went-offline", now - 5)
+    add_user(users, 3, "went-offline", now - 5)
+    run_sql(mono, "UPDATE users SET online = 1, updated_at = :t WHERE id = 3", t=now)
+    run_sql(users, "UPDATE users SET online = 0, updated_at = :t WHERE id = 3", t=now)
+    state = SyncState()  # from the start of time, in memory
+    with SettledSyncer(mono, users, ["users"], state, ("monolith", "users"), settle=2) as syncer:
+        result = syncer.once()
+    assert result.applied == 1 and [r[3] for r in rows(users, "users")] == ["settled", "went-offline"]
+    assert rows(users, "users")[1][6] in (0, False)  # the monolith's older same-second online=1 did not win
+    with SettledSyncer(mono, users, ["users"], state, ("monolith", "users"), settle=0) as syncer:
+        syncer.once()  # once settled (here: settle 0), the rest arrives
+    assert [r[3] for r in rows(users, "users")] == ["settled", "fresh", "went-offline"]
