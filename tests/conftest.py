@@ -19,6 +19,9 @@ from pathlib import Path
 # create_app` then fails). Take it off again before importing anything.
 _TESTS_DIR = str(Path(__file__).resolve().parent)
 sys.path[:] = [p for p in sys.path if str(Path(p or ".").resolve()) != _TESTS_DIR]
+# helpers every test folder shares (``import servers``); only this folder, so
+# nothing in it can shadow a real package
+sys.path.insert(0, str(Path(_TESTS_DIR) / "support"))
 
 import pytest  # noqa: E402
 

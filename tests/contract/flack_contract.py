@@ -15,19 +15,24 @@ it from a test to get pytest's detailed assertion messages.
 from __future__ import annotations
 
 import contextlib
-import http.server
 import json
-import queue
 import re
-import threading
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import jwt
 import requests
-import socketio
+
+# the helpers every test folder shares; tests/conftest.py puts them on the
+# path under pytest, this does when the module runs as a script
+_SUPPORT = str(Path(__file__).resolve().parents[1] / "support")
+if _SUPPORT not in sys.path:
+    sys.path.insert(0, _SUPPORT)
+import servers  # noqa: E402
 
 TIMEOUT = 10.0
 BEARER = 'Bearer realm="Authentication Required"'
@@ -102,40 +107,17 @@ class Flack:
         return answer.json()
 
 
-class Listener:
+class Listener(servers.Listener):
     """A real Socket.IO client (websocket transport) queueing every ``updated_model``."""
 
     def __init__(self, base: str) -> None:
-        self.events: queue.Queue = queue.Queue()
-        self.client = socketio.Client(reconnection=False)
-        self.client.on("updated_model", self.events.put)
-        self.client.connect(base, transports=["websocket"], wait_timeout=TIMEOUT)
-
-    def call(self, event: str, *args: Any) -> Any:
-        """Emit *event* with *args* and return the server's ack."""
-        return self.client.call(event, args if len(args) != 1 else args[0], timeout=TIMEOUT)
-
-    def wait_for(self, match: Callable[[dict], bool], timeout: float = TIMEOUT) -> dict:
-        """The first pushed ``{"class", "model"}`` matching *match*; AssertionError after *timeout*."""
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                event = self.events.get(timeout=left)
-            except queue.Empty:
-                break
-            if match(event):
-                return event
-        raise AssertionError(f"no matching updated_model push within {timeout}s")
+        super().__init__(base, timeout=TIMEOUT)
 
     def none_for(self, match: Callable[[dict], bool], seconds: float) -> None:
         """Assert nothing matching *match* is pushed for *seconds*."""
         with contextlib.suppress(AssertionError):
             event = self.wait_for(match, seconds)
             raise AssertionError(f"unexpected push {event}")
-
-    def close(self) -> None:
-        """Disconnect (a no-op when already disconnected)."""
-        self.client.disconnect()
 
 
 @contextlib.contextmanager
@@ -194,28 +176,8 @@ def linked_page() -> Iterator[str]:
     """
     body = (f"<html><head><title>{PAGE_TITLE}</title>"
             f'<meta name="description" content="{PAGE_DESCRIPTION}"></head><body>fig</body></html>').encode()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            if "slow" in self.path:
-                time.sleep(SLOW_PAGE_DELAY)
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/fig.html"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with servers.serving_page(body, "/fig.html", slow_delay=SLOW_PAGE_DELAY) as url:
+        yield url
 
 
 # ---- HTTP: health, page, users --------------------------------------------------------

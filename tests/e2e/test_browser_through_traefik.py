@@ -10,7 +10,6 @@ access log proves no request of the session reached the monolith.
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 import uuid
@@ -18,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from browser_pages import chromium, log_in, open_page
 from click.testing import CliRunner
 
 # the page link expansion fetches is shared with the contract suite (not a package)
@@ -32,28 +32,13 @@ from strangler.stack import Stack  # noqa: E402
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")
 def browser():
     """Debian's headless Chromium under Playwright (skipped without it, unless CI is set)."""
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing; install it with `apt-get install chromium`"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture(scope="module")
@@ -79,20 +64,6 @@ def extracted(browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
         stack.stop()
         for record in procs.read_pidfiles(run_dir).values():  # only if stop missed one
             record.stop()
-
-
-def open_page(browser, base: str, errors: list[str]):
-    """A page in its own browser context (own storage), recording script errors."""
-    page = browser.new_context().new_page()
-    page.on("pageerror", lambda err: errors.append(str(err)))
-    page.goto(base + "/")
-    return page
-
-
-def log_in(page, nickname: str, password: str) -> None:
-    page.fill("#nickname", nickname)
-    page.fill("#password", password)
-    page.click("#login")
 
 
 def served(state: dict) -> dict[str, set[str]]:

@@ -6,16 +6,14 @@ Both run as `strangler.toml` starts them (``gunicorn -c python:extracted.<name>.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
+from servers import child_env, start_server, stop_server
 
 from router.registry import instances
 from strangler import procs
@@ -23,50 +21,22 @@ from strangler import procs
 pytestmark = pytest.mark.integration
 
 BIN = Path(sys.executable).parent
-STARTUP_TIMEOUT = 40.0
 
 
 def start(name: str, tmp: Path, etcd_url: str, **env: str) -> tuple[subprocess.Popen, str]:
     """Start service *name* under gunicorn in its own process group; wait for /healthz."""
     port = procs.free_port()
     base = f"http://127.0.0.1:{port}"
-    environ = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SOCKETIO_MESSAGE_QUEUE")}
-    environ.update({"STRANGLER_ETCD": etcd_url, "STRANGLER_BACKEND": f"t-{name}",
-                    "STRANGLER_DATA_DIR": str(tmp / "data"), "STRANGLER_ENV": "development", **env})
+    environ = child_env(tmp / "data", **{"STRANGLER_ETCD": etcd_url, "STRANGLER_BACKEND": f"t-{name}",
+                                         "STRANGLER_ENV": "development", **env})
     cmd = [str(BIN / "gunicorn"), "-c", f"python:extracted.{name}.gunicorn_conf",
            "--bind", f"127.0.0.1:{port}", f"extracted.{name}.wsgi:app"]
-    log = tmp / f"{name}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, env=environ, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"{name} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
-                return proc, base
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    stop(proc)
-    pytest.fail(f"{name} did not answer /healthz:\n{log.read_text()[-3000:]}")
+    return start_server(cmd, environ, base, tmp / f"{name}.log", name=name), base
 
 
 def stop(proc: subprocess.Popen) -> int | None:
     """SIGTERM the master (as `strangler down` does), KILL the group if it lingers; return its code."""
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # stray workers, if any survived
-    except ProcessLookupError:
-        pass
-    return proc.returncode
+    return stop_server(proc, timeout=15, group=False)
 
 
 @pytest.fixture(scope="module")

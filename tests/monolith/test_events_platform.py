@@ -9,14 +9,12 @@ users database, so every backend knows the user.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 from flack_helpers import bearer
-from werkzeug.serving import make_server
+from servers import serving
 
 from extracted.common.client import LBClient
 from extracted.messages import create_app as create_messages
@@ -26,18 +24,6 @@ from strangler import procs
 pytestmark = pytest.mark.integration
 
 SECRET = "lb" * 32
-
-
-@contextmanager
-def serving(wsgi) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, wsgi, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.port}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture

@@ -6,16 +6,9 @@ Socket.IO client (websocket transport), the way a browser or Traefik would.
 
 from __future__ import annotations
 
-import http.server
-import os
-import queue
 import re
-import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,77 +16,21 @@ from pathlib import Path
 import pytest
 import requests
 import socketio
+from servers import Listener, child_env, monolith_server, serving_page, start_server, stop_server
 
 import strangler
+from strangler import procs
 
 pytestmark = pytest.mark.integration
 
 BIN = Path(sys.executable).parent
-STARTUP_TIMEOUT = 40.0
-
-
-def free_port() -> int:
-    """Return a loopback port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(cmd: list[str], env: dict[str, str], base: str, log: Path) -> subprocess.Popen:
-    """Start `cmd` in its own process group and wait until `base`/healthz answers 200."""
-    with log.open("wb") as out:
-        # own session: stopping the group also stops gunicorn's workers
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
-                return proc
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    stop_server(proc)
-    pytest.fail(f"server did not answer /healthz in {STARTUP_TIMEOUT}s:\n{log.read_text()[-3000:]}")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    """Stop the server's process group by its id: TERM, then KILL after 10 s."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # stray workers, if any survived
-    except ProcessLookupError:
-        pass
-
-
-def server_env(data_dir: Path) -> dict[str, str]:
-    """Environment for a server that keeps everything under `data_dir`."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SOCKETIO_MESSAGE_QUEUE")}
-    env["STRANGLER_DATA_DIR"] = str(data_dir)
-    return env
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One `strangler monolith` process for the module; yields its base URL."""
-    tmp = tmp_path_factory.mktemp("monolith")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    cmd = [str(BIN / "strangler"), "monolith", "--host", "127.0.0.1", "--port", str(port),
-           "--database", f"sqlite:///{tmp}/m.sqlite"]
-    proc = start_server(cmd, server_env(tmp), base, tmp / "server.log")
-    try:
+    with monolith_server(tmp_path_factory.mktemp("monolith")) as base:
         yield base
-    finally:
-        stop_server(proc)
 
 
 @pytest.fixture(scope="module")
@@ -102,26 +39,8 @@ def page_server() -> Iterator[str]:
     page = (b"<html><head><title>Strangler fig</title>"
             b'<meta name="description" content="A vine that grows around its host.">'
             b"</head><body>fig</body></html>")
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(page)))
-            self.end_headers()
-            self.wfile.write(page)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/fig.html"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serving_page(page, "/fig.html") as url:
+        yield url
 
 
 def new_nickname() -> str:
@@ -136,31 +55,6 @@ def register_and_login(base: str, nickname: str, password: str = "s3cret") -> st
     answer = requests.post(f"{base}/api/tokens", auth=(nickname, password), timeout=10)
     assert answer.status_code == 200, answer.text
     return answer.json()["token"]
-
-
-class Listener:
-    """A real Socket.IO client that queues every `updated_model` it receives."""
-
-    def __init__(self, base: str) -> None:
-        self.events: queue.Queue = queue.Queue()
-        self.client = socketio.Client(reconnection=False)
-        self.client.on("updated_model", self.events.put)
-        self.client.connect(base, transports=["websocket"], wait_timeout=10)
-
-    def wait_for(self, match, timeout: float = 10.0) -> dict:
-        """Return the first event for which `match(event)` is true, or fail."""
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                event = self.events.get(timeout=left)
-            except queue.Empty:
-                break
-            if match(event):
-                return event
-        pytest.fail(f"no matching updated_model event within {timeout}s")
-
-    def close(self) -> None:
-        self.client.disconnect()
 
 
 @pytest.fixture
@@ -252,9 +146,9 @@ def test_socket_disconnect_marks_user_offline(server: str, listener: Listener) -
 
 
 def test_gunicorn_production_command_serves_with_two_workers(tmp_path: Path) -> None:
-    port = free_port()
+    port = procs.free_port()
     base = f"http://127.0.0.1:{port}"
-    env = server_env(tmp_path)
+    env = child_env(tmp_path)
     env["DATABASE_URL"] = f"sqlite:///{tmp_path}/g.sqlite"
     env["SECRET_KEY"] = "test-secret-" + uuid.uuid4().hex
     env["JWT_SECRET_KEY"] = "test-jwt-secret-" + uuid.uuid4().hex

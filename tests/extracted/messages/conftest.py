@@ -7,7 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-from messages_helpers import SECRET, service_config, serving
+from messages_helpers import SECRET, service_config
+from servers import serving
 
 from extracted.messages import create_app
 from extracted.messages.models import db

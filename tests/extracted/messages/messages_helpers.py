@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from sqlalchemy import update
-from werkzeug.serving import make_server
 
 from extracted.messages.models import Message, db
 
 # the JWT secret every service of these tests shares
 SECRET = "jwt-" + uuid.uuid4().hex
-
-
-@contextmanager
-def serving(app) -> Iterator[str]:
-    """Serve a WSGI *app* over real HTTP from a thread; yield its base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.port}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def service_config(tmp_path, etcd_url: str, **extra) -> dict:

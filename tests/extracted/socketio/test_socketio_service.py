@@ -10,20 +10,17 @@ each other over real HTTP as on the platform.
 
 from __future__ import annotations
 
-import queue
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import requests
-import socketio as socketio_client
-from werkzeug.serving import make_server
+from servers import Listener, serving
 
 from monolith.tokens import decode_token, issue_token
 from router.revocation import EtcdRevocationStore
@@ -34,19 +31,6 @@ pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
 
 SECRET = "jwt-" + uuid.uuid4().hex
-
-
-@contextmanager
-def serving(app) -> Iterator[str]:
-    """Serve a WSGI *app* over real HTTP from a thread; yield its base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.port}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def no_backend(environ, start_response):
@@ -106,41 +90,13 @@ def platform(redis_server, etcd_server, tmp_path_factory):
                               revocations=EtcdRevocationStore(etcd_server.client()))
 
 
-class Client:
-    """A real Socket.IO client that queues every ``updated_model`` it receives."""
-
-    def __init__(self, url: str) -> None:
-        self.events: queue.Queue = queue.Queue()
-        self.sio = socketio_client.Client(reconnection=False)
-        self.sio.on("updated_model", self.events.put)
-        self.sio.connect(url, transports=["websocket"], wait_timeout=10)
-
-    def call(self, event: str, *args):
-        return self.sio.call(event, args if len(args) > 1 else args[0], timeout=15)
-
-    def wait_for(self, match, timeout: float = 10.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                event = self.events.get(timeout=left)
-            except queue.Empty:
-                break
-            if match(event):
-                return event
-        raise AssertionError(f"no matching updated_model within {timeout}s")
-
-    def close(self) -> None:
-        if self.sio.connected:
-            self.sio.disconnect()
-
-
 @pytest.fixture
 def connect(platform):
     """Open real Socket.IO clients to the socketio service; all are closed after the test."""
-    opened: list[Client] = []
+    opened: list[Listener] = []
 
-    def open_client() -> Client:
-        opened.append(Client(platform.socketio))
+    def open_client() -> Listener:
+        opened.append(Listener(platform.socketio, timeout=15))
         return opened[-1]
 
     yield open_client
@@ -248,7 +204,7 @@ def test_ping_user_bad_token_is_an_error_ack(connect, token):
     client = connect()
     ack = client.call("ping_user", token)
     assert set(ack) == {"error"} and ack["error"].startswith("invalid token")
-    assert client.sio.connected
+    assert client.client.connected
 
 
 def test_ping_user_revoked_token_is_refused(platform, connect, make_user):
@@ -289,7 +245,7 @@ def test_post_message_bad_data_is_an_error_ack(platform, connect, make_user, dat
 def test_post_message_bad_token_posts_nothing(platform, connect):
     client = connect()
     assert "error" in client.call("post_message", {"source": "x"}, "bad")
-    assert "error" in client.sio.call("post_message", {"source": "x"}, timeout=15)
+    assert "error" in client.client.call("post_message", {"source": "x"}, timeout=15)
     ghost = issue_token(987655, "ghost", SECRET)
     assert "error" in client.call("post_message", {"source": "x"}, ghost)
     listed = requests.get(f"{platform.lb}/api/messages?user_id=987655", timeout=10).json()
@@ -306,7 +262,7 @@ def test_messages_down_is_an_error_ack(platform, connect, make_user):
     finally:
         platform.apps["messages"] = working
     assert set(ack) == {"error"} and "messages is unavailable" in ack["error"]
-    assert client.sio.connected
+    assert client.client.connected
     assert user_json(platform, user["id"])["online"] is True  # users still answered
 
 

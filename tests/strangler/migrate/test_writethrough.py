@@ -10,13 +10,11 @@ from __future__ import annotations
 import base64
 import json
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 from migrate_helpers import database
+from servers import serving
 from sqlalchemy import create_engine, insert, text, update
-from werkzeug.serving import make_server
 
 from extracted.messages import create_app as create_messages
 from extracted.users import create_app as create_users
@@ -69,18 +67,6 @@ class On:
 
     def __init__(self, table, make):
         self.table, self.make = table, make
-
-
-@contextmanager
-def serving(app) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.port}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def dispose(*apps) -> None:
