@@ -3,8 +3,8 @@
 ``users``, ``messages`` and ``socketio`` are flipped to their services while
 ``/api/tokens`` stays on the monolith; the tokens service is reached at its
 own address. A token from either side is accepted by the other, and a token
-revoked through either is refused by every backend within 1 s. Users that
-must exist on both sides are registered on both with the same id.
+revoked through either is refused by every backend within 1 s. Users exist
+on both sides at once: `strangler up` links the databases.
 """
 
 from __future__ import annotations
@@ -35,19 +35,15 @@ def split(platform):
 
 
 def twin_user(platform, password: str = "pw") -> dict:
-    """Register one nickname on the monolith and on the users service, under the same id."""
+    """Register one user on the monolith; `strangler up` linked the databases, so the users
+    service has the same row (same id) as soon as the registration answers."""
     monolith, users = fc.Flack(platform.instance("monolith")), fc.Flack(platform.instance("users"))
-    for _attempt in range(3):
-        ids = {"monolith": monolith.register()["id"], "users": users.register()["id"]}
-        while ids["monolith"] != ids["users"]:  # ids are handed out in order: pad the side behind
-            behind = min(ids, key=ids.get)
-            ids[behind] = (monolith if behind == "monolith" else users).register()["id"]
-        nickname = fc.unique()
-        body = {"nickname": nickname, "password": password}
-        made = [api.request("POST", "/api/users", json=body).json() for api in (monolith, users)]
-        if made[0]["id"] == made[1]["id"]:
-            return made[1]
-    raise AssertionError("could not register a user under the same id on both sides")
+    body = {"nickname": fc.unique(), "password": password}
+    made = monolith.request("POST", "/api/users", json=body).json()
+    there = users.request("GET", f"/api/users/{made['id']}").json()
+    assert (there["id"], there["nickname"], there["created_at"]) == (
+        made["id"], made["nickname"], made["created_at"]), there
+    return made
 
 
 def accepted_everywhere(platform, token: str) -> None:
