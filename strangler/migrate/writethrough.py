@@ -116,6 +116,11 @@ class WriteThrough:
         self.peers = {table: tuple(urls) for table, urls in parse_peers(peers).items() if urls}
         self.timeout, self.cooldown = timeout, cooldown
         self._lock = threading.Lock()
+        # one write-through at a time, each re-reading what is committed now:
+        # two commits of one row in the same second (a ping, then going
+        # offline) could otherwise reach a peer in the wrong order, and equal
+        # updated_at lets the older one win there
+        self._serial = threading.Lock()
         self._engines: dict[str, Engine] = {}
         self._infos: dict[tuple[str, str], TableInfo] = {}
         self._down_until: dict[str, float] = {}
@@ -184,7 +189,7 @@ class WriteThrough:
         def after_commit(session: Any) -> None:
             pending = session.info.pop(key, None)
             if pending:
-                self.write(pending)
+                self.write_committed(session.get_bind(), watched, pending)
 
         def after_rollback(session: Any) -> None:
             session.info.pop(key, None)
@@ -207,6 +212,29 @@ class WriteThrough:
             engine.dispose()
 
     # -- the peer side --------------------------------------------------------
+
+    def write_committed(self, source: Engine, tables: Mapping[str, Any],
+                        pending: Mapping[str, Mapping[Any, Mapping[str, Any]]]) -> None:
+        """Write *pending*'s rows through as they are committed in *source* now, one call at a time.
+
+        A row read back as gone (or a source that does not answer) falls back
+        to the values seen at flush time.
+        """
+        with self._serial:
+            current: dict[str, dict[Any, Mapping[str, Any]]] = {}
+            for name, rows in pending.items():
+                table = tables[name]
+                id_column = next(iter(table.primary_key.columns))
+                try:
+                    with source.connect() as connection:
+                        found = connection.execute(select(table).where(id_column.in_(list(rows))))
+                        fresh = {row._mapping[id_column.name]: dict(row._mapping) for row in found}
+                except SQLAlchemyError as exc:
+                    logger.warning("write-through could not re-read %s (%s); using flush-time values",
+                                   name, first_line(exc))
+                    fresh = {}
+                current[name] = {key: fresh.get(key, values) for key, values in rows.items()}
+            self.write(current)
 
     def write(self, rows: Mapping[str, Mapping[Any, Mapping[str, Any]]]) -> None:
         """Upsert *rows* (table → id → ``{column: value}``, full rows) into each of the table's peers.
