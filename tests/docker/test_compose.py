@@ -21,7 +21,7 @@ from router.traefik import static_config
 from strangler.plan import Plan, load_plan
 from strangler.stack import backend_launches
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONTAINER_PORT = 5000
 PLATFORM = ("etcd", "redis", "db", "traefik")
 
