@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from flack_helpers import bearer
+from servers import serving_page
 
 from monolith import db
 from monolith.models import Message
@@ -155,32 +154,15 @@ def test_edit_message_errors(client, make_user):
     assert client.get(url).json["source"] == created["source"]
 
 
-class _Page(BaseHTTPRequestHandler):
-    delay = 0.0
-
-    def do_GET(self):  # noqa: N802 (http.server's naming)
-        time.sleep(self.delay)
-        body = (b"<html><head><title>Local page</title>"
-                b'<meta name="description" content="A page for tests"></head><body>hi</body></html>')
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+PAGE = (b"<html><head><title>Local page</title>"
+        b'<meta name="description" content="A page for tests"></head><body>hi</body></html>')
 
 
 @pytest.fixture
-def page_server() -> Iterator[ThreadingHTTPServer]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Page)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+def page_url() -> Iterator[str]:
+    """A local page; its ``/slow`` twin answers after 2 s."""
+    with serving_page(PAGE, "/page", slow_delay=2.0) as url:
+        yield url
 
 
 def wait_for(predicate, timeout=10.0):
@@ -193,11 +175,11 @@ def wait_for(predicate, timeout=10.0):
     raise AssertionError("condition not met in time")
 
 
-def test_links_are_expanded_in_the_background_and_pushed(client, sio, make_user, page_server):
+def test_links_are_expanded_in_the_background_and_pushed(client, sio, make_user, page_url):
     from flack_helpers import pushes
 
     _user, token = make_user("ada")
-    url = f"http://127.0.0.1:{page_server.server_address[1]}/page"
+    url = page_url
     created = post(client, token, f"look {url}").json
     assert "<blockquote>" not in created["html"]
 
@@ -211,13 +193,9 @@ def test_links_are_expanded_in_the_background_and_pushed(client, sio, make_user,
     assert "<blockquote>" in pushed[-1]["html"]
 
 
-def test_slow_link_does_not_stall_the_request(client, make_user, page_server):
-    _Page.delay = 2.0
-    try:
-        _user, token = make_user("ada")
-        url = f"http://127.0.0.1:{page_server.server_address[1]}/slow"
-        started = time.monotonic()
-        assert post(client, token, f"slow {url}").status_code == 201
-        assert time.monotonic() - started < 1.5
-    finally:
-        _Page.delay = 0.0
+def test_slow_link_does_not_stall_the_request(client, make_user, page_url):
+    _user, token = make_user("ada")
+    url = page_url.replace("/page", "/slow")
+    started = time.monotonic()
+    assert post(client, token, f"slow {url}").status_code == 201
+    assert time.monotonic() - started < 1.5

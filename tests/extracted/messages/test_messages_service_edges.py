@@ -4,13 +4,12 @@ link expansion off the request path.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from messages_helpers import SECRET, bearer, post, service_config, wait_for
+from servers import serving_page
 
 from extracted.messages import create_app
 from monolith.tokens import issue_token
@@ -102,31 +101,15 @@ def test_errors_are_the_monoliths(client, monolith_client, make_user, method, pa
 # ------------------------------------------------------------ link expansion
 
 
-class _Page(BaseHTTPRequestHandler):
-    delay = 0.0
-
-    def do_GET(self):  # noqa: N802 (http.server's naming)
-        time.sleep(self.delay)
-        body = (b"<html><head><title>Local page</title>"
-                b'<meta name="description" content="A page for tests"></head><body>hi</body></html>')
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+PAGE = (b"<html><head><title>Local page</title>"
+        b'<meta name="description" content="A page for tests"></head><body>hi</body></html>')
 
 
 @pytest.fixture
 def page_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Page)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/page"
-    server.shutdown()
-    server.server_close()
+    """A local page; its ``/slow`` twin answers after 2 s."""
+    with serving_page(PAGE, "/page", slow_delay=2.0) as url:
+        yield url
 
 
 def test_links_are_expanded_in_the_background(client, make_user, page_url):
@@ -146,14 +129,11 @@ def test_links_are_expanded_in_the_background(client, make_user, page_url):
 
 
 def test_slow_link_does_not_stall_the_request(client, make_user, page_url):
-    _Page.delay = 2.0
-    try:
-        _user, token = make_user()
-        started = time.monotonic()
-        assert post(client, token, f"slow {page_url}").status_code == 201
-        assert time.monotonic() - started < 1.5
-    finally:
-        _Page.delay = 0.0
+    _user, token = make_user()
+    started = time.monotonic()
+    slow = page_url.replace("/page", "/slow")
+    assert post(client, token, f"slow {slow}").status_code == 201
+    assert time.monotonic() - started < 1.5
 
 
 def test_production_refuses_loopback_links(tmp_path, etcd_server, users_url, make_user, page_url):
