@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -29,6 +29,9 @@ from strangler.plan_schema import (
     normalise_rule,
     parse_endpoint_spec,
 )
+
+# what tells two rows under one id apart unless the plan says more (see DataTable)
+DEFAULT_IDENTITY = ("created_at",)
 
 __all__ = [
     "METHODS",
@@ -111,12 +114,15 @@ class CompareRule:
 class DataTable:
     """One ``[tables.<name>]``: the endpoints that insert its rows (one family per table).
 
-    The routing guards read it: a canary on an inserting endpoint would
-    allocate ids from two databases at once.
+    The routing guards read ``inserted_by``. ``identity``: the columns a
+    row never changes once it exists; two rows under one id that differ in
+    them are two rows (an id collision), for write-through, the followers,
+    copy and verify alike.
     """
 
     name: str
     inserted_by: tuple[Endpoint, ...] = ()
+    identity: tuple[str, ...] = DEFAULT_IDENTITY
 
 
 class Route(NamedTuple):
@@ -184,7 +190,8 @@ class Plan:
             compare=rules,
             path=path,
             tables={
-                name: DataTable(name, tuple(parse_endpoint_spec(s) for s in t.get("inserted_by", ())))
+                name: DataTable(name, tuple(parse_endpoint_spec(s) for s in t.get("inserted_by", ())),
+                                tuple(t.get("identity", DEFAULT_IDENTITY)))
                 for name, t in data.get("tables", {}).items()
             },
         )
@@ -278,6 +285,15 @@ class Plan:
         """The tables whose ``inserted_by`` lists ``endpoint`` (``[tables.<name>]``), in plan order."""
         ep = self.endpoint(endpoint)
         return [name for name, t in self.tables.items() if ep in t.inserted_by]
+
+    def identity(self, table: str) -> tuple[str, ...]:
+        """The identity columns of *table* (``[tables.<name>] identity``; default ``created_at``)."""
+        rule = self.tables.get(table)
+        return rule.identity if rule is not None else DEFAULT_IDENTITY
+
+    def identities(self, tables: Iterable[str]) -> dict[str, tuple[str, ...]]:
+        """``{table: identity columns}`` for each of *tables*."""
+        return {name: self.identity(name) for name in tables}
 
     def data_services(self) -> list[str]:
         """Services that own data: a ``database`` and ``tables`` (their rows move out of the monolith)."""

@@ -104,7 +104,8 @@ _BACKEND = {
 }
 _ENTRY = {"endpoint": ("str", 'e.g. "GET /api/users/<id>"'), "name": ("str", None),
           "gone": ("bool", None), "note": ("str", None)}
-_TABLE = {"inserted_by": ("strs", 'name the endpoints that insert its rows, e.g. ["POST /api/users"]')}
+_TABLE = {"inserted_by": ("strs", 'name the endpoints that insert its rows, e.g. ["POST /api/users"]'),
+          "identity": ("strs", None)}
 _RULE = {"ignore": ("strs", None), "headers": ("strs", None), "sets": ("strs", None),
          "shadow_unsafe": ("bool", None)}
 _COMMAND_FIELDS = ("port", "host", "name", "run_dir", "instance")
@@ -362,6 +363,9 @@ def _check_tables(problems: list[Problem], tables: Mapping, backends: Mapping | 
             elif ep is not None and ep.is_prefix:
                 problems.append(Problem(_kp(*path, "inserted_by", i),
                                         "name the method and path that inserts, not a prefix"))
+        if "identity" in entry and not entry["identity"]:
+            problems.append(Problem(_kp(*path, "identity"),
+                                    'name the columns a row never changes, e.g. ["created_at", "user_id"]'))
 
 
 def _check_rule(problems: list[Problem], path: tuple, raw: Mapping) -> None:

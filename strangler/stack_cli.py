@@ -220,5 +220,8 @@ def _data_table(rows: list[dict]) -> Any:
         age = "never" if row["last_pass_age"] is None else f"{_age(row['last_pass_age'])} ago"
         follower = row["follower"] if row["follower"] == "running" else f"[red]{row['follower']}[/red]"
         note = f"[red]{row['error']}[/red]" if row["error"] else ""
+        if row.get("collisions"):
+            note += (f" [red]{row['collisions']} id collision(s): "
+                     f"strangler migrate verify {row['service']}[/red]")
         grid.add_row(row["service"], row["direction"], follower, lag, age, note)
     return grid

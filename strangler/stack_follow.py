@@ -32,78 +32,13 @@ import threading
 import time
 from typing import Any
 
-from sqlalchemy import or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from strangler.migrate.bulk import reset_sequence
-from strangler.migrate.sync import Syncer, SyncResult, SyncState, TableSync, Watermark, _apply
-from strangler.migrate.tables import TIME_COLUMN, MigrateError, TableInfo, first_line
+from strangler.migrate.sync import Syncer, SyncState
+from strangler.migrate.tables import MigrateError, first_line
 from strangler.stack_data import FOLLOW_ENV
 
 SETTLE = 2  # seconds: changes younger than this are write-through's to carry
-
-
-class SettledSyncer(Syncer):
-    """A :class:`Syncer` whose passes carry only changes at least ``settle`` seconds old.
-
-    (Until ``strangler.migrate.sync`` takes such a bound itself: the pass is
-    its ``once``/``_sync_table`` with ``updated_at <= now - settle`` added.)
-    """
-
-    def __init__(self, *args: Any, settle: int = SETTLE, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.settle = settle
-
-    def once(self) -> SyncResult:
-        """One pass over every table up to ``now - settle``; saves the state; what it did."""
-        started = time.time()
-        upto = int(started) - self.settle
-        done, oldest = [], None
-        for s_info, t_info in self.infos:
-            result, first = self._table(s_info, t_info, upto)
-            done.append(result)
-            if first is not None:
-                oldest = first if oldest is None else min(oldest, first)
-        finished = time.time()
-        outcome = SyncResult(tuple(done), started, finished,
-                             max(0.0, finished - oldest) if oldest is not None else 0.0)
-        self.state.last_pass = {"started_at": started, "finished_at": finished, "lag": outcome.lag,
-                                "applied": outcome.applied}
-        self.state.save()
-        return outcome
-
-    def _table(self, s_info: TableInfo, t_info: TableInfo, upto: int) -> tuple[TableSync, float | None]:
-        mark = self.state.tables.setdefault(s_info.name, Watermark())
-        time_col, id_col = s_info.col(TIME_COLUMN), s_info.col(s_info.id_column)
-        t_index, i_index = s_info.columns.index(TIME_COLUMN), s_info.columns.index(s_info.id_column)
-        counts = {"read": 0, "inserted": 0, "updated": 0, "kept_newer": 0}
-        newest, oldest, cursor = None, None, None
-        with self.source.connect() as s_conn, self.target.connect() as t_conn:
-            while True:
-                query = (select(*[s_info.col(c) for c in s_info.columns]).where(time_col <= upto)
-                         .order_by(time_col, id_col).limit(self.chunk))
-                if cursor is None:
-                    query = query.where(time_col >= mark.since)
-                else:
-                    query = query.where(or_(time_col > cursor[0],
-                                            (time_col == cursor[0]) & (id_col > cursor[1])))
-                rows = s_conn.execute(query).all()
-                s_conn.rollback()
-                if not rows:
-                    break
-                counts["read"] += len(rows)
-                applied = _apply(t_conn, s_info, t_info, rows, counts)
-                if applied:
-                    oldest = min(applied) if oldest is None else min(oldest, *applied)
-                cursor = newest = (rows[-1][t_index], rows[-1][i_index])
-                if len(rows) < self.chunk:
-                    break
-        if counts["inserted"]:
-            reset_sequence(self.target, t_info)
-        if newest is not None:
-            mark.since = max(mark.since, int(newest[0]) - self.overlap)
-            mark.last_id = int(newest[1])
-        return TableSync(s_info.name, **counts), oldest
 
 
 def log(line: str) -> None:
@@ -111,17 +46,23 @@ def log(line: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
 
 
-def follow(direction: dict[str, Any], tables: list[str], interval: float, stop: threading.Event) -> None:
+def follow(direction: dict[str, Any], tables: list[str], interval: float, stop: threading.Event,
+           identities: dict[str, list[str]] | None = None) -> None:
     """Sync one direction pass after pass until *stop* is set; errors are logged and retried."""
     state = SyncState.load(direction["state"])
-    syncer: SettledSyncer | None = None
+    syncer: Syncer | None = None
     failing = False
     while not stop.is_set():
         try:
             if syncer is None:
-                syncer = SettledSyncer(direction["source"], direction["target"], tables, state,
-                                       tuple(direction["labels"]))
+                syncer = Syncer(direction["source"], direction["target"], tables, state,
+                                tuple(direction["labels"]), identities=identities, settle=SETTLE)
             result = syncer.once()
+            clashes = sum(t.collisions for t in result.tables)
+            if clashes:
+                log(f"{direction['name']}: COLLISION: {clashes} row(s) are different rows under an id "
+                    f"the target already uses; moved aside into strangler_collisions (see "
+                    f"strangler migrate verify)")
             if result.applied or failing:
                 parts = ", ".join(f"{t.table} +{t.inserted} ~{t.updated}" for t in result.tables)
                 log(f"{direction['name']}: synced {result.applied} row(s) ({parts}); lag {result.lag:.1f} s")
@@ -151,7 +92,8 @@ def main() -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     threads = [
-        threading.Thread(target=follow, args=(d, spec["tables"], spec["interval"], stop), name=d["name"])
+        threading.Thread(target=follow, args=(d, spec["tables"], spec["interval"], stop,
+                                              spec.get("identities")), name=d["name"])
         for d in spec["directions"]
     ]
     log(f"following {spec['service']} ({', '.join(spec['tables'])}) every {spec['interval']} s: "

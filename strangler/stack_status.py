@@ -89,10 +89,12 @@ def data_rows(
 
     ``data`` is state.json's ``data`` (service -> tables, follower, directions
     with their state file); ``passes`` maps a state file to its last pass
-    (``started_at``, ``lag``, ``applied``, maybe ``error``), None if none ran
+    (``started_at``, ``lag``, ``applied``, ``collisions``, maybe ``error``), None if none ran
     yet; ``live`` names the processes still running. ``lag`` is how late the
     last pass's changes landed; ``last_pass_age`` how long ago that pass
-    started (it grows when the follower stops or fails).
+    started (it grows when the follower stops or fails); ``collisions`` how
+    many ids of the direction's target hold a row moved aside there
+    (strangler.migrate.collisions).
     """
     running = set(live)
     rows = []
@@ -109,6 +111,7 @@ def data_rows(
                 "last_pass_age": round(max(0.0, now - started), 1) if started else None,
                 "applied": last.get("applied"),
                 "error": last.get("error"),
+                "collisions": last.get("collisions", 0),
             })
     return rows
 

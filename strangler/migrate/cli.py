@@ -121,7 +121,8 @@ def copy(plan: Plan, service: str, chunk: int) -> None:
     try:
         source_url, target_url, tables = service_data(plan, service)
         with engines((source_url, plan.monolith), (target_url, service)) as (source, target):
-            plans = plan_copy(source, target, tables, (plan.monolith, service))
+            plans = plan_copy(source, target, tables, (plan.monolith, service),
+                              identities=plan.identities(tables))
             state = SyncState.load(state_path(plan, service))
             for name in tables:  # changes made from now on are sync's to carry
                 state.start_at(name, int(time.time()) - OVERLAP)
@@ -166,9 +167,17 @@ def sync(plan: Plan, service: str, follow: bool, reverse: bool, interval: float,
         ends = [(monolith_url, plan.monolith), (service_url, service)]
         (source_url, source_name), (target_url, target_name) = ends[::-1] if reverse else ends
         state = SyncState.load(state_path(plan, service, reverse))
-        with Syncer(source_url, target_url, tables, state, (source_name, target_name)) as syncer:
+        with Syncer(source_url, target_url, tables, state, (source_name, target_name),
+                    identities=plan.identities(tables)) as syncer:
             if not follow:
-                _report(syncer.once())
+                result = syncer.once()
+                _report(result)
+                clashes = sum(t.collisions for t in result.tables)
+                if clashes:
+                    raise MigrateError(
+                        f"{clashes} row(s) collided: another row already holds their id in the "
+                        f"{target_name} database; each side kept its own, the incoming one is in "
+                        f"strangler_collisions there (strangler migrate verify {service} names the ids)")
                 return
             try:
                 syncer.follow(interval, max_passes=passes or None, on_pass=_report)
@@ -181,6 +190,7 @@ def sync(plan: Plan, service: str, follow: bool, reverse: bool, interval: float,
 def _report(result: SyncResult) -> None:
     parts = ", ".join(
         f"{t.table} +{t.inserted} ~{t.updated}" + (f" (kept {t.kept_newer} newer)" if t.kept_newer else "")
+        + (f" ({t.collisions} COLLIDED)" if t.collisions else "")
         for t in result.tables
     )
     click.echo(f"{time.strftime('%H:%M:%S', time.localtime(result.finished_at))} "
@@ -198,12 +208,19 @@ def verify(plan: Plan, service: str) -> None:
     try:
         source_url, target_url, tables = service_data(plan, service)
         with engines((source_url, plan.monolith), (target_url, service)) as (source, target):
-            checks = [verify_table(source, target, name, (plan.monolith, service)) for name in tables]
+            checks = [verify_table(source, target, name, (plan.monolith, service),
+                                   identity=plan.identity(name)) for name in tables]
     except MigrateError as exc:
         raise _fail(exc) from None
     for check in checks:
         if check.schema:
             click.echo(f"{check.table}: schemas differ: {check.schema}")
+        elif check.collisions:
+            shown = ", ".join(map(str, check.collisions[:20]))
+            more = f" and {len(check.collisions) - 20} more" if len(check.collisions) > 20 else ""
+            click.echo(f"{check.table}: COLLISIONS: {len(check.collisions):,} id(s) hold two different "
+                       f"rows, ids {shown}{more} (the other row is kept in strangler_collisions; "
+                       f"reconcile them by hand)")
         elif check.ok:
             click.echo(f"{check.table}: ok, {check.source_rows:,} rows, sha256 {check.source_sum[:16]}")
         else:

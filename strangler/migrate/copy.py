@@ -22,7 +22,7 @@ moved past the largest id, so the service's next insert does not collide.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Engine, func, select
@@ -87,15 +87,20 @@ class CopyResult:
 
 
 def plan_copy(source: Engine, target: Engine, tables: list[str],
-              labels: tuple[str, str] = ("source", "target"), sample_ids: int = 5) -> list[TablePlan]:
+              labels: tuple[str, str] = ("source", "target"), sample_ids: int = 5,
+              identities: Mapping[str, Sequence[str]] | None = None) -> list[TablePlan]:
     """Check schemas and divergence of every table; return what to copy. Writes nothing.
+
+    *identities*: the plan's identity columns per table (``TableInfo.same_row``).
 
     MigrateError names the first table whose schema does not match or whose
     target has diverged (with a few ids).
     """
     plans = []
     for name in tables:
-        s_info, t_info = reflect(source, name, labels[0]), reflect(target, name, labels[1])
+        identity = (identities or {}).get(name)
+        s_info = reflect(source, name, labels[0], identity)
+        t_info = reflect(target, name, labels[1], identity)
         problems = schema_problems(s_info, t_info)
         if problems:
             raise MigrateError(

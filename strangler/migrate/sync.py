@@ -31,7 +31,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from typing import Any
 from sqlalchemy import Engine, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from strangler.migrate import collisions
 from strangler.migrate.bulk import reset_sequence, update_by_id, update_params
 from strangler.migrate.tables import (
     CHUNK,
@@ -112,6 +113,7 @@ class TableSync:
     inserted: int = 0
     updated: int = 0
     kept_newer: int = 0  # differing rows left alone because the target's copy is newer
+    collisions: int = 0  # different rows under one id: left alone, moved aside (collisions.py)
 
 
 @dataclass(frozen=True)
@@ -145,8 +147,10 @@ class Syncer:
 
     def __init__(self, source_url: str, target_url: str, tables: list[str], state: SyncState,
                  labels: tuple[str, str] = ("source", "target"), overlap: int = OVERLAP,
-                 chunk: int = CHUNK) -> None:
-        self.state, self.overlap, self.chunk = state, overlap, chunk
+                 chunk: int = CHUNK, identities: Mapping[str, Sequence[str]] | None = None,
+                 settle: int | None = None) -> None:
+        self.state, self.overlap, self.chunk, self.settle = state, overlap, chunk, settle
+        self.labels, self.identities = labels, identities or {}
         self.source = open_engine(source_url, labels[0])
         try:
             self.target = open_engine(target_url, labels[1])
@@ -156,7 +160,9 @@ class Syncer:
             raise
 
     def _pair(self, name: str, labels: tuple[str, str]) -> tuple[TableInfo, TableInfo]:
-        s_info, t_info = reflect(self.source, name, labels[0]), reflect(self.target, name, labels[1])
+        identity = self.identities.get(name)
+        s_info = reflect(self.source, name, labels[0], identity)
+        t_info = reflect(self.target, name, labels[1], identity)
         problems = schema_problems(s_info, t_info)
         if problems:
             raise MigrateError(f"schemas differ between the {labels[0]} and {labels[1]} databases: "
@@ -174,18 +180,21 @@ class Syncer:
     def once(self) -> SyncResult:
         """Run one pass over every table, save the state, and return what it did."""
         started = time.time()
+        # with settle: only changes at least that old (fresher ones are write-through's)
+        upto = int(started) - self.settle if self.settle is not None else None
         done, oldest = [], None
         for s_info, t_info in self.infos:
             result, first_change = _sync_table(self.source, self.target, s_info, t_info,
-                                               self.state, self.overlap, self.chunk)
+                                               self.state, self.overlap, self.chunk, self.labels[0], upto)
             done.append(result)
             if first_change is not None:
                 oldest = first_change if oldest is None else min(oldest, first_change)
         finished = time.time()
         lag = max(0.0, finished - oldest) if oldest is not None else 0.0
         outcome = SyncResult(tuple(done), started, finished, lag)
+        recorded = collisions.count(self.target, [s.name for s, _t in self.infos])
         self.state.last_pass = {"started_at": started, "finished_at": finished, "lag": lag,
-                                "applied": outcome.applied}
+                                "applied": outcome.applied, "collisions": recorded}
         self.state.save()
         return outcome
 
@@ -231,15 +240,18 @@ def read_status(path: Path | str) -> dict[str, Any] | None:
 
 
 def _sync_table(source: Engine, target: Engine, s_info: TableInfo, t_info: TableInfo,
-                state: SyncState, overlap: int, chunk: int) -> tuple[TableSync, float | None]:
+                state: SyncState, overlap: int, chunk: int,
+                label: str = "source", upto: int | None = None) -> tuple[TableSync, float | None]:
     mark = state.tables.setdefault(s_info.name, Watermark())
     time_col, id_col = s_info.col(TIME_COLUMN), s_info.col(s_info.id_column)
     t_index, i_index = s_info.columns.index(TIME_COLUMN), s_info.columns.index(s_info.id_column)
-    counts = {"read": 0, "inserted": 0, "updated": 0, "kept_newer": 0}
+    counts = {"read": 0, "inserted": 0, "updated": 0, "kept_newer": 0, "collisions": 0}
     newest, oldest_applied, cursor = None, None, None
     with source.connect() as s_conn, target.connect() as t_conn:
         while True:
             query = select(*[s_info.col(c) for c in s_info.columns]).order_by(time_col, id_col).limit(chunk)
+            if upto is not None:
+                query = query.where(time_col <= upto)
             if cursor is None:
                 query = query.where(time_col >= mark.since)
             else:
@@ -249,7 +261,10 @@ def _sync_table(source: Engine, target: Engine, s_info: TableInfo, t_info: Table
             if not rows:
                 break
             counts["read"] += len(rows)
-            applied = _apply(t_conn, s_info, t_info, rows, counts)
+            applied, clashes = upsert_rows(t_conn, s_info, t_info, rows, counts)
+            if clashes:
+                counts["collisions"] += len(clashes)
+                collisions.record(target, t_info, clashes, came_from=label)
             if applied:
                 first = min(applied)
                 oldest_applied = first if oldest_applied is None else min(oldest_applied, first)
@@ -265,8 +280,15 @@ def _sync_table(source: Engine, target: Engine, s_info: TableInfo, t_info: Table
     return TableSync(s_info.name, **counts), oldest_applied
 
 
-def _apply(t_conn: Any, s_info: TableInfo, t_info: TableInfo, rows: list, counts: dict) -> list[int]:
-    """Upsert *rows* into the target in one transaction; return the updated_at of those applied."""
+def upsert_rows(t_conn: Any, s_info: TableInfo, t_info: TableInfo, rows: list,
+                counts: dict) -> tuple[list[int], list[tuple]]:
+    """Upsert *rows* into the target in one transaction, by sync's rule (the module docstring).
+
+    Returns the updated_at of the rows applied, and the ``(row, target's
+    row)`` pairs left alone because they are different rows under one id
+    (``TableInfo.same_row``): collisions, for the caller to record.
+    Write-through and the followers share this one rule.
+    """
     id_name = s_info.id_column
     i_index, t_index = s_info.columns.index(id_name), s_info.columns.index(TIME_COLUMN)
     ids = [row[i_index] for row in rows]
@@ -276,7 +298,7 @@ def _apply(t_conn: Any, s_info: TableInfo, t_info: TableInfo, rows: list, counts
             select(*[t_info.col(c) for c in t_info.columns]).where(t_info.col(id_name).in_(ids))
         )
     }
-    inserts, updates, applied = [], [], []
+    inserts, updates, applied, clashes = [], [], [], []
     for row in rows:
         there = existing.get(row[i_index])
         if there is None:
@@ -284,11 +306,8 @@ def _apply(t_conn: Any, s_info: TableInfo, t_info: TableInfo, rows: list, counts
         elif canonical_row(there) == canonical_row(row):
             continue
         elif not s_info.same_row(row, there):
-            t_conn.rollback()
-            raise MigrateError(
-                f"{s_info.name} id {row[i_index]} was created separately on both sides "
-                f"(created_at differs); give the backends disjoint id ranges, then reconcile that row"
-            )
+            clashes.append((row, there))
+            continue
         elif there[t_index] > row[t_index]:
             counts["kept_newer"] += 1
             continue
@@ -308,4 +327,4 @@ def _apply(t_conn: Any, s_info: TableInfo, t_info: TableInfo, rows: list, counts
         ) from None
     counts["inserted"] += len(inserts)
     counts["updated"] += len(updates)
-    return applied
+    return applied, clashes

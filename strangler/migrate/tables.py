@@ -127,6 +127,8 @@ class TableInfo:
     columns: tuple[str, ...]
     id_column: str
     bool_columns: frozenset[str]
+    # the columns a row never changes once it exists (see same_row)
+    identity: tuple[str, ...] = (BIRTH_COLUMN,)
 
     @property
     def name(self) -> str:
@@ -139,23 +141,36 @@ class TableInfo:
         return TIME_COLUMN in self.columns
 
     def same_row(self, one: Sequence[Any], other: Sequence[Any]) -> bool:
-        """Whether two rows with the same id are the same row (equal ``created_at``, if any).
+        """Whether two rows with the same id are the same row: equal :attr:`identity` columns.
 
-        Different ``created_at`` means each side created its own row under
-        that id (an id collision), which no sync or copy may paper over.
+        The one definition that write-through, the followers, copy and
+        verify share. Different values mean each side created its own row
+        under that id (an id collision), which none of them may paper over.
+        Identity columns the table lacks are left out.
         """
-        if BIRTH_COLUMN not in self.columns:
-            return True
-        index = self.columns.index(BIRTH_COLUMN)
-        return one[index] == other[index]
+        return all(one[i] == other[i] for i in self.identity_indexes)
+
+    @property
+    def identity_indexes(self) -> tuple[int, ...]:
+        """Where the :attr:`identity` columns the table has sit in a row."""
+        return tuple(self.columns.index(c) for c in self.identity if c in self.columns)
+
+    def describe(self, row: Sequence[Any]) -> str:
+        """A row's id and identity, for messages: ``id 7 (created_at=1767225600, user_id=3)``."""
+        parts = ", ".join(f"{self.columns[i]}={row[i]!r}" for i in self.identity_indexes)
+        return f"id {row[self.columns.index(self.id_column)]} ({parts})"
 
     def col(self, name: str) -> Column:
         """The SQLAlchemy column called *name*."""
         return self.table.c[name]
 
 
-def reflect(engine: Engine, name: str, label: str) -> TableInfo:
-    """Reflect table *name* of database *label*; MigrateError if absent or without an integer id."""
+def reflect(engine: Engine, name: str, label: str,
+            identity: Sequence[str] | None = None) -> TableInfo:
+    """Reflect table *name* of database *label*; MigrateError if absent or without an integer id.
+
+    *identity*: the plan's identity columns for the table (default ``created_at``).
+    """
     try:
         table = Table(name, MetaData(), autoload_with=engine)
     except NoSuchTableError:
@@ -168,7 +183,8 @@ def reflect(engine: Engine, name: str, label: str) -> TableInfo:
             f"table {name!r} in the {label} database needs a single integer primary key to be copied"
         )
     bools = frozenset(c.name for c in table.columns if isinstance(c.type, Boolean))
-    return TableInfo(table, tuple(c.name for c in table.columns), pk[0].name, bools)
+    return TableInfo(table, tuple(c.name for c in table.columns), pk[0].name, bools,
+                     tuple(identity) if identity else (BIRTH_COLUMN,))
 
 
 def kind(sql_type: Any) -> str:

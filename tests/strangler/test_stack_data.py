@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from strangler.migrate.sync import SyncState
+from strangler.migrate.sync import Syncer, SyncState
 from strangler.plan import load_plan
 from strangler.stack_data import (
     FOLLOW_ENV,
@@ -32,7 +32,6 @@ from strangler.stack_data import (
     unlinked,
     write_through,
 )
-from strangler.stack_follow import SettledSyncer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -51,14 +50,19 @@ def url(plan, name: str) -> str:
 
 
 def test_write_through_pairs_the_monolith_with_each_linked_service(plan) -> None:
+    def entry(peer: str, table: str, lane: list[int]) -> dict:
+        return {"peers": [url(plan, peer)], "identity": list(plan.identity(table)), "lane": lane}
+
     peers = write_through(plan, ["users", "messages"])
     assert peers == {
-        "monolith": {"users": [url(plan, "users")], "messages": [url(plan, "messages")]},
-        "users": {"users": [url(plan, "monolith")]},
-        "messages": {"messages": [url(plan, "monolith")]},
+        "monolith": {"users": entry("users", "users", [1, 2]),
+                     "messages": entry("messages", "messages", [1, 2])},
+        "users": {"users": entry("monolith", "users", [2, 2])},
+        "messages": {"messages": entry("monolith", "messages", [2, 2])},
     }
-    assert write_through(plan, ["users"]) == {"monolith": {"users": [url(plan, "users")]},
-                                              "users": {"users": [url(plan, "monolith")]}}
+    assert peers["messages"]["messages"]["identity"] == ["created_at", "user_id"]  # the plan's
+    assert write_through(plan, ["users"]) == {"monolith": {"users": entry("users", "users", [1, 2])},
+                                              "users": {"users": entry("monolith", "users", [2, 2])}}
     assert write_through(plan, []) == {}
 
 
@@ -201,10 +205,10 @@ def test_a_follower_pass_leaves_fresh_changes_to_write_through(plan, etcd) -> No
     run_sql(mono, "UPDATE users SET online = 1, updated_at = :t WHERE id = 3", t=now)
     run_sql(users, "UPDATE users SET online = 0, updated_at = :t WHERE id = 3", t=now)
     state = SyncState()  # from the start of time, in memory
-    with SettledSyncer(mono, users, ["users"], state, ("monolith", "users"), settle=2) as syncer:
+    with Syncer(mono, users, ["users"], state, ("monolith", "users"), settle=2) as syncer:
         result = syncer.once()
     assert result.applied == 1 and [r[3] for r in rows(users, "users")] == ["settled", "went-offline"]
     assert rows(users, "users")[1][6] in (0, False)  # the monolith's older same-second online=1 did not win
-    with SettledSyncer(mono, users, ["users"], state, ("monolith", "users"), settle=0) as syncer:
+    with Syncer(mono, users, ["users"], state, ("monolith", "users"), settle=0) as syncer:
         syncer.once()  # once settled (here: settle 0), the rest arrives
     assert [r[3] for r in rows(users, "users")] == ["settled", "fresh", "went-offline"]

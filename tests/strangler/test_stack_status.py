@@ -59,7 +59,8 @@ def test_data_rows_show_each_direction_with_lag_age_and_errors() -> None:
         "messages": {"tables": ["messages"], "follower": "sync-messages", "directions": [
             {"name": "monolith -> messages", "state": "/r/sync/messages-forward.json"}]}}
     passes = {
-        "/r/sync/users-forward.json": {"started_at": 100.0, "finished_at": 100.2, "lag": 0.4321, "applied": 3},
+        "/r/sync/users-forward.json": {"started_at": 100.0, "finished_at": 100.2, "lag": 0.4321, "applied": 3,
+                                       "collisions": 2},
         "/r/sync/users-reverse.json": {"started_at": 90.0, "lag": 0.0, "applied": 0,
                                        "error": "cannot reach the monolith database", "error_at": 99.0},
         "/r/sync/messages-forward.json": None,
@@ -71,5 +72,6 @@ def test_data_rows_show_each_direction_with_lag_age_and_errors() -> None:
     forward, reverse, never = rows
     assert (forward["lag"], forward["last_pass_age"], forward["applied"], forward["error"]) == (0.43, 1.0, 3, None)
     assert reverse["last_pass_age"] == 11.0 and reverse["error"] == "cannot reach the monolith database"
+    assert (forward["collisions"], reverse["collisions"]) == (2, 0)  # a pass from before lanes: none
     assert never["lag"] is None and never["last_pass_age"] is None and never["tables"] == ["messages"]
     assert data_rows({}, {}, [], 0.0) == []

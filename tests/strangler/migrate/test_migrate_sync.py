@@ -143,13 +143,19 @@ def test_follow_runs_until_stopped_and_reports_lag(copied, tmp_path):
     assert run(path, "verify", "messages").exit_code == 0
 
 
-def test_an_id_created_on_both_sides_is_refused(copied):
+def test_an_id_created_on_both_sides_is_kept_twice_and_reported(copied):
     path, urls, _app, _made = copied
     for url, created in ((urls["monolith"], 100), (urls["messages"], 200)):
         execute(url, "INSERT INTO messages (id, created_at, updated_at, source, html, user_id) "
                 "VALUES (5000, :c, :c, :s, 'x', 1)", c=int(time.time()) + created, s=f"born at {created}")
     before = rows(urls["messages"], "messages")
     line = one_line_error(run(path, "sync", "messages"))
-    assert "messages id 5000 was created separately on both sides" in line
-    assert rows(urls["messages"], "messages") == before
+    assert "1 row(s) collided" in line and "strangler_collisions" in line
+    assert rows(urls["messages"], "messages") == before  # the service's own row stays
+    moved = rows(urls["messages"], "strangler_collisions")
+    assert [(r[1], r[2]) for r in moved] == [("messages", 5000)] and "born at 100" in moved[0][5]
+    one_line_error(run(path, "sync", "messages"))  # seen again, recorded once
+    assert len(rows(urls["messages"], "strangler_collisions")) == 1
+    verified = run(path, "verify", "messages")
+    assert verified.exit_code == 1 and "COLLISIONS: 1 id(s)" in verified.output and "ids 5000" in verified.output
     assert "diverged" in one_line_error(run(path, "copy", "messages"))
