@@ -15,7 +15,7 @@ and the stored options map that to the monolith's Traefik service.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from router import registry, table
@@ -154,21 +154,25 @@ def check_flip(plan: Plan, endpoints: Iterable[Endpoint], target: str) -> None:
             raise RoutingError(why)
 
 
-def check_canary(plan: Plan, endpoints: Iterable[Endpoint], weight: int | None) -> None:
-    """Refuse a canary (``weight``) on an endpoint that inserts rows (``[tables.*].inserted_by``).
+def check_canary(plan: Plan, endpoints: Iterable[Endpoint], weight: int | None,
+                 links: Mapping[str, Mapping] | None = None) -> None:
+    """Refuse a canary (``weight``) on an endpoint that inserts rows, unless ids cannot collide.
 
-    Both backends would insert into their own database, handing out the
-    same ids; write-through would then meet two different rows under one id.
+    Both backends insert, each into its own database. That is safe once the
+    table's link gives each database its own id lane (``lanes`` in the link
+    record, set by ``strangler up``; see strangler.migrate.ids); without
+    lanes both would hand out the same ids. *links*: the link records.
     """
     if weight is None:
         return
     for endpoint in endpoints:
-        tables = plan.inserted_tables(endpoint)
-        if tables:
-            raise RoutingError(
-                f"a canary on {endpoint} would insert {' and '.join(tables)} from two databases with "
-                "colliding ids; it needs disjoint id ranges (not configured); flip it whole instead"
-            )
+        for name in plan.inserted_tables(endpoint):
+            owner = next((s for s in plan.data_services() if name in plan.backend(s).tables), None)
+            if not (links or {}).get(owner, {}).get("lanes"):
+                raise RoutingError(
+                    f"a canary on {endpoint} would insert {name} from two databases without id lanes "
+                    "(ids could collide); run `strangler up` to link them with one lane each, "
+                    "or flip it whole")
 
 
 def flipped(route: Route, target: str, weight: int | None) -> Route:
@@ -328,7 +332,10 @@ def flip(
     in the table yet, and an unreachable Traefik API (when ``api`` is given).
     """
     check_flip(plan, endpoints, target)
-    check_canary(plan, endpoints, weight)
+    if weight is not None:
+        from strangler.stack_data import read_links
+
+        check_canary(plan, endpoints, weight, read_links(etcd))
     wanted = route_backend(plan, target)
     check_linked(etcd, plan, [target])
     check_healthy(etcd, plan, [target])

@@ -81,21 +81,35 @@ def unlinked(plan: Plan, services: Iterable[str], links: Mapping[str, Mapping[st
 # ---- what the processes get (pure) ---------------------------------------------------------
 
 
-def write_through(plan: Plan, linked: Iterable[str]) -> dict[str, dict[str, list[str]]]:
-    """PURE: backend -> ``{table: [peer database URL, ...]}`` for ``STRANGLER_WRITE_THROUGH``.
+def id_lanes(plan: Plan, service: str) -> dict[str, list[int]]:
+    """PURE: backend -> its id lane ``[offset, stride]`` for *service*'s linked tables.
+
+    The monolith's database hands out odd ids, the service's even ones
+    (strangler.migrate.ids), so the two never give one id to two rows.
+    """
+    from strangler.migrate.ids import lane_of
+
+    return {plan.monolith: list(lane_of(0)), service: list(lane_of(1))}
+
+
+def write_through(plan: Plan, linked: Iterable[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """PURE: backend -> ``{table: {"peers", "identity", "lane"}}`` for ``STRANGLER_WRITE_THROUGH``.
 
     The monolith writes each linked service's tables through to that
     service's database; each linked service writes its tables through to
-    the monolith's. Backends with nothing to write through are left out.
+    the monolith's. Each side inserts from its own id lane; ``identity``
+    is the plan's. Backends with nothing linked are left out.
     """
     monolith_url = plan.database_url(plan.monolith)
-    peers: dict[str, dict[str, list[str]]] = {}
+    config: dict[str, dict[str, dict[str, Any]]] = {}
     for service in linked:
-        url = plan.database_url(service)
+        lanes = id_lanes(plan, service)
         for table in plan.backend(service).tables:
-            peers.setdefault(plan.monolith, {}).setdefault(table, []).append(url)
-            peers.setdefault(service, {}).setdefault(table, []).append(monolith_url)
-    return peers
+            for backend, peer in ((plan.monolith, plan.database_url(service)), (service, monolith_url)):
+                entry = config.setdefault(backend, {}).setdefault(
+                    table, {"peers": [], "identity": list(plan.identity(table)), "lane": lanes[backend]})
+                entry["peers"].append(peer)
+    return config
 
 
 def state_paths(run_dir: Path, service: str) -> tuple[Path, Path]:
@@ -111,6 +125,7 @@ def follower_spec(plan: Plan, service: str, interval: float = FOLLOW_INTERVAL) -
     return {
         "service": service,
         "tables": list(plan.backend(service).tables),
+        "identities": {t: list(i) for t, i in plan.identities(plan.backend(service).tables).items()},
         "interval": interval,
         "directions": [
             {"name": f"{plan.monolith} -> {service}", "source": monolith_url, "target": service_url,
@@ -172,6 +187,7 @@ def link_all(plan: Plan, etcd: Etcd, echo: Echo = lambda line: None) -> list[str
                 _catch_up(plan, service, echo)
             else:
                 _link(plan, etcd, service, echo)
+            _set_lanes(plan, etcd, service)
     except MigrateError as exc:
         raise DataError(f"cannot link the services' data: {exc}") from None
     return services
@@ -194,7 +210,7 @@ def _link(plan: Plan, etcd: Etcd, service: str, echo: Echo) -> None:
     began = int(time.time())
     with engines((plan.database_url(plan.monolith), plan.monolith),
                  (plan.database_url(service), service)) as (source, target):
-        plans = plan_copy(source, target, tables, labels)
+        plans = plan_copy(source, target, tables, labels, identities=plan.identities(tables))
         for path in state_paths(plan.run_dir, service):
             # both directions carry every change from the copy's start on
             state = SyncState.load(path)
@@ -209,6 +225,27 @@ def _link(plan: Plan, etcd: Etcd, service: str, echo: Echo) -> None:
     echo(f"data: linked {service} with {plan.monolith} ({parts} rows copied in {result.seconds:.1f}s)")
 
 
+def _set_lanes(plan: Plan, etcd: Etcd, service: str) -> None:
+    """Give each side of *service*'s link its id lane, and note the lanes in the link record.
+
+    PostgreSQL sequences are set here, before any backend starts; MariaDB and
+    SQLite apps take their lane from ``STRANGLER_WRITE_THROUGH`` (strangler.migrate.ids).
+    The routing guards allow canaries on inserting endpoints once the lanes are noted.
+    """
+    from strangler.migrate.ids import Lane, configure_sequence
+    from strangler.migrate.tables import engines, reflect
+
+    lanes = id_lanes(plan, service)
+    with engines(*((plan.database_url(name), name) for name in lanes)) as opened:
+        for (name, lane), engine in zip(lanes.items(), opened, strict=True):
+            for table in plan.backend(service).tables:
+                info = reflect(engine, table, name)
+                configure_sequence(engine, table, info.id_column, Lane(*lane))
+    record = json.loads(etcd.get(link_key(service)) or "{}")
+    if record.get("lanes") != lanes:
+        etcd.put(link_key(service), json.dumps({**record, "lanes": lanes}, sort_keys=True))
+
+
 def _catch_up(plan: Plan, service: str, echo: Echo) -> None:
     """One sync pass each way, for writes a peer missed while it was down (before any backend starts)."""
     from strangler.migrate.sync import SyncState, sync_once
@@ -216,7 +253,8 @@ def _catch_up(plan: Plan, service: str, echo: Echo) -> None:
     applied = 0
     for direction in follower_spec(plan, service)["directions"]:
         state = SyncState.load(direction["state"])
-        result = sync_once(direction["source"], direction["target"], list(plan.backend(service).tables),
-                           state, labels=tuple(direction["labels"]))
+        tables = list(plan.backend(service).tables)
+        result = sync_once(direction["source"], direction["target"], tables, state,
+                           labels=tuple(direction["labels"]), identities=plan.identities(tables))
         applied += result.applied
     echo(f"data: {service} linked with {plan.monolith}; caught up {applied} row(s)")

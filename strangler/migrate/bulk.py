@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, func, select, text
 
+from strangler.migrate.ids import Lane, next_id
 from strangler.migrate.tables import TIME_COLUMN, TableInfo, kind, to_target
 
 
@@ -22,7 +23,7 @@ def reset_sequence(engine: Engine, info: TableInfo) -> None:
     """Make the engine's next generated id come after the largest id in the table.
 
     PostgreSQL: ``setval`` on the column's sequence, never moving it
-    backwards. MariaDB: ``AUTO_INCREMENT = max + 1`` (InnoDB never lowers it
+    backwards and keeping it in its id lane (``INCREMENT BY`` > 1). MariaDB: ``AUTO_INCREMENT = max + 1`` (InnoDB never lowers it
     below max + 1 either). SQLite picks max(rowid) + 1 by itself.
     """
     dialect = engine.dialect.name
@@ -35,10 +36,15 @@ def reset_sequence(engine: Engine, info: TableInfo) -> None:
             ).scalar()
             if sequence is None:
                 return
-            last, called = connection.execute(
-                text(f"SELECT last_value, is_called FROM {sequence}")).one()
-            if last + (1 if called else 0) <= top:  # the next id would collide
-                connection.execute(text("SELECT setval(:s, :v)"), {"s": sequence, "v": top})
+            increment, last, called = connection.execute(text(
+                "SELECT s.seqincrement, l.last_value, l.is_called FROM pg_sequence s, "
+                f"{sequence} l WHERE s.seqrelid = CAST(:s AS regclass)"), {"s": sequence}).one()
+            coming = last + increment if called else last  # what nextval would give
+            if coming <= top:  # the next id would collide
+                # stay in the sequence's id lane (strangler.migrate.ids) when it has one
+                lane = Lane(coming % increment or increment, increment)
+                connection.execute(text("SELECT setval(:s, :v, false)"),
+                                   {"s": sequence, "v": next_id(top, lane)})
         elif dialect in ("mysql", "mariadb"):
             connection.execute(text(f"ALTER TABLE `{name}` AUTO_INCREMENT = {int(top) + 1}"))
 

@@ -8,22 +8,26 @@ each *peer* (the monolith into the service databases, a service into the
 monolith's) before the response goes out. The follower stays as the safety
 net for anything missed here (a peer that was down, a failed write).
 
-The upsert rule is sync's (``_apply``): insert a row the peer lacks (id
-kept); update one whose content differs unless the peer's copy is newer
+The upsert rule is sync's (``upsert_rows``): insert a row the peer lacks
+(id kept); update one whose content differs unless the peer's copy is newer
 (``updated_at`` greater); leave an equal row alone. A row with the same id
-but another identity (a different ``created_at``, or ``user_id`` for a
-message) is a *conflict*: two inserters allocated the same id. It is never
-overwritten, only logged loudly and counted. (A user's nickname is not part
-of its identity: ``PUT /api/users/<id>`` may change it.) After explicit ids
-go into PostgreSQL, the table's sequence is moved past them so the peer's
-own next insert does not collide; MariaDB and SQLite move on by themselves.
+but another identity (``TableInfo.same_row``: the plan's ``identity``
+columns, e.g. ``created_at`` and a message's ``user_id``) is a *collision*:
+two inserters allocated the same id. It is never overwritten: the peer
+keeps its row, the incoming one is moved aside into the peer's
+``strangler_collisions`` (``strangler.migrate.collisions``), logged loudly
+and counted. Id lanes (``strangler.migrate.ids``) keep that from happening
+to new rows; the app installs its lane here too. After explicit ids go into
+PostgreSQL, the sequence is moved past them, within its lane.
 
 Nothing here ever fails the user's request: a peer that is down, slow or
 refuses a row is logged and counted in :attr:`WriteThrough.stats`, and is
 left alone for ``cooldown`` seconds so requests don't each wait for it.
 
 Configuration, set by ``strangler up``: ``STRANGLER_WRITE_THROUGH`` = JSON
-``{"<table>": ["<peer database URL>", ...], ...}``; unset or empty, off.
+mapping each linked table to its peers' database URLs, either as a list or
+as ``{"peers": [...], "identity": ["created_at", ...], "lane": [offset, stride]}``;
+unset or empty, off.
 """
 
 from __future__ import annotations
@@ -36,21 +40,22 @@ import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, create_engine, event, inspect, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError, SQLAlchemyError
 
-from strangler.migrate.sync import _apply, reset_sequence
+from strangler.migrate import collisions
+from strangler.migrate.bulk import reset_sequence
+from strangler.migrate.ids import Lane, install_lanes, parse_lane
+from strangler.migrate.sync import upsert_rows
 from strangler.migrate.tables import MigrateError, TableInfo, display_url, first_line, reflect
 
 ENV_VAR = "STRANGLER_WRITE_THROUGH"
-# besides created_at, the columns a row never changes once it exists
-IDENTITY = {"messages": ("created_at", "user_id")}
-DEFAULT_IDENTITY = ("created_at",)
+DEFAULT_IDENTITY = ("created_at",)  # the plan's default ([tables.<name>] identity)
 STAT_NAMES = ("inserted", "updated", "kept_newer", "conflicts", "failed", "skipped")
 
 logger = logging.getLogger(__name__)
@@ -60,8 +65,16 @@ class PeerDown(MigrateError):
     """A peer database cannot be reached (or isn't there): left alone for a moment."""
 
 
-def parse_peers(raw: Any) -> dict[str, tuple[str, ...]]:
-    """PURE: ``{"table": ["url", ...]}`` from JSON text (or a mapping); ValueError naming the fix."""
+class LinkedTable(NamedTuple):
+    """One linked table as an app sees it: its peers, its identity columns, its id lane."""
+
+    peers: tuple[str, ...]
+    identity: tuple[str, ...] = DEFAULT_IDENTITY
+    lane: Lane | None = None
+
+
+def parse_links(raw: Any) -> dict[str, LinkedTable]:
+    """PURE: table -> LinkedTable from JSON text (or a mapping); ValueError naming the fix."""
     example = '{"users": ["sqlite:////path/users.sqlite"]}'
     if isinstance(raw, str):
         try:
@@ -70,37 +83,43 @@ def parse_peers(raw: Any) -> dict[str, tuple[str, ...]]:
             raise ValueError(f"{ENV_VAR} must be JSON like {example}, not {raw[:80]!r}") from None
     if not isinstance(raw, Mapping):
         raise ValueError(f"{ENV_VAR} must be a JSON object like {example}")
-    peers: dict[str, tuple[str, ...]] = {}
-    for table, urls in raw.items():
-        if isinstance(urls, str) or not isinstance(urls, Sequence) or not all(
-            isinstance(u, str) and u.strip() for u in urls
-        ):
-            raise ValueError(f"{ENV_VAR}: {table!r} must map to a list of database URLs")
-        for url in urls:
-            try:
-                make_url(url)
-            except ArgumentError:
-                raise ValueError(f"{ENV_VAR}: {url[:80]!r} ({table}) is not a database URL") from None
-        peers[str(table)] = tuple(dict.fromkeys(u.strip() for u in urls))
-    return peers
+    return {str(table): _linked_table(str(table), entry) for table, entry in raw.items()}
 
 
-def identity_of(table: str) -> tuple[str, ...]:
-    """PURE: the columns that tell two rows with the same id of *table* apart as different rows."""
-    return IDENTITY.get(table, DEFAULT_IDENTITY)
+def _linked_table(table: str, entry: Any) -> LinkedTable:
+    if isinstance(entry, LinkedTable):
+        return entry
+    if not isinstance(entry, Mapping):
+        return LinkedTable(_urls(table, entry))
+    unknown = set(entry) - {"peers", "identity", "lane"}
+    if unknown:
+        raise ValueError(f"{ENV_VAR}: {table!r} has unknown keys {sorted(unknown)}; "
+                         "expected peers, identity, lane")
+    identity = entry.get("identity", DEFAULT_IDENTITY)
+    if isinstance(identity, str) or not isinstance(identity, Sequence) or not identity \
+            or not all(isinstance(c, str) and c for c in identity):
+        raise ValueError(f"{ENV_VAR}: {table!r} identity must be a list of column names")
+    lane = entry.get("lane")
+    return LinkedTable(_urls(table, entry.get("peers", [])), tuple(identity),
+                       parse_lane(lane, f"{ENV_VAR}: {table!r} lane") if lane is not None else None)
 
 
-def conflicts(info: TableInfo, rows: Sequence[Sequence[Any]], existing: Mapping[Any, Sequence[Any]],
-              identity: Sequence[str]) -> list[tuple[Sequence[Any], Sequence[Any]]]:
-    """PURE: ``(row, peer's row)`` pairs whose id exists in the peer with another identity."""
-    id_index = info.columns.index(info.id_column)
-    indexes = [info.columns.index(c) for c in identity if c in info.columns]
-    found = []
-    for row in rows:
-        there = existing.get(row[id_index])
-        if there is not None and any(row[i] != there[i] for i in indexes):
-            found.append((row, there))
-    return found
+def _urls(table: str, urls: Any) -> tuple[str, ...]:
+    if isinstance(urls, str) or not isinstance(urls, Sequence) or not all(
+        isinstance(u, str) and u.strip() for u in urls
+    ):
+        raise ValueError(f"{ENV_VAR}: {table!r} must map to a list of database URLs")
+    for url in urls:
+        try:
+            make_url(url)
+        except ArgumentError:
+            raise ValueError(f"{ENV_VAR}: {url[:80]!r} ({table}) is not a database URL") from None
+    return tuple(dict.fromkeys(u.strip() for u in urls))
+
+
+def parse_peers(raw: Any) -> dict[str, tuple[str, ...]]:
+    """PURE: table -> peer database URLs (see :func:`parse_links`)."""
+    return {table: link.peers for table, link in parse_links(raw).items()}
 
 
 class WriteThrough:
@@ -111,9 +130,13 @@ class WriteThrough:
     statement; after a failure a peer is skipped for *cooldown* seconds.
     """
 
-    def __init__(self, peers: Mapping[str, Sequence[str]], *, timeout: float = 3.0,
+    def __init__(self, peers: Mapping[str, Any], *, timeout: float = 3.0,
                  cooldown: float = 1.0) -> None:
-        self.peers = {table: tuple(urls) for table, urls in parse_peers(peers).items() if urls}
+        links = parse_links(peers)
+        self.links = {table: link for table, link in links.items() if link.peers}
+        self.peers = {table: link.peers for table, link in self.links.items()}
+        # a lane holds whether or not the table has peers right now: it is about inserts
+        self.lanes = {table: link.lane for table, link in links.items() if link.lane}
         self.timeout, self.cooldown = timeout, cooldown
         self._lock = threading.Lock()
         # one write-through at a time, each re-reading what is committed now:
@@ -134,8 +157,8 @@ class WriteThrough:
         raw = env.get(ENV_VAR)
         if raw is None or (isinstance(raw, str) and not raw.strip()):
             return None
-        made = cls(parse_peers(raw), **options)
-        return made if made.peers else None
+        made = cls(parse_links(raw), **options)
+        return made if made.peers or made.lanes else None
 
     @property
     def stats(self) -> dict[str, int]:
@@ -158,14 +181,7 @@ class WriteThrough:
         if not watched:
             return
         key = f"strangler_write_through_{id(self)}"
-        owner = weakref.ref(app) if app is not None else None
-
-        def ours() -> bool:
-            if owner is None:
-                return True
-            from flask import current_app, has_app_context
-
-            return has_app_context() and current_app._get_current_object() is owner()
+        ours = _app_check(app)
 
         def after_flush(session: Any, flush_context: Any) -> None:
             if not ours():
@@ -276,27 +292,17 @@ class WriteThrough:
             raise MigrateError(f"the peer's {info.name} has columns this app doesn't write "
                                f"({', '.join(missing)}); run strangler migrate upgrade")
         rows = [tuple(row[c] for c in info.columns) for row in values]
-        id_index = info.columns.index(info.id_column)
         counts = {"read": 0, "inserted": 0, "updated": 0, "kept_newer": 0}
         with engine.connect() as connection:
-            # read in the same transaction _apply writes in (BEGIN IMMEDIATE on SQLite)
-            existing = {
-                row[id_index]: row
-                for row in connection.execute(select(*[info.col(c) for c in info.columns])
-                                              .where(info.col(info.id_column).in_([r[id_index] for r in rows])))
-            }
-            clashes = conflicts(info, rows, existing, identity_of(info.name))
-            for row, there in clashes:
-                logger.error(
-                    "write-through CONFLICT: %s id %s is a different row in %s (%s vs %s); "
-                    "left alone: two backends inserted under the same id", info.name, row[id_index],
-                    display_url(str(engine.url)), _identity(info, row), _identity(info, there))
-            clashing = {id(row) for row, _there in clashes}
-            rest = [row for row in rows if id(row) not in clashing]
-            if rest:
-                _apply(connection, info, info, rest, counts)
-            else:
-                connection.rollback()
+            # read in the same transaction the upsert writes in (BEGIN IMMEDIATE on SQLite)
+            _applied, clashes = upsert_rows(connection, info, info, rows, counts)
+        for row, there in clashes:
+            logger.error("write-through CONFLICT: %s %s is a different row in %s (%s there); that "
+                         "one is kept, this one moved aside into %s: two backends inserted under "
+                         "the same id", info.name, info.describe(row), display_url(str(engine.url)),
+                         info.describe(there), collisions.TABLE_NAME)
+        if clashes:
+            collisions.record(engine, info, clashes, came_from="write-through")
         if counts["inserted"] and engine.dialect.name == "postgresql":
             reset_sequence(engine, info)
         self._count(inserted=counts["inserted"], updated=counts["updated"],
@@ -322,7 +328,9 @@ class WriteThrough:
         with self._lock:
             info = self._infos.get((url, table))
         if info is None:
-            info = reflect(engine, table, f"peer {display_url(url)}")
+            link = self.links.get(table)
+            info = reflect(engine, table, f"peer {display_url(url)}",
+                           link.identity if link else DEFAULT_IDENTITY)
             with self._lock:
                 self._infos[(url, table)] = info
         return info
@@ -380,9 +388,18 @@ def _id_column(obj: Any) -> str:
     return next(iter(inspect(obj).mapper.local_table.primary_key.columns)).name
 
 
-def _identity(info: TableInfo, row: Sequence[Any]) -> str:
-    return ", ".join(f"{c}={row[info.columns.index(c)]!r}" for c in identity_of(info.name)
-                     if c in info.columns)
+def _app_check(app: Any) -> Callable[[], bool]:
+    """A test for "this commit is made in *app*'s context" (always true without an app)."""
+    if app is None:
+        return lambda: True
+    owner = weakref.ref(app)
+
+    def ours() -> bool:
+        from flask import current_app, has_app_context
+
+        return has_app_context() and current_app._get_current_object() is owner()
+
+    return ours
 
 
 def install_in_app(app: Any, session_target: Any, tables: Mapping[str, Any]) -> WriteThrough | None:
@@ -400,6 +417,10 @@ def install_in_app(app: Any, session_target: Any, tables: Mapping[str, Any]) -> 
     if write_through is None:
         return None
     write_through.install(session_target, tables, app=app)
+    if write_through.lanes:
+        with app.app_context():
+            engine = app.extensions["sqlalchemy"].engine
+        install_lanes(engine, session_target, write_through.lanes, only=_app_check(app))
     app.extensions["write_through"] = write_through
     logger.info("write-through on: %s", {t: [display_url(u) for u in urls]
                                           for t, urls in write_through.peers.items()})

@@ -69,9 +69,12 @@ def etcd(etcd_server, backends):
     return client
 
 
-def link(etcd, service: str, tables: list[str]) -> None:
-    """Record a link as ``strangler up`` does after copying."""
-    etcd.put(link_key(service), json.dumps({"tables": tables, "linked_at": 1.0, "rows": 0}))
+def link(etcd, service: str, tables: list[str], lanes: bool = False) -> None:
+    """Record a link as ``strangler up`` does after copying (with id lanes, as it does now)."""
+    record = {"tables": tables, "linked_at": 1.0, "rows": 0}
+    if lanes:
+        record["lanes"] = {"monolith": [1, 2], service: [2, 2]}
+    etcd.put(link_key(service), json.dumps(record))
 
 
 def refused(etcd, call, *words: str) -> str:
@@ -86,12 +89,16 @@ def refused(etcd, call, *words: str) -> str:
     return message
 
 
-def test_canary_check_is_pure_and_only_for_inserting_endpoints(plans) -> None:
+def test_canary_check_is_pure_and_only_for_inserting_endpoints_without_lanes(plans) -> None:
     _, plan = plans["incremental"]
     routing.check_canary(plan, [NEW_USER], None)  # a whole flip is fine
     routing.check_canary(plan, [LIST_USERS, parse_endpoint("PUT /api/users/<id>")], 10)
     with pytest.raises(routing.RoutingError, match="canary on POST /api/messages would insert messages"):
         routing.check_canary(plan, [LIST_USERS, NEW_MESSAGE], 10)
+    with_lanes = {"messages": {"tables": ["messages"], "lanes": {"monolith": [1, 2], "messages": [2, 2]}}}
+    routing.check_canary(plan, [LIST_USERS, NEW_MESSAGE], 10, with_lanes)
+    with pytest.raises(routing.RoutingError, match="POST /api/users would insert users"):
+        routing.check_canary(plan, [NEW_USER], 10, with_lanes)  # users' link has no lanes
 
 
 def test_flip_to_an_unlinked_service_is_refused(etcd, plans) -> None:
@@ -129,17 +136,26 @@ def test_services_without_data_and_the_monolith_need_no_link(etcd, plans) -> Non
     assert table.load(etcd)[0][LIST_USERS].backend == MONOLITH
 
 
-def test_canary_on_an_inserting_endpoint_is_refused_even_when_linked(etcd, plans) -> None:
+def test_canary_on_an_inserting_endpoint_is_refused_when_linked_without_id_lanes(etcd, plans) -> None:
     _, plan = plans["incremental"]
     routing_plan.apply_plan(etcd, plan)
     for service in ("users", "messages"):
         link(etcd, service, [service])
     refused(etcd, lambda: routing.flip(etcd, plan, [NEW_USER], "users", weight=10),
-            "a canary on POST /api/users would insert users", "disjoint id ranges", "flip it whole")
+            "a canary on POST /api/users would insert users", "without id lanes", "flip it whole")
     refused(etcd, lambda: routing.flip(etcd, plan, [NEW_MESSAGE], "messages", weight=50), "POST /api/messages")
     # and back: a canary from a flipped inserting endpoint to the monolith is the same split
     routing.flip(etcd, plan, [NEW_USER], "users")
-    refused(etcd, lambda: routing.flip(etcd, plan, [NEW_USER], "monolith", weight=10), "colliding ids")
+    refused(etcd, lambda: routing.flip(etcd, plan, [NEW_USER], "monolith", weight=10), "ids could collide")
+
+
+def test_canary_on_an_inserting_endpoint_goes_through_with_id_lanes(etcd, plans) -> None:
+    _, plan = plans["incremental"]
+    routing_plan.apply_plan(etcd, plan)
+    link(etcd, "messages", ["messages"], lanes=True)
+    routing.flip(etcd, plan, [NEW_MESSAGE], "messages", weight=25)
+    route = table.load(etcd)[0][NEW_MESSAGE]
+    assert route.weights == {"messages": 25, MONOLITH: 75}
 
 
 def test_canary_on_a_read_endpoint_is_allowed(etcd, plans) -> None:

@@ -94,8 +94,13 @@ def test_backend_launches_write_through_between_the_monolith_and_linked_services
     peers = {name: json.loads(env["STRANGLER_WRITE_THROUGH"]) for name, env in launches.items()
              if "STRANGLER_WRITE_THROUGH" in env}
     mono, users, messages = (plan.database_url(n) for n in ("monolith", "users", "messages"))
-    assert peers == {"monolith": {"users": [users], "messages": [messages]},
-                     "users": {"users": [mono]}, "messages": {"messages": [mono]}}
+    assert {name: {t: e["peers"] for t, e in tables.items()} for name, tables in peers.items()} == {
+        "monolith": {"users": [users], "messages": [messages]},
+        "users": {"users": [mono]}, "messages": {"messages": [mono]}}
+    # each side inserts from its own id lane: the monolith odd ids, the services even ones
+    assert {name: {t: e["lane"] for t, e in tables.items()} for name, tables in peers.items()} == {
+        "monolith": {"users": [1, 2], "messages": [1, 2]},
+        "users": {"users": [2, 2]}, "messages": {"messages": [2, 2]}}
 
 
 # ---- a real stack ------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from extracted.users import create_app as create_users
 from monolith import create_app as create_monolith
 from strangler import procs
 from strangler.migrate.tables import reflect
-from strangler.migrate.writethrough import ENV_VAR, WriteThrough, conflicts, parse_peers
+from strangler.migrate.writethrough import ENV_VAR, WriteThrough, parse_peers
 
 pytestmark = pytest.mark.integration  # a real etcd (revocations) for the services
 
@@ -148,17 +148,18 @@ def test_unset_or_empty_is_off():
         "users": ("sqlite:///x.db",)}
 
 
-def test_conflicts_are_same_id_with_another_birth(tmp_path, urls):
+def test_same_row_is_equal_identity_columns(tmp_path, urls):
     dispose(create_users(settings(tmp_path, "users", urls["users"])))
     engine = create_engine(urls["users"])
     info = reflect(engine, "users", "users")
+    by_name = reflect(engine, "users", "users", identity=("created_at", "nickname"))
     engine.dispose()
     row = (1, 100, 100, "ada", "h", 100, False)
     edited = (1, 100, 200, "ada2", "h2", 200, True)
     other = (1, 101, 101, "bob", "h", 101, False)
-    assert conflicts(info, [row], {1: edited}, ("created_at",)) == []
-    assert conflicts(info, [row], {}, ("created_at",)) == []
-    assert conflicts(info, [row], {1: other}, ("created_at",)) == [(row, other)]
+    assert info.same_row(row, edited) and not info.same_row(row, other)
+    assert not by_name.same_row(row, edited)  # the plan's identity decides
+    assert info.describe(other) == "id 1 (created_at=101)"
 
 
 # -- users: the service and the monolith see each other's writes at once ----------
@@ -227,6 +228,10 @@ def test_identity_conflict_is_left_alone_logged_and_counted(linked, urls, caplog
     assert [r[3] for r in rows(urls["users"], "users")] == ["mallory"]
     assert linked["monolith"].extensions["write_through"].stats["conflicts"] == 1
     assert "CONFLICT" in caplog.text and "users id 1" in caplog.text
+    # the monolith's row is not lost either: moved aside in the users database, once
+    moved = rows(urls["users"], "strangler_collisions")
+    assert [(r[1], r[2], r[3]) for r in moved] == [("users", 1, "write-through")]
+    assert json.loads(moved[0][5])["nickname"] == "ada" and json.loads(moved[0][4])["nickname"] == "mallory"
 
 
 def test_a_newer_row_in_the_peer_is_kept(linked, urls):
@@ -307,3 +312,57 @@ def test_concurrent_writes_on_both_sides_all_arrive(linked, urls):
     for name in ("users", "monolith"):
         stats = linked[name].extensions["write_through"].stats
         assert stats["failed"] == stats["conflicts"] == stats["skipped"] == 0, (name, stats)
+
+
+# -- id lanes: both sides insert at once, no id is handed out twice ----------------
+
+
+def lanes_config(peer: str, lane: list[int]) -> dict:
+    return {"users": {"peers": [peer], "identity": ["created_at"], "lane": lane}}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "mariadb"])
+def test_id_lanes_keep_concurrent_inserts_on_both_sides_apart(tmp_path, kind):
+    import requests
+
+    from strangler.migrate.ids import Lane, configure_sequence
+
+    with database(kind, tmp_path, "lane_mono") as mono_url, database(kind, tmp_path, "lane_users") as users_url:
+        monolith = create_monolith(settings(tmp_path, "monolith", mono_url, lanes_config(users_url, [1, 2])))
+        service = create_users(settings(tmp_path, "users", users_url, lanes_config(mono_url, [2, 2])))
+        for url, lane in ((mono_url, Lane(1, 2)), (users_url, Lane(2, 2))):  # as strangler up does
+            engine = create_engine(url)
+            configure_sequence(engine, "users", "id", lane)
+            engine.dispose()
+        made: dict[str, list[int]] = {"monolith": [], "users": []}
+        errors: list[str] = []
+        try:
+            with serving(monolith) as monolith_url, serving(service) as service_url:
+                def worker(side: str, base: str, n: int) -> None:
+                    with requests.Session() as http:
+                        for i in range(6):
+                            answer = http.post(f"{base}/api/users",
+                                               json={"nickname": f"{side[0]}{n}x{i}", "password": "pw"})
+                            if answer.status_code != 201:
+                                errors.append(f"{side}: {answer.status_code} {answer.text[:80]}")
+                            else:
+                                made[side].append(answer.json()["id"])
+
+                threads = [threading.Thread(target=worker, args=(side, base, n))
+                           for side, base in (("monolith", monolith_url), ("users", service_url))
+                           for n in range(3)]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join(60)
+            assert errors == []
+            assert all(i % 2 == 1 for i in made["monolith"]) and all(i % 2 == 0 for i in made["users"])
+            every = made["monolith"] + made["users"]
+            assert len(every) == len(set(every)) == 36
+            assert sorted(r[0] for r in rows(users_url, "users")) == sorted(every)
+            assert rows(users_url, "users") == rows(mono_url, "users")
+            for app in (monolith, service):
+                stats = app.extensions["write_through"].stats
+                assert stats["failed"] == stats["conflicts"] == 0, stats
+        finally:
+            dispose(service, monolith)
