@@ -56,6 +56,11 @@ def static_config(
             "etcd": {"endpoints": endpoints, "rootKey": root_key},
         },
         "api": {"dashboard": True, "insecure": True},
+        # Close pooled backend connections idle for 1 s, before gunicorn's keep-alive
+        # (2 s) closes them: otherwise a request sent on a connection the backend is
+        # closing at that instant fails with a 502, and Traefik never retries a POST.
+        # Flips leave a backend idle for a moment, which is exactly when that happens.
+        "serversTransport": {"forwardingTimeouts": {"idleConnTimeout": "1s"}},
         "ping": {"entryPoint": "traefik"},
         "accessLog": {"format": "json"},
     }
