@@ -9,6 +9,7 @@ that 16 connected websockets (each holding one) prove no thread is left busy.
 from __future__ import annotations
 
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +19,8 @@ import requests
 import sio_attack
 from servers import child_env, start_server, stop_server
 
+from monolith.socketio_guard import BoundedJoinQueue, bound_socket_close
 from strangler import procs
-
-pytestmark = pytest.mark.integration
 
 BIN = Path(sys.executable).parent
 THREADS = 16
@@ -51,6 +51,34 @@ def token_for(base: str) -> str:
     return requests.post(f"{base}/api/tokens", auth=(nickname, password), timeout=10).json()["token"]
 
 
+@pytest.mark.integration
 def test_hostile_sequences_hold_no_thread(server: str) -> None:
     figures = sio_attack.check_survives(server, THREADS, token_for(server))
     print(f"monolith after 200 hostile sequences: {figures}")
+
+
+def test_join_gives_up_after_its_timeout_but_not_before_the_work_is_done() -> None:
+    waiting = BoundedJoinQueue(join_timeout=0.2)
+    waiting.put("close packet nobody polls")
+    start = time.monotonic()
+    waiting.join()
+    assert 0.2 <= time.monotonic() - start < 1
+    drained = BoundedJoinQueue(join_timeout=30)
+    drained.put("taken")
+    drained.get()
+    drained.task_done()
+    start = time.monotonic()
+    drained.join()
+    assert time.monotonic() - start < 0.1
+
+
+def test_guard_refuses_a_mode_it_does_not_cover() -> None:
+    from flask import Flask
+    from flask_socketio import SocketIO
+
+    socketio = SocketIO(Flask(__name__), async_mode="threading")
+    bound_socket_close(socketio)
+    assert isinstance(socketio.server.eio.create_queue(), BoundedJoinQueue)
+    socketio.server.eio.async_mode = "eventlet"  # as if the app had chosen it
+    with pytest.raises(ValueError, match="covers async_mode='threading' only"):
+        bound_socket_close(socketio)
