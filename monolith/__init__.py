@@ -33,7 +33,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     offline.
     """
     # handlers must be registered before the first init_app copies them
-    from monolith import events
+    from monolith import events, socketio_guard
     from monolith.config import Config
     from monolith.db import configure_engine, ensure_schema
     from monolith.links import LinkExpander
@@ -49,6 +49,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     socketio.init_app(
         app, async_mode="threading", message_queue=settings.socketio_message_queue
     )
+    # python-engineio lets one anonymous client hold a request thread for ever
+    socketio_guard.guard(app, socketio)
     with app.app_context():
         configure_engine(db.engine)
     if app.config.get("AUTO_MIGRATE", True):

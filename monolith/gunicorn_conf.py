@@ -13,7 +13,7 @@ import os
 
 # Join the service registry when STRANGLER_ETCD is set (the local stack sets it): the
 # master registers once in when_ready and revokes its lease in on_exit.
-from router.gunicorn_hooks import on_exit, when_ready  # noqa: F401
+from router.gunicorn_hooks import control_socket_settings, on_exit, when_ready  # noqa: F401
 
 bind = os.environ.get("MONOLITH_BIND", "127.0.0.1:5000")
 workers = int(os.environ.get("MONOLITH_WORKERS", "1"))
@@ -23,6 +23,8 @@ threads = int(os.environ.get("MONOLITH_THREADS", "64"))
 graceful_timeout = 5
 timeout = 60
 loglevel = os.environ.get("MONOLITH_LOGLEVEL", "warning")
+# off, or this instance's own path: never the one default path every master shares
+globals().update(control_socket_settings())
 
 
 def migrate_database() -> None:

@@ -47,6 +47,7 @@ def gunicorn_options(host: str, port: int, workers: int, threads: int) -> dict[s
         # the same registry hooks as the gunicorn command (no-ops unless STRANGLER_ETCD is set)
         "when_ready": gunicorn_conf.when_ready,
         "on_exit": gunicorn_conf.on_exit,
+        **gunicorn_conf.control_socket_settings(),
     }
 
 

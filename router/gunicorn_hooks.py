@@ -15,6 +15,8 @@ the lease expires after the TTL. Configured from the environment:
   ``http://127.0.0.1:5001``; default: gunicorn's first bound address;
 - ``STRANGLER_REGISTRY_TTL`` — lease TTL in seconds (default 5);
 - ``STRANGLER_HEALTH_PATH`` — health check path (default ``/healthz``).
+
+Every gunicorn config of ours also takes :func:`control_socket_settings`.
 """
 
 from __future__ import annotations
@@ -108,3 +110,21 @@ def on_exit(server: Any) -> None:
         _registration.stop()
         server.log.info("left the registry as %s", _registration.instance_id)
         _registration = None
+
+
+def control_socket_settings(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Gunicorn's control-socket settings: off, unless ``STRANGLER_CONTROL_SOCKET`` names a path.
+
+    Gunicorn (25.1 and later) opens a control socket in every master, by
+    default at one path per user (``$XDG_RUNTIME_DIR/gunicorn.ctl`` or
+    ``~/.gunicorn/gunicorn.ctl``): with several backends on a host they all
+    claim it and a ``gunicornc`` command reaches whichever master bound it
+    last. Nothing here needs it (the stack drives instances by PID and
+    signal), so it stays off; an operator who wants it gives each instance
+    its own path.
+    """
+    env = os.environ if environ is None else environ
+    path = env.get("STRANGLER_CONTROL_SOCKET", "").strip()
+    if path:
+        return {"control_socket": path, "control_socket_disable": False}
+    return {"control_socket_disable": True}

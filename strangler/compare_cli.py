@@ -30,7 +30,7 @@ from strangler.compare.requests_file import (
 )
 from strangler.plan import Endpoint, Plan, PlanError, load_plan
 from strangler.plan_cli import plan_option
-from strangler.routing_cli import read_state
+from strangler.routing_cli import NoStackRunning, stack_url
 
 _PARAM = re.compile(r"<(?:(path):)?[A-Za-z_]\w*>")
 
@@ -138,8 +138,10 @@ def _base_urls(plan: Plan | None, against: str | None, monolith_url: str | None,
     if None in urls:
         if plan is None:
             raise CompareFailed("no plan to find the backends in; pass --monolith-url and --candidate-url")
-        etcd = Etcd(etcd_url or read_state(plan.run_dir).get("etcd")
-                    or f"http://127.0.0.1:{plan.stack.etcd_port}")
+        try:
+            etcd = Etcd(etcd_url or stack_url(plan, "etcd"))
+        except NoStackRunning as exc:
+            raise CompareFailed(exc.message) from None
         for n, flag in enumerate(("--monolith-url", "--candidate-url")):
             if urls[n] is None:
                 try:

@@ -64,13 +64,11 @@ class Connection:
         """Flags/env first, then the stack's state.json, then the plan's ports.
 
         The local stack serves Traefik's API and dashboard on ``dashboard_port``.
+        Raises NoStackRunning when etcd's port is only known to a stack that is
+        not running; Traefik's, only once a command needs its API.
         """
-        state = read_state(plan.run_dir)
-        return cls(
-            plan,
-            etcd_url or state.get("etcd") or f"http://127.0.0.1:{plan.stack.etcd_port}",
-            traefik_url or state.get("traefik_api") or f"http://127.0.0.1:{plan.stack.dashboard_port}",
-        )
+        return cls(plan, etcd_url or stack_url(plan, "etcd"),
+                   traefik_url or _stack_url_or_none(plan, "traefik_api"))
 
     def etcd(self) -> Etcd:
         """A client for etcd (nothing is sent yet; EtcdUnavailable comes with the first call)."""
@@ -78,7 +76,45 @@ class Connection:
 
     def api(self, wait: bool = True) -> TraefikAPI | None:
         """Traefik's API client, or None when the command should not wait for it."""
-        return TraefikAPI(self.traefik_url) if wait else None
+        if not wait:
+            return None
+        return TraefikAPI(self.traefik_url or stack_url(self.plan, "traefik_api"))
+
+
+class NoStackRunning(click.ClickException):
+    """A stack URL was needed, no stack is running, and the plan leaves the port to the stack."""
+
+
+# state.json key -> (the plan's [stack] port, the flag that names the URL instead)
+STACK_URLS = {"etcd": ("etcd_port", "--etcd"), "traefik_api": ("dashboard_port", "--traefik-api")}
+
+
+def stack_url(plan: Plan, key: str) -> str:
+    """The running stack's *key* URL (``etcd``/``traefik_api``), else the plan's fixed port's.
+
+    With ``[stack] <port> = 0`` the port exists only while a stack runs, so
+    without one this raises NoStackRunning (one line saying how to start one)
+    rather than guess a port, such as a system etcd's 2379.
+    """
+    url = read_state(plan.run_dir).get(key)
+    if url:
+        return url
+    port_name, flag = STACK_URLS[key]
+    port = getattr(plan.stack, port_name)
+    if port:
+        return f"http://127.0.0.1:{port}"
+    up = f"strangler up --plan {plan.path}" if plan.path else "strangler up"
+    raise NoStackRunning(
+        f"no stack is running from {plan.run_dir} and the plan's [stack] {port_name} = 0 "
+        f"(a free port at start): start one with `{up}`, or pass {flag} URL"
+    )
+
+
+def _stack_url_or_none(plan: Plan, key: str) -> str | None:
+    try:
+        return stack_url(plan, key)
+    except NoStackRunning:
+        return None
 
 
 def routing_command(command: Callable) -> Callable:

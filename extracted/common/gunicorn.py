@@ -12,7 +12,8 @@ worker (WebSockets hold a thread each), the master joins the service
 registry once (``when_ready``, when ``STRANGLER_ETCD`` is set) and leaves it
 on exit, and a service that owns a database migrates it once, in the master,
 before any worker forks. ``STRANGLER_WORKERS``, ``STRANGLER_THREADS`` and
-``STRANGLER_LOGLEVEL`` tune it.
+``STRANGLER_LOGLEVEL`` tune it; gunicorn's control socket is off unless
+``STRANGLER_CONTROL_SOCKET`` gives this instance a path of its own.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from router.gunicorn_hooks import on_exit, when_ready
+from router.gunicorn_hooks import control_socket_settings, on_exit, when_ready
 
 
 def migrate_service(name: str) -> None:
@@ -46,6 +47,8 @@ def service_settings(name: str, migrate: bool = False) -> dict[str, Any]:
         "proc_name": f"strangler-{name}",
         "when_ready": when_ready,
         "on_exit": on_exit,
+        # off, or this instance's own path: never the one default path every master shares
+        **control_socket_settings(),
     }
     if migrate:
 

@@ -26,6 +26,7 @@ def create_app(config: Any = None) -> Flask:
     """
     from extracted.common.service import make_app
     from extracted.socketio import events  # noqa: F401  (handlers attach before init_app)
+    from monolith import socketio_guard
 
     app = make_app("socketio", config)
     socketio.init_app(
@@ -33,6 +34,8 @@ def create_app(config: Any = None) -> Flask:
         async_mode="threading",
         message_queue=app.config.get("SOCKETIO_MESSAGE_QUEUE") or None,
     )
+    # python-engineio lets one anonymous client hold a request thread for ever
+    socketio_guard.guard(app, socketio)
     return app
 
 

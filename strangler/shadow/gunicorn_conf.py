@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from router.gunicorn_hooks import on_exit, when_ready
+from router.gunicorn_hooks import control_socket_settings, on_exit, when_ready
 
 os.environ.setdefault("STRANGLER_BACKEND", "comparator")
 
@@ -23,6 +23,8 @@ graceful_timeout = 5
 timeout = 60
 loglevel = os.environ.get("STRANGLER_LOGLEVEL", "warning")
 proc_name = "strangler-comparator"
+# off, or this instance's own path: never the one default path every master shares
+globals().update(control_socket_settings())
 
 __all__ = ["on_exit", "when_ready"]
 

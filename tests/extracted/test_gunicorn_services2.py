@@ -54,6 +54,11 @@ def check_ui(url: str) -> None:
     assert requests.get(f"{url}/static/app.js", timeout=10).status_code == 200
 
 
+def children(pid: int) -> list[str]:
+    """The process ids whose parent is *pid* (a gunicorn master's workers)."""
+    return subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+
+
 CHECKS = {"messages": check_messages, "socketio": check_socketio, "ui": check_ui}
 
 
@@ -74,8 +79,9 @@ def test_service_serves_under_gunicorn_and_registers_once(service, etcd_server, 
         assert health["status"] == "ok" and health["service"] == service
         procs.wait_until(lambda: instances(etcd, backend), 10, f"{service} registration", proc=proc)
         CHECKS[service](url)
-        workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
-        assert len(workers.stdout.split()) == 2
+        # healthz answers once one worker is up; the master may fork the second a moment later
+        procs.wait_until(lambda: len(children(proc.pid)) == 2, 20, f"{service}'s second worker",
+                         proc=proc)
         (instance,) = instances(etcd, backend)
         assert instance.url == url and instance.pid == proc.pid
         assert instance.health_path == "/healthz"

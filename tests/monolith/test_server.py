@@ -167,7 +167,9 @@ def test_gunicorn_production_command_serves_with_two_workers(tmp_path: Path) -> 
                        requests.get(f"{base}/api/messages", timeout=10).json()["messages"]]
             assert sorted(sources) == [f"m{n}" for n in range(6)]
         assert requests.get(f"{base}/", timeout=10).status_code == 200
-        workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
-        assert len(workers.stdout.split()) == 2
+        # healthz answers once one worker is up; the master may fork the second a moment later
+        procs.wait_until(lambda: len(subprocess.run(
+            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()) == 2,
+            20, "the second worker")
     finally:
         stop_server(proc)
