@@ -206,8 +206,24 @@ def _print_status(data: dict) -> None:
     console.print(routes)
     if data["data"]:
         console.print(_data_table(data["data"]))
+    if data.get("write_through"):
+        console.print(_write_through_table(data["write_through"]))
     for problem in data["problems"]:
         console.print(f"[red]{problem}[/red]")
+
+
+def _write_through_table(rows: list[dict]) -> Any:
+    """Per backend instance: rows written through to peers, failures and the last error."""
+    from rich.table import Table
+
+    grid = Table("backend", "inserted", "updated", "failed", "conflicts", "last error / note",
+                 title="write-through (each commit, to the peer databases)")
+    for row in rows:
+        failed = f"[red]{row['failed']}[/red]" if row.get("failed") else "0"
+        note = f"[red]{row['last_error']}[/red]" if row.get("last_error") else "; ".join(row.get("notes", []))
+        grid.add_row(f"{row['backend']}.{row['instance']}", str(row.get("inserted", 0)),
+                     str(row.get("updated", 0)), failed, str(row.get("conflicts", 0)), note)
+    return grid
 
 
 def _data_table(rows: list[dict]) -> Any:
@@ -220,6 +236,8 @@ def _data_table(rows: list[dict]) -> Any:
         age = "never" if row["last_pass_age"] is None else f"{_age(row['last_pass_age'])} ago"
         follower = row["follower"] if row["follower"] == "running" else f"[red]{row['follower']}[/red]"
         note = f"[red]{row['error']}[/red]" if row["error"] else ""
+        if row.get("notes"):
+            note += " " + "; ".join(row["notes"])
         if row.get("collisions"):
             note += (f" [red]{row['collisions']} id collision(s): "
                      f"strangler migrate verify {row['service']}[/red]")

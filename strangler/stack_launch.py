@@ -46,6 +46,11 @@ class Launch:
         return f"http://{HOST}:{self.port}"
 
 
+def write_through_reports(run_dir: Path) -> Path:
+    """Where write-through processes leave their figures: ``<backend>.<instance>/<pid>.json``."""
+    return Path(run_dir) / "writethrough"
+
+
 def backend_launches(
     plan: Plan,
     backend_ports: Mapping[str, list[int]],
@@ -89,6 +94,8 @@ def backend_launches(
                 env["DATABASE_URL"] = database
             if name in peers:
                 env["STRANGLER_WRITE_THROUGH"] = json.dumps(peers[name], sort_keys=True)
+                # each process reports its figures there for strangler status
+                env["STRANGLER_WRITE_THROUGH_REPORT"] = str(write_through_reports(run_dir) / f"{name}.{i}")
             env.update(backend.env)
             argv = shlex.split(plan.command(name, port=port, instance=i, host=HOST))
             launches.append(Launch(

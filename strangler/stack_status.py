@@ -6,10 +6,12 @@ the shapes are tested without a stack.
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from router.keys import MONOLITH, Route
 from router.traefik import TraefikAPI, TraefikError
 from strangler import procs
 from strangler.plan import Plan
+from strangler.stack_launch import write_through_reports
 
 
 def route_summary(routes: Iterable[Route], monolith: str = MONOLITH) -> list[dict[str, Any]]:
@@ -112,8 +115,50 @@ def data_rows(
                 "applied": last.get("applied"),
                 "error": last.get("error"),
                 "collisions": last.get("collisions", 0),
+                "notes": list(last.get("notes", [])),
             })
     return rows
+
+
+def write_through_rows(reports: Path, alive: Callable[[int], bool]) -> list[dict[str, Any]]:
+    """One row per backend instance whose processes write through: figures summed over live pids.
+
+    Each process leaves ``<reports>/<backend>.<instance>/<pid>.json`` (see
+    strangler.migrate.writethrough); files of processes gone are skipped.
+    """
+    rows = []
+    for folder in sorted(p for p in Path(reports).glob("*") if p.is_dir()):
+        total: dict[str, int] = {}
+        last, notes = None, []
+        for path in folder.glob("*.json"):
+            try:
+                report = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if not alive(int(report.get("pid", 0))):
+                continue
+            for key, value in report.get("stats", {}).items():
+                total[key] = total.get(key, 0) + int(value)
+            if report.get("last_error") and (last is None or report["last_error_at"] > last[1]):
+                last = (report["last_error"], report["last_error_at"])
+            notes.extend(n for n in report.get("notes", []) if n not in notes)
+        if total:
+            backend, _, instance = folder.name.rpartition(".")
+            rows.append({"backend": backend, "instance": instance, **total,
+                         "last_error": last[0] if last else None, "notes": notes})
+    return rows
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _last_passes(data: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any] | None]:
@@ -174,6 +219,7 @@ def collect(
         "backends": [],
         "routes": [],
         "data": [],
+        "write_through": [],
         "problems": [],
     }
     if not result["running"]:
@@ -201,4 +247,5 @@ def collect(
     result["routes"] = route_summary(routes.values(), monolith)
     data = state.get("data") or {}
     result["data"] = data_rows(data, _last_passes(data), live, time.time())
+    result["write_through"] = write_through_rows(write_through_reports(run_dir), _pid_alive)
     return result

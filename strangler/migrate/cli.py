@@ -123,6 +123,8 @@ def copy(plan: Plan, service: str, chunk: int) -> None:
         with engines((source_url, plan.monolith), (target_url, service)) as (source, target):
             plans = plan_copy(source, target, tables, (plan.monolith, service),
                               identities=plan.identities(tables))
+            for note in (note for planned in plans for note in planned.notes):
+                click.echo(f"note: {note}")
             state = SyncState.load(state_path(plan, service))
             for name in tables:  # changes made from now on are sync's to carry
                 state.start_at(name, int(time.time()) - OVERLAP)
@@ -213,6 +215,8 @@ def verify(plan: Plan, service: str) -> None:
     except MigrateError as exc:
         raise _fail(exc) from None
     for check in checks:
+        for note in check.notes:
+            click.echo(f"{check.table}: note: {note}")
         if check.schema:
             click.echo(f"{check.table}: schemas differ: {check.schema}")
         elif check.collisions:

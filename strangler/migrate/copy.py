@@ -38,8 +38,8 @@ from strangler.migrate.tables import (
     iter_rows,
     max_id,
     merge_by_id,
+    pair,
     reflect,
-    schema_problems,
     to_target,
 )
 
@@ -56,6 +56,7 @@ class TablePlan:
     target_max: int
     to_copy: int  # rows with id > target_max (counted when planned)
     stale_ids: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # columns only one side has (not blocking)
 
 
 @dataclass(frozen=True)
@@ -101,14 +102,14 @@ def plan_copy(source: Engine, target: Engine, tables: list[str],
         identity = (identities or {}).get(name)
         s_info = reflect(source, name, labels[0], identity)
         t_info = reflect(target, name, labels[1], identity)
-        problems = schema_problems(s_info, t_info)
-        if problems:
-            raise MigrateError(
-                f"schemas differ between the {labels[0]} and {labels[1]} databases: "
-                f"{problems[0]}{f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''}; "
-                f"run strangler migrate upgrade"
-            )
-        plans.append(_plan_table(source, target, s_info, t_info, labels, sample_ids))
+        paired = pair(s_info, t_info, labels)
+        if paired.problems:
+            more = len(paired.problems) - 1
+            raise MigrateError(f"cannot copy between the {labels[0]} and {labels[1]} databases: "
+                               f"{paired.problems[0]}{f' (and {more} more)' if more else ''}")
+        planned = _plan_table(source, target, paired.source, paired.target, labels, sample_ids)
+        planned.notes = paired.notes
+        plans.append(planned)
     return plans
 
 

@@ -49,12 +49,13 @@ from strangler.migrate.tables import (
     canonical_row,
     first_line,
     open_engine,
+    pair,
     reflect,
-    schema_problems,
     to_target,
 )
 
 OVERLAP = 2  # seconds re-read every pass, beyond the last one
+RESHAPE = 5.0  # seconds between re-reading the tables' columns (a schema may change while linked)
 
 
 @dataclass
@@ -152,24 +153,32 @@ class Syncer:
         self.state, self.overlap, self.chunk, self.settle = state, overlap, chunk, settle
         self.labels, self.identities = labels, identities or {}
         self.source = open_engine(source_url, labels[0])
+        self.tables, self.notes = list(tables), []
         try:
             self.target = open_engine(target_url, labels[1])
-            self.infos = [self._pair(name, labels) for name in tables]
+            self.reshape()
         except MigrateError:
             self.close()
             raise
 
-    def _pair(self, name: str, labels: tuple[str, str]) -> tuple[TableInfo, TableInfo]:
-        identity = self.identities.get(name)
-        s_info = reflect(self.source, name, labels[0], identity)
-        t_info = reflect(self.target, name, labels[1], identity)
-        problems = schema_problems(s_info, t_info)
-        if problems:
-            raise MigrateError(f"schemas differ between the {labels[0]} and {labels[1]} databases: "
-                               f"{problems[0]}; run strangler migrate upgrade")
-        if not s_info.has_time:
-            raise MigrateError(f"table {name!r} has no {TIME_COLUMN} column; sync needs one")
-        return s_info, t_info
+    def reshape(self) -> None:
+        """(Re-)read both sides' tables and line them up on their shared columns.
+
+        Run at start and again every ``RESHAPE`` seconds, so a column added
+        on both sides while linked is carried from then on; a column on one
+        side only is a note (``self.notes``), a blocking mismatch MigrateError.
+        """
+        infos, notes = [], []
+        for name in self.tables:
+            identity = self.identities.get(name)
+            paired = pair(reflect(self.source, name, self.labels[0], identity),
+                          reflect(self.target, name, self.labels[1], identity), self.labels, needs_time=True)
+            if paired.problems:
+                raise MigrateError(f"cannot sync between the {self.labels[0]} and {self.labels[1]} "
+                                   f"databases: {paired.problems[0]}")
+            infos.append((paired.source, paired.target))
+            notes.extend(paired.notes)
+        self.infos, self.notes, self._shaped_at = infos, notes, time.monotonic()
 
     def close(self) -> None:
         """Dispose both engines."""
@@ -179,6 +188,8 @@ class Syncer:
 
     def once(self) -> SyncResult:
         """Run one pass over every table, save the state, and return what it did."""
+        if time.monotonic() - self._shaped_at > RESHAPE:
+            self.reshape()
         started = time.time()
         # with settle: only changes at least that old (fresher ones are write-through's)
         upto = int(started) - self.settle if self.settle is not None else None
@@ -195,6 +206,8 @@ class Syncer:
         recorded = collisions.count(self.target, [s.name for s, _t in self.infos])
         self.state.last_pass = {"started_at": started, "finished_at": finished, "lag": lag,
                                 "applied": outcome.applied, "collisions": recorded}
+        if self.notes:
+            self.state.last_pass["notes"] = self.notes
         self.state.save()
         return outcome
 

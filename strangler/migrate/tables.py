@@ -10,6 +10,7 @@ the same row reads the same on every engine.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -204,19 +205,75 @@ def kind(sql_type: Any) -> str:
     return "other"
 
 
-def schema_problems(source: TableInfo, target: TableInfo) -> list[str]:
-    """What makes *target* unable to hold *source*'s rows (column names, types, lengths, NULLs)."""
+@dataclass(frozen=True)
+class Pairing:
+    """How one table lines up in two databases: what is carried, what is left, what blocks.
+
+    ``source`` and ``target`` are the two TableInfos narrowed to the shared
+    columns (in the source's order): copy, sync, write-through and verify
+    work on those. ``notes`` are warnings to show (a column only one side
+    has); ``problems`` make the pair unusable, each with what to do.
+    """
+
+    source: TableInfo
+    target: TableInfo
+    only_source: tuple[str, ...]
+    only_target: tuple[str, ...]
+    problems: tuple[str, ...]
+    labels: tuple[str, str] = ("source", "target")
+
+    @property
+    def notes(self) -> list[str]:
+        """One line per column only one side has (nothing blocks on them)."""
+        name, (src, dst) = self.source.name, self.labels
+        return ([f"{name}.{c} is only in the {src} database: not carried to the {dst}"
+                 for c in self.only_source]
+                + [f"{name}.{c} is only in the {dst} database: rows from the {src} get its default"
+                   for c in self.only_target])
+
+
+def fillable(column: Column) -> bool:
+    """Whether a row written without *column* still fits: it is nullable or has a server default."""
+    return column.nullable or column.server_default is not None
+
+
+def narrowed(info: TableInfo, columns: Sequence[str]) -> TableInfo:
+    """*info* seen through *columns* only (a subset of its own, kept in the given order)."""
+    return dataclasses.replace(info, columns=tuple(columns),
+                               bool_columns=info.bool_columns & frozenset(columns))
+
+
+def pair(source: TableInfo, target: TableInfo, labels: tuple[str, str] = ("source", "target"),
+         needs_time: bool = False) -> Pairing:
+    """Line up one table of two databases on the columns both have (see :class:`Pairing`).
+
+    A column only one side has is fine while the other side needs no value
+    for it: nullable, or with a server default. A NOT NULL column without
+    default that the other side lacks blocks: its rows could not be written.
+    Shared columns must agree in kind, length and NULLs as before.
+    """
+    shared = [c for c in source.columns if c in target.columns]
+    only_source = tuple(c for c in source.columns if c not in target.columns)
+    only_target = tuple(c for c in target.columns if c not in source.columns)
     problems = []
-    if source.columns != target.columns:
-        if set(source.columns) != set(target.columns):
-            missing = sorted(set(source.columns) - set(target.columns))
-            extra = sorted(set(target.columns) - set(source.columns))
-            detail = "; ".join(
-                part for part in (f"missing {', '.join(missing)}" if missing else "",
-                                  f"extra {', '.join(extra)}" if extra else "") if part
-            )
-            return [f"{source.name}: columns differ ({detail})"]
-    for name in source.columns:
+    if source.id_column != target.id_column:
+        problems.append(f"{source.name}: the id column {source.id_column!r} is not in both databases")
+    if needs_time and TIME_COLUMN not in shared:
+        problems.append(f"{source.name}: {TIME_COLUMN} is not in both databases; sync needs it")
+    for name in only_target:
+        if not fillable(target.col(name)):
+            problems.append(
+                f"{source.name}.{name} is NOT NULL without a default in the {labels[1]} database "
+                f"and the {labels[0]} has no such column: give it a default there, or add it to the "
+                f"{labels[0]}'s schema with a revision in migrations/ (then strangler migrate upgrade)")
+    problems.extend(_shared_problems(source, target, shared))
+    return Pairing(narrowed(source, shared), narrowed(target, shared), only_source, only_target,
+                   tuple(problems), labels)
+
+
+def _shared_problems(source: TableInfo, target: TableInfo, shared: Sequence[str]) -> list[str]:
+    problems = []
+    for name in shared:
         s, t = source.col(name), target.col(name)
         if kind(s.type) != kind(t.type):
             problems.append(f"{source.name}.{name}: {s.type} vs {t.type}")
@@ -225,6 +282,11 @@ def schema_problems(source: TableInfo, target: TableInfo) -> list[str]:
         elif s.nullable and not t.nullable:
             problems.append(f"{source.name}.{name}: nullable in the source, NOT NULL in the target")
     return problems
+
+
+def schema_problems(source: TableInfo, target: TableInfo) -> list[str]:
+    """What makes *target* unable to hold *source*'s rows (see :func:`pair`)."""
+    return list(pair(source, target).problems)
 
 
 def canonical(value: Any) -> Any:

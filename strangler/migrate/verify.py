@@ -5,7 +5,8 @@ walked together by id. Each row is put in canonical form (booleans as 0/1,
 floats by ``repr``, NULL as None) and fed to a SHA-256 as its ``repr`` plus
 a newline, so the checksum is computed the same way in Python whatever the
 engine: equal tables give equal checksums on SQLite, PostgreSQL and MariaDB.
-The walk also collects the first few ids that differ (missing on one side,
+Only the columns both sides have are compared (a column one side lacks
+is reported as a note, see ``tables.pair``). The walk also collects the first few ids that differ (missing on one side,
 or different content), and every *collision*: an id under which the two
 sides hold different rows (``TableInfo.same_row``), or one recorded in
 either side's ``strangler_collisions`` (``strangler.migrate.collisions``).
@@ -26,8 +27,8 @@ from strangler.migrate.tables import (
     canonical_row,
     iter_rows,
     merge_by_id,
+    pair,
     reflect,
-    schema_problems,
 )
 
 SAMPLE_IDS = 5
@@ -46,6 +47,7 @@ class TableCheck:
     sample_ids: tuple[int, ...]
     schema: str | None = None  # a schema mismatch, when the columns could not be compared
     collisions: tuple[int, ...] = ()  # ids holding two different rows (either side), all of them
+    notes: tuple[str, ...] = ()  # columns only one side has: compared on the shared ones
 
     @property
     def ok(self) -> bool:
@@ -61,10 +63,11 @@ def verify_table(source: Engine, target: Engine, name: str,
 
     *identity*: the plan's identity columns for the table (``TableInfo.same_row``).
     """
-    s_info, t_info = reflect(source, name, labels[0], identity), reflect(target, name, labels[1], identity)
-    problems = schema_problems(s_info, t_info)
-    if problems:
-        return TableCheck(name, 0, 0, "", "", 0, (), problems[0])
+    paired = pair(reflect(source, name, labels[0], identity), reflect(target, name, labels[1], identity),
+                  labels)
+    if paired.problems:
+        return TableCheck(name, 0, 0, "", "", 0, (), paired.problems[0])
+    s_info, t_info = paired.source, paired.target
     index = s_info.columns.index(s_info.id_column)
     s_hash, t_hash = hashlib.sha256(), hashlib.sha256()
     s_rows = t_rows = differing = 0
@@ -90,4 +93,5 @@ def verify_table(source: Engine, target: Engine, name: str,
                 if len(sample) < SAMPLE_IDS:
                     sample.append(row_id)
     return TableCheck(name, s_rows, t_rows, s_hash.hexdigest(), t_hash.hexdigest(),
-                      differing, tuple(sample), collisions=tuple(sorted(clashing)))
+                      differing, tuple(sample), collisions=tuple(sorted(clashing)),
+                      notes=tuple(paired.notes))

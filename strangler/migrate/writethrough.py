@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -52,10 +53,20 @@ from strangler.migrate import collisions
 from strangler.migrate.bulk import reset_sequence
 from strangler.migrate.ids import Lane, install_lanes, parse_lane
 from strangler.migrate.sync import upsert_rows
-from strangler.migrate.tables import MigrateError, TableInfo, display_url, first_line, reflect
+from strangler.migrate.tables import (
+    MigrateError,
+    TableInfo,
+    display_url,
+    fillable,
+    first_line,
+    narrowed,
+    reflect,
+)
 
 ENV_VAR = "STRANGLER_WRITE_THROUGH"
 DEFAULT_IDENTITY = ("created_at",)  # the plan's default ([tables.<name>] identity)
+REPORT_VAR = "STRANGLER_WRITE_THROUGH_REPORT"  # a directory: one <pid>.json per process, for status
+RESHAPE = 5.0  # seconds a peer table's reflected shape is trusted
 STAT_NAMES = ("inserted", "updated", "kept_newer", "conflicts", "failed", "skipped")
 
 logger = logging.getLogger(__name__)
@@ -145,11 +156,16 @@ class WriteThrough:
         # updated_at lets the older one win there
         self._serial = threading.Lock()
         self._engines: dict[str, Engine] = {}
-        self._infos: dict[tuple[str, str], TableInfo] = {}
+        self._infos: dict[tuple[str, str], tuple[TableInfo, float]] = {}
         self._down_until: dict[str, float] = {}
         self._stats: Counter[str] = Counter()
         self._hooks: list[tuple[Any, str, Any]] = []
         self.last_error: str | None = None
+        self.last_error_at: float | None = None
+        self.notes: list[str] = []  # columns only one side has, as met
+        report = os.environ.get(REPORT_VAR)
+        self.report_path = Path(report) / f"{os.getpid()}.json" if report else None
+        self._reported_at, self._reported_failed = 0.0, 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, Any], **options: Any) -> WriteThrough | None:
@@ -277,20 +293,62 @@ class WriteThrough:
             if isinstance(exc, OperationalError | InterfaceError | PeerDown | OSError):
                 # down or locked up: don't make every request wait for it
                 self._down_until[url] = time.monotonic() + self.cooldown
-            self.last_error = f"{display_url(url)}: {why}"
-            self._count(failed=1)
+            self._failed(url, why)
             logger.warning("write-through to %s failed (the sync follower will catch up): %s",
                            display_url(url), why)
         except Exception as exc:  # a bug here must not turn a committed request into a 500
-            self.last_error = f"{display_url(url)}: {type(exc).__name__}: {exc}"
-            self._count(failed=1)
+            self._failed(url, f"{type(exc).__name__}: {exc}")
             logger.exception("write-through to %s failed unexpectedly", display_url(url))
+        finally:
+            self._report()
+
+    def _failed(self, url: str, why: str) -> None:
+        self.last_error, self.last_error_at = f"{display_url(url)}: {why}", time.time()
+        self._count(failed=1)
+        with self._lock:  # the peer's tables may have changed shape: read them again next time
+            for key in [k for k in self._infos if k[0] == url]:
+                del self._infos[key]
+
+    def _note_shape(self, engine: Engine, info: TableInfo, written: Any) -> None:
+        """Log, once per peer and column, a column only one side has (it is not carried)."""
+        where = display_url(str(engine.url))
+        found = [f"{info.name}.{c} is only in the peer {where}: left to its default"
+                 for c in info.columns if c not in written]
+        found += [f"{info.name}.{c} is not in the peer {where}: not carried" for c in written
+                  if c not in info.columns]
+        for note in found:
+            if note not in self.notes:
+                self.notes.append(note)
+                logger.warning("write-through: %s", note)
+
+    def _report(self) -> None:
+        """Write the figures to the report file (``STRANGLER_WRITE_THROUGH_REPORT``), at most once a second."""
+        if self.report_path is None or time.monotonic() - self._reported_at < 1.0 \
+                and self.stats["failed"] == self._reported_failed:
+            return
+        stats = self.stats
+        data = {"pid": os.getpid(), "at": time.time(), "stats": stats, "last_error": self.last_error,
+                "last_error_at": self.last_error_at, "notes": self.notes}
+        try:
+            self.report_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.report_path.with_name(f".{self.report_path.name}.tmp")
+            tmp.write_text(json.dumps(data), encoding="utf-8")
+            os.replace(tmp, self.report_path)
+        except OSError as exc:  # figures are for status; never fail a request over them
+            logger.debug("write-through report %s: %s", self.report_path, exc)
+        self._reported_at, self._reported_failed = time.monotonic(), stats["failed"]
 
     def _upsert(self, engine: Engine, info: TableInfo, values: list[Mapping[str, Any]]) -> None:
-        missing = [c for c in info.columns if c not in values[0]]
-        if missing:
-            raise MigrateError(f"the peer's {info.name} has columns this app doesn't write "
-                               f"({', '.join(missing)}); run strangler migrate upgrade")
+        written = values[0].keys()
+        blocking = [c for c in info.columns if c not in written and not fillable(info.col(c))]
+        if blocking:
+            raise MigrateError(
+                f"the peer's {info.name}.{blocking[0]} is NOT NULL without a default and this app "
+                f"doesn't write it: give it a default there, or add it to this app's schema with a "
+                f"revision in migrations/ (then strangler migrate upgrade)")
+        self._note_shape(engine, info, written)
+        # the columns both sides have; the peer's own extra ones keep their values (or default)
+        info = narrowed(info, [c for c in info.columns if c in written])
         rows = [tuple(row[c] for c in info.columns) for row in values]
         counts = {"read": 0, "inserted": 0, "updated": 0, "kept_newer": 0}
         with engine.connect() as connection:
@@ -325,14 +383,15 @@ class WriteThrough:
         return engine
 
     def _info(self, url: str, engine: Engine, table: str) -> TableInfo:
+        """The peer's table as reflected at most RESHAPE seconds ago (a schema may change while linked)."""
         with self._lock:
-            info = self._infos.get((url, table))
-        if info is None:
+            info, at = self._infos.get((url, table), (None, 0.0))
+        if info is None or time.monotonic() - at > RESHAPE:
             link = self.links.get(table)
             info = reflect(engine, table, f"peer {display_url(url)}",
                            link.identity if link else DEFAULT_IDENTITY)
             with self._lock:
-                self._infos[(url, table)] = info
+                self._infos[(url, table)] = (info, time.monotonic())
         return info
 
 
@@ -410,7 +469,6 @@ def install_in_app(app: Any, session_target: Any, tables: Mapping[str, Any]) -> 
     installed and None is returned. The instance is kept in
     ``app.extensions["write_through"]``. A malformed value raises ValueError.
     """
-    import os
 
     raw = app.config[ENV_VAR] if ENV_VAR in app.config else os.environ.get(ENV_VAR)
     write_through = WriteThrough.from_env({ENV_VAR: raw})
