@@ -7,6 +7,7 @@ importing the package builds nothing and tests make as many apps as they like.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -56,7 +57,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     _platform_settings(app, config)
 
     app.extensions["revocation_store"] = _revocation_store(
-        _platform_store(config) or settings.revocation_store, settings
+        _platform_store(config, settings.token_ttl) or settings.revocation_store, settings
     )
     app.extensions["link_expander"] = LinkExpander(
         allow_private=settings.link_expansion_allow_private,
@@ -87,10 +88,11 @@ def _platform_settings(app: Flask, config: Mapping[str, Any] | None) -> None:
     install_in_app(app, MonolithSession, {"users": User, "messages": Message})
 
 
-def _platform_store(config: Mapping[str, Any] | None) -> Any:
+def _platform_store(config: Mapping[str, Any] | None, token_ttl: float) -> Any:
     """On the platform (``STRANGLER_ETCD`` set) and with no store chosen: revocations in etcd.
 
-    Every backend then refuses the same revoked tokens, whichever one revoked them.
+    Every backend then refuses the same revoked tokens, whichever one revoked
+    them; a user's revocation is kept *token_ttl* (``TOKEN_TTL``) seconds.
     """
     import os
 
@@ -102,7 +104,9 @@ def _platform_store(config: Mapping[str, Any] | None) -> Any:
     from router.revocation import EtcdRevocationStore
 
     # wait a little: a worker may boot while a just-started etcd settles
-    return EtcdRevocationStore(Etcd.connect(etcd_url, wait=10))
+    return EtcdRevocationStore(
+        Etcd.connect(etcd_url, wait=10), max_token_ttl=math.ceil(token_ttl)
+    )
 
 
 def _revocation_store(choice: Any, settings: Any) -> Any:
