@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from strangler.files import private_dir
+
 PROFILES = ("development", "production", "testing")
 SECRET_NAMES = ("SECRET_KEY", "JWT_SECRET_KEY")
 TRUE_WORDS = {"1", "true", "yes", "on"}
@@ -139,7 +141,7 @@ def shared_flask_settings(config: Any) -> dict[str, Any]:
 def _data_dir(source: Mapping[str, Any]) -> Path:
     path = Path(source.get("STRANGLER_DATA_DIR") or Path.cwd() / ".strangler" / "data")
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        private_dir(path)  # databases and secrets live here: the owner's only
     except OSError as exc:
         raise ConfigError(f"STRANGLER_DATA_DIR {str(path)!r} cannot be created: {exc.strerror}") from exc
     return path.resolve()
