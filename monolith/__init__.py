@@ -30,13 +30,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the Flack app; *config* entries win over the environment.
 
     Migrates an empty database, picks the revocation store, starts the link
-    expander and (outside testing) the background task that marks idle users
-    offline.
+    expander, limits logins and registrations per client and (outside
+    testing) starts the background task that marks idle users offline.
     """
     # handlers must be registered before the first init_app copies them
     from monolith import events
     from monolith.config import Config
     from monolith.db import configure_engine, ensure_schema
+    from monolith.limits import init_rate_limits
     from monolith.links import LinkExpander
 
     settings = Config.from_env(config)
@@ -65,6 +66,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         max_bytes=settings.link_expansion_max_bytes,
     )
     _register_blueprints(app)
+    init_rate_limits(app)
     if settings.start_offline_task:
         events.start_offline_task(app)
     return app
