@@ -43,10 +43,19 @@ def private_dir(path: Path | str) -> Path:
 
 
 def private_file(path: Path | str) -> Path:
-    """Create the empty file *path* (and its directory) with mode 0600 unless it exists; return it."""
+    """Create the empty file *path* (and its directory) with mode 0600 unless it exists; return it.
+
+    An existing file is never opened: closing any descriptor of a file drops
+    the POSIX locks this process holds on it, and SQLite's locks are those.
+    """
     path = Path(path)
+    if path.exists():
+        return path
     private_dir(path.parent)
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE))
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+    except FileExistsError:
+        pass  # made by another process or thread meanwhile: theirs stands
     return path
 
 

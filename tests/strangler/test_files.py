@@ -47,3 +47,26 @@ def test_files_are_written_and_appended_0600(tmp_path, loose_umask):
 ])
 def test_sqlite_file_of_a_url(url, path):
     assert sqlite_file(url) == (Path(path) if path else None)
+
+
+def test_an_open_sqlite_database_keeps_its_locks(tmp_path):
+    import sqlite3
+    import subprocess
+    import sys
+
+    from strangler.files import private_file, private_sqlite_file
+
+    path = tmp_path / "held.sqlite"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN IMMEDIATE")  # a write lock: a POSIX lock on the file
+    try:
+        private_file(path)
+        private_sqlite_file(f"sqlite:///{path}")
+        writer = ("import sqlite3, sys; db = sqlite3.connect(sys.argv[1], timeout=0); "
+                  "db.execute('INSERT INTO t VALUES (1)'); db.commit()")
+        other = subprocess.run([sys.executable, "-c", writer, str(path)], capture_output=True, text=True)
+        assert other.returncode != 0 and "database is locked" in other.stderr
+    finally:
+        holder.rollback()
+        holder.close()
