@@ -160,7 +160,7 @@ def routes(conn: Connection, as_json: bool) -> None:
     _console().print(grid)
 
 
-def parse_weight_option(value: str | None) -> int | None:
+def parse_weight_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
     """``--weight``'s callback: ``routing.parse_weight``, a bad value being a usage error (exit 2)."""
     try:
         return routing.parse_weight(value)
@@ -172,7 +172,7 @@ def parse_weight_option(value: str | None) -> int | None:
 @click.argument("endpoints", nargs=-1)
 @click.option("--service", metavar="NAME", help="Every endpoint the plan gives to service NAME.")
 @click.option("--to", "target", required=True, metavar="BACKEND", help="The backend to move them to.")
-@click.option("--weight", metavar="N", callback=lambda _ctx, _param, value: parse_weight_option(value),
+@click.option("--weight", metavar="N", callback=parse_weight_option,
               help="Canary: send N % (1-99) to BACKEND, the rest stays.")
 @wait_options
 @routing_command
