@@ -7,6 +7,7 @@ importing the package builds nothing and tests make as many apps as they like.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,13 +30,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the Flack app; *config* entries win over the environment.
 
     Migrates an empty database, picks the revocation store, starts the link
-    expander and (outside testing) the background task that marks idle users
-    offline.
+    expander, limits logins and registrations per client and (outside
+    testing) starts the background task that marks idle users offline.
     """
     # handlers must be registered before the first init_app copies them
     from monolith import events, socketio_guard
     from monolith.config import Config
     from monolith.db import configure_engine, ensure_schema
+    from monolith.limits import init_rate_limits
     from monolith.links import LinkExpander
 
     settings = Config.from_env(config)
@@ -58,7 +60,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     _platform_settings(app, config)
 
     app.extensions["revocation_store"] = _revocation_store(
-        _platform_store(config) or settings.revocation_store, settings
+        _platform_store(config, settings.token_ttl) or settings.revocation_store, settings
     )
     app.extensions["link_expander"] = LinkExpander(
         allow_private=settings.link_expansion_allow_private,
@@ -66,6 +68,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         max_bytes=settings.link_expansion_max_bytes,
     )
     _register_blueprints(app)
+    init_rate_limits(app)
     if settings.start_offline_task:
         events.start_offline_task(app)
     return app
@@ -89,10 +92,11 @@ def _platform_settings(app: Flask, config: Mapping[str, Any] | None) -> None:
     install_in_app(app, MonolithSession, {"users": User, "messages": Message})
 
 
-def _platform_store(config: Mapping[str, Any] | None) -> Any:
+def _platform_store(config: Mapping[str, Any] | None, token_ttl: float) -> Any:
     """On the platform (``STRANGLER_ETCD`` set) and with no store chosen: revocations in etcd.
 
-    Every backend then refuses the same revoked tokens, whichever one revoked them.
+    Every backend then refuses the same revoked tokens, whichever one revoked
+    them; a user's revocation is kept *token_ttl* (``TOKEN_TTL``) seconds.
     """
     import os
 
@@ -104,7 +108,9 @@ def _platform_store(config: Mapping[str, Any] | None) -> Any:
     from router.revocation import EtcdRevocationStore
 
     # wait a little: a worker may boot while a just-started etcd settles
-    return EtcdRevocationStore(Etcd.connect(etcd_url, wait=10))
+    return EtcdRevocationStore(
+        Etcd.connect(etcd_url, wait=10), max_token_ttl=math.ceil(token_ttl)
+    )
 
 
 def _revocation_store(choice: Any, settings: Any) -> Any:

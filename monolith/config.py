@@ -14,12 +14,22 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
 
+from strangler.files import private_dir
+
 PROFILES = ("development", "production", "testing")
 SECRET_NAMES = ("SECRET_KEY", "JWT_SECRET_KEY")
+# a scrypt hash each: per client, enough for people, too few for a brute force or a flood
+DEFAULT_RATE_LIMIT_LOGIN = "20 per minute"
+DEFAULT_RATE_LIMIT_REGISTER = "10 per minute"
+# Traefik on the same host; a proxy elsewhere (compose) is named in TRUSTED_PROXIES
+DEFAULT_TRUSTED_PROXIES = "127.0.0.1,::1"
 TRUE_WORDS = {"1", "true", "yes", "on"}
+
+IPNetwork = IPv4Network | IPv6Network
 FALSE_WORDS = {"0", "false", "no", "off"}
 
 
@@ -46,6 +56,10 @@ class Config:
     revocation_store: Any
     start_offline_task: bool
     password_hash_method: str
+    rate_limit_login: str
+    rate_limit_register: str
+    rate_limit_storage_url: str
+    trusted_proxies: tuple[IPNetwork, ...]
 
     @classmethod
     def from_env(
@@ -109,6 +123,10 @@ def shared_settings(source: Mapping[str, Any], env: str) -> dict[str, Any]:
             source.get("PASSWORD_HASH_METHOD")
             or ("pbkdf2:sha256:1000" if env == "testing" else "scrypt")
         ),
+        "rate_limit_login": _rate(source, "RATE_LIMIT_LOGIN", DEFAULT_RATE_LIMIT_LOGIN),
+        "rate_limit_register": _rate(source, "RATE_LIMIT_REGISTER", DEFAULT_RATE_LIMIT_REGISTER),
+        "rate_limit_storage_url": _rate_storage(source),
+        "trusted_proxies": _networks(source, "TRUSTED_PROXIES", DEFAULT_TRUSTED_PROXIES),
     }
 
 
@@ -133,13 +151,17 @@ def shared_flask_settings(config: Any) -> dict[str, Any]:
         "PASSWORD_HASH_METHOD": config.password_hash_method,
         # a chat message never needs a megabyte; bigger bodies get a JSON 413
         "MAX_CONTENT_LENGTH": 1024 * 1024,
+        "RATE_LIMIT_LOGIN": config.rate_limit_login,
+        "RATE_LIMIT_REGISTER": config.rate_limit_register,
+        "RATE_LIMIT_STORAGE_URL": config.rate_limit_storage_url,
+        "TRUSTED_PROXIES": config.trusted_proxies,
     }
 
 
 def _data_dir(source: Mapping[str, Any]) -> Path:
     path = Path(source.get("STRANGLER_DATA_DIR") or Path.cwd() / ".strangler" / "data")
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        private_dir(path)  # databases and secrets live here: the owner's only
     except OSError as exc:
         raise ConfigError(f"STRANGLER_DATA_DIR {str(path)!r} cannot be created: {exc.strerror}") from exc
     return path.resolve()
@@ -156,6 +178,44 @@ def _number(source: Mapping[str, Any], name: str, default: float) -> float:
     if value <= 0:
         raise ConfigError(f"{name} must be positive, not {raw!r}")
     return value
+
+
+def _rate(source: Mapping[str, Any], name: str, default: str) -> str:
+    """A rate limit like ``20 per minute`` or ``5/second;100/hour`` (Flask-Limiter's notation)."""
+    from limits import parse_many
+
+    raw = str(source.get(name) or default).strip()
+    try:
+        parse_many(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a rate like '20 per minute' or '5/second;100/hour', "
+                          f"not {raw!r}") from None
+    return raw
+
+
+def _rate_storage(source: Mapping[str, Any]) -> str:
+    """Where rate-limit counters live: ``RATE_LIMIT_STORAGE_URL``, else the Socket.IO queue's Redis.
+
+    On the platform every backend and instance then counts in one Redis; the
+    monolith alone counts in its own memory.
+    """
+    raw = str(source.get("RATE_LIMIT_STORAGE_URL") or "").strip()
+    if raw:
+        if "://" not in raw:
+            raise ConfigError(f"RATE_LIMIT_STORAGE_URL must be a URL like redis://127.0.0.1:6379/0 "
+                              f"or memory://, not {raw!r}")
+        return raw
+    queue = str(source.get("SOCKETIO_MESSAGE_QUEUE") or "").strip()
+    return queue if queue.startswith(("redis://", "rediss://", "redis+unix://")) else "memory://"
+
+
+def _networks(source: Mapping[str, Any], name: str, default: str) -> tuple[IPNetwork, ...]:
+    raw = str(source.get(name) if source.get(name) is not None else default)
+    try:
+        return tuple(ip_network(part.strip(), strict=False) for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be addresses or networks separated by commas "
+                          f"(e.g. 127.0.0.1,10.0.0.0/8), not {raw!r}") from None
 
 
 def _flag(source: Mapping[str, Any], name: str, default: bool) -> bool:

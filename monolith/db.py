@@ -27,6 +27,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import NullPool
 
 from migrations import script_location
+from strangler.files import private_file, private_sqlite_file
 
 VERSION_TABLE = "alembic_version"
 
@@ -58,12 +59,14 @@ def upgrade_database(
     url: str, lock_path: str | Path | None = None, name: str = "monolith"
 ) -> None:
     """Upgrade the database at *url* to the newest schema of environment *name*."""
+    private_sqlite_file(url)
     with _file_lock(Path(lock_path) if lock_path else default_lock_path(url)):
         command.upgrade(alembic_config(url, name), "head")
 
 
 def has_schema(url: str) -> bool:
     """Tell whether the database at *url* has alembic's version table."""
+    private_sqlite_file(url)  # connecting creates a missing SQLite file; make it 0600 first
     engine = create_engine(url, poolclass=NullPool)
     try:
         return inspect(engine).has_table(VERSION_TABLE)
@@ -96,8 +99,7 @@ def default_lock_path(url: str) -> Path:
 
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
+    with open(private_file(path), "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -115,6 +117,7 @@ def configure_engine(engine: Engine) -> None:
     """
     if engine.dialect.name != "sqlite" or getattr(engine, "_monolith_configured", False):
         return
+    private_sqlite_file(engine.url)  # it holds password hashes: 0600, before SQLite makes it 0644
     engine._monolith_configured = True  # type: ignore[attr-defined]
 
     @event.listens_for(engine, "connect")

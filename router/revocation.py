@@ -6,7 +6,10 @@ its own once it no longer matters:
 
 - ``strangler/revoked/jti/<jti>`` — one token, until its ``exp`` (+ leeway);
 - ``strangler/revoked/user/<id>`` = ``at`` — every token of the user issued
-  at or before ``at``, for one token lifetime (+ leeway).
+  at or before ``at``, for one token lifetime (+ leeway). The lifetime is the
+  ``max_token_ttl`` the store is built with: the backends pass their
+  ``TOKEN_TTL``, which must be the same on every backend (``strangler up``
+  gives them one environment).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from urllib.parse import quote
 from router.etcd import Compare, Etcd, Put
 
 REVOKED_PREFIX = "strangler/revoked/"
+# the monolith's default TOKEN_TTL; a backend with another TOKEN_TTL passes its own
 MAX_TOKEN_TTL = 3600
 # Services may accept a token slightly past exp (clock skew): keep its revocation that much longer.
 DEFAULT_LEEWAY = 5
@@ -48,6 +52,10 @@ def lease_ttl(expires_at: float, now: float, leeway: float = DEFAULT_LEEWAY) -> 
 class EtcdRevocationStore:
     """Revocations in etcd under ``strangler/revoked/``; safe to share between threads.
 
+    ``max_token_ttl`` is the longest lifetime (seconds) of a token the
+    backends issue (their ``TOKEN_TTL``): a per-user revocation is kept that
+    long, or a revoked token would turn valid again before it expires.
+
     ``cache_seconds`` (default 0: off) lets ``is_revoked``/``user_revoked_at``
     reuse an answer that long; keep it well under 1 s, since a token revoked by
     one process must be refused by every other within a second. A revocation
@@ -64,6 +72,8 @@ class EtcdRevocationStore:
         cache_seconds: float = 0.0,
         clock=time.time,
     ) -> None:
+        if max_token_ttl <= 0:
+            raise ValueError(f"max_token_ttl={max_token_ttl} must be positive (the TOKEN_TTL in seconds)")
         if cache_seconds >= 1:
             raise ValueError(f"cache_seconds={cache_seconds} would let a revoked token through for a second or more")
         self.etcd = etcd

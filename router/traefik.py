@@ -8,6 +8,7 @@ The API client lets a flip wait until Traefik actually routes as asked.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -91,10 +92,17 @@ def seed_root_key(etcd: Any, root_key: str = "traefik") -> None:
 
 
 def write_static_config(path: Path | str, cfg: dict) -> Path:
-    """Write ``cfg`` as YAML to ``path`` (parents created) and return the path."""
+    """Write ``cfg`` as YAML to ``path`` (parents created) and return the path.
+
+    The file is its owner's only (0600): the config may carry credentials
+    (etcd's, the API's). A missing parent is created 0700.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a file an older version wrote 0644 is tightened too
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(yaml.safe_dump(cfg, sort_keys=False))
     return path
 
 

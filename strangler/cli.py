@@ -49,6 +49,24 @@ class LazyGroup(click.Group):
         module, _, attribute = target.partition(":")
         return getattr(importlib.import_module(module), attribute)
 
+    def invoke(self, ctx: click.Context) -> object:
+        """Run the chosen command; a bad option value is one line (``Error: ...``), exit 2."""
+        try:
+            return super().invoke(ctx)
+        except click.BadParameter as exc:
+            raise BadValue(exc.format_message()) from None
+
+
+class BadValue(click.UsageError):
+    """A usage error shown as its one ``Error:`` line, without the usage text (exit status 2).
+
+    The message already names the option and what it accepts; the usage
+    synopsis above it would only push that line out of a CI log's last line.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, ctx=None)
+
 
 @click.group(
     cls=LazyGroup,

@@ -18,6 +18,7 @@ from rich.console import Console
 
 from router.etcd import Etcd
 from router.keys import priority
+from strangler import options
 from strangler.compare import render
 from strangler.compare.diff import DEFAULT_RULE, Rule
 from strangler.compare.oneoff import CompareError, Outcome, backend_url, compare_one
@@ -178,7 +179,7 @@ def _console() -> Console:
 @click.option("--candidate-url", metavar="URL", help="Ask this base URL instead of the registered service.")
 @click.option("--etcd", "etcd_url", envvar="STRANGLER_ETCD", metavar="URL", show_envvar=True,
               help="etcd's client URL (default: the running stack's, else the plan's etcd_port).")
-@click.option("--timeout", type=float, default=10.0, show_default=True,
+@click.option("--timeout", type=options.WAIT, default=10.0, show_default=True,
               help="Seconds to wait for each answer.")
 @plan_option
 def compare(request: str | None, against: str | None, file: Path | None, headers: tuple[str, ...],

@@ -23,6 +23,8 @@ from typing import IO
 
 import requests
 
+from strangler.files import UMASK, open_private_append, private_dir, write_private
+
 
 class StartupError(RuntimeError):
     """A process could not be found or started, or did not become healthy (one-line message)."""
@@ -121,8 +123,7 @@ class Proc:
 
     def start(self) -> Proc:
         """Start the process in its own session, stdout and stderr appended to ``log_path``."""
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 — closed in stop()
+        self._log = open_private_append(self.log_path)  # closed in stop()
         env = dict(os.environ, **self.env) if self.env else None
         try:
             self.popen = subprocess.Popen(
@@ -133,6 +134,8 @@ class Proc:
                 env=env,
                 cwd=self.cwd,
                 start_new_session=True,
+                # what the child writes (databases, logs, data dirs) is its owner's only
+                umask=UMASK,
             )
         except OSError as exc:
             self._log.close()
@@ -236,8 +239,7 @@ def start_etcd(
     writes all its Traefik keys in one transaction. ``unsafe_no_fsync`` is
     for tests only (throwaway data, shared slow disks).
     """
-    data_dir = Path(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = private_dir(data_dir)
     client = f"http://127.0.0.1:{client_port}"
     peer = f"http://127.0.0.1:{peer_port}"
     argv = [
@@ -298,8 +300,7 @@ def start_redis(
     port: int, dir: Path | str, *, log_path: Path | str | None = None, timeout: float = 20
 ) -> Proc:
     """Start redis-server on 127.0.0.1:``port`` without persistence; wait until it answers PING."""
-    dir = Path(dir)
-    dir.mkdir(parents=True, exist_ok=True)
+    dir = private_dir(dir)
     argv = [
         find_binary("redis-server"),
         "--bind", "127.0.0.1",
@@ -352,8 +353,7 @@ def write_pidfile(run_dir: Path | str, name: str, proc: Proc) -> Path:
     """Record ``proc`` in ``run_dir/<name>.pid`` (JSON) and return the file's path."""
     if proc.pid is None:
         raise ValueError(f"{name} was never started; nothing to record")
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = private_dir(run_dir)
     record = {
         "name": name,
         "pid": proc.pid,
@@ -364,11 +364,7 @@ def write_pidfile(run_dir: Path | str, name: str, proc: Proc) -> Path:
         "log_path": str(proc.log_path),
         "url": proc.url,
     }
-    path = run_dir / f"{name}.pid"
-    tmp = path.with_suffix(".pid.tmp")
-    tmp.write_text(json.dumps(record))
-    tmp.replace(path)
-    return path
+    return write_private(run_dir / f"{name}.pid", json.dumps(record))
 
 
 def read_pidfiles(run_dir: Path | str) -> dict[str, PidRecord]:

@@ -85,7 +85,7 @@ def parse_weight(text: str | int | None) -> int | None:
     raw = str(text).strip().removesuffix("%")
     if not raw.isdigit() or not 1 <= int(raw) <= 99:
         raise RoutingError(
-            f"--weight {text!r} is not a whole percentage from 1 to 99; "
+            f"{text!r} is not a whole percentage from 1 to 99; "
             "flip without --weight to move all traffic"
         )
     return int(raw)

@@ -25,7 +25,7 @@ from rich.table import Table
 from router import table
 from router.etcd import Etcd, EtcdError
 from router.traefik import TraefikAPI, TraefikError
-from strangler import routing, routing_plan
+from strangler import options, routing, routing_plan
 from strangler.plan import Plan, PlanError
 from strangler.plan_cli import open_plan, plan, plan_option
 
@@ -144,7 +144,7 @@ def wait_options(command: Callable) -> Callable:
     """Add --timeout and --no-wait (how long to wait for Traefik to confirm)."""
     command = click.option("--no-wait", is_flag=True,
                            help="Do not wait for Traefik's API to confirm the change.")(command)
-    return click.option("--timeout", type=float, default=10.0, show_default=True,
+    return click.option("--timeout", type=options.WAIT, default=10.0, show_default=True,
                         help="Seconds to wait for Traefik to apply the change.")(command)
 
 
@@ -196,15 +196,24 @@ def routes(conn: Connection, as_json: bool) -> None:
     _console().print(grid)
 
 
+def parse_weight_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
+    """``--weight``'s callback: ``routing.parse_weight``, a bad value being a usage error (exit 2)."""
+    try:
+        return routing.parse_weight(value)
+    except routing.RoutingError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @click.command()
 @click.argument("endpoints", nargs=-1)
 @click.option("--service", metavar="NAME", help="Every endpoint the plan gives to service NAME.")
 @click.option("--to", "target", required=True, metavar="BACKEND", help="The backend to move them to.")
-@click.option("--weight", metavar="N", help="Canary: send N % (1-99) to BACKEND, the rest stays.")
+@click.option("--weight", metavar="N", callback=parse_weight_option,
+              help="Canary: send N % (1-99) to BACKEND, the rest stays.")
 @wait_options
 @routing_command
 def flip(conn: Connection, endpoints: tuple[str, ...], service: str | None, target: str,
-         weight: str | None, timeout: float, no_wait: bool) -> None:
+         weight: int | None, timeout: float, no_wait: bool) -> None:
     """Move the named endpoints (or --service NAME's) to BACKEND, in one change.
 
     ENDPOINT is "GET /api/users/<id>" or the monolith's endpoint name
@@ -212,8 +221,7 @@ def flip(conn: Connection, endpoints: tuple[str, ...], service: str | None, targ
     healthy registered instance. Returns once Traefik's API shows it live.
     """
     chosen = routing.resolve(conn.plan, endpoints, service)
-    share = routing.parse_weight(weight)
-    outcome = routing.flip(conn.etcd(), conn.plan, chosen, target, weight=share,
+    outcome = routing.flip(conn.etcd(), conn.plan, chosen, target, weight=weight,
                            api=conn.api(not no_wait), timeout=timeout)
     report(conn, outcome, outcome.change.what if outcome.change else "")
 

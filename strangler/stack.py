@@ -30,6 +30,7 @@ from router.traefik import (
     write_static_config,
 )
 from strangler import procs
+from strangler.files import private_dir, private_file, write_private
 from strangler.plan import Plan
 from strangler.stack_data import DataError, data_state, follower_command, link_all
 from strangler.stack_launch import HOST, Launch, _resolve_argv, backend_launches
@@ -96,7 +97,7 @@ class Stack:
         """
         if not self.plan.backends[self.plan.monolith].start:
             raise StackError(f"backends.{self.plan.monolith}.start is false; the stack needs the monolith")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.run_dir)  # logs, state, pid files and data: the owner's only
         self._take_lock()
         try:
             self._refuse_if_running()
@@ -118,7 +119,7 @@ class Stack:
 
     def _take_lock(self) -> None:
         # Two `up`s at once would both see no pid files; the second is told instead.
-        self._lock = open(self.run_dir / ".lock", "w")  # noqa: SIM115 — closed in _release_lock
+        self._lock = open(private_file(self.run_dir / ".lock"), "w")  # noqa: SIM115 — closed in _release_lock
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -212,7 +213,7 @@ class Stack:
     def _start_backends(self, launches: list[Launch], client: Etcd, api: TraefikAPI, web: str) -> None:
         began = time.monotonic()
         for launch in launches:
-            self.run_dir.joinpath("data").mkdir(parents=True, exist_ok=True)
+            private_dir(self.run_dir / "data")
             proc = procs.Proc(launch.name, _resolve_argv(launch.argv), launch.log_path,
                               env=launch.env, cwd=launch.cwd, url=launch.url)
             self._track(proc.start())
@@ -252,10 +253,7 @@ class Stack:
         procs.wait_until(routed, self.timeout, f"Traefik routing to {launch.name}", proc=proc)
 
     def _write_state(self) -> None:
-        path = self.run_dir / STATE_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state, indent=2))
-        tmp.replace(path)
+        write_private(self.run_dir / STATE_FILE, json.dumps(self.state, indent=2))
 
     # ---- while up runs in the foreground ----------------------------------------------
 

@@ -8,6 +8,7 @@ names (a backend name of their own, say) rather than wipe the store.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +27,13 @@ sys.path.insert(0, str(Path(_TESTS_DIR) / "support"))
 import pytest  # noqa: E402
 
 from strangler import procs  # noqa: E402
+
+# The suite is one client registering and logging in hundreds of users a
+# minute; the per-client limits (RATE_LIMIT_*) would refuse it. The settings
+# reach every app and server the tests start, through the environment; tests
+# of the limits themselves set low ones and stay within a few calls.
+for _name in ("RATE_LIMIT_LOGIN", "RATE_LIMIT_REGISTER"):
+    os.environ.setdefault(_name, "100000 per minute")
 
 
 @dataclass

@@ -47,6 +47,10 @@ class ServiceConfig:
     link_expansion_allow_private: bool
     link_expansion_timeout: float
     link_expansion_max_bytes: int
+    rate_limit_login: str
+    rate_limit_register: str
+    rate_limit_storage_url: str
+    trusted_proxies: tuple
 
     @classmethod
     def from_env(

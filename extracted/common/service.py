@@ -9,6 +9,7 @@ revocation store, the load-balancer client and a way to push
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -61,7 +62,10 @@ def _etcd_store(settings: ServiceConfig) -> Any:
     from router.revocation import EtcdRevocationStore
 
     # wait a little: a worker may boot while a just-started etcd settles
-    return EtcdRevocationStore(Etcd.connect(settings.etcd_url, wait=10))
+    # a user's revocation must outlive the longest token it refuses (TOKEN_TTL)
+    return EtcdRevocationStore(
+        Etcd.connect(settings.etcd_url, wait=10), max_token_ttl=math.ceil(settings.token_ttl)
+    )
 
 
 def _emitter(url: str | None) -> Any:

@@ -27,12 +27,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """
     from extracted.users.models import db
     from extracted.users.views import api, internal, ping_token_user
+    from monolith.limits import init_rate_limits
 
     app = make_app("users", config)
     init_database(app, db)
     app.extensions["token_hook"] = ping_token_user
     app.register_blueprint(api)
     app.register_blueprint(internal)
+    init_rate_limits(app)  # POST /api/users: the monolith's limit, one budget across backends
     if app.config["START_OFFLINE_TASK"]:
         start_offline_task(app)
     return app

@@ -9,6 +9,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from strangler import options
 from strangler.migrate import schema
 from strangler.migrate.copy import plan_copy, run_copy
 from strangler.migrate.sync import OVERLAP, Syncer, SyncResult, SyncState
@@ -109,7 +110,7 @@ def history(plan: Plan, only: str | None) -> None:
 
 @migrate.command()
 @click.argument("service")
-@click.option("--chunk", default=5000, show_default=True, help="Rows per transaction.")
+@click.option("--chunk", type=options.CHUNK, default=5000, show_default=True, help="Rows per transaction.")
 @pass_plan
 def copy(plan: Plan, service: str, chunk: int) -> None:
     """Copy the tables SERVICE owns from the monolith's database into its own.
@@ -156,8 +157,10 @@ def _copy_with_progress(source, target, plans, chunk):  # noqa: ANN001, ANN202
 @click.argument("service")
 @click.option("--follow", is_flag=True, help="Keep syncing until Ctrl-C, reporting the lag.")
 @click.option("--reverse", is_flag=True, help="From the service's database back to the monolith's.")
-@click.option("--interval", default=1.0, show_default=True, help="Seconds between passes with --follow.")
-@click.option("--passes", default=0, help="With --follow, stop after this many passes (0: never).")
+@click.option("--interval", type=options.SYNC_INTERVAL, default=1.0, show_default=True,
+              help="Seconds between passes with --follow.")
+@click.option("--passes", type=options.PASSES, default=0,
+              help="With --follow, stop after this many passes (0: never).")
 @pass_plan
 def sync(plan: Plan, service: str, follow: bool, reverse: bool, interval: float, passes: int) -> None:
     """Copy what changed (by updated_at and id) since the last sync, once or with --follow.

@@ -28,7 +28,6 @@ The reusable API (what ``strangler up`` and ``status`` build on):
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -39,6 +38,7 @@ from typing import Any
 from sqlalchemy import Engine, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from strangler.files import write_private
 from strangler.migrate import collisions
 from strangler.migrate.bulk import reset_sequence, update_by_id, update_params
 from strangler.migrate.tables import (
@@ -93,11 +93,8 @@ class SyncState:
         """Write the state atomically (a crash leaves the old or the new one, never half)."""
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         data = {"tables": {n: asdict(m) for n, m in self.tables.items()}, "last_pass": self.last_pass}
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-        os.replace(tmp, self.path)
+        write_private(self.path, json.dumps(data, indent=1))
 
     def start_at(self, table: str, since: int) -> None:
         """Make sure *table*'s next pass reads every change from *since* on (never moves forward)."""

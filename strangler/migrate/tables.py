@@ -38,6 +38,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, NoSuchTableError, OperationalError
 
+from strangler.files import private_file
+
 CHUNK = 5000
 TIME_COLUMN = "updated_at"
 BIRTH_COLUMN = "created_at"  # never changes once a row exists: two values mean two rows
@@ -78,7 +80,7 @@ def open_engine(url: str, label: str, must_exist: bool = True) -> Engine:
                 f"the {label} database {path} does not exist; "
                 f"run strangler migrate upgrade --db {label}"
             )
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)  # an absent target is created 0600: it will hold password hashes
     engine = create_engine(url, pool_pre_ping=False)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_waits)

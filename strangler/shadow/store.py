@@ -21,6 +21,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from strangler.files import private_file
+
 COUNTERS = ("seen", "compared", "differing", "dropped", "skipped", "errors")
 OTHER = "(other patterns)"
 
@@ -51,8 +53,8 @@ class ShadowStore:
 
     def __init__(self, path: Path | str, *, examples_per_pattern: int = 3,
                  max_patterns: int = 50, body_limit: int = 4096) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # request bodies and answers are kept here: the owner's only
+        self.path = private_file(path)
         self.examples_per_pattern = examples_per_pattern
         self.max_patterns = max_patterns
         self.body_limit = body_limit

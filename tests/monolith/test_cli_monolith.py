@@ -90,3 +90,32 @@ def test_serves_until_ctrl_c_and_exits_cleanly(tmp_path: Path):
     assert proc.returncode == 0, err
     assert out.strip() == f"Flack is running at http://127.0.0.1:{port}/ (Ctrl-C to stop)"
     assert "Traceback" not in err
+
+
+def private(path: Path) -> bool:
+    """Nobody but the owner may read, write or enter *path*."""
+    return path.stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.integration
+def test_the_data_dir_and_database_are_the_owners_only(tmp_path: Path):
+    from servers import child_env, start_server, stop_server
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    data = tmp_path / "state" / "data"  # neither exists yet: the monolith makes both
+    env = child_env(data, STRANGLER_ENV="development")
+    proc = start_server([str(Path(sys.executable).parent / "strangler"), "monolith", "--port", str(port)],
+                        env, base, tmp_path / "server.log", name="strangler monolith")
+    try:
+        body = b'{"nickname": "private", "password": "pw"}'
+        request = urllib.request.Request(f"{base}/api/users", data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 201
+        made = sorted(p.name for p in data.iterdir())
+        assert {"monolith.sqlite", "monolith.sqlite-wal", "secrets.json"} <= set(made), made
+        for path in (tmp_path / "state", data, *data.iterdir()):
+            assert private(path), f"{path} is {oct(path.stat().st_mode & 0o777)}"
+    finally:
+        stop_server(proc)

@@ -37,6 +37,11 @@ def test_cache_of_a_second_or_more_is_refused():
         EtcdRevocationStore(etcd=None, cache_seconds=1)
 
 
+def test_a_token_lifetime_that_is_not_positive_is_refused():
+    with pytest.raises(ValueError, match="max_token_ttl"):
+        EtcdRevocationStore(etcd=None, max_token_ttl=0)
+
+
 def _jti() -> str:
     return uuid.uuid4().hex
 

@@ -277,6 +277,21 @@ def test_up_links_the_data_and_status_shows_each_follower_and_its_lag(stack: dic
 
 
 @pytest.mark.integration
+def test_the_run_dir_is_the_owners_only(stack: dict) -> None:
+    # after a registration and some follower passes: databases, logs, pid files,
+    # state.json, sync watermarks, etcd's and Redis's files all exist by now
+    register(stack["state"]["web"])
+    run_dir = stack["run_dir"]
+    procs.wait_until(lambda: list(run_dir.glob("sync/*.json")), 10, "the followers' first watermarks")
+    paths = [run_dir, *run_dir.rglob("*")]
+    names = {p.relative_to(run_dir).as_posix() for p in paths}
+    assert {"state.json", "etcd.pid", "logs", "data", "data/monolith.sqlite", "data/users.sqlite"} <= names
+    shared = [f"{p.relative_to(run_dir)} {oct(p.stat().st_mode & 0o777)}" for p in paths
+              if not p.is_symlink() and p.exists() and p.stat().st_mode & 0o077]
+    assert shared == [], "readable by others"
+
+
+@pytest.mark.integration
 def test_a_second_up_refuses(stack: dict) -> None:
     etcd_pid = procs.read_pidfiles(stack["run_dir"])["etcd"].pid
     result = strangler("up", "--detach", "--plan", str(stack["plan"]), "--run-dir", str(stack["run_dir"]))

@@ -197,3 +197,16 @@ def test_requests_outside_shadowed_endpoints_are_skipped(tmp_path, backends):
     answer = client.get("/api/messages/1")
     assert (answer.status_code, answer.headers["X-Shadow"]) == (204, "skipped")
     assert client.get("/healthz").get_json()["status"] == "ok"
+
+
+def test_the_store_of_bodies_and_answers_is_the_owners_only(tmp_path, backends):
+    import requests
+    from servers import serving
+
+    comp = comparator(tmp_path / "run", backends, "broken").start()  # run/ is made by the store
+    with serving(create_app(comparator=comp)) as base:
+        assert requests.get(f"{base}/api/users/1", timeout=5).status_code == 204
+        wait_compared(comp, str(USER), 1)
+    comp.stop()
+    for path in (tmp_path / "run", *(tmp_path / "run").iterdir()):
+        assert path.stat().st_mode & 0o077 == 0, f"{path.name} is {oct(path.stat().st_mode & 0o777)}"
