@@ -9,6 +9,7 @@ a user types them.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -127,8 +128,10 @@ def up(base: Path) -> Platform:
     big_bang = free_ports_plan(base / "big-bang.toml",
                                re.sub(r'^strategy = "[^"]*"', 'strategy = "big-bang"', text, flags=re.M))
     run_dir = base / "run"
+    # every backend inherits the opt-in: the linked test page is on 127.0.0.1
+    env = {**os.environ, "LINK_EXPANSION_ALLOW_PRIVATE": "true"}
     result = subprocess.run([STRANGLER, "up", "--detach", "--plan", str(plan), "--run-dir", str(run_dir)],
-                            capture_output=True, text=True, timeout=180)
+                            capture_output=True, text=True, timeout=180, env=env)
     if result.returncode != 0:
         down(run_dir)
         pytest.fail(f"strangler up failed: {result.stdout}{result.stderr}")

@@ -154,6 +154,12 @@ def test_edit_message_errors(client, make_user):
     assert client.get(url).json["source"] == created["source"]
 
 
+@pytest.fixture
+def app_config(app_config):
+    """The test app, opted in to previews of private addresses: the test pages are on 127.0.0.1."""
+    return {**app_config, "LINK_EXPANSION_ALLOW_PRIVATE": "true"}
+
+
 PAGE = (b"<html><head><title>Local page</title>"
         b'<meta name="description" content="A page for tests"></head><body>hi</body></html>')
 

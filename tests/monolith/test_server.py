@@ -28,8 +28,11 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One `strangler monolith` process for the module; yields its base URL."""
-    with monolith_server(tmp_path_factory.mktemp("monolith")) as base:
+    """One `strangler monolith` process for the module; yields its base URL.
+
+    It opts in to previews of private addresses: the linked test page is on 127.0.0.1.
+    """
+    with monolith_server(tmp_path_factory.mktemp("monolith"), LINK_EXPANSION_ALLOW_PRIVATE="true") as base:
         yield base
 
 
@@ -125,6 +128,21 @@ def test_link_expansion_is_pushed_when_done(server: str, listener: Listener,
         lambda e: is_message(source)(e) and "<blockquote>" in e["model"]["html"], timeout=15)
     assert "Strangler fig" in expanded["model"]["html"]
     assert "A vine that grows around its host." in expanded["model"]["html"]
+
+
+def test_loopback_link_gets_no_preview_by_default(tmp_path: Path, page_server: str) -> None:
+    # "" is unset: the profile's default, whatever the calling shell exports
+    with monolith_server(tmp_path, LINK_EXPANSION_ALLOW_PRIVATE="") as base:
+        token = register_and_login(base, new_nickname())
+        posted = requests.post(f"{base}/api/messages", json={"source": f"see {page_server}"},
+                               headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert posted.status_code == 201, posted.text
+        # the guard's refusal is the expansion's end: nothing is stored after it
+        log = tmp_path / "server.log"
+        procs.wait_until(lambda: f"link expansion refused {page_server}" in log.read_text(), 10,
+                         "the SSRF guard's refusal in the server log", log_path=log)
+        shown = requests.get(f"{base}/api/messages/{posted.json()['id']}", timeout=10).json()
+        assert "<blockquote>" not in shown["html"] and "Strangler fig" not in shown["html"]
 
 
 def test_socket_disconnect_marks_user_offline(server: str, listener: Listener) -> None:

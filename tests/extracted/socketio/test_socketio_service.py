@@ -71,7 +71,9 @@ def platform(redis_server, etcd_server, tmp_path_factory):
     apps: dict = {}
     with ExitStack() as stack:
         lb_url = stack.enter_context(serving(_late_dispatch(apps)))
+        # opted in to previews of private addresses: the linked test page is on 127.0.0.1
         shared = {"STRANGLER_ENV": "testing", "JWT_SECRET_KEY": SECRET,
+                  "LINK_EXPANSION_ALLOW_PRIVATE": "true",
                   "STRANGLER_ETCD": etcd_server.url, "STRANGLER_LB_URL": lb_url,
                   "SOCKETIO_MESSAGE_QUEUE": redis_server.url}
 
