@@ -21,6 +21,9 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from monolith import MonolithSession, db, socketio
 
 NICKNAME_MAX = 32
+# a message's source, in characters: rendering one of this size, however
+# hostile, stays within 100 ms (bench/render_worst.py); a chat line needs less
+SOURCE_MAX = 4096
 PENDING_KEY = "monolith_pending_pushes"
 FLUSHED_KEY = "monolith_flushed_models"
 logger = logging.getLogger(__name__)
@@ -152,7 +155,7 @@ class Message(MessageColumns, db.Model):
 
     def from_dict(self, data: Mapping[str, Any]) -> None:
         """Set the source from client *data*; raise :class:`ValidationError`."""
-        source = _string(data, "source")
+        source = _string(data, "source", SOURCE_MAX)
         if self.source != source:  # an equal value is no change to bump or push
             self.source = source
 
