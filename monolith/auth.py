@@ -56,6 +56,20 @@ def user_from_token(token: Any) -> tuple[User, dict[str, Any]]:
     return user, claims
 
 
+def basic_credentials() -> Any:
+    """The request's HTTP basic credentials (werkzeug's ``Authorization``), or None.
+
+    None also when the header is malformed: werkzeug raises ValueError for
+    non-ASCII base64 (``Basic é``) instead of ignoring it as it does other
+    garbage, and a wrong header is a 401, never a crash.
+    """
+    try:
+        credentials = request.authorization
+    except ValueError:
+        return None
+    return credentials if credentials is not None and credentials.type == "basic" else None
+
+
 def _bearer_token() -> str | None:
     header = request.headers.get("Authorization")
     if header is None:
@@ -111,9 +125,9 @@ def basic_auth(view: View) -> View:
 
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        credentials = request.authorization
+        credentials = basic_credentials()
         user = None
-        if credentials is not None and credentials.type == "basic" and credentials.username:
+        if credentials is not None and credentials.username:
             user = db.session.scalar(select(User).where(User.nickname == credentials.username))
         password_hash = user.password_hash if user is not None else None
         # hashing is slow on purpose: don't hold the transaction (on SQLite, the

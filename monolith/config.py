@@ -111,9 +111,9 @@ def shared_settings(source: Mapping[str, Any], env: str) -> dict[str, Any]:
         "socketio_message_queue": source.get("SOCKETIO_MESSAGE_QUEUE") or None,
         "online_timeout": _number(source, "ONLINE_TIMEOUT", 60.0),
         "offline_check_interval": _number(source, "OFFLINE_CHECK_INTERVAL", 5.0),
-        "link_expansion_allow_private": _flag(
-            source, "LINK_EXPANSION_ALLOW_PRIVATE", env != "production"
-        ),
+        # the SSRF guard is on in every profile: fetching loopback, private or
+        # link-local pages for a preview is an explicit opt-in (tests, a lab)
+        "link_expansion_allow_private": _flag(source, "LINK_EXPANSION_ALLOW_PRIVATE", False),
         "link_expansion_timeout": _number(source, "LINK_EXPANSION_TIMEOUT", 3.0),
         "link_expansion_max_bytes": int(_number(source, "LINK_EXPANSION_MAX_BYTES", 512 * 1024)),
         "token_ttl": _number(source, "TOKEN_TTL", 3600.0),

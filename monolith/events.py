@@ -113,6 +113,19 @@ def _post_through_lb(data: dict[str, Any], token: str) -> dict[str, Any]:
     return {"error": f"posting the message failed ({response.status_code}); try again"}
 
 
+@socketio.on_error_default
+def event_failed(error: Exception) -> dict[str, str]:
+    """Any event whose handler raised: log it, roll back, and ack ``{"error": ...}``.
+
+    The handlers answer bad tokens and data themselves; this is the net
+    under them, so a client's callback always hears back (Flask-SocketIO
+    sends this return value as the ack) instead of waiting on a dead handler.
+    """
+    logger.error("Socket.IO event %r failed", request.event.get("message"), exc_info=error)
+    db.session.rollback()
+    return {"error": "the server could not handle this event; try again"}
+
+
 @socketio.on("disconnect")
 def on_disconnect(reason: Any = None) -> None:
     """Mark the user of this socket offline, unless another of their sockets is still open."""

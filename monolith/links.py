@@ -381,7 +381,8 @@ def fetch_html(
 class LinkExpander:
     """Append previews of the links in a message's HTML, now or in the background.
 
-    `allow_private=False` (production) turns the SSRF guard on. `stats` counts
+    `allow_private=False` (the default of every profile: see
+    ``LINK_EXPANSION_ALLOW_PRIVATE``) turns the SSRF guard on. `stats` counts
     jobs (`submitted`, `dropped` when the queue is full or after shutdown) and
     links (`expanded`, `failed`, of which `refused` by the guard), plus
     `callback_errors`. Thread-safe.
@@ -441,7 +442,8 @@ class LinkExpander:
             )
             title, description = parse_preview(body, charset)
         except RefusedURL as exc:
-            log.info("link expansion refused %.200s: %s", url, exc)
+            # a warning: a message tried to make the server fetch a private address
+            log.warning("link expansion refused %.200s: %s", url, exc)
             self._count("refused")
             self._count("failed")
             return None

@@ -7,6 +7,8 @@ the monolith or by an extracted service behind the router.
 
 from flask import Blueprint, Response, render_template
 
+from monolith.models import SOURCE_MAX
+
 bp = Blueprint(
     "main",
     __name__,
@@ -56,4 +58,6 @@ def security_headers(response: Response) -> Response:
 @bp.route("/")
 def index() -> str:
     """Serve the single-page Flack client to anyone; returns the HTML page."""
-    return render_template("index.html")
+    # the composer stops where the API would refuse (maxlength counts UTF-16
+    # units, at least as many as the API's characters: never past the cap)
+    return render_template("index.html", source_max=SOURCE_MAX)

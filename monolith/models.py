@@ -9,6 +9,7 @@ clients never hear of a change that was rolled back.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -21,13 +22,46 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from monolith import MonolithSession, db, socketio
 
 NICKNAME_MAX = 32
+# a message's source, in characters: rendering one of this size, however
+# hostile, stays within 100 ms (bench/render_worst.py); a chat line needs less
+SOURCE_MAX = 4096
 PENDING_KEY = "monolith_pending_pushes"
 FLUSHED_KEY = "monolith_flushed_models"
 logger = logging.getLogger(__name__)
 
 
+# A lone UTF-16 surrogate cannot be encoded for any database (or as UTF-8),
+# and PostgreSQL refuses NUL in text: a JSON string may hold either.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 class ValidationError(ValueError):
     """Client data that cannot be stored; the message says what is wrong."""
+
+
+def text_problem(value: Any) -> str | None:
+    """PURE: why the JSON *value* holds text no database stores, or None if it does not.
+
+    Looks at every string in it (object keys too), without recursion: a
+    value nested as deep as the JSON parser allows must not overflow here.
+    The answer reads after a subject: ``"nickname " + problem``.
+    """
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if match := _UNSTORABLE.search(item):
+                char = match.group()
+                if char == "\x00":
+                    return "contains a NUL character (\\u0000); remove it"
+                return (f"contains an unpaired UTF-16 surrogate (\\u{ord(char):04x});"
+                        " send valid Unicode text")
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return None
 
 
 def timestamp() -> int:
@@ -43,6 +77,8 @@ def _string(data: Mapping[str, Any], name: str, max_length: int | None = None) -
         raise ValidationError(f"{name} must be a string")
     if not value.strip():
         raise ValidationError(f"{name} must not be empty")
+    if problem := text_problem(value):
+        raise ValidationError(f"{name} {problem}")
     if max_length is not None and len(value) > max_length:
         raise ValidationError(f"{name} must be at most {max_length} characters")
     return value
@@ -152,7 +188,7 @@ class Message(MessageColumns, db.Model):
 
     def from_dict(self, data: Mapping[str, Any]) -> None:
         """Set the source from client *data*; raise :class:`ValidationError`."""
-        source = _string(data, "source")
+        source = _string(data, "source", SOURCE_MAX)
         if self.source != source:  # an equal value is no change to bump or push
             self.source = source
 

@@ -8,6 +8,8 @@ still get a token that is accepted.
 
 from __future__ import annotations
 
+import math
+import re
 import time
 import uuid
 from typing import Any
@@ -16,6 +18,13 @@ import jwt
 
 ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ("sub", "nickname", "jti", "iat", "exp")
+# the largest id any supported engine's INTEGER column can hold; a bigger id
+# would overflow the driver instead of simply not existing
+MAX_ID = 2**31 - 1
+# a user id as a token's sub: ASCII digits only (str.isdigit() also takes "²")
+_USER_ID = re.compile(r"[1-9][0-9]{0,9}")
+# revoked_tokens.jti is VARCHAR(64)
+JTI_MAX = 64
 
 
 class InvalidToken(Exception):
@@ -45,6 +54,8 @@ def decode_token(token: str, secret: str) -> dict[str, Any]:
     """
     if not isinstance(token, str) or not token:
         raise InvalidToken("token must be a non-empty string")
+    if not token.isascii():  # a JWT is base64url and dots; this also keeps out lone surrogates
+        raise InvalidToken("token must be ASCII text")
     try:
         claims = jwt.decode(
             token,
@@ -52,13 +63,23 @@ def decode_token(token: str, secret: str) -> dict[str, Any]:
             algorithms=[ALGORITHM],
             options={"require": list(REQUIRED_CLAIMS), "verify_iat": False},
         )
-    except jwt.PyJWTError as exc:
+    except (jwt.PyJWTError, OverflowError) as exc:  # OverflowError: an infinite exp
         raise InvalidToken(str(exc)) from exc
-    if not str(claims["sub"]).isdigit() or not isinstance(claims["jti"], str):
-        raise InvalidToken("token has a malformed sub or jti claim")
-    if not isinstance(claims["iat"], int | float) or isinstance(claims["iat"], bool):
-        raise InvalidToken("token has a malformed iat claim")
+    if not is_user_id(claims["sub"]):
+        raise InvalidToken("token has a malformed sub claim")
+    jti = claims["jti"]
+    if not isinstance(jti, str) or not 0 < len(jti) <= JTI_MAX:
+        raise InvalidToken("token has a malformed jti claim")
+    for name in ("iat", "exp"):
+        value = claims[name]
+        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+            raise InvalidToken(f"token has a malformed {name} claim")
     return claims
+
+
+def is_user_id(sub: Any) -> bool:
+    """PURE: tell whether a token's *sub* names a user id a database can hold (1 to MAX_ID)."""
+    return isinstance(sub, str) and _USER_ID.fullmatch(sub) is not None and int(sub) <= MAX_ID
 
 
 def user_id_of(claims: dict[str, Any]) -> int:

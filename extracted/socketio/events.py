@@ -107,6 +107,16 @@ def post_message(data: Any = None, token: Any = None) -> dict[str, Any]:
     return answer.json()
 
 
+@socketio.on_error_default
+def event_failed(error: Exception) -> dict[str, str]:
+    """Any event whose handler raised: log it and ack ``{"error": ...}``, as the monolith does.
+
+    A client's callback always hears back instead of waiting on a dead handler.
+    """
+    logger.error("Socket.IO event %r failed", request.event.get("message"), exc_info=error)
+    return {"error": "the server could not handle this event; try again"}
+
+
 @socketio.on("disconnect")
 def on_disconnect(reason: Any = None) -> None:
     """Tell users this socket's user is offline, unless another of their sockets is still open."""

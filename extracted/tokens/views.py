@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, current_app, g, jsonify
 
 from extracted.common.auth import AuthError, mark_seen, token_auth
 from extracted.common.client import ServiceUnavailable
-from monolith.auth import BASIC_CHALLENGE, auth_error_response
+from monolith.auth import BASIC_CHALLENGE, auth_error_response, basic_credentials
 from monolith.tokens import issue_token
 
 logger = logging.getLogger(__name__)
@@ -51,8 +51,8 @@ def new_token():  # noqa: ANN201
 
     Wrong credentials: 401 with ``WWW-Authenticate: Basic ...``; users down: 503.
     """
-    credentials = request.authorization
-    if credentials is None or credentials.type != "basic" or not credentials.username:
+    credentials = basic_credentials()
+    if credentials is None or not credentials.username:
         return _wrong_credentials()
     user = authenticate(credentials.username, credentials.password or "")
     if user is None:

@@ -7,21 +7,32 @@ from typing import Any, TypeVar
 from flask import Response, abort, jsonify, request
 
 from monolith import db
+from monolith.models import text_problem
+from monolith.tokens import MAX_ID
+
+__all__ = ["MAX_ID", "bool_arg", "created", "get_or_404", "int_arg", "json_object"]
 
 Model = TypeVar("Model")
 
-# the largest id any supported engine's INTEGER column can hold; bigger ids
-# would overflow the driver instead of simply not existing
-MAX_ID = 2**31 - 1
-
 
 def json_object() -> dict[str, Any]:
-    """Return the request body as a JSON object, or abort with 400 saying what is wrong."""
-    data = request.get_json(force=True, silent=True)
+    """Return the request body as a JSON object, or abort with 400 saying what is wrong.
+
+    Every view that reads a JSON body (the monolith's and the services')
+    comes through here, so a body no view could store is refused once, here:
+    not JSON, nested deeper than the parser goes, not an object, or holding
+    text no database takes (a lone UTF-16 surrogate, a NUL).
+    """
+    try:
+        data = request.get_json(force=True, silent=True)
+    except RecursionError:  # the parser's own depth limit: not a crash, a bad body
+        abort(400, description="the request body must be valid JSON, not nested this deep")
     if data is None:
         abort(400, description="the request body must be valid JSON")
     if not isinstance(data, dict):
         abort(400, description="the request body must be a JSON object")
+    if problem := text_problem(data):
+        abort(400, description=f"the request body {problem}")
     return data
 
 

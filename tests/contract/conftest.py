@@ -19,7 +19,8 @@ from platform_stack import Platform, down, up  # noqa: E402, F401  (Platform: fo
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     """One real stack for the module, taken down (by PID) afterwards."""
     base = tmp_path_factory.mktemp("platform")
-    stack = up(base)
+    # every backend inherits the opt-in: the linked test page is on 127.0.0.1
+    stack = up(base, env={"LINK_EXPANSION_ALLOW_PRIVATE": "true"})
     try:
         yield stack
     finally:

@@ -22,7 +22,8 @@ PAGE_DESCRIPTION = "Strangler figs germinate in the canopy."
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `strangler monolith` on a free port and a temporary SQLite file."""
-    with monolith_server(tmp_path_factory.mktemp("e2e")) as base:
+    # the linked page is on 127.0.0.1: opt in to previews of private addresses
+    with monolith_server(tmp_path_factory.mktemp("e2e"), LINK_EXPANSION_ALLOW_PRIVATE="true") as base:
         yield base
 
 

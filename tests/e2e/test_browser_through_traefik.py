@@ -50,20 +50,23 @@ def extracted(browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
     plan_path.write_text(re.sub(r'^strategy = "[^"]*"', 'strategy = "big-bang"', text, flags=re.M))
     run_dir = base / "run"
     stack = Stack(load_plan(plan_path), run_dir)
-    try:
-        state = stack.up()
-        result = CliRunner().invoke(cli, ["cutover", "--all", "--plan", str(plan_path), "--etcd", state["etcd"],
-                                          "--traefik-api", state["traefik_api"]])
-        assert result.exit_code == 0, result.output
-        rows = json.loads(CliRunner().invoke(cli, ["routes", "--json", "--plan", str(plan_path), "--etcd",
-                                                   state["etcd"]]).output)
-        assert {row["backend"] for row in rows if row["path"] != "/healthz"} == {
-            "users", "tokens", "messages", "socketio", "ui"}
-        yield state
-    finally:
-        stack.stop()
-        for record in procs.read_pidfiles(run_dir).values():  # only if stop missed one
-            record.stop()
+    # every backend inherits the opt-in: the linked test page is on 127.0.0.1
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("LINK_EXPANSION_ALLOW_PRIVATE", "true")
+        try:
+            state = stack.up()
+            result = CliRunner().invoke(cli, ["cutover", "--all", "--plan", str(plan_path), "--etcd", state["etcd"],
+                                              "--traefik-api", state["traefik_api"]])
+            assert result.exit_code == 0, result.output
+            rows = json.loads(CliRunner().invoke(cli, ["routes", "--json", "--plan", str(plan_path), "--etcd",
+                                                       state["etcd"]]).output)
+            assert {row["backend"] for row in rows if row["path"] != "/healthz"} == {
+                "users", "tokens", "messages", "socketio", "ui"}
+            yield state
+        finally:
+            stack.stop()
+            for record in procs.read_pidfiles(run_dir).values():  # only if stop missed one
+                record.stop()
 
 
 def served(state: dict) -> dict[str, set[str]]:

@@ -23,6 +23,7 @@ is green for users and messages, and ``status`` shows the followers healthy.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -108,8 +109,10 @@ def start(base: Path) -> Journey:
     plan = base / "strangler.toml"
     plan.write_text(text)
     run_dir = base / "run"
+    # every backend inherits the opt-in: the linked test page is on 127.0.0.1
+    env = {**os.environ, "LINK_EXPANSION_ALLOW_PRIVATE": "true"}
     result = subprocess.run([STRANGLER, "up", "--detach", "--plan", str(plan)],
-                            capture_output=True, text=True, timeout=180)
+                            capture_output=True, text=True, timeout=180, env=env)
     if result.returncode != 0:
         stop(run_dir)
         pytest.fail(f"strangler up failed: {result.stdout}{result.stderr}")

@@ -20,7 +20,7 @@ def test_development_defaults(tmp_path):
     assert config.env == "development"
     assert config.database_url == f"sqlite:///{tmp_path / 'data' / 'monolith.sqlite'}"
     assert config.online_timeout == 60 and config.token_ttl == 3600
-    assert config.link_expansion_allow_private is True
+    assert config.link_expansion_allow_private is False
     assert config.socketio_message_queue is None
     assert config.start_offline_task is True
 
@@ -83,11 +83,12 @@ def test_production_requires_secrets(tmp_path, missing):
         load(tmp_path, **values)
 
 
-def test_production_refuses_private_links_by_default(tmp_path):
-    config = load(tmp_path, STRANGLER_ENV="production", SECRET_KEY="a", JWT_SECRET_KEY="b")
-    assert config.link_expansion_allow_private is False
-    assert load(tmp_path, STRANGLER_ENV="production", SECRET_KEY="a", JWT_SECRET_KEY="b",
-                LINK_EXPANSION_ALLOW_PRIVATE="yes").link_expansion_allow_private is True
+@pytest.mark.parametrize("profile", ["development", "testing", "production"])
+def test_every_profile_refuses_private_links_unless_opted_in(tmp_path, profile):
+    keys = {"SECRET_KEY": "a", "JWT_SECRET_KEY": "b"}
+    assert load(tmp_path, STRANGLER_ENV=profile, **keys).link_expansion_allow_private is False
+    assert load(tmp_path, STRANGLER_ENV=profile, LINK_EXPANSION_ALLOW_PRIVATE="true",
+                **keys).link_expansion_allow_private is True
 
 
 @pytest.mark.parametrize(

@@ -320,7 +320,7 @@ def test_redirects_are_followed_up_to_five(base, make_expander):
     assert "<blockquote>" not in expander.expand(_link(f"{base}/chain?n=6"))
 
 
-def test_loopback_is_refused_in_production_and_logged(server, base, make_expander, caplog):
+def test_loopback_is_refused_by_the_guard_and_logged(server, base, make_expander, caplog):
     caplog.set_level(logging.INFO, logger="monolith.links")
     expander = make_expander(allow_private=False)
     assert expander.expand(_link(f"{base}/titled")) == _link(f"{base}/titled")
@@ -330,7 +330,7 @@ def test_loopback_is_refused_in_production_and_logged(server, base, make_expande
     assert len(refusals) == 1 and "loopback" in refusals[0].getMessage()
 
 
-def test_loopback_is_allowed_in_development(server, base, make_expander):
+def test_loopback_is_allowed_with_the_opt_in(server, base, make_expander):
     assert "<blockquote>" in make_expander(allow_private=True).expand(_link(f"{base}/titled"))
     assert server.seen == ["/titled"]
 

@@ -7,10 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 from flack_helpers import bearer
+from hostile import HOSTILE_PIECES, hostile_source
 from servers import serving_page
 
 from monolith import db
-from monolith.models import Message
+from monolith.models import SOURCE_MAX, Message
 
 
 def post(client, token, source="hello"):
@@ -48,6 +49,31 @@ def test_new_message_bad_source_is_400(client, make_user, body):
     response = client.post("/api/messages", json=body, headers=bearer(token))
     assert response.status_code == 400
     assert response.json["error"]
+
+
+def test_source_one_past_the_cap_is_400_and_stores_nothing(client, make_user):
+    _user, token = make_user("ada")
+    response = post(client, token, "x" * (SOURCE_MAX + 1))
+    assert response.status_code == 400
+    assert response.json == {"error": f"source must be at most {SOURCE_MAX} characters"}
+    assert client.get("/api/messages").json["messages"] == []
+
+
+def test_edit_one_past_the_cap_is_400_and_keeps_the_message(client, make_user):
+    _user, token = make_user("ada")
+    created = post(client, token, "short").json
+    url = f"/api/messages/{created['id']}"
+    response = client.put(url, json={"source": "y" * (SOURCE_MAX + 1)}, headers=bearer(token))
+    assert response.status_code == 400 and "at most" in response.json["error"]
+    assert client.get(url).json["source"] == "short"
+
+
+@pytest.mark.parametrize("piece", HOSTILE_PIECES)
+def test_hostile_message_at_the_cap_is_accepted_and_rendered(client, make_user, piece):
+    _user, token = make_user("ada")
+    response = post(client, token, hostile_source(piece))
+    assert response.status_code == 201, response.json
+    assert response.json["source"] == hostile_source(piece) and response.json["html"]
 
 
 @pytest.mark.parametrize("raw", ["{oops", "[]", '"text"'])
@@ -152,6 +178,12 @@ def test_edit_message_errors(client, make_user):
     assert client.put(url, json={"source": 1}, headers=bearer(token)).status_code == 400
     assert client.put(url, json=["x"], headers=bearer(token)).status_code == 400
     assert client.get(url).json["source"] == created["source"]
+
+
+@pytest.fixture
+def app_config(app_config):
+    """The test app, opted in to previews of private addresses: the test pages are on 127.0.0.1."""
+    return {**app_config, "LINK_EXPANSION_ALLOW_PRIVATE": "true"}
 
 
 PAGE = (b"<html><head><title>Local page</title>"

@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 import requests
 import socketio
+from hostile import hostile_source
 from servers import Listener, child_env, monolith_server, serving_page, start_server, stop_server
 
 import strangler
+from monolith.models import SOURCE_MAX
 from strangler import procs
 
 pytestmark = pytest.mark.integration
@@ -28,8 +30,11 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One `strangler monolith` process for the module; yields its base URL."""
-    with monolith_server(tmp_path_factory.mktemp("monolith")) as base:
+    """One `strangler monolith` process for the module; yields its base URL.
+
+    It opts in to previews of private addresses: the linked test page is on 127.0.0.1.
+    """
+    with monolith_server(tmp_path_factory.mktemp("monolith"), LINK_EXPANSION_ALLOW_PRIVATE="true") as base:
         yield base
 
 
@@ -80,6 +85,7 @@ def test_index_serves_the_client_and_its_static_files(server: str) -> None:
     page = requests.get(f"{server}/", timeout=10)
     assert page.status_code == 200
     assert page.headers["Content-Type"].startswith("text/html")
+    assert f'maxlength="{SOURCE_MAX}"' in page.text  # the composer stops at the API's cap
     assets = re.findall(r'(?:src|href)="(/[^"]+\.(?:js|css))"', page.text)
     names = {a.rsplit("/", 1)[-1] for a in assets}
     assert {"app.js", "socketio.js", "style.css"} <= names
@@ -125,6 +131,38 @@ def test_link_expansion_is_pushed_when_done(server: str, listener: Listener,
         lambda e: is_message(source)(e) and "<blockquote>" in e["model"]["html"], timeout=15)
     assert "Strangler fig" in expanded["model"]["html"]
     assert "A vine that grows around its host." in expanded["model"]["html"]
+
+
+def test_message_past_the_cap_is_400_over_http_and_an_error_ack_over_socketio(
+        server: str, listener: Listener) -> None:
+    token = register_and_login(server, new_nickname())
+    auth = {"Authorization": f"Bearer {token}"}
+    too_long = "[" * (SOURCE_MAX + 1)
+    posted = requests.post(f"{server}/api/messages", json={"source": too_long}, headers=auth, timeout=10)
+    assert posted.status_code == 400
+    assert posted.json() == {"error": f"source must be at most {SOURCE_MAX} characters"}
+    assert listener.call("post_message", {"source": too_long}, token) == posted.json()
+    hostile = hostile_source("[")
+    accepted = requests.post(f"{server}/api/messages", json={"source": hostile}, headers=auth, timeout=10)
+    assert accepted.status_code == 201 and accepted.json()["html"].startswith("[[[")
+    edited = requests.put(f"{server}/api/messages/{accepted.json()['id']}", json={"source": too_long},
+                          headers=auth, timeout=10)
+    assert edited.status_code == 400 and edited.json() == posted.json()
+
+
+def test_loopback_link_gets_no_preview_by_default(tmp_path: Path, page_server: str) -> None:
+    # "" is unset: the profile's default, whatever the calling shell exports
+    with monolith_server(tmp_path, LINK_EXPANSION_ALLOW_PRIVATE="") as base:
+        token = register_and_login(base, new_nickname())
+        posted = requests.post(f"{base}/api/messages", json={"source": f"see {page_server}"},
+                               headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert posted.status_code == 201, posted.text
+        # the guard's refusal is the expansion's end: nothing is stored after it
+        log = tmp_path / "server.log"
+        procs.wait_until(lambda: f"link expansion refused {page_server}" in log.read_text(), 10,
+                         "the SSRF guard's refusal in the server log", log_path=log)
+        shown = requests.get(f"{base}/api/messages/{posted.json()['id']}", timeout=10).json()
+        assert "<blockquote>" not in shown["html"] and "Strangler fig" not in shown["html"]
 
 
 def test_socket_disconnect_marks_user_offline(server: str, listener: Listener) -> None:

@@ -9,6 +9,7 @@ Optionally on other databases than the plan's SQLite files.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -38,6 +39,7 @@ class Platform:
     run_dir: Path
     state: dict[str, Any]
     databases: Mapping[str, str] | None = None
+    env: Mapping[str, str] | None = None
 
     @property
     def web(self) -> str:
@@ -91,7 +93,7 @@ class Platform:
     def restart(self) -> None:
         """``strangler down``, then ``up`` again on the same plan and run dir."""
         down(self.run_dir)
-        self.state = up(self.plan.parent, self.databases).state
+        self.state = up(self.plan.parent, self.databases, self.env).state
 
     def access_log(self) -> Path:
         """Traefik's JSON access log (one line per request, naming the service that answered)."""
@@ -126,10 +128,12 @@ def with_databases(text: str, databases: Mapping[str, str]) -> str:
     return text
 
 
-def up(base: Path, databases: Mapping[str, str] | None = None) -> Platform:
+def up(base: Path, databases: Mapping[str, str] | None = None,
+       env: Mapping[str, str] | None = None) -> Platform:
     """``strangler up --detach`` a copy of the repository's plan in *base*; the running Platform.
 
-    *databases*: backend -> database URL, instead of the plan's SQLite files.
+    *databases*: backend -> database URL, instead of the plan's SQLite files;
+    *env*: settings every backend inherits (e.g. ``LINK_EXPANSION_ALLOW_PRIVATE``).
     """
     text = with_databases((REPO / "strangler.toml").read_text(), databases or {})
     plan = free_ports_plan(base / "strangler.toml", text)
@@ -137,12 +141,13 @@ def up(base: Path, databases: Mapping[str, str] | None = None) -> Platform:
                                re.sub(r'^strategy = "[^"]*"', 'strategy = "big-bang"', text, flags=re.M))
     run_dir = base / "run"
     result = subprocess.run([STRANGLER, "up", "--detach", "--plan", str(plan), "--run-dir", str(run_dir)],
-                            capture_output=True, text=True, timeout=180)
+                            capture_output=True, text=True, timeout=180, env={**os.environ, **(env or {})})
     if result.returncode != 0:
         down(run_dir)
         pytest.fail(f"strangler up failed: {result.stdout}{result.stderr}")
     state = json.loads((run_dir / "state.json").read_text())
-    return Platform(plan=plan, big_bang_plan=big_bang, run_dir=run_dir, state=state, databases=databases)
+    return Platform(plan=plan, big_bang_plan=big_bang, run_dir=run_dir, state=state, databases=databases,
+                    env=env)
 
 
 def down(run_dir: Path) -> None:

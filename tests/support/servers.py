@@ -162,15 +162,18 @@ class Listener:
 
 
 @contextmanager
-def monolith_server(tmp: Path) -> Iterator[str]:
-    """Run a real ``strangler monolith`` on a free port with its data and SQLite file in *tmp*; yield its URL."""
+def monolith_server(tmp: Path, **env: str) -> Iterator[str]:
+    """Run a real ``strangler monolith`` on a free port with its data and SQLite file in *tmp*; yield its URL.
+
+    *env* adds environment variables (e.g. ``LINK_EXPANSION_ALLOW_PRIVATE="true"``).
+    """
     from strangler import procs
 
     port = procs.free_port()
     base = f"http://127.0.0.1:{port}"
     cmd = [str(Path(sys.executable).parent / "strangler"), "monolith", "--host", "127.0.0.1",
            "--port", str(port), "--database", f"sqlite:///{tmp}/m.sqlite"]
-    proc = start_server(cmd, child_env(tmp), base, tmp / "server.log")
+    proc = start_server(cmd, child_env(tmp, **env), base, tmp / "server.log")
     try:
         yield base
     finally:

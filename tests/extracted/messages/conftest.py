@@ -29,8 +29,12 @@ def users_url(etcd_server, tmp_path_factory) -> Iterator[str]:
 
 @pytest.fixture
 def app(tmp_path, etcd_server, users_url):
-    """A messages service on a fresh SQLite file, calling the module's users service."""
+    """A messages service on a fresh SQLite file, calling the module's users service.
+
+    It opts in to previews of private addresses: the linked test pages are on 127.0.0.1.
+    """
     app = create_app(service_config(tmp_path, etcd_server.url, STRANGLER_LB_URL=users_url,
+                                    LINK_EXPANSION_ALLOW_PRIVATE="true",
                                     DATABASE_URL=f"sqlite:///{tmp_path / 'messages.sqlite'}"))
     yield app
     app.extensions["link_expander"].shutdown(wait=True)

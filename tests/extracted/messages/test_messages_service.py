@@ -12,8 +12,10 @@ import time
 
 import pytest
 import requests
+from hostile import hostile_source
 from messages_helpers import SECRET, bearer, post, set_updated_at
 
+from monolith.models import SOURCE_MAX
 from monolith.tokens import decode_token, issue_token
 
 pytestmark = pytest.mark.integration
@@ -54,6 +56,18 @@ def test_new_message_body_not_an_object_is_400(client, make_user, raw):
     response = client.post("/api/messages", data=raw, content_type="application/json",
                            headers=bearer(token))
     assert response.status_code == 400 and response.is_json
+
+
+def test_source_past_the_cap_is_400_as_in_the_monolith(client, make_user):
+    _user, token = make_user()
+    response = post(client, token, "x" * (SOURCE_MAX + 1))
+    assert response.status_code == 400
+    assert response.json == {"error": f"source must be at most {SOURCE_MAX} characters"}
+    created = post(client, token, hostile_source("<b>"))
+    assert created.status_code == 201 and created.json["html"].startswith("<b>")
+    edited = client.put(f"/api/messages/{created.json['id']}", json={"source": "y" * (SOURCE_MAX + 1)},
+                        headers=bearer(token))
+    assert edited.status_code == 400 and edited.json == response.json
 
 
 def test_new_message_needs_a_valid_token(client):

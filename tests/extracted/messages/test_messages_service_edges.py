@@ -136,9 +136,8 @@ def test_slow_link_does_not_stall_the_request(client, make_user, page_url):
     assert time.monotonic() - started < 1.5
 
 
-def test_production_refuses_loopback_links(tmp_path, etcd_server, users_url, make_user, page_url):
+def test_loopback_links_are_refused_by_default(tmp_path, etcd_server, users_url, make_user, page_url):
     app = create_app(service_config(tmp_path, etcd_server.url, STRANGLER_LB_URL=users_url,
-                                    LINK_EXPANSION_ALLOW_PRIVATE="false",
                                     DATABASE_URL=f"sqlite:///{tmp_path / 'p.sqlite'}"))
     try:
         _user, token = make_user()

@@ -22,6 +22,7 @@ import pytest
 import requests
 from servers import Listener, serving
 
+from monolith.models import SOURCE_MAX
 from monolith.tokens import decode_token, issue_token
 from router.revocation import EtcdRevocationStore
 from strangler import procs
@@ -71,7 +72,9 @@ def platform(redis_server, etcd_server, tmp_path_factory):
     apps: dict = {}
     with ExitStack() as stack:
         lb_url = stack.enter_context(serving(_late_dispatch(apps)))
+        # opted in to previews of private addresses: the linked test page is on 127.0.0.1
         shared = {"STRANGLER_ENV": "testing", "JWT_SECRET_KEY": SECRET,
+                  "LINK_EXPANSION_ALLOW_PRIVATE": "true",
                   "STRANGLER_ETCD": etcd_server.url, "STRANGLER_LB_URL": lb_url,
                   "SOCKETIO_MESSAGE_QUEUE": redis_server.url}
 
@@ -240,6 +243,12 @@ def test_post_message_bad_data_is_an_error_ack(platform, connect, make_user, dat
     assert set(ack) == {"error"} and ack["error"]
     listed = requests.get(f"{platform.lb}/api/messages?user_id={user['id']}", timeout=10).json()
     assert listed["messages"] == []
+
+
+def test_post_message_past_the_cap_is_an_error_ack(platform, connect, make_user):
+    _user, token = make_user()
+    ack = connect().call("post_message", {"source": "x" * (SOURCE_MAX + 1)}, token)
+    assert ack == {"error": f"source must be at most {SOURCE_MAX} characters"}
 
 
 def test_post_message_bad_token_posts_nothing(platform, connect):
