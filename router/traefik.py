@@ -16,6 +16,8 @@ from typing import Any
 import requests
 import yaml
 
+from router.keys import INTERNAL_ENTRYPOINT
+
 PROVIDER = "etcd"
 
 
@@ -29,11 +31,16 @@ def static_config(
     access_log_path: str | None = None,
     metrics: bool = True,
     host: str = "127.0.0.1",
+    internal_port: int | None = None,
+    internal_host: str = "127.0.0.1",
 ) -> dict:
     """Return Traefik's static configuration as a dict, ready for YAML.
 
     ``web`` is the public entrypoint; ``traefik`` (loopback) carries the API,
-    dashboard, ping and Prometheus metrics. ``etcd_endpoints`` are
+    dashboard, ping and Prometheus metrics; with ``internal_port``,
+    ``internal`` (loopback unless ``internal_host`` says otherwise) carries
+    the services' calls to each other, ``/internal/`` paths included, which
+    ``web`` never routes (see router.keys). ``etcd_endpoints`` are
     ``host:port`` (a leading ``http://`` is dropped: Traefik wants none).
     The throttle is kept short because Traefik's 2 s default holds back the
     second of two quick changes (a flip right after another) by ~1.7 s.
@@ -59,6 +66,9 @@ def static_config(
         "ping": {"entryPoint": "traefik"},
         "accessLog": {"format": "json"},
     }
+    if internal_port is not None:
+        cfg["entryPoints"][INTERNAL_ENTRYPOINT] = {
+            "address": f"{internal_host}:{internal_port}", "http": {"aliasHeadersStrategy": "delete"}}
     if access_log_path:
         cfg["accessLog"]["filePath"] = str(access_log_path)
     if metrics:

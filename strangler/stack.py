@@ -168,15 +168,17 @@ class Stack:
             ports.redis, self.run_dir / "redis", log_path=logs / "redis.log", timeout=self.timeout))
         config = static_config(
             web_port=ports.web, api_port=ports.dashboard, etcd_endpoints=[etcd.url],
-            access_log_path=str(logs / "traefik-access.log"), host=HOST)
+            access_log_path=str(logs / "traefik-access.log"), host=HOST, internal_port=ports.internal)
         path = write_static_config(self.run_dir / "traefik.yml", config)
         traefik = self._timed("traefik", lambda: procs.start_traefik(
             path, log_path=logs / "traefik.log", timeout=self.timeout))
         web = f"http://{HOST}:{ports.web}"
+        # Services call each other through the internal entrypoint: the only one routing /internal/.
+        internal = f"http://{HOST}:{ports.internal}"
         self.state = {
             "run_dir": str(self.run_dir), "plan": str(self.plan.path or ""),
             "strategy": self.plan.strategy, "monolith": self.plan.monolith,
-            "etcd": etcd.url, "traefik_api": traefik.url, "web": web,
+            "etcd": etcd.url, "traefik_api": traefik.url, "web": web, "internal": internal,
             "dashboard": f"{traefik.url}/dashboard/", "redis": redis.url,
             "started": time.time(), "backends": {}, "data": data_state(self.plan, linked),
         }
@@ -187,7 +189,7 @@ class Stack:
         # One pair per run dir, shared by every backend, so a token from one is valid on all.
         secrets = load_or_create_secrets(self.run_dir / "secrets.json")
         launches = backend_launches(self.plan, backend_ports, etcd_url=etcd.url,
-                                    redis_url=redis.url, secrets=secrets, lb_url=web, linked=linked)
+                                    redis_url=redis.url, secrets=secrets, lb_url=internal, linked=linked)
         self._start_backends(launches, client, TraefikAPI(traefik.url), web)
 
     def _start_followers(self, linked: Sequence[str]) -> None:

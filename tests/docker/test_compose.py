@@ -70,7 +70,7 @@ def test_every_started_backend_has_a_service_running_the_plans_command(compose: 
 def test_backend_environment_matches_what_strangler_up_sets(compose: dict, plan: Plan) -> None:
     ports = {name: [CONTAINER_PORT] for name in started(plan)}
     launches = backend_launches(plan, ports, etcd_url="http://etcd:2379", redis_url="redis://redis:6379/0",
-                                secrets={"SECRET_KEY": "s", "JWT_SECRET_KEY": "j"}, lb_url="http://traefik:8000")
+                                secrets={"SECRET_KEY": "s", "JWT_SECRET_KEY": "j"}, lb_url="http://traefik:8001")
     web_port = plan.stack.web_port
     for launch in launches:
         env = {k: interpolate(str(v)) for k, v in compose["services"][launch.backend]["environment"].items()}
@@ -80,7 +80,9 @@ def test_backend_environment_matches_what_strangler_up_sets(compose: dict, plan:
         assert env["STRANGLER_BACKEND"] == launch.backend
         assert env["STRANGLER_HEALTH_PATH"] == launch.health_path
         assert env["STRANGLER_ETCD"] == "http://etcd:2379"
-        assert env["STRANGLER_LB_URL"] == f"http://traefik:{web_port}"
+        # services call each other through the internal entrypoint, never the public one
+        assert env["STRANGLER_LB_URL"] == f"http://traefik:{plan.stack.internal_port}"
+        assert plan.stack.internal_port != web_port
         assert env["SOCKETIO_MESSAGE_QUEUE"].startswith("redis://redis:")
         assert env["PORT"] == str(CONTAINER_PORT)
         assert env["STRANGLER_ENV"] == "production"  # so a missing secret is an error, not a default
@@ -134,7 +136,8 @@ def test_traefik_config_is_the_toolkits_with_container_addresses(compose: dict, 
     assert "./docker/traefik.yml" in mounted
     config = yaml.safe_load((REPO / "docker/traefik.yml").read_text())
     expected = static_config(web_port=plan.stack.web_port, api_port=plan.stack.dashboard_port,
-                             etcd_endpoints=["etcd:2379"], host="")
+                             etcd_endpoints=["etcd:2379"], host="", internal_port=plan.stack.internal_port,
+                             internal_host="")
     # the API must be reachable from the toolkit's container (published on loopback only)
     expected["entryPoints"]["traefik"]["address"] = f":{plan.stack.dashboard_port}"
     assert config == expected

@@ -289,3 +289,24 @@ def test_strict_parse_wants_the_file_spelling(spec):
     with pytest.raises(ValueError) as raised:
         parse_endpoint(spec, strict=True)
     assert "one space" in str(raised.value)
+
+
+def test_internal_endpoints_leave_the_public_entrypoint():
+    keys = traefik_keys([Route(ep("PUT /internal/users/<id>/seen"), "users"), Route(ep("GET /api/users"))],
+                        internal_entrypoint="internal")
+    assert {k: v for k, v in keys.items() if "/entryPoints/" in k} == {
+        R + "catchall/entryPoints/0": "web",
+        R + "catchall/entryPoints/1": "internal",
+        R + "get-api-users/entryPoints/0": "web",
+        R + "get-api-users/entryPoints/1": "internal",
+        # services call it through the internal entrypoint; the public one never routes it
+        R + "put-internal-users-id-seen/entryPoints/0": "internal",
+    }
+
+
+def test_without_an_internal_entrypoint_every_router_is_on_the_one_entrypoint():
+    keys = traefik_keys([Route(ep("POST /internal/users/authenticate"), "users")])
+    assert keys[R + "post-internal-users-authenticate/entryPoints/0"] == "web"
+    assert not any(k.endswith("/entryPoints/1") for k in keys)
+    assert ep("POST /internal/users/authenticate").is_internal
+    assert not ep("GET /api/internal").is_internal
