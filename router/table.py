@@ -62,6 +62,9 @@ class Options:
     # None: every router on `entrypoint` (a Traefik with one entrypoint). The
     # toolkit's stacks set it, so /internal/ endpoints leave the public one.
     internal_entrypoint: str | None = None
+    # The value Traefik marks mirrored copies with (router.keys.MIRROR_HEADER);
+    # None: copies go unmarked, and the comparator refuses them all.
+    mirror_secret: str | None = field(default=None, repr=False)
 
     def to_json(self) -> str:
         """Serialise for etcd."""
@@ -72,6 +75,8 @@ class Options:
         }
         if self.internal_entrypoint:
             data["internal_entrypoint"] = self.internal_entrypoint
+        if self.mirror_secret:
+            data["mirror_secret"] = self.mirror_secret
         return json.dumps(data, sort_keys=True)
 
     @classmethod
@@ -83,6 +88,7 @@ class Options:
             entrypoint=data.get("entrypoint", "web"),
             healthchecks=dict(data.get("healthchecks") or {}),
             internal_entrypoint=data.get("internal_entrypoint") or None,
+            mirror_secret=data.get("mirror_secret") or None,
         )
 
     def derive(self, routes: Iterable[Route]) -> dict[str, str]:
@@ -92,6 +98,7 @@ class Options:
             monolith=self.monolith,
             entrypoint=self.entrypoint,
             internal_entrypoint=self.internal_entrypoint,
+            mirror_secret=self.mirror_secret,
             healthchecks=self.healthchecks,
         )
 

@@ -7,6 +7,7 @@ The comparisons are pure; ``apply_plan`` is the one function doing I/O.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import replace
 from typing import Any
 
@@ -30,14 +31,16 @@ from strangler.routing import (
 
 def plan_options(plan: Plan, stored: table.Options | None = None) -> table.Options:
     """The Traefik options the plan implies: its monolith's name, every backend's health path,
-    and the internal entrypoint (which every static config the toolkit writes has).
+    the internal entrypoint (which every static config the toolkit writes has) and a
+    secret that marks mirrored copies for the comparator (generated once, then kept).
 
     The public entrypoint is kept from ``stored`` (it names the stack's static config, not the plan).
     """
     base = stored or table.Options()
     checks = {name: backend.health for name, backend in plan.backends.items()}
     return replace(base, monolith=plan.monolith, healthchecks=checks,
-                   internal_entrypoint=base.internal_entrypoint or INTERNAL_ENTRYPOINT)
+                   internal_entrypoint=base.internal_entrypoint or INTERNAL_ENTRYPOINT,
+                   mirror_secret=base.mirror_secret or secrets.token_urlsafe(32))
 
 
 def desired_routes(plan: Plan, current: Routes) -> Routes:
@@ -92,7 +95,9 @@ def options_line(old: table.Options, new: table.Options) -> list[str]:
         return []
     checks = ", ".join(f"{b} {p}" for b, p in sorted(new.healthchecks.items()))
     internal = f"; /internal/ on entrypoint {new.internal_entrypoint} only" if new.internal_entrypoint else ""
-    return [f"* Traefik options: monolith service {new.monolith}; health checks {checks}{internal}"]
+    # the secret itself is never printed
+    marked = "; mirrored copies marked for the comparator" if new.mirror_secret else ""
+    return [f"* Traefik options: monolith service {new.monolith}; health checks {checks}{internal}{marked}"]
 
 
 def apply_plan(

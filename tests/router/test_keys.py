@@ -197,8 +197,23 @@ def test_shadow_builds_a_mirroring_service():
         S + "get-a-shadow/mirroring/service": "monolith",
         S + "get-a-shadow/mirroring/mirrors/0/name": "comparator",
         S + "get-a-shadow/mirroring/mirrors/0/percent": "100",
+        S + "get-a-shadow/mirroring/maxBodySize": "1048576",  # a larger body is not copied
     }
     assert keys[S + "comparator/loadbalancer/passhostheader"] == "true"
+    assert not any("mirror-mark" in k or "mirror-mark" in v for k, v in keys.items())
+
+
+def test_a_mirror_secret_marks_the_shadowed_routers_copies_only():
+    routes = [Route(ep("GET /a"), mirror="comparator"), Route(ep("GET /b")), Route(ep("POST /c"), mirror="cmp")]
+    keys = traefik_keys(routes, mirror_secret="s3cret")
+    header = "traefik/http/middlewares/mirror-mark/headers/customRequestHeaders/X-Strangler-Mirror"
+    assert keys[header] == "s3cret"
+    assert {k: v for k, v in keys.items() if "/middlewares/" in k and k.startswith(R)} == {
+        R + "get-a/middlewares/0": "mirror-mark",
+        R + "get-a/middlewares/1": "retry",
+        R + "get-b/middlewares/0": "retry",
+        R + "post-c/middlewares/0": "mirror-mark",
+    }
 
 
 def test_shadowed_canary_mirrors_the_weighted_service():
