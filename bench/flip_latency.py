@@ -164,7 +164,7 @@ class Platform:
         web_port, api_port = procs.free_port(), procs.free_port()
         config = write_static_config(workdir / "traefik.yml", static_config(
             web_port=web_port, api_port=api_port, etcd_endpoints=[etcd_proc.url],
-            access_log_path=str(workdir / "access.log")))
+            access_log_path=str(workdir / "access.log"), internal_port=procs.free_port()))
         seed_root_key(self.etcd)
         traefik = procs.start_traefik(config)
         self.stack.callback(traefik.stop)

@@ -112,7 +112,7 @@ def start_world(stack: ExitStack, workdir: Path) -> dict:
     etcd = Etcd.connect(etcd_proc.url, wait=10)
     web_port, api_port = procs.free_port(), procs.free_port()
     config = write_static_config(workdir / "traefik.yml", static_config(
-        web_port=web_port, api_port=api_port, etcd_endpoints=[etcd_proc.url]))
+        web_port=web_port, api_port=api_port, etcd_endpoints=[etcd_proc.url], internal_port=procs.free_port()))
     seed_root_key(etcd)
     traefik = procs.start_traefik(config)
     stack.callback(traefik.stop)

@@ -3,12 +3,22 @@
 Everything etcd3gw-specific (base64 keys, the JSON gateway's string-encoded
 integers, its exception types) stays in this module; callers deal in plain
 ``str`` keys and values and in the exceptions defined here.
+
+Authentication: with a user (given, or ``STRANGLER_ETCD_USER`` and
+``STRANGLER_ETCD_PASSWORD`` in the environment), the client asks the
+gateway's ``auth/authenticate`` for a token and sends it with every request,
+asking again once when etcd says the token is no longer valid. Every
+client of ours builds its ``Etcd`` here, so each takes its credentials from
+its environment (docker-compose.yml sets them; docker/etcd-auth.sh makes the
+users).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
@@ -19,10 +29,18 @@ from etcd3gw import exceptions as gw_exceptions
 from etcd3gw.client import Etcd3Client
 
 DEFAULT_URL = "http://127.0.0.1:2379"
+USER_ENV = "STRANGLER_ETCD_USER"
+PASSWORD_ENV = "STRANGLER_ETCD_PASSWORD"
+# What etcd answers when a token it handed out is no longer good (expired, or etcd restarted).
+_STALE_TOKEN = ("invalid auth token", "auth token is expired")
 
 
 class EtcdError(Exception):
     """etcd answered, but refused the request."""
+
+
+class EtcdAuthError(EtcdError):
+    """etcd wants credentials, or refused the ones given, or the user lacks a permission."""
 
 
 class EtcdUnavailable(EtcdError):
@@ -112,12 +130,23 @@ class Etcd:
     so one instance can be shared by threads.
     """
 
-    def __init__(self, url: str = DEFAULT_URL, timeout: float = 5.0) -> None:
+    def __init__(self, url: str = DEFAULT_URL, timeout: float = 5.0, *,
+                 user: str | None = None, password: str | None = None) -> None:
+        """``user``/``password`` None: ``STRANGLER_ETCD_USER`` / ``STRANGLER_ETCD_PASSWORD``
+        (no user: no authentication). Credentials in the URL are refused: they would end
+        up in command lines and logs."""
         parts = urlsplit(url if "://" in url else f"http://{url}")
         if not parts.hostname:
             raise ValueError(f"etcd URL {url!r} has no host; use e.g. {DEFAULT_URL}")
+        if parts.username or parts.password:
+            raise ValueError(f"put etcd credentials in {USER_ENV} and {PASSWORD_ENV}, not in the URL")
         self.url = f"{parts.scheme}://{parts.hostname}:{parts.port or 2379}"
         self.timeout = timeout
+        if user is None:
+            user, password = os.environ.get(USER_ENV) or None, os.environ.get(PASSWORD_ENV)
+        self.user = user
+        self._password = password or ""
+        self._token_lock = threading.Lock()
         self._client = Etcd3Client(
             host=parts.hostname,
             port=parts.port or 2379,
@@ -127,13 +156,15 @@ class Etcd:
         )
 
     @classmethod
-    def connect(cls, url: str = DEFAULT_URL, timeout: float = 5.0, wait: float = 0.0) -> Etcd:
-        """Connect to etcd at `url` and check it answers.
+    def connect(cls, url: str = DEFAULT_URL, timeout: float = 5.0, wait: float = 0.0, *,
+                user: str | None = None, password: str | None = None) -> Etcd:
+        """Connect to etcd at `url` (credentials as for the constructor) and check it answers.
 
         Keeps trying for up to `wait` seconds (for a just-started etcd);
-        raises EtcdUnavailable if it still does not answer.
+        raises EtcdUnavailable if it still does not answer, EtcdAuthError
+        when it refuses the credentials.
         """
-        etcd = cls(url, timeout=timeout)
+        etcd = cls(url, timeout=timeout, user=user, password=password)
         deadline = time.monotonic() + wait
         while True:
             try:
@@ -152,6 +183,33 @@ class Etcd:
         )
 
     def _post(self, path: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        if self.user and "Authorization" not in self._client.session.headers:
+            self._authenticate()
+        try:
+            return self._send(path, payload)
+        except EtcdAuthError as exc:
+            if not self.user or not any(why in str(exc) for why in _STALE_TOKEN):
+                raise
+        self._authenticate()  # the token went stale: one fresh one, one more try
+        return self._send(path, payload)
+
+    def _authenticate(self) -> None:
+        """Trade the user and password for a token, sent with every later request."""
+        with self._token_lock:
+            self._client.session.headers.pop("Authorization", None)
+            try:
+                result = self._send("auth/authenticate", {"name": self.user, "password": self._password})
+            except EtcdAuthError as exc:
+                raise EtcdAuthError(
+                    f"etcd at {self.url} refused user {self.user!r}: wrong user or password "
+                    f"(check {USER_ENV} and {PASSWORD_ENV})") from exc
+            except EtcdError as exc:
+                if "authentication is not enabled" not in str(exc):
+                    raise
+                return  # an etcd without auth takes the requests as they are
+            self._client.session.headers["Authorization"] = str(result["token"])
+
+    def _send(self, path: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         try:
             return self._client.post(self._client.get_url(path), json=payload)
         except (
@@ -176,6 +234,13 @@ class Etcd:
             )
         if "compacted" in detail:
             return RevisionCompacted(f"etcd at {self.url} no longer keeps that revision")
+        if "user name is empty" in detail:
+            return EtcdAuthError(f"etcd at {self.url} requires authentication: set {USER_ENV} and {PASSWORD_ENV}")
+        if "permission denied" in detail:
+            return EtcdAuthError(f"etcd at {self.url} refused user {self.user!r} that permission "
+                                 "(see docker/etcd-auth.sh for the roles)")
+        if any(why in detail for why in (*_STALE_TOKEN, "authentication failed")):
+            return EtcdAuthError(f"etcd at {self.url}: {detail.removeprefix('etcdserver: ')}")
         detail = " ".join(detail.split())
         return EtcdError(f"etcd at {self.url} refused the request: {detail}")
 
@@ -203,8 +268,12 @@ class Etcd:
         return entries, int(result["header"]["revision"])
 
     def revision(self) -> int:
-        """The store's current revision (also a cheap "is etcd up?" check)."""
-        return self._range("\0")[1]
+        """The store's current revision (also a cheap "is etcd up?" check).
+
+        Read from the member's status, which needs no read permission on any
+        key, so it works for every user once auth is on.
+        """
+        return int(self._post("maintenance/status", {})["header"]["revision"])
 
     def get(self, key: str) -> str | None:
         """The value of `key`, or None when it does not exist."""

@@ -15,6 +15,11 @@ Decisions:
   path prefix (Socket.IO, static files): any method, every path below it.
   Its router sits between the catch-all and every exact endpoint, so an
   exact endpoint under the prefix still gets its own route.
+- Service-to-service endpoints (paths under ``/internal/``) are never routed
+  on the public entrypoint: with an internal entrypoint, every router listens
+  on both, except theirs, which listen on the internal one only. From the
+  public entrypoint an ``/internal/...`` path falls to the catch-all, and the
+  monolith has no such route (404).
 """
 
 from __future__ import annotations
@@ -53,6 +58,17 @@ RETRY_STATUS = ("502",)
 # own 5xx, so one clean 503 took a healthy instance out of rotation.)
 RETRY_INTERVAL = "100ms"
 MONOLITH = "monolith"
+# Paths only services call (through the internal entrypoint), never users.
+INTERNAL_PREFIX = "/internal/"
+# Traefik marks each mirrored copy with this header (a headers middleware on the
+# shadowed routers), valued the secret stored in the options; the comparator
+# takes copies carrying it only. Traefik mirrors bodies up to MIRROR_MAX_BODY.
+MIRROR_MARK = "mirror-mark"
+MIRROR_HEADER = "X-Strangler-Mirror"
+MIRROR_MAX_BODY = 1 << 20
+# The entrypoint services call each other through (router.traefik.static_config
+# binds it to loopback / the internal network); "web" is the public one.
+INTERNAL_ENTRYPOINT = "internal"
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 PREFIX = "PREFIX"  # the "method" of a prefix endpoint: every method, every path below
 # Retrying is safe only where repeating the request cannot do harm twice.
@@ -74,6 +90,11 @@ class Endpoint(NamedTuple):
     def is_prefix(self) -> bool:
         """True for a ``PREFIX`` endpoint, which matches every method under its path."""
         return self.method == PREFIX
+
+    @property
+    def is_internal(self) -> bool:
+        """True for a service-to-service endpoint (under ``/internal/``): not for the public."""
+        return self.path.startswith(INTERNAL_PREFIX)
 
     @property
     def id(self) -> str:
@@ -275,27 +296,45 @@ def is_server_key(key: str) -> bool:
     return "/loadbalancer/servers/" in key.lower()
 
 
-def _router(name: str, rule_: str, prio: int, service: str, entrypoint: str, retry: bool):
+def _router(name: str, rule_: str, prio: int, service: str, entrypoints: tuple[str, ...],
+            middlewares: tuple[str, ...]):
     base = f"{ROOT}/http/routers/{name}/"
     keys = {
         base + "rule": rule_,
         base + "priority": str(prio),
         base + "service": service,
-        base + "entryPoints/0": entrypoint,
     }
-    if retry:
-        keys[base + "middlewares/0"] = RETRY
+    keys |= {f"{base}entryPoints/{i}": entrypoint for i, entrypoint in enumerate(entrypoints)}
+    keys |= {f"{base}middlewares/{i}": middleware for i, middleware in enumerate(middlewares)}
     return keys
 
 
 @functools.lru_cache(maxsize=65536)
-def _endpoint_router(endpoint: Endpoint, service: str, entrypoint: str) -> dict[str, str]:
+def _endpoint_router(endpoint: Endpoint, service: str, entrypoints: tuple[str, ...],
+                     marked: bool = False) -> dict[str, str]:
     """One endpoint's router keys (cached: the same for every flip that leaves it alone).
 
+    ``marked``: its copies are mirrored, so Traefik adds the mirror header.
     Callers must not modify the returned dict."""
     # A prefix carries every method, like the catch-all: no blind retries.
-    retry = endpoint.method in IDEMPOTENT
-    return _router(endpoint.id, rule(endpoint), priority(endpoint), service, entrypoint, retry)
+    retry = (RETRY,) if endpoint.method in IDEMPOTENT else ()
+    middlewares = ((MIRROR_MARK,) if marked else ()) + retry
+    return _router(endpoint.id, rule(endpoint), priority(endpoint), service, entrypoints, middlewares)
+
+
+def entrypoints_of(endpoint: Endpoint | None, entrypoint: str, internal: str | None) -> tuple[str, ...]:
+    """PURE: the entrypoints a router listens on (``endpoint`` None: the catch-all).
+
+    Without an internal entrypoint, everything is on ``entrypoint`` (as before
+    there was one). With it, an ``/internal/`` endpoint is on ``internal``
+    only, and every other router on both, so services calling through the
+    internal entrypoint reach every endpoint.
+    """
+    if internal is None:
+        return (entrypoint,)
+    if endpoint is not None and endpoint.is_internal:
+        return (internal,)
+    return (entrypoint, internal)
 
 
 def traefik_keys(
@@ -303,6 +342,8 @@ def traefik_keys(
     *,
     monolith: str = MONOLITH,
     entrypoint: str = "web",
+    internal_entrypoint: str | None = None,
+    mirror_secret: str | None = None,
     healthchecks: Mapping[str, str] | None = None,
     healthcheck_interval: str = "2s",
     healthcheck_timeout: str = "1s",
@@ -314,8 +355,13 @@ def traefik_keys(
     middleware, and per backend load balancer its health check (when
     `healthchecks` maps backend -> path). The backend "monolith" is Traefik's
     service `monolith`. Instance servers are not here: they
-    register themselves with leases (router.registry.server_key). Raises ValueError when
-    two endpoints would share a router name.
+    register themselves with leases (router.registry.server_key). Routers
+    listen on ``entrypoint``, and on ``internal_entrypoint`` as
+    :func:`entrypoints_of` says. With ``mirror_secret``, a shadowed
+    router adds header MIRROR_HEADER (that secret) to the requests it
+    mirrors, and to the copy the monolith answers: the comparator takes only
+    copies carrying it. Raises ValueError when two endpoints would share a
+    router name.
     """
 
     def svc(backend: str) -> str:
@@ -326,7 +372,10 @@ def traefik_keys(
     keys: dict[str, str] = {middleware + "attempts": str(RETRY_ATTEMPTS),
                             middleware + "initialInterval": RETRY_INTERVAL}
     keys |= {f"{middleware}status/{i}": status for i, status in enumerate(RETRY_STATUS)}
-    keys |= _router(CATCHALL, "PathPrefix(`/`)", 1, monolith, entrypoint, retry=False)
+    keys |= _router(CATCHALL, "PathPrefix(`/`)", 1, monolith,
+                    entrypoints_of(None, entrypoint, internal_entrypoint), middlewares=())
+    if mirror_secret:
+        keys[f"{ROOT}/http/middlewares/{MIRROR_MARK}/headers/customRequestHeaders/{MIRROR_HEADER}"] = mirror_secret
     backends = {monolith}
     seen: dict[str, Endpoint] = {}
     for route in sorted(routes, key=lambda r: r.endpoint.id):
@@ -351,7 +400,11 @@ def traefik_keys(
             keys[base + "service"] = main
             keys[base + "mirrors/0/name"] = svc(route.mirror)
             keys[base + "mirrors/0/percent"] = "100"
-        keys |= _endpoint_router(route.endpoint, service, entrypoint)
+            # Traefik buffers a body to copy it: bounded, and a larger one is not mirrored.
+            keys[base + "maxBodySize"] = str(MIRROR_MAX_BODY)
+        keys |= _endpoint_router(route.endpoint, service,
+                                 entrypoints_of(route.endpoint, entrypoint, internal_entrypoint),
+                                 bool(route.mirror and mirror_secret))
     for backend in sorted(backends | set(healthchecks or {})):
         # Declares the load balancer even before any instance registers, so
         # routers pointing at it resolve (503, not 404) while it is empty.

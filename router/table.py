@@ -59,17 +59,25 @@ class Options:
     monolith: str = MONOLITH
     entrypoint: str = "web"
     healthchecks: dict[str, str] = field(default_factory=dict)
+    # None: every router on `entrypoint` (a Traefik with one entrypoint). The
+    # toolkit's stacks set it, so /internal/ endpoints leave the public one.
+    internal_entrypoint: str | None = None
+    # The value Traefik marks mirrored copies with (router.keys.MIRROR_HEADER);
+    # None: copies go unmarked, and the comparator refuses them all.
+    mirror_secret: str | None = field(default=None, repr=False)
 
     def to_json(self) -> str:
         """Serialise for etcd."""
-        return json.dumps(
-            {
-                "monolith": self.monolith,
-                "entrypoint": self.entrypoint,
-                "healthchecks": self.healthchecks,
-            },
-            sort_keys=True,
-        )
+        data: dict[str, Any] = {
+            "monolith": self.monolith,
+            "entrypoint": self.entrypoint,
+            "healthchecks": self.healthchecks,
+        }
+        if self.internal_entrypoint:
+            data["internal_entrypoint"] = self.internal_entrypoint
+        if self.mirror_secret:
+            data["mirror_secret"] = self.mirror_secret
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str | None) -> Options:
@@ -79,6 +87,8 @@ class Options:
             monolith=data.get("monolith", MONOLITH),
             entrypoint=data.get("entrypoint", "web"),
             healthchecks=dict(data.get("healthchecks") or {}),
+            internal_entrypoint=data.get("internal_entrypoint") or None,
+            mirror_secret=data.get("mirror_secret") or None,
         )
 
     def derive(self, routes: Iterable[Route]) -> dict[str, str]:
@@ -87,6 +97,8 @@ class Options:
             routes,
             monolith=self.monolith,
             entrypoint=self.entrypoint,
+            internal_entrypoint=self.internal_entrypoint,
+            mirror_secret=self.mirror_secret,
             healthchecks=self.healthchecks,
         )
 

@@ -17,6 +17,8 @@ from typing import Any
 import requests
 import yaml
 
+from router.keys import INTERNAL_ENTRYPOINT
+
 PROVIDER = "etcd"
 
 
@@ -30,14 +32,24 @@ def static_config(
     access_log_path: str | None = None,
     metrics: bool = True,
     host: str = "127.0.0.1",
+    internal_port: int | None = None,
+    internal_host: str = "127.0.0.1",
+    etcd_username: str | None = None,
+    etcd_password: str | None = None,
 ) -> dict:
     """Return Traefik's static configuration as a dict, ready for YAML.
 
     ``web`` is the public entrypoint; ``traefik`` (loopback) carries the API,
-    dashboard, ping and Prometheus metrics. ``etcd_endpoints`` are
+    dashboard, ping and Prometheus metrics; with ``internal_port``,
+    ``internal`` (loopback unless ``internal_host`` says otherwise) carries
+    the services' calls to each other, ``/internal/`` paths included, which
+    ``web`` never routes (see router.keys). ``etcd_endpoints`` are
     ``host:port`` (a leading ``http://`` is dropped: Traefik wants none).
     The throttle is kept short because Traefik's 2 s default holds back the
     second of two quick changes (a flip right after another) by ~1.7 s.
+    ``etcd_username``/``etcd_password``: for an etcd with authentication
+    (docker/etcd-auth.sh makes the read-only user ``traefik``); keep such a
+    config out of files others can read, or pass it with :func:`static_env`.
     """
     endpoints = [_strip_scheme(e) for e in etcd_endpoints]
     if not endpoints:
@@ -65,11 +77,40 @@ def static_config(
         "ping": {"entryPoint": "traefik"},
         "accessLog": {"format": "json"},
     }
+    if etcd_username:
+        cfg["providers"]["etcd"] |= {"username": etcd_username, "password": etcd_password or ""}
+    if internal_port is not None:
+        cfg["entryPoints"][INTERNAL_ENTRYPOINT] = {
+            "address": f"{internal_host}:{internal_port}", "http": {"aliasHeadersStrategy": "delete"}}
     if access_log_path:
         cfg["accessLog"]["filePath"] = str(access_log_path)
     if metrics:
         cfg["metrics"] = {"prometheus": {"entryPoint": "traefik"}}
     return cfg
+
+
+def static_env(cfg: Mapping[str, Any], prefix: str = "TRAEFIK") -> dict[str, str]:
+    """PURE: ``cfg`` (a static config) as Traefik's environment variables.
+
+    ``{"providers": {"etcd": {"rootKey": "traefik"}}}`` becomes
+    ``TRAEFIK_PROVIDERS_ETCD_ROOTKEY=traefik``; lists are comma-joined,
+    booleans ``true``/``false``. Traefik reads its static config from ONE
+    source (a file wins over the environment), so where a secret must join
+    it (the etcd provider's password in docker-compose.yml), the whole
+    config goes in the environment and the secret with it.
+    """
+    env: dict[str, str] = {}
+    for key, value in cfg.items():
+        name = f"{prefix}_{key.upper()}"
+        if isinstance(value, Mapping):
+            env |= static_env(value, name)
+        elif isinstance(value, bool):
+            env[name] = "true" if value else "false"
+        elif isinstance(value, (list, tuple)):
+            env[name] = ",".join(str(item) for item in value)
+        else:
+            env[name] = str(value)
+    return env
 
 
 def _strip_scheme(endpoint: str) -> str:

@@ -67,6 +67,7 @@ class Stack:
     etcd_port: int = STACK_DEFAULTS["etcd_port"]
     etcd_peer_port: int = STACK_DEFAULTS["etcd_peer_port"]
     redis_port: int = STACK_DEFAULTS["redis_port"]
+    internal_port: int = STACK_DEFAULTS["internal_port"]
 
 
 @dataclass(frozen=True)

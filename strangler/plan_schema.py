@@ -30,6 +30,8 @@ STACK_DEFAULTS = {
     "etcd_port": 23790,
     "etcd_peer_port": 23800,
     "redis_port": 63790,
+    # Traefik's internal entrypoint (services' calls, /internal/ paths): 0 = any free port.
+    "internal_port": 0,
 }
 
 # A Flask placeholder, with or without a converter: <id>, <int:id>, <any(a, b):kind>.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+from urllib.parse import quote
 
 import requests
 
@@ -286,23 +288,65 @@ def start_traefik(
     return proc
 
 
-def redis_ping(port: int, timeout: float = 1.0) -> bool:
-    """True when a Redis on 127.0.0.1:``port`` answers PING with PONG."""
+def redis_url(port: int, password: str | None = None, host: str = "127.0.0.1") -> str:
+    """``redis://[:password@]host:port/0``: what the apps get (in their environment, never argv)."""
+    auth = f":{quote(password, safe='')}@" if password else ""
+    return f"redis://{auth}{host}:{port}/0"
+
+
+def _resp(*words: str) -> bytes:
+    """One Redis command in the protocol's array form (any bytes in a word are safe)."""
+    parts = [f"*{len(words)}\r\n".encode()]
+    for word in words:
+        raw = word.encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
+    return b"".join(parts)
+
+
+def redis_ping(port: int, timeout: float = 1.0, password: str | None = None) -> bool:
+    """True when a Redis on 127.0.0.1:``port`` answers PING with PONG (after AUTH, given a password)."""
+    request = (_resp("AUTH", password) if password else b"") + _resp("PING")
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
+            sock.sendall(request)
+            answer = b""
+            while b"PONG" not in answer and b"-" not in answer and len(answer) < 256:
+                chunk = sock.recv(256)
+                if not chunk:
+                    break
+                answer += chunk
+            return b"+PONG" in answer and b"-" not in answer
     except OSError:
         return False
 
 
+def write_redis_config(dir: Path, password: str) -> Path:
+    """``dir/redis.conf`` (mode 0600) asking for ``password``: it stays out of argv and ``ps``."""
+    path = dir / "redis.conf"
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(f'requirepass "{password}"\n')
+    return path
+
+
 def start_redis(
-    port: int, dir: Path | str, *, log_path: Path | str | None = None, timeout: float = 20
+    port: int, dir: Path | str, *, log_path: Path | str | None = None, timeout: float = 20,
+    password: str | None = None,
 ) -> Proc:
-    """Start redis-server on 127.0.0.1:``port`` without persistence; wait until it answers PING."""
+    """Start redis-server on 127.0.0.1:``port`` without persistence; wait until it answers PING.
+
+    With ``password`` (letters, digits, ``-`` and ``_``, as ``secrets.token_urlsafe`` makes),
+    every client must AUTH first; it is passed in a 0600 config file. ``Proc.url``
+    never holds it: clients get :func:`redis_url` through their environment.
+    """
     dir = private_dir(dir)
+    if password is not None and not re.fullmatch(r"[A-Za-z0-9_-]{16,}", password):
+        raise ValueError("the Redis password must be 16 or more letters, digits, - or _")
+    config = [str(write_redis_config(dir, password))] if password else []
     argv = [
         find_binary("redis-server"),
+        *config,  # redis-server reads a config file only as its first argument
         "--bind", "127.0.0.1",
         "--port", str(port),
         "--dir", str(dir),
@@ -311,9 +355,9 @@ def start_redis(
         "--daemonize", "no",
         "--protected-mode", "yes",
     ]
-    proc = Proc("redis", argv, Path(log_path or dir / "redis.log"), url=f"redis://127.0.0.1:{port}/0")
+    proc = Proc("redis", argv, Path(log_path or dir / "redis.log"), url=redis_url(port))
     proc.start()
-    _wait_healthy(proc, lambda: redis_ping(port), timeout)
+    _wait_healthy(proc, lambda: redis_ping(port, password=password), timeout)
     return proc
 
 

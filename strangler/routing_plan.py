@@ -7,12 +7,13 @@ The comparisons are pure; ``apply_plan`` is the one function doing I/O.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import replace
 from typing import Any
 
 from router import table
 from router.etcd import Etcd
-from router.keys import MONOLITH, Endpoint, Route, parse_endpoint
+from router.keys import INTERNAL_ENTRYPOINT, MONOLITH, Endpoint, Route, parse_endpoint
 from router.traefik import TraefikAPI
 from strangler.plan import Plan
 from strangler.routing import (
@@ -29,13 +30,17 @@ from strangler.routing import (
 
 
 def plan_options(plan: Plan, stored: table.Options | None = None) -> table.Options:
-    """The Traefik options the plan implies: its monolith's name and every backend's health path.
+    """The Traefik options the plan implies: its monolith's name, every backend's health path,
+    the internal entrypoint (which every static config the toolkit writes has) and a
+    secret that marks mirrored copies for the comparator (generated once, then kept).
 
-    The entrypoint is kept from ``stored`` (it names the stack's static config, not the plan).
+    The public entrypoint is kept from ``stored`` (it names the stack's static config, not the plan).
     """
     base = stored or table.Options()
     checks = {name: backend.health for name, backend in plan.backends.items()}
-    return replace(base, monolith=plan.monolith, healthchecks=checks)
+    return replace(base, monolith=plan.monolith, healthchecks=checks,
+                   internal_entrypoint=base.internal_entrypoint or INTERNAL_ENTRYPOINT,
+                   mirror_secret=base.mirror_secret or secrets.token_urlsafe(32))
 
 
 def desired_routes(plan: Plan, current: Routes) -> Routes:
@@ -89,7 +94,10 @@ def options_line(old: table.Options, new: table.Options) -> list[str]:
     if old == new:
         return []
     checks = ", ".join(f"{b} {p}" for b, p in sorted(new.healthchecks.items()))
-    return [f"* Traefik options: monolith service {new.monolith}; health checks {checks}"]
+    internal = f"; /internal/ on entrypoint {new.internal_entrypoint} only" if new.internal_entrypoint else ""
+    # the secret itself is never printed
+    marked = "; mirrored copies marked for the comparator" if new.mirror_secret else ""
+    return [f"* Traefik options: monolith service {new.monolith}; health checks {checks}{internal}{marked}"]
 
 
 def apply_plan(

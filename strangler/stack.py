@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -165,19 +166,25 @@ class Stack:
         if linked:
             self.echo(f"data ready ({time.monotonic() - began:.1f}s) {', '.join(linked)} linked")
         self._write_routes(client)
+        # A fresh Redis password each `up`: Redis keeps no data across restarts, and the
+        # backends get it only in SOCKETIO_MESSAGE_QUEUE (their environment, never argv).
+        redis_password = secrets.token_urlsafe(24)
         redis = self._timed("redis", lambda: procs.start_redis(
-            ports.redis, self.run_dir / "redis", log_path=logs / "redis.log", timeout=self.timeout))
+            ports.redis, self.run_dir / "redis", log_path=logs / "redis.log", timeout=self.timeout,
+            password=redis_password))
         config = static_config(
             web_port=ports.web, api_port=ports.dashboard, etcd_endpoints=[etcd.url],
-            access_log_path=str(logs / "traefik-access.log"), host=HOST)
+            access_log_path=str(logs / "traefik-access.log"), host=HOST, internal_port=ports.internal)
         path = write_static_config(self.run_dir / "traefik.yml", config)
         traefik = self._timed("traefik", lambda: procs.start_traefik(
             path, log_path=logs / "traefik.log", timeout=self.timeout))
         web = f"http://{HOST}:{ports.web}"
+        # Services call each other through the internal entrypoint: the only one routing /internal/.
+        internal = f"http://{HOST}:{ports.internal}"
         self.state = {
             "run_dir": str(self.run_dir), "plan": str(self.plan.path or ""),
             "strategy": self.plan.strategy, "monolith": self.plan.monolith,
-            "etcd": etcd.url, "traefik_api": traefik.url, "web": web,
+            "etcd": etcd.url, "traefik_api": traefik.url, "web": web, "internal": internal,
             "dashboard": f"{traefik.url}/dashboard/", "redis": redis.url,
             "started": time.time(), "backends": {}, "data": data_state(self.plan, linked),
         }
@@ -186,9 +193,10 @@ class Stack:
         from monolith.config import load_or_create_secrets
 
         # One pair per run dir, shared by every backend, so a token from one is valid on all.
-        secrets = load_or_create_secrets(self.run_dir / "secrets.json")
+        app_secrets = load_or_create_secrets(self.run_dir / "secrets.json")
         launches = backend_launches(self.plan, backend_ports, etcd_url=etcd.url,
-                                    redis_url=redis.url, secrets=secrets, lb_url=web, linked=linked)
+                                    redis_url=procs.redis_url(ports.redis, redis_password),
+                                    secrets=app_secrets, lb_url=internal, linked=linked)
         self._start_backends(launches, client, TraefikAPI(traefik.url), web)
 
     def _start_followers(self, linked: Sequence[str]) -> None:

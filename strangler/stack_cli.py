@@ -65,6 +65,7 @@ def _on_signal(signum: int, frame: Any) -> None:
 @_port_option("etcd", "etcd_port", "etcd's client port")
 @_port_option("etcd-peer", "etcd_peer_port", "etcd's peer port")
 @_port_option("redis", "redis_port", "Redis (the Socket.IO message queue)")
+@_port_option("internal", "internal_port", "Traefik's internal entrypoint: services call each other through it")
 def up(plan_path: Path, run_dir: Path | None, detach: bool, **ports: int | None) -> None:
     """Start etcd, Redis, Traefik, the monolith and the plan's services on 127.0.0.1.
 

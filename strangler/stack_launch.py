@@ -66,7 +66,7 @@ def backend_launches(
     ``plan.run_dir`` is the stack's run dir; ``backend_ports`` gives each started
     backend one port per instance. The plan's own ``env`` wins over what the
     stack sets, so a plan can, say, choose another profile. ``lb_url`` is
-    Traefik's web URL: services call each other through it. ``linked`` names
+    Traefik's internal entrypoint: services call each other through it. ``linked`` names
     the services whose data is linked with the monolith's: those and the
     monolith get ``STRANGLER_WRITE_THROUGH`` (see strangler.stack_data).
     """

@@ -20,6 +20,7 @@ PORT_OPTIONS = {
     "etcd": ("--etcd-port", "etcd_port"),
     "etcd_peer": ("--etcd-peer-port", "etcd_peer_port"),
     "redis": ("--redis-port", "redis_port"),
+    "internal": ("--internal-port", "internal_port"),
 }
 # Who usually listens on a port, for when /proc does not tell us (another user's process).
 WELL_KNOWN = {
@@ -32,13 +33,15 @@ WELL_KNOWN = {
 
 @dataclass(frozen=True)
 class Ports:
-    """The stack's own ports on 127.0.0.1 (``dashboard`` is Traefik's dashboard and API)."""
+    """The stack's own ports on 127.0.0.1 (``dashboard`` is Traefik's dashboard and API,
+    ``internal`` its entrypoint for the services' calls to each other)."""
 
     web: int
     dashboard: int
     etcd: int
     etcd_peer: int
     redis: int
+    internal: int
 
 
 def resolve_ports(

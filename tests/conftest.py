@@ -56,6 +56,7 @@ class TraefikServer:
     """A running Traefik reading ``etcd``: ``web_url`` serves traffic, ``api`` reads its state."""
 
     web_url: str
+    internal_url: str
     api_url: str
     api: object  # router.traefik.TraefikAPI
     proc: procs.Proc
@@ -88,17 +89,19 @@ def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer
 def traefik_server(
     etcd_server: EtcdServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TraefikServer]:
-    """A real Traefik for this module, its routing read from ``etcd_server`` under ``traefik/``."""
+    """A real Traefik for this module, its routing read from ``etcd_server`` under ``traefik/``,
+    with the toolkit's three entrypoints (``internal_url``: the services' one)."""
     from router.traefik import TraefikAPI, seed_root_key, static_config, write_static_config
 
     workdir = tmp_path_factory.mktemp("traefik")
-    web_port, api_port = procs.free_port(), procs.free_port()
+    web_port, api_port, internal_port = procs.free_port(), procs.free_port(), procs.free_port()
     access_log = workdir / "access.log"
     cfg = static_config(
         web_port=web_port,
         api_port=api_port,
         etcd_endpoints=[etcd_server.url],
         access_log_path=str(access_log),
+        internal_port=internal_port,
     )
     config_path = write_static_config(workdir / "traefik.yml", cfg)
     seed_root_key(etcd_server.client())
@@ -106,6 +109,7 @@ def traefik_server(
     try:
         yield TraefikServer(
             web_url=f"http://127.0.0.1:{web_port}",
+            internal_url=f"http://127.0.0.1:{internal_port}",
             api_url=proc.url,
             api=TraefikAPI(proc.url),
             proc=proc,

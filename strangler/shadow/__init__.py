@@ -6,18 +6,31 @@ passes ``comparator=`` instead. Every mirrored request is answered 204 at
 once and compared later (see :mod:`strangler.shadow.worker`); results go to
 ``<run_dir>/shadow.sqlite`` and ``strangler diffs`` prints them.
 Documented in docs/shadow.md.
+
+Only Traefik may send copies: each must carry ``X-Strangler-Mirror`` with
+the secret stored in etcd's routing options (Traefik adds it on shadowed
+routes), else 403 before its body is read; a body over
+``STRANGLER_SHADOW_MAX_BODY`` bytes (default 1 MiB, what Traefik mirrors
+at most) gets 413. What is stored and printed has credentials redacted
+(:mod:`strangler.shadow.redact`).
 """
 
 from __future__ import annotations
 
+import hmac
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
 from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
+from router.keys import MIRROR_HEADER, MIRROR_MAX_BODY
 from strangler.shadow.store import ShadowStore
 from strangler.shadow.worker import Comparator, Mirrored
+
+log = logging.getLogger(__name__)
 
 DB_NAME = "shadow.sqlite"
 
@@ -58,11 +71,63 @@ def comparator_from_env(env: Mapping[str, str] | None = None) -> Comparator:
                       workers=number("STRANGLER_SHADOW_WORKERS", "4")).start()
 
 
+def max_body_from(env: Mapping[str, str]) -> int:
+    """STRANGLER_SHADOW_MAX_BODY (bytes, default MIRROR_MAX_BODY); ValueError naming it if malformed."""
+    raw = env.get("STRANGLER_SHADOW_MAX_BODY", str(MIRROR_MAX_BODY))
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"STRANGLER_SHADOW_MAX_BODY={raw!r} must be a whole number of bytes >= 1")
+    return int(raw)
+
+
+def from_traefik(comparator: Comparator) -> bool:
+    """True when the request carries the mirror secret Traefik adds (compared in constant time)."""
+    secret = comparator.directory.secret
+    given = request.headers.get(MIRROR_HEADER, "")
+    return bool(secret) and hmac.compare_digest(given.encode(), secret.encode())
+
+
+def read_body(limit: int) -> bytes:
+    """The request's body; RequestEntityTooLarge when it is over ``limit`` bytes.
+
+    A declared Content-Length is checked by Flask (MAX_CONTENT_LENGTH) before
+    anything is read. A chunked body is read from the server's terminated
+    stream up to one byte past the limit: Werkzeug's own limit would cut it
+    short silently, and a truncated copy would be compared as if whole.
+    """
+    if request.content_length is not None or "wsgi.input_terminated" not in request.environ:
+        return request.get_data(cache=False)
+    stream, data = request.environ["wsgi.input"], bytearray()
+    while len(data) <= limit:
+        chunk = stream.read(limit + 1 - len(data))
+        if not chunk:
+            return bytes(data)
+        data += chunk
+    raise RequestEntityTooLarge()
+
+
 def create_app(test_config: Mapping | None = None, comparator: Comparator | None = None) -> Flask:
     """The comparator's WSGI app; builds the comparator from the environment unless given one."""
     app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = max_body_from(os.environ)
     app.config.from_mapping(test_config or {})
     app.extensions["comparator"] = comparator or comparator_from_env()
+
+    @app.before_request
+    def only_traefik() -> Response | None:
+        """Refuse (403) everything but the health check unless Traefik marked it, before reading a body."""
+        if request.path == "/healthz" or from_traefik(app.extensions["comparator"]):
+            return None
+        log.warning("refused %s %s from %s: no valid %s", request.method, request.path,
+                    request.remote_addr, MIRROR_HEADER)
+        return Response('{"error": "only Traefik may send mirrored copies here"}', status=403,
+                        mimetype="application/json")
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(exc: RequestEntityTooLarge) -> Response:
+        """413 for a copy over the body limit (Traefik does not mirror larger ones anyway)."""
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        return Response(f'{{"error": "mirrored body over {limit} bytes"}}', status=413,
+                        mimetype="application/json")
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -84,7 +149,7 @@ def create_app(test_config: Mapping | None = None, comparator: Comparator | None
             path=request.path,
             query=request.query_string.decode("latin-1"),
             headers=tuple(request.headers.items()),
-            body=request.get_data(cache=False),
+            body=read_body(app.config["MAX_CONTENT_LENGTH"]),
         )
         outcome = app.extensions["comparator"].submit(item)
         return Response(status=204, headers={"X-Shadow": outcome})

@@ -100,6 +100,7 @@ class EtcdDirectory:
         self._routes: dict[Endpoint, Route] = {}
         self._matcher = Matcher([])
         self._urls: dict[str, Iterator[str]] = {}
+        self.secret: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -109,8 +110,10 @@ class EtcdDirectory:
         return self.rules.monolith
 
     def refresh(self) -> None:
-        """Read routes (with their candidates) and instances now (EtcdError when etcd does not answer)."""
+        """Read routes (with their candidates), instances and the mirror secret now
+        (EtcdError when etcd does not answer)."""
         routes, _ = table.load(self.etcd)
+        self.secret = table.load_options(self.etcd).mirror_secret
         by_backend: dict[str, list[str]] = {}
         for instance in registry.instances(self.etcd):
             by_backend.setdefault(instance.backend, []).append(instance.url)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from strangler.files import private_file
+from strangler.shadow.redact import redact_example, redact_text
 
 COUNTERS = ("seen", "compared", "differing", "dropped", "skipped", "errors")
 OTHER = "(other patterns)"
@@ -187,13 +188,16 @@ def read_report(path: Path | str, endpoint: str | None = None, *, top: int = 10,
         for row in rows:
             name = row["endpoint"]
             entry: dict[str, Any] = {k: row[k] for k in ("endpoint", "target", *COUNTERS, "last_error")}
+            if entry["last_error"]:
+                entry["last_error"] = redact_text(entry["last_error"])
             entry["diff_rate"] = round(row["differing"] / row["compared"], 4) if row["compared"] else None
             entry["noise"] = [r[0] for r in db.execute(
                 "SELECT pattern FROM noise WHERE endpoint = ? ORDER BY pattern", (name,))]
             entry["patterns"] = [dict(r) for r in db.execute(
                 "SELECT pattern, kind, count FROM patterns WHERE endpoint = ? ORDER BY count DESC, pattern "
                 "LIMIT ?", (name, top))]
-            entry["examples"] = [json.loads(r[0]) for r in db.execute(
+            # redacted again on the way out: files written before redaction existed
+            entry["examples"] = [redact_example(json.loads(r[0])) for r in db.execute(
                 "SELECT data FROM examples WHERE endpoint = ? ORDER BY id LIMIT ?", (name, examples))]
             report.append(entry)
         return report

@@ -22,10 +22,11 @@ from typing import Any, NamedTuple, Protocol
 
 import requests
 
-from router.keys import Endpoint
+from router.keys import MIRROR_HEADER, Endpoint
 from strangler.compare.diff import Answer, Rule, diff, noise_between
 from strangler.plan import CompareRule
 from strangler.shadow.matching import Matcher
+from strangler.shadow.redact import redact_difference, redact_headers, redact_target, redact_text
 from strangler.shadow.store import ShadowStore
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ DROP_HEADERS = frozenset({
     "host", "content-length", "connection", "keep-alive", "transfer-encoding", "te", "trailer",
     "upgrade", "proxy-authorization", "proxy-connection", "x-forwarded-for", "x-forwarded-host",
     "x-forwarded-port", "x-forwarded-proto", "x-forwarded-server", "x-real-ip",
+    MIRROR_HEADER.lower(),  # Traefik's mark for the comparator, not part of the user's request
 })
 EXAMPLE_HEADERS = ("Content-Type", "Location")
 
@@ -58,9 +60,11 @@ class Mirrored(NamedTuple):
 
 
 class Directory(Protocol):
-    """Where the comparator learns which endpoint is shadowed to whom, and backends' URLs."""
+    """Where the comparator learns which endpoint is shadowed to whom, backends' URLs, and the
+    secret Traefik marks mirrored copies with (None: not known, every copy is refused)."""
 
     monolith: str
+    secret: str | None
 
     def lookup(self, method: str, path: str) -> tuple[Endpoint, str | None] | None:
         """The shadowed endpoint ``method path`` belongs to and its candidate; None if not shadowed."""
@@ -73,8 +77,9 @@ class StaticDirectory:
     """A fixed directory: endpoint -> candidate, backend -> URLs (tests, benchmarks, one-off runs)."""
 
     def __init__(self, targets: Mapping[Endpoint, str], urls: Mapping[str, list[str]],
-                 monolith: str = "monolith") -> None:
+                 monolith: str = "monolith", secret: str | None = None) -> None:
         self.monolith = monolith
+        self.secret = secret
         self.targets = dict(targets)
         self.matcher = Matcher(self.targets)
         self._urls = {name: itertools.cycle(list(found)) for name, found in urls.items() if found}
@@ -99,9 +104,10 @@ def answer_of(response: requests.Response) -> Answer:
 
 
 def _shown(answer: Answer, limit: int) -> dict[str, Any]:
-    body = answer.body[:limit].decode("utf-8", "replace")
+    # redacted whole, then cut: a JSON body cut short could no longer be parsed
+    body = redact_text(answer.body.decode("utf-8", "replace"))[:limit]
     headers = {name: answer.headers[name] for name in EXAMPLE_HEADERS if name in answer.headers}
-    return {"status": answer.status, "headers": headers, "body": body,
+    return {"status": answer.status, "headers": redact_headers(headers), "body": body,
             "truncated": len(answer.body) > limit}
 
 
@@ -223,7 +229,7 @@ class Comparator:
             other = self._send(candidate, item)
             second = self._send(monolith, item)
         except requests.RequestException as exc:
-            self.store.error(name, f"{exc.__class__.__name__}: {exc}")
+            self.store.error(name, redact_text(f"{exc.__class__.__name__}: {exc}"))
             return []
         rule = Rule.from_plan(self.rules(endpoint))
         fresh = noise_between(first, second, rule)
@@ -238,11 +244,11 @@ class Comparator:
             limit = self.store.body_limit
             example = {
                 "time": time.time(),
-                "request": {"method": item.method, "target": item.target,
-                            "body": item.body[:limit].decode("utf-8", "replace")},
+                "request": {"method": item.method, "target": redact_target(item.target),
+                            "body": redact_text(item.body.decode("utf-8", "replace"))[:limit]},
                 "monolith": _shown(first, limit),
                 "candidate": _shown(other, limit),
-                "differences": [d._asdict() for d in differences[:10]],
+                "differences": [redact_difference(d._asdict()) for d in differences[:10]],
             }
         self.store.comparison(name, target, differences, example)
         return differences

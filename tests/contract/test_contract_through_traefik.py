@@ -70,13 +70,33 @@ def test_routes_say_who_serves_each_endpoint(platform, routing: str) -> None:
 
 
 def test_traefik_sends_each_endpoint_to_that_backend(platform, routing: str) -> None:
-    """Every endpoint, probed through Traefik, is answered by the expected backend's instance."""
+    """Every endpoint, probed through Traefik, is answered by the expected backend's instance
+    (a service-to-service endpoint through the internal entrypoint, where services call it)."""
     for endpoint, backend in expected_backends(platform, routing).items():
         method, path = concrete(endpoint)
         marker = f"probe{uuid.uuid4().hex}"
-        answer = requests.request(method, f"{platform.web}{path}{marker}=1", timeout=10)
+        base = platform.internal if "/internal/" in endpoint else platform.web
+        answer = requests.request(method, f"{base}{path}{marker}=1", timeout=10)
         assert answer.status_code < 500, (endpoint, answer.status_code, answer.text[:200])
         assert platform.answered_by(marker) == (backend, platform.instance(backend)), endpoint
+
+
+def test_internal_endpoints_are_not_reachable_from_the_public_entrypoint(platform, routing: str) -> None:
+    """Every /internal/ endpoint answers 404 on the public port (the monolith's catch-all, with
+    no such route), whoever serves it; the users service never sees the request."""
+    internal = [e for e in platform.routes() if "/internal/" in e]
+    assert len(internal) == 3
+    user, _ = fc.Flack(platform.web).user()
+    for endpoint in internal:
+        method = endpoint.split()[0]
+        path = endpoint.split()[1].replace("<id>", str(user["id"]))
+        marker = f"probe{uuid.uuid4().hex}"
+        body = {"nickname": user["nickname"], "password": "pw"} if "authenticate" in path else None
+        answer = requests.request(method, f"{platform.web}{path}?{marker}=1", json=body, timeout=10)
+        assert answer.status_code == 404, (endpoint, answer.status_code, answer.text[:200])
+        assert platform.answered_by(marker)[0] == "monolith", endpoint
+    for probe in ("/internal/", "/internal/users/1/seen/x", "/INTERNAL/users/authenticate"):
+        assert requests.put(platform.web + probe, timeout=10).status_code in (404, 405), probe
 
 
 def identity(record: dict) -> tuple:

@@ -5,25 +5,36 @@ command (``{host}`` 0.0.0.0, ``{port}`` the container port) with the
 environment ``strangler up`` would give it, a health check on its health
 path and the platform as dependencies; etcd, Traefik, Redis and the database
 are there with health checks; only Traefik publishes ports; every file it
-references exists.
+references exists. The control plane (etcd, Redis, the database) is on an
+internal network only, with credentials from .env that every client gets
+from its environment (.env.example lists them, empty); Redis's command and
+health check run here for real, and docker/etcd-auth.sh is run against a
+real etcd in tests/router/test_etcd_auth.py.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import signal
 from pathlib import Path
 
 import pytest
 import yaml
 
-from router.traefik import static_config
+from router.traefik import static_config, static_env
+from strangler import procs
 from strangler.plan import Plan, load_plan
 from strangler.stack import backend_launches
 
 REPO = Path(__file__).resolve().parents[2]
 CONTAINER_PORT = 5000
 PLATFORM = ("etcd", "redis", "db", "traefik")
+ONE_SHOTS = ("etcd-init", "routes")
+CONTROL = ("etcd", "redis", "db")  # the control plane: internal network only
+SECRETS = ("SECRET_KEY", "JWT_SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD", "ETCD_ROOT_PASSWORD",
+           "ETCD_STRANGLER_PASSWORD", "ETCD_TRAEFIK_PASSWORD")
 
 
 @pytest.fixture(scope="module")
@@ -63,14 +74,14 @@ def test_every_started_backend_has_a_service_running_the_plans_command(compose: 
         assert name in services, f"plan backend {name} has no compose service"
         expected = shlex.split(plan.command(name, port=CONTAINER_PORT, host="0.0.0.0"))
         assert argv(services[name]["command"]) == expected, name
-    extra = set(services) - set(plan.backends) - set(PLATFORM) - {"routes"}
+    extra = set(services) - set(plan.backends) - set(PLATFORM) - set(ONE_SHOTS)
     assert not extra, f"compose services the plan does not know: {extra}"
 
 
 def test_backend_environment_matches_what_strangler_up_sets(compose: dict, plan: Plan) -> None:
     ports = {name: [CONTAINER_PORT] for name in started(plan)}
     launches = backend_launches(plan, ports, etcd_url="http://etcd:2379", redis_url="redis://redis:6379/0",
-                                secrets={"SECRET_KEY": "s", "JWT_SECRET_KEY": "j"}, lb_url="http://traefik:8000")
+                                secrets={"SECRET_KEY": "s", "JWT_SECRET_KEY": "j"}, lb_url="http://traefik:8001")
     web_port = plan.stack.web_port
     for launch in launches:
         env = {k: interpolate(str(v)) for k, v in compose["services"][launch.backend]["environment"].items()}
@@ -80,8 +91,12 @@ def test_backend_environment_matches_what_strangler_up_sets(compose: dict, plan:
         assert env["STRANGLER_BACKEND"] == launch.backend
         assert env["STRANGLER_HEALTH_PATH"] == launch.health_path
         assert env["STRANGLER_ETCD"] == "http://etcd:2379"
-        assert env["STRANGLER_LB_URL"] == f"http://traefik:{web_port}"
-        assert env["SOCKETIO_MESSAGE_QUEUE"].startswith("redis://redis:")
+        # services call each other through the internal entrypoint, never the public one
+        assert env["STRANGLER_LB_URL"] == f"http://traefik:{plan.stack.internal_port}"
+        assert plan.stack.internal_port != web_port
+        assert env["SOCKETIO_MESSAGE_QUEUE"] == "redis://:<REDIS_PASSWORD>@redis:6379/0"
+        assert env["STRANGLER_ETCD_USER"] == "strangler"
+        assert env["STRANGLER_ETCD_PASSWORD"] == "<ETCD_STRANGLER_PASSWORD>"
         assert env["PORT"] == str(CONTAINER_PORT)
         assert env["STRANGLER_ENV"] == "production"  # so a missing secret is an error, not a default
         for secret in ("SECRET_KEY", "JWT_SECRET_KEY"):
@@ -130,14 +145,17 @@ def test_only_traefik_publishes_ports_and_they_are_the_plans(compose: dict, plan
 
 
 def test_traefik_config_is_the_toolkits_with_container_addresses(compose: dict, plan: Plan) -> None:
-    mounted = [v.split(":")[0] for v in compose["services"]["traefik"]["volumes"]]
-    assert "./docker/traefik.yml" in mounted
-    config = yaml.safe_load((REPO / "docker/traefik.yml").read_text())
+    traefik = compose["services"]["traefik"]
+    assert argv(traefik["command"]) == ["traefik"] and "volumes" not in traefik  # no config file
+    env = {k: interpolate(str(v)) for k, v in traefik["environment"].items()}
     expected = static_config(web_port=plan.stack.web_port, api_port=plan.stack.dashboard_port,
-                             etcd_endpoints=["etcd:2379"], host="")
+                             etcd_endpoints=["etcd:2379"], host="", internal_port=plan.stack.internal_port,
+                             internal_host="", etcd_username="traefik",
+                             etcd_password="<ETCD_TRAEFIK_PASSWORD>")
     # the API must be reachable from the toolkit's container (published on loopback only)
     expected["entryPoints"]["traefik"]["address"] = f":{plan.stack.dashboard_port}"
-    assert config == expected
+    assert env == static_env(expected)
+    assert argv(traefik["healthcheck"]["test"]) == ["CMD", "traefik", "healthcheck"]
 
 
 def test_the_routes_service_applies_the_plan_to_etcd(compose: dict) -> None:
@@ -171,6 +189,103 @@ def test_every_referenced_file_exists(compose: dict) -> None:
 
 def test_no_secret_is_written_into_the_compose_file(compose: dict) -> None:
     text = (REPO / "docker-compose.yml").read_text()
-    for name in ("SECRET_KEY", "JWT_SECRET_KEY", "POSTGRES_PASSWORD"):
+    for name in SECRETS:
         for value in re.findall(rf"\b{name}: (.+)", text):
             assert value.startswith("${" + name + ":?"), f"{name} is set to {value!r}; take it from .env"
+    assert "requirepass" not in " ".join(argv(compose["services"]["redis"]["command"])).split("|", 1)[1]
+    for service in compose["services"].values():
+        for word in argv(service.get("command") or []):
+            assert not re.search(r"password[=:]", word, re.I), word  # never on a command line
+
+
+def test_env_example_lists_every_variable_compose_needs_and_no_value(compose: dict) -> None:
+    text = (REPO / "docker-compose.yml").read_text()
+    needed = set(re.findall(r"\$\{(\w+):\?", text))
+    assert needed == set(SECRETS)
+    example = dict(line.split("=", 1) for line in (REPO / ".env.example").read_text().splitlines()
+                   if line and not line.startswith("#"))
+    assert set(example) == needed
+    assert all(value == "" for value in example.values()), "ship no value: compose must refuse to start"
+    assert ".env" in (REPO / ".gitignore").read_text().splitlines()
+
+
+def test_the_control_plane_is_on_an_internal_network_only(compose: dict, plan: Plan) -> None:
+    services = compose["services"]
+    assert compose["networks"]["control"]["internal"] is True
+    assert not compose["networks"]["edge"].get("internal")
+    for name in CONTROL:
+        assert services[name]["networks"] == ["control"], name
+        assert not services[name].get("ports"), name
+    for name in [*started(plan), "traefik"]:  # they reach the control plane and are reached
+        assert set(services[name]["networks"]) == {"control", "edge"}, name
+    for name in ONE_SHOTS:
+        assert services[name]["networks"] == ["control"], name
+    redis = " ".join(argv(services["redis"]["command"]))
+    assert "--protected-mode yes" in redis and "--protected-mode no" not in redis
+
+
+def test_etcd_auth_is_turned_on_before_any_client_starts(compose: dict, plan: Plan) -> None:
+    services = compose["services"]
+    init = services["etcd-init"]
+    assert argv(init["command"]) == ["sh", "/app/docker/etcd-auth.sh"]
+    assert "./docker/etcd-auth.sh:/app/docker/etcd-auth.sh:ro" in init["volumes"]
+    env = {k: interpolate(str(v)) for k, v in init["environment"].items()}
+    for name in ("ETCD_ROOT_PASSWORD", "ETCD_STRANGLER_PASSWORD", "ETCD_TRAEFIK_PASSWORD"):
+        assert env[name] == f"<{name}>"
+    assert init["depends_on"]["etcd"]["condition"] == "service_healthy"
+    for name in ("routes", "traefik"):
+        assert services[name]["depends_on"]["etcd-init"]["condition"] == "service_completed_successfully"
+    routes = {k: interpolate(str(v)) for k, v in services["routes"]["environment"].items()}
+    assert routes == {"STRANGLER_ETCD_USER": "strangler", "STRANGLER_ETCD_PASSWORD": "<ETCD_STRANGLER_PASSWORD>"}
+    script = (REPO / "docker/etcd-auth.sh").read_text()
+    assert script.startswith("#!/bin/sh") and "etcdctl auth enable" in script
+
+
+def shell(command: str, password: str, port: int) -> str:
+    """A compose shell command as the container runs it: $$ is $, the bundled redis-server the venv's."""
+    server = procs.find_binary("redis-server")
+    cli = str(Path(server).with_name("redis-cli"))
+    return (command.replace("$$", "$").replace("redis-server-bundled", server).replace("redis-cli", cli)
+            .replace("--port 6379", f"--port {port}").replace("-p 6379", f"-p {port}"))
+
+
+@pytest.mark.integration
+def test_the_redis_command_and_health_check_run_with_the_password(compose: dict, tmp_path: Path) -> None:
+    import subprocess
+
+    import redis
+
+    service = compose["services"]["redis"]
+    password, port = "a-redis-password-for-tests", procs.free_port()
+    env = {"PATH": "/usr/bin:/bin", "REDIS_PASSWORD": password}
+    command = shell(argv(service["command"])[2], password, port).replace("0.0.0.0", "127.0.0.1")
+    with (tmp_path / "redis.log").open("wb") as log:
+        server = subprocess.Popen(["sh", "-c", command], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                  cwd=tmp_path, start_new_session=True)
+    try:
+        check = shell(service["healthcheck"]["test"][1], password, port)
+        procs.wait_until(lambda: subprocess.run(["sh", "-c", check], env=env).returncode == 0, 20, "redis")
+        assert subprocess.run(["sh", "-c", check], env={**env, "REDIS_PASSWORD": "wrong"}).returncode != 0
+        assert not procs.redis_ping(port)
+        url = interpolate(compose["services"]["monolith"]["environment"]["SOCKETIO_MESSAGE_QUEUE"])
+        url = url.replace("<REDIS_PASSWORD>", password).replace("redis:6379", f"127.0.0.1:{port}")
+        assert redis.Redis.from_url(url).ping()
+        for pid in session(server.pid):  # sh, and the redis-server it started
+            assert password.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        assert len(session(server.pid)) >= 2
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(10)
+
+
+def session(sid: int) -> list[int]:
+    """The PIDs in session ``sid`` (what one start_new_session Popen started)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[3]) == sid:  # after ")": state ppid pgrp session
+            found.append(int(stat.parent.name))
+    return found

@@ -154,6 +154,29 @@ def test_shadow_catches_the_divergence_with_zero_false_positives(world):
     assert "nickname" in text and "100.0%" in text
 
 
+def test_the_comparator_process_takes_copies_marked_by_traefik_only(world):
+    """Direct requests to the comparator (no mark, a wrong one) are refused and not counted; a
+    body over the limit is refused even when marked; Traefik's copies keep being compared."""
+    from router import table
+
+    url = world["comparator"].url
+    secret = table.load_options(world["etcd"]).mirror_secret
+    assert secret and len(secret) >= 32
+    before = diffs(world)["GET /api/users/<id>"]["seen"]
+    for headers in ({}, {"X-Strangler-Mirror": "guess"}, {"X-Strangler-Mirror": secret + "x"}):
+        answer = requests.get(url + "/api/users/1", headers=headers, timeout=5)
+        assert answer.status_code == 403, headers
+    huge = requests.post(url + "/api/users", data=b"x" * (2 << 20), timeout=10,
+                         headers={"X-Strangler-Mirror": secret})
+    assert huge.status_code == 413
+    requests.get(world["web"] + "/api/users/1", timeout=5)  # one real copy, through Traefik
+    deadline = time.monotonic() + 10
+    while diffs(world)["GET /api/users/<id>"]["seen"] < before + 1:
+        assert time.monotonic() < deadline, "Traefik's marked copy was not taken"
+        time.sleep(0.1)
+    assert diffs(world)["GET /api/users/<id>"]["seen"] == before + 1  # the refused ones were not counted
+
+
 def test_shadow_off_and_rollback_are_recorded_in_history(world):
     run(world, "shadow", "--off", "GET /api/users")
     rows = {r["endpoint"]: r for r in json.loads(run(world, "routes", "--json").output)}

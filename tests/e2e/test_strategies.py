@@ -151,7 +151,7 @@ def test_etcd_down_traefik_keeps_serving_the_last_configuration(tmp_path):
         etcd = Etcd.connect(etcd_proc.url)
         web, api = procs.free_port(), procs.free_port()
         config = write_static_config(tmp_path / "traefik.yml", static_config(
-            web_port=web, api_port=api, etcd_endpoints=[etcd_proc.url]))
+            web_port=web, api_port=api, etcd_endpoints=[etcd_proc.url], internal_port=procs.free_port()))
         seed_root_key(etcd)
         traefik = procs.start_traefik(config)
         group = Backends(etcd)

@@ -197,8 +197,23 @@ def test_shadow_builds_a_mirroring_service():
         S + "get-a-shadow/mirroring/service": "monolith",
         S + "get-a-shadow/mirroring/mirrors/0/name": "comparator",
         S + "get-a-shadow/mirroring/mirrors/0/percent": "100",
+        S + "get-a-shadow/mirroring/maxBodySize": "1048576",  # a larger body is not copied
     }
     assert keys[S + "comparator/loadbalancer/passhostheader"] == "true"
+    assert not any("mirror-mark" in k or "mirror-mark" in v for k, v in keys.items())
+
+
+def test_a_mirror_secret_marks_the_shadowed_routers_copies_only():
+    routes = [Route(ep("GET /a"), mirror="comparator"), Route(ep("GET /b")), Route(ep("POST /c"), mirror="cmp")]
+    keys = traefik_keys(routes, mirror_secret="s3cret")
+    header = "traefik/http/middlewares/mirror-mark/headers/customRequestHeaders/X-Strangler-Mirror"
+    assert keys[header] == "s3cret"
+    assert {k: v for k, v in keys.items() if "/middlewares/" in k and k.startswith(R)} == {
+        R + "get-a/middlewares/0": "mirror-mark",
+        R + "get-a/middlewares/1": "retry",
+        R + "get-b/middlewares/0": "retry",
+        R + "post-c/middlewares/0": "mirror-mark",
+    }
 
 
 def test_shadowed_canary_mirrors_the_weighted_service():
@@ -289,3 +304,24 @@ def test_strict_parse_wants_the_file_spelling(spec):
     with pytest.raises(ValueError) as raised:
         parse_endpoint(spec, strict=True)
     assert "one space" in str(raised.value)
+
+
+def test_internal_endpoints_leave_the_public_entrypoint():
+    keys = traefik_keys([Route(ep("PUT /internal/users/<id>/seen"), "users"), Route(ep("GET /api/users"))],
+                        internal_entrypoint="internal")
+    assert {k: v for k, v in keys.items() if "/entryPoints/" in k} == {
+        R + "catchall/entryPoints/0": "web",
+        R + "catchall/entryPoints/1": "internal",
+        R + "get-api-users/entryPoints/0": "web",
+        R + "get-api-users/entryPoints/1": "internal",
+        # services call it through the internal entrypoint; the public one never routes it
+        R + "put-internal-users-id-seen/entryPoints/0": "internal",
+    }
+
+
+def test_without_an_internal_entrypoint_every_router_is_on_the_one_entrypoint():
+    keys = traefik_keys([Route(ep("POST /internal/users/authenticate"), "users")])
+    assert keys[R + "post-internal-users-authenticate/entryPoints/0"] == "web"
+    assert not any(k.endswith("/entryPoints/1") for k in keys)
+    assert ep("POST /internal/users/authenticate").is_internal
+    assert not ep("GET /api/internal").is_internal

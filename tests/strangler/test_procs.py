@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -163,6 +165,31 @@ def test_redis_answers_ping_and_keeps_nothing_on_disk(redis_server):
         time.sleep(0.1)
         reply = sock.recv(200)
     assert reply.endswith(b"$4\r\nsave\r\n$0\r\n\r\n")
+
+
+@pytest.mark.integration
+def test_redis_with_a_password_refuses_clients_without_it(tmp_path):
+    import redis
+
+    password = secrets.token_urlsafe(24)
+    port = procs.free_port()
+    proc = procs.start_redis(port, tmp_path / "redis", password=password)
+    try:
+        assert not procs.redis_ping(port)
+        assert not procs.redis_ping(port, password=password + "x")
+        assert procs.redis_ping(port, password=password)
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis.from_url(proc.url).ping()  # Proc.url carries no password
+        assert redis.Redis.from_url(procs.redis_url(port, password)).ping()
+        # the password is in a 0600 file, never on the command line
+        assert password.encode() not in Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        assert password not in proc.url
+        config = tmp_path / "redis" / "redis.conf"
+        assert oct(config.stat().st_mode & 0o777) == "0o600"
+    finally:
+        proc.stop()
+    with pytest.raises(ValueError, match="16 or more"):
+        procs.start_redis(port, tmp_path / "redis", password="short pw")
 
 
 @pytest.mark.integration

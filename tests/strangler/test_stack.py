@@ -233,6 +233,31 @@ def test_the_monolith_is_registered_and_revocations_live_in_etcd(stack: dict) ->
     assert keys, "the revocation did not reach etcd"
 
 
+def environ_of(pid: int) -> dict[str, str]:
+    """A process's environment as the kernel shows it (our own processes only)."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.decode().split("=", 1) for item in raw.split(b"\0") if b"=" in item)
+
+
+@pytest.mark.integration
+def test_redis_wants_the_password_only_the_backends_environment_holds(stack: dict) -> None:
+    import redis
+
+    state, run_dir = stack["state"], stack["run_dir"]
+    port = int(state["redis"].rsplit(":", 1)[1].split("/")[0])
+    assert not procs.redis_ping(port)  # an anonymous client gets NOAUTH
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis.from_url(state["redis"]).ping()
+    pid = state["backends"]["monolith"]["instances"][0]["pid"]
+    url = environ_of(pid)["SOCKETIO_MESSAGE_QUEUE"]
+    password = redis.connection.parse_url(url)["password"]
+    assert len(password) >= 24 and redis.Redis.from_url(url).ping()
+    # nowhere else: not in state.json, nor on any command line of the stack
+    assert password not in (run_dir / "state.json").read_text()
+    for record in procs.read_pidfiles(run_dir).values():
+        assert password.encode() not in Path(f"/proc/{record.pid}/cmdline").read_bytes(), record.name
+
+
 @pytest.mark.integration
 def test_status_lists_backends_instances_and_routes(stack: dict) -> None:
     result = strangler("status", "--json", "--plan", str(stack["plan"]), "--run-dir", str(stack["run_dir"]))

@@ -35,10 +35,10 @@ def listening() -> socket.socket:
 def others(web: int) -> Ports:
     """Ports with ``web`` and free ones for the rest."""
     rest: set[int] = set()
-    while len(rest) < 4:
+    while len(rest) < 5:
         rest |= {free_port()} - {web}
-    dashboard, etcd, etcd_peer, redis = sorted(rest)
-    return Ports(web=web, dashboard=dashboard, etcd=etcd, etcd_peer=etcd_peer, redis=redis)
+    dashboard, etcd, etcd_peer, redis, internal = sorted(rest)
+    return Ports(web=web, dashboard=dashboard, etcd=etcd, etcd_peer=etcd_peer, redis=redis, internal=internal)
 
 
 def test_fixed_ports_are_kept_and_zeros_get_distinct_free_ones(tmp_path: Path) -> None:
@@ -47,8 +47,8 @@ def test_fixed_ports_are_kept_and_zeros_get_distinct_free_ones(tmp_path: Path) -
     ports, backends = resolve_ports(plan, {"redis": 18001, "etcd": 0})
     assert (ports.web, ports.redis) == (18000, 18001)
     assert backends == {"monolith": [19000, 19001, 19002]}  # a backend with start = false gets none
-    chosen = [ports.dashboard, ports.etcd, ports.etcd_peer]
-    assert len(set(chosen)) == 3 and not set(chosen) & {18000, 18001, 19000, 19001, 19002}
+    chosen = [ports.dashboard, ports.etcd, ports.etcd_peer, ports.internal]
+    assert len(set(chosen)) == 4 and not set(chosen) & {18000, 18001, 19000, 19001, 19002}
     assert all(port > 0 for port in chosen)
 
 

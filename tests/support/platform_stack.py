@@ -46,6 +46,11 @@ class Platform:
         """Traefik's web URL: the app."""
         return self.state["web"]
 
+    @property
+    def internal(self) -> str:
+        """Traefik's internal entrypoint: where services call each other (and /internal/ is routed)."""
+        return self.state["internal"]
+
     def instance(self, backend: str) -> str:
         """The URL of *backend*'s (only) instance, to talk to it past Traefik."""
         return self.state["backends"][backend]["instances"][0]["url"]

@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import requests
 
 from router.keys import parse_endpoint
 from strangler.plan import CompareRule
@@ -24,6 +25,7 @@ from strangler.shadow import create_app
 from strangler.shadow.store import ShadowStore, read_report
 from strangler.shadow.worker import Comparator, Mirrored, StaticDirectory
 
+SECRET = "mirror-secret-for-tests"
 USER = parse_endpoint("GET /api/users/<id>")
 NEW = parse_endpoint("POST /api/users")
 
@@ -86,8 +88,15 @@ def backends() -> Iterator[dict[str, Backend]]:
 def comparator(tmp_path: Path, backends: dict[str, Backend], target: str,
                rules: Callable = lambda e: CompareRule(), **options) -> Comparator:
     directory = StaticDirectory({USER: target, NEW: target},
-                                {name: [b.url] for name, b in backends.items()})
+                                {name: [b.url] for name, b in backends.items()}, secret=SECRET)
     return Comparator(directory, ShadowStore(tmp_path / "shadow.sqlite"), rules, **options)
+
+
+def mirror_client(comp: Comparator):
+    """A test client sending what Traefik sends: every request marked with the mirror secret."""
+    client = create_app(comparator=comp).test_client()
+    client.environ_base["HTTP_X_STRANGLER_MIRROR"] = SECRET
+    return client
 
 
 def get(path: str, method: str = "GET", body: bytes = b"") -> Mirrored:
@@ -107,7 +116,7 @@ def wait_compared(comp: Comparator, endpoint: str, n: int, timeout: float = 10) 
 
 def test_noise_learned_from_two_monolith_answers_leaves_zero_differences(tmp_path, backends):
     comp = comparator(tmp_path, backends, "users").start()
-    client = create_app(comparator=comp).test_client()
+    client = mirror_client(comp)
     for i in range(10):
         assert client.get(f"/api/users/{i}").status_code == 204
     entry = wait_compared(comp, str(USER), 10)
@@ -122,7 +131,7 @@ def test_noise_learned_from_two_monolith_answers_leaves_zero_differences(tmp_pat
 
 def test_a_planted_divergence_is_reported_with_its_field_and_an_example(tmp_path, backends):
     comp = comparator(tmp_path, backends, "broken").start()
-    client = create_app(comparator=comp).test_client()
+    client = mirror_client(comp)
     for i in range(5):
         client.get(f"/api/users/{i}?verbose=1")
     entry = wait_compared(comp, str(USER), 5)
@@ -167,7 +176,7 @@ def test_copies_are_answered_at_once_while_backends_are_slow(tmp_path):
     slow = {"monolith": Backend(user_answer, delay=0.5), "users": Backend(user_answer, delay=0.5)}
     try:
         comp = comparator(tmp_path, slow, "users", workers=1, queue_size=2).start()
-        client = create_app(comparator=comp).test_client()
+        client = mirror_client(comp)
         began = time.monotonic()
         answers = [client.get(f"/api/users/{i}") for i in range(20)]
         assert time.monotonic() - began < 0.5  # not one replay's worth of waiting
@@ -193,7 +202,7 @@ def test_an_unreachable_candidate_counts_an_error_not_a_difference(tmp_path, bac
 
 
 def test_requests_outside_shadowed_endpoints_are_skipped(tmp_path, backends):
-    client = create_app(comparator=comparator(tmp_path, backends, "users")).test_client()
+    client = mirror_client(comparator(tmp_path, backends, "users"))
     answer = client.get("/api/messages/1")
     assert (answer.status_code, answer.headers["X-Shadow"]) == (204, "skipped")
     assert client.get("/healthz").get_json()["status"] == "ok"
@@ -205,8 +214,102 @@ def test_the_store_of_bodies_and_answers_is_the_owners_only(tmp_path, backends):
 
     comp = comparator(tmp_path / "run", backends, "broken").start()  # run/ is made by the store
     with serving(create_app(comparator=comp)) as base:
-        assert requests.get(f"{base}/api/users/1", timeout=5).status_code == 204
+        marked = {"X-Strangler-Mirror": SECRET}
+        assert requests.get(f"{base}/api/users/1", headers=marked, timeout=5).status_code == 204
         wait_compared(comp, str(USER), 1)
     comp.stop()
     for path in (tmp_path / "run", *(tmp_path / "run").iterdir()):
         assert path.stat().st_mode & 0o077 == 0, f"{path.name} is {oct(path.stat().st_mode & 0o777)}"
+
+
+def served(comp: Comparator):
+    """The comparator app over real HTTP (a thread); yields its URL."""
+    import servers
+
+    return servers.serving(create_app(comparator=comp))
+
+
+def test_only_copies_marked_by_traefik_are_taken(tmp_path, backends):
+    comp = comparator(tmp_path, backends, "users").start()
+    with served(comp) as url:
+        for headers in ({}, {"X-Strangler-Mirror": "guess"}, {"X-Strangler-Mirror": SECRET[:-1]}):
+            answer = requests.get(f"{url}/api/users/1", headers=headers, timeout=5)
+            assert answer.status_code == 403 and "only Traefik" in answer.json()["error"]
+        assert requests.get(f"{url}/_shadow/stats", timeout=5).status_code == 403
+        assert requests.get(f"{url}/healthz", timeout=5).status_code == 200  # the registry's check
+        comp.store.flush()
+        assert read_report(comp.store.path) == []  # nothing counted, nothing replayed
+        assert backends["monolith"].hits == [] and backends["users"].hits == []
+        marked = requests.get(f"{url}/api/users/1", headers={"X-Strangler-Mirror": SECRET}, timeout=5)
+        assert marked.status_code == 204
+        wait_compared(comp, str(USER), 1)
+    comp.stop()
+
+
+def test_a_comparator_that_knows_no_secret_refuses_everything(tmp_path, backends):
+    directory = StaticDirectory({USER: "users"}, {name: [b.url] for name, b in backends.items()})
+    comp = Comparator(directory, ShadowStore(tmp_path / "shadow.sqlite"))
+    with served(comp) as url:
+        for headers in ({}, {"X-Strangler-Mirror": ""}, {"X-Strangler-Mirror": "None"}):
+            assert requests.get(f"{url}/api/users/1", headers=headers, timeout=5).status_code == 403
+
+
+def test_bodies_over_the_limit_are_refused_whole_or_chunked(tmp_path, backends):
+    comp = comparator(tmp_path, backends, "users", rules=lambda e: CompareRule(shadow_unsafe=True))
+    marked = {"X-Strangler-Mirror": SECRET, "Content-Type": "application/json"}
+    with served(comp) as url:
+        big = b"x" * ((1 << 20) + 1)
+        answer = requests.post(f"{url}/api/users", data=big, headers=marked, timeout=10)
+        assert answer.status_code == 413 and "1048576 bytes" in answer.json()["error"]
+        chunked = requests.post(f"{url}/api/users", data=iter([big[:600_000], big[600_000:]]),
+                                headers=marked, timeout=10)
+        assert chunked.status_code == 413
+        fits = requests.post(f"{url}/api/users", data=b"x" * (1 << 20), headers=marked, timeout=10)
+        assert fits.status_code == 204
+    assert comp.queue.qsize() == 1  # only the copy within the limit
+
+
+def test_credentials_are_redacted_in_what_is_stored_and_printed(tmp_path):
+    def answer(path: str) -> dict:
+        return {"id": 1, "nickname": "susan", "token": secrets.token_hex(8), "password_hash": "scrypt$abc"}
+
+    candidate = Backend(lambda path: {**answer(path), "nickname": "SUSAN"})
+    monolith = Backend(answer)
+    try:
+        directory = StaticDirectory({NEW: "users"}, {"monolith": [monolith.url], "users": [candidate.url]},
+                                    secret=SECRET)
+        comp = Comparator(directory, ShadowStore(tmp_path / "shadow.sqlite"),
+                          lambda e: CompareRule(shadow_unsafe=True)).start()
+        body = json.dumps({"nickname": "susan", "password": "hunter2-password"})
+        with served(comp) as url:
+            sent = requests.post(f"{url}/api/users?access_token=qtok-secret&x=1", data=body, timeout=5,
+                                 headers={"X-Strangler-Mirror": SECRET, "Content-Type": "application/json",
+                                          "Authorization": "Bearer eyJhbGciOi.jwt-secret.sig",
+                                          "Cookie": "session=cookie-secret"})
+            assert sent.status_code == 204
+            wait_compared(comp, str(NEW), 1)
+        comp.stop()
+        # the replays still carried the user's credentials: only what is kept is redacted
+        assert b"hunter2-password" in monolith.hits[0][2]
+        stored = (tmp_path / "shadow.sqlite").read_bytes()
+        for leaked in (b"hunter2-password", b"qtok-secret", b"jwt-secret", b"cookie-secret", b"scrypt$abc",
+                       SECRET.encode()):
+            assert leaked not in stored, leaked
+        (example,) = read_report(tmp_path / "shadow.sqlite", str(NEW))[0]["examples"]
+        assert json.loads(example["request"]["body"]) == {"nickname": "susan", "password": "[redacted]"}
+        assert "access_token=%5Bredacted%5D" in example["request"]["target"] and "x=1" in example["request"]["target"]
+        assert json.loads(example["candidate"]["body"])["token"] == "[redacted]"
+        assert '"SUSAN"' in example["candidate"]["body"]  # the real difference is still shown
+        from click.testing import CliRunner
+
+        from strangler.cli import cli
+
+        for args in ([], ["--json"]):
+            printed = CliRunner().invoke(cli, ["diffs", *args, "--run-dir", str(tmp_path),
+                                               "--plan", str(tmp_path / "none.toml")]).output
+            assert "SUSAN" in printed
+            for leaked in ("hunter2-password", "qtok-secret", "jwt-secret", "cookie-secret", "scrypt$abc"):
+                assert leaked not in printed, (args, leaked)
+    finally:
+        candidate.stop()
+        monolith.stop()
