@@ -24,7 +24,7 @@ of ``handle_request`` (its GET branch catches it, its POST branch does
 not), which gunicorn answers with a 500. :class:`ClosedSessionAnswers`
 turns it into the library's own ``400 Invalid session``.
 
-:func:`guard` applies both to an app. See docs/security-h-sio.md for the
+:func:`guard` applies both to an app. See docs/security.md for the
 upstream report.
 """
 
