@@ -127,6 +127,7 @@ class Load:
     def __init__(self, web: str, writers: int, rate: float, tag: str) -> None:
         self.web, self.rate, self.tag = web, rate, tag
         self.answers: list[tuple[float, float, str, int | None, tuple]] = []
+        self.failures: list[str] = []
         self.lock, self.stop = threading.Lock(), threading.Event()
         self.threads = [threading.Thread(target=self.writer, args=(n,)) for n in range(writers)]
 
@@ -150,10 +151,13 @@ class Load:
                 try:
                     answer = call()
                     made = answer.json()["id"] if answer.status_code == 201 else None
-                except (requests.RequestException, ValueError):
-                    made = None
+                    why = None if made else f"{table}: {answer.status_code} {answer.text[:100]}"
+                except (requests.RequestException, ValueError) as exc:
+                    made, why = None, f"{table}: {type(exc).__name__}"
                 with self.lock:
                     self.answers.append((sent, time.monotonic() - sent, table, made, row))
+                    if why:
+                        self.failures.append(why)
                 self.stop.wait(max(0.0, 1.0 / self.rate - (time.monotonic() - sent)))
 
     def run(self, action) -> None:  # noqa: ANN001
@@ -229,10 +233,11 @@ def bench_engine(kind: str, args: argparse.Namespace) -> str:
     base_rate, flip_rate = rate(base.answers), rate(load.answers)
     base_p99 = percentile([a[1] for a in base.answers], 99) * 1000
     switch_p99 = percentile(at_switch, 99) * 1000
+    why = "; ".join(sorted(set(base.failures + load.failures))[:3])
     return (f"{kind:10} writes/s {base_rate:6.1f} -> {flip_rate:6.1f} during {len(switches)} changes "
             f"(x{flip_rate / base_rate:.2f}); failed {failed}, duplicated {duplicated}, lost {lost}; "
             f"p99 {base_p99:.0f} ms, at the switch {switch_p99:.0f} ms (+{switch_p99 - base_p99:.0f} ms, "
-            f"{len(at_switch)} writes)")
+            f"{len(at_switch)} writes)" + (f"\n{'':10} failures: {why}" if why else ""))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -48,6 +48,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(parsed)
 
     db.init_app(app)
+    # init_app keeps a queue manager made for an earlier app of this process in its
+    # options even when this app has no queue: each app gets its own (or none)
+    socketio.server_options.pop("client_manager", None)
     socketio.init_app(
         app, async_mode="threading", message_queue=settings.socketio_message_queue
     )

@@ -29,6 +29,8 @@ def create_app(config: Any = None) -> Flask:
     from monolith import socketio_guard
 
     app = make_app("socketio", config)
+    # as in the monolith: no queue manager left over from an earlier app of this process
+    socketio.server_options.pop("client_manager", None)
     socketio.init_app(
         app,
         async_mode="threading",
