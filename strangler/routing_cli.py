@@ -258,21 +258,33 @@ def history(conn: Connection, as_json: bool) -> None:
 
 @click.command()
 @click.argument("change_id", required=False)
-@click.option("--force", is_flag=True, help="Undo it even if a later change touched the same endpoints.")
+@click.option("--any", "anyone", is_flag=True,
+              help="Undo the latest change still in effect, whoever made it.")
+@click.option("--force", is_flag=True,
+              help="Undo it even if a later change touched the same endpoints or the plan forbids the result.")
 @wait_options
 @routing_command
-def rollback(conn: Connection, change_id: str | None, force: bool, timeout: float,
+def rollback(conn: Connection, change_id: str | None, anyone: bool, force: bool, timeout: float,
              no_wait: bool) -> None:
-    """Undo the last change still in effect, or CHANGE_ID; the undo is itself a change.
+    """Undo your latest change still in effect, or CHANGE_ID; the undo is itself a change.
 
-    Repeated rollbacks walk back through the history (see strangler history).
+    "Your" is user@host as recorded in strangler history. Someone else's
+    change needs its id (or --any). Repeated rollbacks walk back through
+    your changes. Refused when a later change touched the same endpoints or
+    the plan no longer allows where the undo would put an endpoint, unless --force.
     """
+    if change_id is not None and anyone:
+        raise click.UsageError("give a CHANGE_ID or --any, not both")
     if change_id is not None and not change_id.isdigit():
         raise click.ClickException(f"{change_id!r} is not a change id; see strangler history")
     target = int(change_id) if change_id is not None else None
-    outcome = routing.rollback(conn.etcd(), target, force=force, api=conn.api(not no_wait),
-                               timeout=timeout)
+    outcome = routing.rollback(conn.etcd(), target, plan=conn.plan, force=force, anyone=anyone,
+                               api=conn.api(not no_wait), timeout=timeout)
     report(conn, outcome, outcome.change.what if outcome.change else "")
+    if outcome.undone is not None:
+        me = outcome.change.who
+        whose = f"yours ({me})" if outcome.undone.who == me else f"{outcome.undone.who}'s, not yours ({me})"
+        click.echo(f"change {outcome.undone.id} was {whose}")
 
 
 @plan.command("apply")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 from click.testing import CliRunner
@@ -39,13 +40,18 @@ def etcd(etcd_server, backends):
 def run(tmp_path, etcd_server, traefik_server):
     """Run ``strangler ARGS`` with a plan of the given strategy and the test stack's URLs."""
 
-    def invoke(*args, strategy="incremental", etcd_url=None):
+    def invoke(*args, strategy="incremental", etcd_url=None, user=None, edit=None):
+        """``user``: run as that USER; ``edit``: a function rewriting the plan's text first."""
         directory = tmp_path / strategy
         directory.mkdir(exist_ok=True)
         plan = write_plan(directory, strategy)
+        if edit is not None:
+            plan.write_text(edit(plan.read_text()))
         connection = ["--plan", str(plan), "--etcd", etcd_url or etcd_server.url,
                       "--traefik-api", traefik_server.api_url]
-        return CliRunner().invoke(cli, [*args, *connection])
+        # getpass reads LOGNAME before USER: drop it so USER decides, as for an operator's shell
+        env = {"USER": user, "LOGNAME": None} if user else None
+        return CliRunner().invoke(cli, [*args, *connection], env=env)
 
     return invoke
 
@@ -174,3 +180,94 @@ def test_connection_comes_from_the_stack_state_file(etcd, tmp_path, etcd_server,
         "STRANGLER_ETCD": None, "STRANGLER_TRAEFIK_API": None})
     assert result.exit_code == 0, result.output
     assert "Traefik confirmed" in result.output
+
+
+# -- operators sharing the table: each undoes their own ----------------------------------------
+
+HOST = socket.gethostname()
+LIST = parse_endpoint("GET /api/users")
+
+
+def refused(result):
+    assert result.exit_code == 1, result.output
+    (line,) = result.output.strip().splitlines()
+    return line
+
+
+def test_each_operator_rolls_back_their_own_change(etcd, run, traefik_server):
+    ok(run("plan", "apply", user="alice"))
+    ok(run("flip", "api.get_user", "--to", "users", user="alice"))  # change 2
+    ok(run("flip", "api.get_users", "--to", "users", user="bob"))  # change 3
+    out = ok(run("rollback", user="alice"))
+    assert "roll back change 2 (flip GET /api/users/<id> to users)" in out
+    assert f"change 2 was yours (alice@{HOST})" in out
+    assert traefik_server.api.router(USER.id)["service"] == "monolith"
+    assert traefik_server.api.router(LIST.id)["service"] == "users"  # bob's flip stays
+    out = ok(run("rollback", user="bob"))
+    assert "roll back change 3" in out and f"yours (bob@{HOST})" in out
+    assert traefik_server.api.router(LIST.id)["service"] == "monolith"
+    history = json.loads(ok(run("history", "--json")))
+    assert [(h["who"], h["rollback_of"]) for h in history[3:]] == [
+        (f"alice@{HOST}", 2), (f"bob@{HOST}", 3)]
+
+
+def test_no_change_of_ones_own_says_what_to_type(etcd, run):
+    ok(run("plan", "apply", user="alice"))
+    ok(run("flip", "api.get_users", "--to", "users", user="bob"))
+    before = etcd.revision()
+    line = refused(run("rollback", user="carol"))
+    assert line.startswith(f"Error: carol@{HOST} has no routing change in effect")
+    assert f"change 2 by bob@{HOST} (flip GET /api/users to users)" in line
+    assert "`strangler rollback 2`" in line and "--any" in line
+    assert etcd.revision() == before
+
+
+def test_someone_elses_change_by_id_names_its_owner(etcd, run, traefik_server):
+    ok(run("plan", "apply", user="alice"))
+    ok(run("flip", "api.get_users", "--to", "users", user="bob"))
+    out = ok(run("rollback", "2", user="alice"))
+    assert f"change 2 was bob@{HOST}'s, not yours (alice@{HOST})" in out
+    assert traefik_server.api.router(LIST.id)["service"] == "monolith"
+    assert json.loads(ok(run("history", "--json")))[-1]["who"] == f"alice@{HOST}"
+
+
+def test_any_undoes_the_latest_change_whoever_made_it(etcd, run):
+    ok(run("plan", "apply", user="alice"))
+    ok(run("flip", "api.get_user", "--to", "users", user="alice"))
+    ok(run("flip", "api.get_users", "--to", "users", user="bob"))
+    out = ok(run("rollback", "--any", user="alice"))
+    assert "roll back change 3" in out and f"change 3 was bob@{HOST}'s" in out
+    rows = routes_json(run)
+    assert rows[str(USER)]["backend"] == "users" and rows[str(LIST)]["backend"] == "monolith"
+    usage = run("rollback", "2", "--any", user="alice")
+    assert usage.exit_code == 2 and "not both" in usage.output
+
+
+def test_a_later_change_by_someone_else_blocks_the_undo_and_names_them(etcd, run):
+    ok(run("plan", "apply", user="alice"))
+    ok(run("flip", "api.get_user", "--to", "users", user="alice"))
+    ok(run("flip", "api.get_user", "--to", "monolith", "--weight", "20", user="bob"))
+    before = etcd.revision()
+    line = refused(run("rollback", user="alice"))
+    assert f"change 3 (flip 20% of GET /api/users/<id> to monolith) by bob@{HOST}" in line
+    assert "--force" in line and etcd.revision() == before
+
+
+def give_up_user(text):
+    """The plan with GET /api/users/<id> taken from users (so the monolith owns it)."""
+    return text.replace('"POST /api/users", "GET /api/users/<id>"]', '"POST /api/users"]')
+
+
+def test_rollback_refuses_an_undo_the_plan_no_longer_allows(etcd, run, traefik_server):
+    ok(run("plan", "apply", user="alice"))
+    ok(run("flip", "api.get_user", "--to", "users", user="alice"))
+    ok(run("plan", "apply", edit=give_up_user, user="alice"))  # change 3: back on the monolith
+    before = etcd.revision()
+    line = refused(run("rollback", user="alice", edit=give_up_user))
+    assert "undoing change 3 would send GET /api/users/<id> to users, which the plan no longer allows" in line
+    assert "--force" in line and etcd.revision() == before
+    line = refused(run("rollback", "2", user="alice", edit=give_up_user))  # the flip itself
+    assert "change 3 (plan apply" in line
+    out = ok(run("rollback", "--force", user="alice", edit=give_up_user))
+    assert "roll back change 3" in out
+    assert traefik_server.api.router(USER.id)["service"] == "users"
