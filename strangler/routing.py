@@ -41,13 +41,15 @@ class Outcome:
 
     ``write_s`` is from the call to the etcd write; ``live_s`` from the write
     until Traefik's API confirmed (None when not waited for). ``lines``: what
-    ``plan apply`` changes; ``undone``: the change a rollback undid.
+    ``plan apply`` changes; ``moves``: the live routes it moves (or would, or
+    kept); ``undone``: the change a rollback undid.
     """
 
     change: table.Change | None
     write_s: float = 0.0
     live_s: float | None = None
     lines: list[str] = field(default_factory=list)
+    moves: list[str] = field(default_factory=list)
     undone: table.Change | None = None
 
 

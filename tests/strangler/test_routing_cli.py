@@ -7,11 +7,13 @@ import socket
 
 import pytest
 from click.testing import CliRunner
-from routing_helpers import Backends, clean_routing, write_plan
+from routing_helpers import Backends, clean_routing, plan_text, write_plan
 
 from router.keys import parse_endpoint
 from strangler import procs
 from strangler.cli import cli
+from strangler.plan import load_plan
+from strangler.stack import Stack
 
 pytestmark = pytest.mark.integration
 
@@ -258,10 +260,81 @@ def give_up_user(text):
     return text.replace('"POST /api/users", "GET /api/users/<id>"]', '"POST /api/users"]')
 
 
+def add_search(text):
+    """The plan with a new backend, search, and its new endpoint GET /api/search."""
+    return text + (
+        '[backends.search]\ncommand = "run-search {port}"\nhealth = "/healthz"\n'
+        'serves = ["GET /api/search"]\n'
+    )
+
+
+def test_plan_apply_lists_live_moves_and_moves_nothing_without_yes(etcd, run, traefik_server):
+    ok(run("plan", "apply"))
+    ok(run("flip", "api.get_user", "--to", "users"))
+    before = etcd.revision()
+    result = run("plan", "apply", edit=give_up_user)
+    assert result.exit_code == 1
+    assert "live routes it would move:\n  GET /api/users/<id>: users -> monolith\n" in result.output
+    assert "re-run with --yes" in result.output.strip().splitlines()[-1]
+    dry = ok(run("plan", "apply", "--dry-run", edit=give_up_user))
+    assert "~ GET /api/users/<id>: users -> monolith" in dry and "(only with --yes)" in dry
+    assert etcd.revision() == before
+    assert traefik_server.api.router(USER.id)["service"] == "users"
+
+    out = ok(run("plan", "apply", "--yes", edit=give_up_user))
+    assert "live routes moved:\n  GET /api/users/<id>: users -> monolith" in out
+    assert traefik_server.api.router(USER.id)["service"] == "monolith"
+
+
+def test_plan_apply_removing_a_flipped_endpoint_is_a_live_move(etcd, run):
+    ok(run("plan", "apply"))
+    ok(run("flip", "api.get_user", "--to", "users"))
+    drop = lambda text: give_up_user(text).replace(  # noqa: E731
+        '[[endpoints]]\nendpoint = "GET /api/users/<id>"\nname = "api.get_user"\n', "")
+    before = etcd.revision()
+    result = run("plan", "apply", edit=drop)
+    assert result.exit_code == 1 and "GET /api/users/<id>: users -> monolith (the catch-all" in result.output
+    assert etcd.revision() == before
+
+
+def test_plan_apply_adding_endpoints_and_health_checks_needs_no_yes(etcd, run, traefik_server):
+    ok(run("plan", "apply"))
+    ok(run("flip", "api.get_user", "--to", "users"))
+    out = ok(run("plan", "apply", edit=add_search))
+    assert "+ GET /api/search: search" in out and "search /healthz" in out
+    assert "live routes" not in out
+    assert traefik_server.api.router(USER.id)["service"] == "users"
+
+
+def test_plan_apply_keep_live_applies_the_rest(etcd, run, traefik_server):
+    ok(run("plan", "apply"))
+    ok(run("flip", "api.get_user", "--to", "users"))
+    both = lambda text: add_search(give_up_user(text))  # noqa: E731
+    out = ok(run("plan", "apply", "--keep-live", edit=both))
+    assert "+ GET /api/search: search" in out and "~ GET /api/users/<id>" not in out
+    assert "live routes kept where they are" in out and "GET /api/users/<id>: users -> monolith" in out
+    assert traefik_server.api.router(USER.id)["service"] == "users"
+    assert run("plan", "apply", "--yes", "--keep-live").exit_code == 2
+
+
+def test_up_writes_the_plan_but_keeps_live_routes_it_would_move(etcd, run, tmp_path):
+    # strangler up's route step (Stack._write_routes) on a table a previous stack left flipped
+    ok(run("plan", "apply"))
+    ok(run("flip", "api.get_user", "--to", "users"))
+    path = tmp_path / "up.toml"
+    path.write_text(add_search(give_up_user(plan_text("incremental"))))
+    lines = []
+    Stack(load_plan(path), tmp_path / "run", echo=lines.append)._write_routes(etcd)
+    rows = routes_json(run)
+    assert rows[str(USER)]["backend"] == "users" and "GET /api/search" in rows
+    assert lines == ["kept 1 live route(s) the plan would move (strangler plan apply --yes moves "
+                     "them): GET /api/users/<id>: users -> monolith"]
+
+
 def test_rollback_refuses_an_undo_the_plan_no_longer_allows(etcd, run, traefik_server):
     ok(run("plan", "apply", user="alice"))
     ok(run("flip", "api.get_user", "--to", "users", user="alice"))
-    ok(run("plan", "apply", edit=give_up_user, user="alice"))  # change 3: back on the monolith
+    ok(run("plan", "apply", "--yes", edit=give_up_user, user="alice"))  # change 3: back on the monolith
     before = etcd.revision()
     line = refused(run("rollback", user="alice", edit=give_up_user))
     assert "undoing change 3 would send GET /api/users/<id> to users, which the plan no longer allows" in line
