@@ -13,7 +13,7 @@ from __future__ import annotations
 import getpass
 import json
 import socket
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -289,6 +289,14 @@ def history(etcd: Etcd) -> list[Change]:
     return sorted(changes, key=lambda c: c.id)
 
 
+def get_change(etcd: Etcd, change_id: int) -> Change | None:
+    """The recorded change `change_id` (None when there is none); records never change."""
+    entry = etcd.get_entry(history_key(change_id))
+    if entry is None:
+        return None
+    return Change.from_dict(json.loads(entry.value), revision=entry.create_revision)
+
+
 def cancelled(changes: Iterable[Change]) -> set[int]:
     """Ids of changes whose effect is undone: each live rollback and its target.
 
@@ -301,32 +309,68 @@ def cancelled(changes: Iterable[Change]) -> set[int]:
     return gone
 
 
-def rollback(etcd: Etcd, change_id: int | None = None, *, who: str, force: bool = False) -> Change:
-    """Undo change `change_id` (default: the latest change still in effect).
-
-    Restores the routes its endpoints had before it, recorded as a new change;
-    rolling back repeatedly walks back through the history. Refuses (with
-    RollbackRefused) when a later change still in effect touched any of the
-    same endpoints, unless `force`.
-    """
-    changes = history(etcd)
+def in_effect(changes: Iterable[Change]) -> list[Change]:
+    """The changes whose effect still stands, oldest first: neither undone nor an undo."""
+    changes = sorted(changes, key=lambda c: c.id)
     gone = cancelled(changes)
-    live = [c for c in changes if c.id not in gone]
-    if change_id is None:
-        if not live:
-            raise RollbackRefused("there is no change to roll back")
-        target = live[-1]
-    else:
+    return [c for c in changes if c.id not in gone]
+
+
+def choose(changes: Sequence[Change], change_id: int | None, who: str, anyone: bool = False) -> Change:
+    """PURE: the change a rollback by `who` undoes; RollbackRefused (one line) when there is none.
+
+    `change_id` names it; without one it is `who`'s latest change still in
+    effect, or with `anyone` the latest change in effect whoever made it.
+    Operators sharing a table must not undo each other's work by accident.
+    """
+    if change_id is not None:
         found = [c for c in changes if c.id == change_id]
         if not found:
             raise RollbackRefused(f"there is no change {change_id}; see the history for ids")
-        target = found[0]
+        return found[0]
+    live = in_effect(changes)
+    if not live:
+        raise RollbackRefused("there is no change to roll back")
+    mine = [c for c in live if c.who == who]
+    if anyone or mine:
+        return (live if anyone else mine)[-1]
+    latest = live[-1]
+    raise RollbackRefused(
+        f"{who} has no routing change in effect; the latest one is change {latest.id} by "
+        f"{latest.who} ({latest.what}): undo it with `strangler rollback {latest.id}` "
+        "(or `strangler rollback --any`)"
+    )
+
+
+def rollback(
+    etcd: Etcd,
+    change_id: int | None = None,
+    *,
+    who: str,
+    force: bool = False,
+    anyone: bool = False,
+    check: Callable[[Change], None] | None = None,
+) -> Change:
+    """Undo change `change_id` (default: `who`'s latest change still in effect; see choose()).
+
+    Restores the routes its endpoints had before it, recorded as a new change
+    by `who`; rolling back repeatedly walks back through `who`'s changes.
+    Refuses (with RollbackRefused, nothing written) when a later change still
+    in effect touched any of the same endpoints, or when `check(target)`
+    raises (the caller's policy, e.g. the plan's), unless `force`.
+    """
+    changes = history(etcd)
+    target = choose(changes, change_id, who, anyone)
+    live = in_effect(changes)
     later = [c for c in live if c.id > target.id and set(c.endpoints) & set(target.endpoints)]
     if later and not force:
+        last = later[-1]
         raise RollbackRefused(
-            f"change {later[-1].id} ({later[-1].what}) touched the same endpoints after "
-            f"change {target.id}; roll back change {later[-1].id} first, or force it"
+            f"change {last.id} ({last.what}) by {last.who} touched the same endpoints after "
+            f"change {target.id}; roll back change {last.id} first, or pass --force"
         )
+    if check is not None and not force:
+        check(target)
 
     def restore(routes: Routes) -> Routes:
         for spec, route in target.before.items():
@@ -388,4 +432,5 @@ class RouteTable:
     apply = staticmethod(apply)
     history = staticmethod(history)
     rollback = staticmethod(rollback)
+    get_change = staticmethod(get_change)
     initialise = staticmethod(initialise)

@@ -40,13 +40,17 @@ class Outcome:
     """What a routing command did: the recorded change (None: nothing to do) and timings.
 
     ``write_s`` is from the call to the etcd write; ``live_s`` from the write
-    until Traefik's API confirmed (None when not waited for).
+    until Traefik's API confirmed (None when not waited for). ``lines``: what
+    ``plan apply`` changes; ``moves``: the live routes it moves (or would, or
+    kept); ``undone``: the change a rollback undid.
     """
 
     change: table.Change | None
     write_s: float = 0.0
     live_s: float | None = None
     lines: list[str] = field(default_factory=list)
+    moves: list[str] = field(default_factory=list)
+    undone: table.Change | None = None
 
 
 # -- names -------------------------------------------------------------------------------------
@@ -394,23 +398,61 @@ def rollback(
     etcd: Etcd,
     change_id: int | None = None,
     *,
+    plan: Plan | None = None,
     force: bool = False,
+    anyone: bool = False,
     api: TraefikAPI | None = None,
     who: str | None = None,
     timeout: float = 10.0,
 ) -> Outcome:
-    """Undo the latest change still in effect (or ``change_id``), recorded as a new change.
+    """Undo ``who``'s latest change still in effect (or ``change_id``; ``anyone``: whoever's).
 
-    No health check: a rollback is the way out of trouble, usually back to
-    the monolith. Raises RollbackRefused (from router.table) when it would
-    undo a later change too, unless ``force``.
+    ``who`` defaults to the caller (router.table.current_user), and the undo
+    is recorded as a new change by them; ``Outcome.undone`` is the change
+    undone, with its author. No health check: a rollback is the way out of
+    trouble, usually back to the monolith. Raises RollbackRefused (from
+    router.table) when the caller has no change in effect, or the undo would
+    undo a later change too, and RoutingError when ``plan`` no longer allows
+    where the undo would put an endpoint (check_undo) — both unless ``force``.
     """
     check_traefik(api)
     start = time.monotonic()
-    done = table.rollback(etcd, change_id, who=who or table.current_user(), force=force)
+    check = (lambda target: check_undo(plan, target)) if plan is not None else None
+    done = table.rollback(etcd, change_id, who=who or table.current_user(), force=force,
+                          anyone=anyone, check=check)
     outcome = Outcome(done, write_s=time.monotonic() - start)
+    outcome.undone = table.get_change(etcd, done.rollback_of) if done.rollback_of else None
     outcome.live_s = confirm(etcd, api, done, timeout)
     return outcome
+
+
+def check_undo(plan: Plan, change: table.Change) -> None:
+    """Refuse undoing ``change`` when the plan no longer allows where it would put an endpoint.
+
+    The undo restores each endpoint's route from before ``change``; one left
+    out of the table is answered by the catch-all, i.e. the monolith. The
+    backends allowed are the flip guards' (allowed_backends), so an undo can
+    never do what ``strangler plan apply`` would reset at once.
+    """
+    planned = set(plan.endpoints())
+    for spec, route in sorted(change.before.items()):
+        endpoint = parse_endpoint(spec)
+        if endpoint not in planned:
+            if route is None:
+                continue  # it leaves the table, as the plan wants
+            raise RoutingError(
+                f"undoing change {change.id} would put {endpoint} back in the routing table, but "
+                "the plan no longer has it; pass --force to undo it anyway"
+            )
+        answering = {route.backend, *(route.weights or {})} if route else {MONOLITH}
+        allowed = allowed_backends(plan, endpoint)
+        if not answering <= allowed:
+            names = " and ".join(sorted(plan_backend(plan, b) for b in answering - allowed))
+            only = " or ".join(sorted(plan_backend(plan, b) for b in allowed))
+            raise RoutingError(
+                f"undoing change {change.id} would send {endpoint} to {names}, which the plan no "
+                f"longer allows (only {only}); change the plan, or pass --force to undo it anyway"
+            )
 
 
 def _summary(endpoints: Sequence[Endpoint]) -> str:

@@ -266,39 +266,79 @@ def history(conn: Connection, as_json: bool) -> None:
 
 @click.command()
 @click.argument("change_id", required=False)
-@click.option("--force", is_flag=True, help="Undo it even if a later change touched the same endpoints.")
+@click.option("--any", "anyone", is_flag=True,
+              help="Undo the latest change still in effect, whoever made it.")
+@click.option("--force", is_flag=True,
+              help="Undo it even if a later change touched the same endpoints or the plan forbids the result.")
 @wait_options
 @routing_command
-def rollback(conn: Connection, change_id: str | None, force: bool, timeout: float,
+def rollback(conn: Connection, change_id: str | None, anyone: bool, force: bool, timeout: float,
              no_wait: bool) -> None:
-    """Undo the last change still in effect, or CHANGE_ID; the undo is itself a change.
+    """Undo your latest change still in effect, or CHANGE_ID; the undo is itself a change.
 
-    Repeated rollbacks walk back through the history (see strangler history).
+    "Your" is user@host as recorded in strangler history. Someone else's
+    change needs its id (or --any). Repeated rollbacks walk back through
+    your changes. Refused when a later change touched the same endpoints or
+    the plan no longer allows where the undo would put an endpoint, unless --force.
     """
+    if change_id is not None and anyone:
+        raise click.UsageError("give a CHANGE_ID or --any, not both")
     if change_id is not None and not change_id.isdigit():
         raise click.ClickException(f"{change_id!r} is not a change id; see strangler history")
     target = int(change_id) if change_id is not None else None
-    outcome = routing.rollback(conn.etcd(), target, force=force, api=conn.api(not no_wait),
-                               timeout=timeout)
+    outcome = routing.rollback(conn.etcd(), target, plan=conn.plan, force=force, anyone=anyone,
+                               api=conn.api(not no_wait), timeout=timeout)
     report(conn, outcome, outcome.change.what if outcome.change else "")
+    if outcome.undone is not None:
+        me = outcome.change.who
+        whose = f"yours ({me})" if outcome.undone.who == me else f"{outcome.undone.who}'s, not yours ({me})"
+        click.echo(f"change {outcome.undone.id} was {whose}")
 
 
 @plan.command("apply")
 @click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
+@click.option("--yes", is_flag=True, help="Move live routes the plan sends elsewhere.")
+@click.option("--keep-live", is_flag=True,
+              help="Leave live routes the plan would move where they are; apply the rest.")
 @wait_options
 @routing_command
-def apply_(conn: Connection, dry_run: bool, timeout: float, no_wait: bool) -> None:
+def apply_(conn: Connection, dry_run: bool, yes: bool, keep_live: bool, timeout: float,
+           no_wait: bool) -> None:
     """Make etcd's routing match the plan: add its endpoints, drop others, reset what it forbids.
 
-    Idempotent; flips the plan allows are kept. --dry-run shows the changes first.
+    Idempotent; flips the plan allows are kept. A live route the plan would
+    move (an endpoint's answering backend changes) is listed, and moved only
+    with --yes; --keep-live applies the rest (what strangler up does).
+    --dry-run shows every change first.
     """
-    outcome = routing_plan.apply_plan(conn.etcd(), conn.plan, dry_run=dry_run,
-                                      api=conn.api(not no_wait), timeout=timeout)
+    if yes and keep_live:
+        raise click.UsageError("give --yes (move live routes) or --keep-live (leave them), not both")
+    mode = "move" if yes else "keep" if keep_live else "refuse"
+    try:
+        outcome = routing_plan.apply_plan(conn.etcd(), conn.plan, dry_run=dry_run, moves=mode,
+                                          api=conn.api(not no_wait and not dry_run),
+                                          timeout=timeout)
+    except routing_plan.MovesLiveTraffic as exc:
+        _echo_moves("live routes it would move:", exc.moves)
+        raise
     for line in outcome.lines:
         click.echo(line)
+    if dry_run:
+        _echo_moves("live routes it would move (only with --yes):", outcome.moves)
+    elif keep_live:
+        _echo_moves("live routes kept where they are (plan apply --yes moves them):", outcome.moves)
+    else:
+        _echo_moves("live routes moved:", outcome.moves)
     if not outcome.lines:
-        click.echo("etcd already matches the plan")
+        click.echo("etcd already matches the plan" if not outcome.moves else "nothing else to change")
     elif dry_run:
         click.echo(f"dry run: {len(outcome.lines)} change(s), nothing written")
     else:
         report(conn, outcome, "applied the plan")
+
+
+def _echo_moves(title: str, moves: list[str]) -> None:
+    if moves:
+        click.echo(title)
+        for move in moves:
+            click.echo(f"  {move}")

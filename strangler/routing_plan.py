@@ -8,8 +8,9 @@ The comparisons are pure; ``apply_plan`` is the one function doing I/O.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 from router import table
 from router.etcd import Etcd
@@ -19,6 +20,7 @@ from strangler.plan import Plan
 from strangler.routing import (
     Outcome,
     Routes,
+    RoutingError,
     allowed_backends,
     check_traefik,
     describe,
@@ -43,7 +45,23 @@ def plan_options(plan: Plan, stored: table.Options | None = None) -> table.Optio
                    mirror_secret=base.mirror_secret or secrets.token_urlsafe(32))
 
 
-def desired_routes(plan: Plan, current: Routes) -> Routes:
+# What `plan apply` does with a live route the plan would move: refuse (the default),
+# move it (--yes), or keep it where it is and apply the rest (--keep-live, strangler up).
+LiveMoves = Literal["refuse", "move", "keep"]
+
+
+class MovesLiveTraffic(RoutingError):
+    """``plan apply`` would move live routes and was not told to; ``moves`` lists them."""
+
+    def __init__(self, moves: list[str]) -> None:
+        self.moves = moves
+        super().__init__(
+            f"the plan would move {len(moves)} live route(s); nothing was written: "
+            "re-run with --yes to move them, or --dry-run to see every change"
+        )
+
+
+def desired_routes(plan: Plan, current: Routes, keep_live: bool = False) -> Routes:
     """PURE: the table ``plan apply`` leaves: every planned endpoint, nothing else.
 
     A new endpoint starts at its starting place; one already in the table
@@ -51,7 +69,9 @@ def desired_routes(plan: Plan, current: Routes) -> Routes:
     plan does not allow (e.g. a frozen new-only endpoint moved off the
     monolith), which then goes back to its starting place, keeping any
     shadow mirror. Endpoints the plan no longer has are left out, so the
-    catch-all sends them to the monolith.
+    catch-all sends them to the monolith. With ``keep_live``, an endpoint
+    whose answering backends that would change (see live_moves) keeps its
+    current route instead.
     """
     wanted: Routes = {}
     for planned in plan.routes():
@@ -64,7 +84,37 @@ def desired_routes(plan: Plan, current: Routes) -> Routes:
             wanted[endpoint] = route
         else:
             wanted[endpoint] = Route(endpoint, start.backend, mirror=route.mirror)
+    if keep_live:
+        for endpoint, route in current.items():
+            if _answering(route) != _answering(wanted.get(endpoint)):
+                wanted[endpoint] = route
     return wanted
+
+
+def _answering(route: Route | None) -> tuple[str, dict[str, int]]:
+    # Who answers: one backend, or a weighted split; no route means the catch-all (monolith).
+    if route is None:
+        return MONOLITH, {}
+    return route.backend, dict(route.weights or {})
+
+
+def live_moves(plan: Plan, current: Mapping[Any, Route | None],
+               wanted: Mapping[Any, Route | None]) -> list[str]:
+    """PURE: ``endpoint: from -> to`` for each endpoint in the table whose answering backends change.
+
+    Only routes already in ``current`` are live; a new endpoint added to the
+    table takes over nothing the plan had routed (the catch-all answered it).
+    A change of shadow mirror alone moves no traffic either.
+    """
+    lines = []
+    keys = {str(k): k for k, route in current.items() if route is not None}
+    for spec in sorted(keys, key=lambda s: parse_endpoint(s).id):
+        old, new = current[keys[spec]], wanted.get(keys[spec])
+        if _answering(old) == _answering(new):
+            continue
+        to = describe(plan, new) if new else f"{plan.monolith} (the catch-all; not in the plan)"
+        lines.append(f"{spec}: {describe(plan, old)} -> {to}")
+    return lines
 
 
 def diff_lines(
@@ -105,6 +155,7 @@ def apply_plan(
     plan: Plan,
     *,
     dry_run: bool = False,
+    moves: LiveMoves = "refuse",
     api: TraefikAPI | None = None,
     who: str | None = None,
     timeout: float = 10.0,
@@ -112,29 +163,42 @@ def apply_plan(
     """Make the route table match the plan in ONE change; idempotent.
 
     ``Outcome.lines`` says what changes (with ``dry_run``: what would, and
-    nothing is written). ``Outcome.change`` is None when etcd already matched.
+    nothing is written); ``Outcome.moves`` the live routes moved (or that
+    would be, or were kept). ``moves`` says what to do with a live route the
+    plan would move elsewhere: ``"refuse"`` raises MovesLiveTraffic and writes
+    nothing, ``"move"`` moves it, ``"keep"`` leaves it and applies the rest.
+    ``Outcome.change`` is None when etcd already matched.
     """
     current, _ = table.load(etcd)
     stored = table.load_options(etcd)
     options = plan_options(plan, stored)
-    wanted = desired_routes(plan, current)
+    moving = live_moves(plan, current, desired_routes(plan, current))
+    wanted = desired_routes(plan, current, keep_live=moves == "keep")
     lines = diff_lines(plan, dict(current), dict(wanted)) + options_line(stored, options)
-    if dry_run or not lines:
-        return Outcome(None, lines=lines)
+    if dry_run:
+        return Outcome(None, lines=lines, moves=moving)
+    if moving and moves == "refuse":
+        raise MovesLiveTraffic(moving)
+    if not lines:
+        return Outcome(None, lines=lines, moves=moving)
     check_traefik(api)
+
+    def change(routes: Routes) -> Routes:
+        # Checked again on the table the write reads: a flip landing meanwhile was never shown.
+        new = desired_routes(plan, routes, keep_live=moves == "keep")
+        if moves == "refuse" and live_moves(plan, routes, new):
+            raise MovesLiveTraffic(live_moves(plan, routes, new))
+        return new
+
     counts = f"{len(wanted)} endpoints, {len(lines)} change(s)"
-    outcome = write(
-        etcd,
-        api,
-        lambda routes: desired_routes(plan, routes),
-        what=f"plan apply: {counts}",
-        who=who or table.current_user(),
-        timeout=timeout,
-        options=options,
-    )
+    outcome = write(etcd, api, change, what=f"plan apply: {counts}",
+                    who=who or table.current_user(), timeout=timeout, options=options)
+    outcome.moves = moving
     if outcome.change is not None:  # what was really written (the table may have moved meanwhile)
-        change = outcome.change
-        outcome.lines = diff_lines(plan, change.before, change.after) + options_line(stored, options)
+        done = outcome.change
+        outcome.lines = diff_lines(plan, done.before, done.after) + options_line(stored, options)
+        if moves == "move":
+            outcome.moves = live_moves(plan, done.before, done.after)
     return outcome
 
 

@@ -210,12 +210,17 @@ class Stack:
     def _write_routes(self, client: Etcd) -> None:
         """Make the route table match the plan (keeping earlier flips) before Traefik reads it.
 
-        The same change as ``strangler plan apply``, so the first table already
-        routes the plan's prefixes (Socket.IO, static files) and health checks.
+        The same change as ``strangler plan apply --keep-live``, so the first
+        table already routes the plan's prefixes (Socket.IO, static files) and
+        health checks, and starting a stack never moves a live route: ones
+        the plan would move are named, for ``plan apply --yes``.
         """
         from strangler.routing_plan import apply_plan
 
-        apply_plan(client, self.plan)
+        held = apply_plan(client, self.plan, moves="keep").moves
+        if held:
+            self.echo(f"kept {len(held)} live route(s) the plan would move "
+                      f"(strangler plan apply --yes moves them): {'; '.join(held)}")
         seed_root_key(client)
 
     def _start_backends(self, launches: list[Launch], client: Etcd, api: TraefikAPI, web: str) -> None:

@@ -191,13 +191,47 @@ def test_history_revision_shows_the_table_as_it_was(ready):
 
 def test_rollback_restores_the_last_change(ready):
     table.apply(ready, flip(USERS, "users"), who="t@h", what="flip users")
-    undo = table.rollback(ready, who="ops@h")
+    undo = table.rollback(ready, who="t@h")
     assert undo.rollback_of == 2
-    assert undo.who == "ops@h"
+    assert undo.who == "t@h"
     assert "roll back change 2" in undo.what
     assert table.load(ready)[0][USERS].backend == "monolith"
     assert ready.get(ROUTER + "service") == "monolith"
     assert table.history(ready)[-1].id == undo.id == 3
+
+
+def test_rollback_without_an_id_undoes_the_callers_own_latest_change(ready):
+    mine = table.apply(ready, flip(USERS, "users"), who="alice@h", what="alice's")
+    table.apply(ready, flip(LIST, "users"), who="bob@h", what="bob's")
+    undo = table.rollback(ready, who="alice@h")
+    assert undo.rollback_of == mine.id and undo.who == "alice@h"
+    routes, _ = table.load(ready)
+    assert routes[USERS].backend == "monolith" and routes[LIST].backend == "users"
+
+
+def test_someone_elses_change_needs_its_id_or_anyone(ready):
+    bobs = table.apply(ready, flip(LIST, "users"), who="bob@h", what="bob's")
+    before = ready.revision()
+    with pytest.raises(RollbackRefused) as raised:
+        table.rollback(ready, who="carol@h")
+    message = str(raised.value)
+    assert message.startswith("carol@h has no routing change in effect")
+    assert f"change {bobs.id} by bob@h (bob's)" in message and f"strangler rollback {bobs.id}" in message
+    assert ready.revision() == before
+    assert table.rollback(ready, who="carol@h", anyone=True).rollback_of == bobs.id
+
+
+def test_a_check_refuses_the_undo_unless_forced(ready):
+    first = table.apply(ready, flip(USERS, "users"), who="t@h", what="users")
+
+    def no(change):
+        raise RuntimeError(f"not {change.id}")
+
+    before = ready.revision()
+    with pytest.raises(RuntimeError, match=f"not {first.id}"):
+        table.rollback(ready, who="t@h", check=no)
+    assert ready.revision() == before
+    assert table.rollback(ready, who="t@h", check=no, force=True).rollback_of == first.id
 
 
 def test_repeated_rollbacks_walk_back_through_history(ready):
