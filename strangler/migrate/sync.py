@@ -47,6 +47,7 @@ from strangler.migrate.tables import (
     MigrateError,
     TableInfo,
     canonical_row,
+    column_names,
     first_line,
     open_engine,
     pair,
@@ -165,7 +166,7 @@ class Syncer:
         on both sides while linked is carried from then on; a column on one
         side only is a note (``self.notes``), a blocking mismatch MigrateError.
         """
-        infos, notes = [], []
+        infos, notes, columns = [], [], {}
         for name in self.tables:
             identity = self.identities.get(name)
             paired = pair(reflect(self.source, name, self.labels[0], identity),
@@ -175,7 +176,21 @@ class Syncer:
                                    f"databases: {paired.problems[0]}")
             infos.append((paired.source, paired.target))
             notes.extend(paired.notes)
+            columns[name] = (column_names(self.source, name), column_names(self.target, name))
         self.infos, self.notes, self._shaped_at = infos, notes, time.monotonic()
+        self._columns = columns
+
+    def _shape_changed(self) -> bool:
+        """Whether either side's tables now have other columns than when last reflected (cheap).
+
+        Checked before every pass: a pass carrying a row with a stale shape would
+        stamp the target's copy as new as the source's without a column both now
+        have, and the other direction would then carry that gap back.
+        """
+        for name, (source_known, target_known) in self._columns.items():
+            if column_names(self.source, name) != source_known or column_names(self.target, name) != target_known:
+                return True
+        return False
 
     def close(self) -> None:
         """Dispose both engines."""
@@ -185,7 +200,7 @@ class Syncer:
 
     def once(self) -> SyncResult:
         """Run one pass over every table, save the state, and return what it did."""
-        if time.monotonic() - self._shaped_at > RESHAPE:
+        if time.monotonic() - self._shaped_at > RESHAPE or self._shape_changed():
             self.reshape()
         started = time.time()
         # with settle: only changes at least that old (fresher ones are write-through's)

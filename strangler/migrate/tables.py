@@ -168,6 +168,17 @@ class TableInfo:
         return self.table.c[name]
 
 
+def column_names(engine: Engine, name: str) -> tuple[str, ...]:
+    """The column names of table *name* as the database has them now (one cheap query)."""
+    quote = engine.dialect.identifier_preparer.quote
+    with engine.connect() as connection:
+        result = connection.exec_driver_sql(f"SELECT * FROM {quote(name)} WHERE 1 = 0")
+        names = tuple(result.keys())
+        result.close()
+        connection.rollback()
+    return names
+
+
 def reflect(engine: Engine, name: str, label: str,
             identity: Sequence[str] | None = None) -> TableInfo:
     """Reflect table *name* of database *label*; MigrateError if absent or without an integer id.

@@ -229,7 +229,9 @@ class WriteThrough:
 
         for name, fn in (("after_flush", after_flush), ("after_flush_postexec", after_flush_postexec),
                          ("after_commit", after_commit), ("after_rollback", after_rollback)):
-            event.listen(session_target, name, fn)
+            # first in line: the rows reach the peers before the app's own after-commit
+            # hooks push updated_model, so a client told of a change reads it on any backend
+            event.listen(session_target, name, fn, insert=True)
             self._hooks.append((session_target, name, fn))
 
     def close(self) -> None:
@@ -287,7 +289,7 @@ class WriteThrough:
         try:
             engine = self._engine(url)
             for table, rows in tables.items():
-                self._upsert(engine, self._info(url, engine, table), rows)
+                self._upsert(engine, self._info(url, engine, table, rows[0].keys()), rows)
         except (SQLAlchemyError, MigrateError, OSError) as exc:
             why = first_line(exc)
             if isinstance(exc, OperationalError | InterfaceError | PeerDown | OSError):
@@ -382,11 +384,15 @@ class WriteThrough:
             raise PeerDown(f"the peer database {database} does not exist")
         return engine
 
-    def _info(self, url: str, engine: Engine, table: str) -> TableInfo:
+    def _info(self, url: str, engine: Engine, table: str, written: Any = None) -> TableInfo:
         """The peer's table as reflected at most RESHAPE seconds ago (a schema may change while linked)."""
         with self._lock:
             info, at = self._infos.get((url, table), (None, 0.0))
-        if info is None or time.monotonic() - at > RESHAPE:
+        if info is None or time.monotonic() - at > RESHAPE or (
+                written is not None and not set(written) <= set(info.columns) and time.monotonic() - at > 1.0):
+            # also at once (at most every second) when this app writes a column the peer's
+            # cached shape lacks: the peer may have just gained it, and leaving it out would
+            # stamp the peer's row as new as ours without its value
             link = self.links.get(table)
             info = reflect(engine, table, f"peer {display_url(url)}",
                            link.identity if link else DEFAULT_IDENTITY)
