@@ -109,3 +109,16 @@ def test_unguarded_writes_with_a_lost_answer_are_not_sent_again(kv, kv_url, lost
     # applied exactly once each: by the hop's copy, never by a second one
     assert kv.get_entry("f/unguarded").create_revision == kv.get_entry("f/unguarded").mod_revision
     assert kv.get("f/plain") == "1" and lost_answer.exchanges == 2
+
+
+def test_strangler_etcd_may_list_several_members(kv, kv_url):
+    from router import registry
+    from router.gunicorn_hooks import registration_from_env
+
+    env = {"STRANGLER_ETCD": f"{closed_port_url()},{kv_url}", "STRANGLER_BACKEND": "multi",
+           "STRANGLER_INSTANCE_URL": "http://127.0.0.1:5998"}
+    reg = registration_from_env(env).start()
+    try:
+        assert [i.url for i in registry.instances(kv, "multi")] == ["http://127.0.0.1:5998"]
+    finally:
+        reg.stop()
