@@ -409,10 +409,16 @@ class Etcd:
 
         - read the compared keys, now through another member. If every compare
           still holds, the transaction has not applied (it would have moved the
-          guarded key): send it once more. Should the lost copy still apply
-          later (its member had already proposed it to the cluster), the two
-          copies race on the same compare; whichever applies first moves the
-          guarded key and the other's compare fails. So it applies once at most.
+          guarded key: a mod revision never goes back): send it once more.
+          Should the lost copy still apply later (its member had already
+          proposed it to the cluster), the two copies race on the same compare;
+          whichever applies first moves the guarded key and the other's compare
+          fails. So it applies once at most, and if the resent copy loses that
+          race, the next point tells whether the winner was ours.
+          (A guard that wants its key absent, mod revision 0, proves this only
+          if nobody deletes the key within seconds of its creation: true of
+          ours, the route table's guard is never deleted and a revocation lives
+          for a token's lifetime. A guard on an existing key is preferred.)
         - a compare no longer holds: the guarded key moved, by our transaction or
           by someone else's. Ours applied exactly when the write that first moved
           the guarded key past the compared revision wrote our values: find that
@@ -426,12 +432,15 @@ class Etcd:
         settling) raises OutcomeUnknown.
         """
         written = {put.key for put in puts} | set(deletes)
-        guard = next((c for c in compares if c.key in written), None)
-        if guard is None or not puts:
+        guards = sorted((c for c in compares if c.key in written), key=lambda c: c.mod_revision == 0)
+        if not guards or not puts:
             raise lost
+        guard = guards[0]
         try:
             if all(self._holds(compare) for compare in compares):
-                return self._txn_once(payload)
+                resent = self._txn_once(payload)
+                if resent is not None:
+                    return resent
             return self._applied_at(guard, puts, deletes)
         except OutcomeUnknown:
             raise
