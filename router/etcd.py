@@ -1,8 +1,17 @@
 """A thin client for etcd v3, the store behind the routing layer.
 
-Everything etcd3gw-specific (base64 keys, the JSON gateway's string-encoded
-integers, its exception types) stays in this module; callers deal in plain
-``str`` keys and values and in the exceptions defined here.
+It speaks etcd's v3 JSON gateway (``router.etcd_members`` carries the
+requests). Everything the gateway spells its own way (base64 keys and values,
+integers as strings, errors as JSON) stays in this module; callers deal in
+plain ``str`` keys and values and in the exceptions defined here.
+
+Several members: ``Etcd("http://a:2379,http://b:2379")`` or
+``Etcd(endpoints=[...])`` takes a cluster's client URLs and tries them in
+turn when one is down or times out; a member that failed is passed over for
+a few seconds and then preferred again, so a member that comes back is used
+again. Reads, lease grants and keep-alives go to any member. Writes move on
+to another member only when etcd certainly did not act on them; what a
+transaction does when that is unclear is explained at ``Etcd._settle``.
 
 Authentication: with a user (given, or ``STRANGLER_ETCD_USER`` and
 ``STRANGLER_ETCD_PASSWORD`` in the environment), the client asks the
@@ -16,19 +25,14 @@ users).
 from __future__ import annotations
 
 import base64
-import json
 import os
 import threading
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
 
-import requests
-from etcd3gw import exceptions as gw_exceptions
-from etcd3gw.client import Etcd3Client
+from router.etcd_members import DEFAULT_URL, Members, NotSent, Unsure, parse_endpoints
 
-DEFAULT_URL = "http://127.0.0.1:2379"
 USER_ENV = "STRANGLER_ETCD_USER"
 PASSWORD_ENV = "STRANGLER_ETCD_PASSWORD"
 # What etcd answers when a token it handed out is no longer good (expired, or etcd restarted).
@@ -44,7 +48,11 @@ class EtcdAuthError(EtcdError):
 
 
 class EtcdUnavailable(EtcdError):
-    """etcd could not be reached (refused, timed out, or not an etcd)."""
+    """No member of etcd could be reached (refused, timed out, or not an etcd)."""
+
+
+class OutcomeUnknown(EtcdUnavailable):
+    """A write reached a member that failed before answering: it may or may not have applied."""
 
 
 class TxnTooLarge(EtcdError):
@@ -116,53 +124,62 @@ class Lease:
         return int(result.get("result", {}).get("TTL", -1))
 
     def revoke(self) -> None:
-        """End the lease now, deleting every key bound to it."""
-        self._etcd._post("kv/lease/revoke", {"ID": self.id})
+        """End the lease now, deleting every key bound to it; a lease already gone counts as ended.
+
+        (A revoke is sent again on another member when the first one's member failed
+        mid-request, and the second then finds the lease gone.)
+        """
+        try:
+            self._etcd._post("kv/lease/revoke", {"ID": self.id})
+        except EtcdError as exc:
+            if "lease not found" not in str(exc):
+                raise
 
     def __repr__(self) -> str:
         return f"Lease(id={self.id}, ttl={self.ttl})"
 
 
 class Etcd:
-    """A connection to one etcd endpoint through its v3 JSON gateway.
+    """A client of one etcd cluster (one member or several) through its v3 JSON gateway.
 
-    Any caller may use it; it holds no state but the URL and an HTTP session,
-    so one instance can be shared by threads.
+    Any caller may use it, and one instance can be shared by threads: it
+    holds the members' URLs, a keep-alive pool per member, which members
+    failed lately, and the auth token.
     """
 
-    def __init__(self, url: str = DEFAULT_URL, timeout: float = 5.0, *,
+    def __init__(self, url: str | Iterable[str] | None = None, timeout: float = 5.0, *,
+                 endpoints: str | Iterable[str] | None = None,
                  user: str | None = None, password: str | None = None) -> None:
-        """``user``/``password`` None: ``STRANGLER_ETCD_USER`` / ``STRANGLER_ETCD_PASSWORD``
-        (no user: no authentication). Credentials in the URL are refused: they would end
-        up in command lines and logs."""
-        parts = urlsplit(url if "://" in url else f"http://{url}")
-        if not parts.hostname:
-            raise ValueError(f"etcd URL {url!r} has no host; use e.g. {DEFAULT_URL}")
-        if parts.username or parts.password:
-            raise ValueError(f"put etcd credentials in {USER_ENV} and {PASSWORD_ENV}, not in the URL")
-        self.url = f"{parts.scheme}://{parts.hostname}:{parts.port or 2379}"
+        """``url`` (or ``endpoints``): one member's URL, several comma-separated, or a list.
+
+        ``timeout`` bounds each request to one member; a call tries each member at most once.
+        ``user``/``password`` None: ``STRANGLER_ETCD_USER`` / ``STRANGLER_ETCD_PASSWORD``
+        (no user: no authentication). Credentials in a URL are refused: they would end
+        up in command lines and logs.
+        """
+        if url is not None and endpoints is not None:
+            raise ValueError("give etcd's URLs once: url or endpoints, not both")
+        given = endpoints if endpoints is not None else url if url is not None else DEFAULT_URL
+        self.urls = parse_endpoints(given, credentials_hint=f"{USER_ENV} and {PASSWORD_ENV}")
+        self.url = ",".join(self.urls)  # what STRANGLER_ETCD / --etcd take back
         self.timeout = timeout
         if user is None:
             user, password = os.environ.get(USER_ENV) or None, os.environ.get(PASSWORD_ENV)
         self.user = user
         self._password = password or ""
+        self._token: str | None = None
         self._token_lock = threading.Lock()
-        self._client = Etcd3Client(
-            host=parts.hostname,
-            port=parts.port or 2379,
-            protocol=parts.scheme,
-            timeout=timeout,
-            api_path="/v3/",
-        )
+        self._members = Members(self.urls, timeout)
 
     @classmethod
-    def connect(cls, url: str = DEFAULT_URL, timeout: float = 5.0, wait: float = 0.0, *,
-                user: str | None = None, password: str | None = None) -> Etcd:
-        """Connect to etcd at `url` (credentials as for the constructor) and check it answers.
+    def connect(cls, url: str | Iterable[str] = DEFAULT_URL, timeout: float = 5.0,
+                wait: float = 0.0, *, user: str | None = None,
+                password: str | None = None) -> Etcd:
+        """Connect to etcd at `url` (one or several members, as for the constructor) and check it answers.
 
         Keeps trying for up to `wait` seconds (for a just-started etcd);
-        raises EtcdUnavailable if it still does not answer, EtcdAuthError
-        when it refuses the credentials.
+        raises EtcdUnavailable if no member answers, EtcdAuthError
+        when etcd refuses the credentials.
         """
         etcd = cls(url, timeout=timeout, user=user, password=password)
         deadline = time.monotonic() + wait
@@ -175,6 +192,11 @@ class Etcd:
                     raise
                 time.sleep(0.1)
 
+    @property
+    def current(self) -> str:
+        """The member that answered last (the first one until any did)."""
+        return self._members.last
+
     # -- transport ---------------------------------------------------------
 
     def _unavailable(self) -> EtcdUnavailable:
@@ -182,23 +204,53 @@ class Etcd:
             f"etcd at {self.url} is not answering: start it with `strangler up` or pass --etcd"
         )
 
-    def _post(self, path: str, payload: Mapping[str, Any]) -> dict[str, Any]:
-        if self.user and "Authorization" not in self._client.session.headers:
+    def _post(self, path: str, payload: Mapping[str, Any], *,
+              idempotent: bool = True) -> dict[str, Any]:
+        """One gateway call, through any member; see _call for `idempotent`."""
+        if self.user and self._token is None:
             self._authenticate()
         try:
-            return self._send(path, payload)
+            return self._call(path, payload, idempotent=idempotent)
         except EtcdAuthError as exc:
             if not self.user or not any(why in str(exc) for why in _STALE_TOKEN):
                 raise
         self._authenticate()  # the token went stale: one fresh one, one more try
-        return self._send(path, payload)
+        return self._call(path, payload, idempotent=idempotent)
+
+    def _call(self, path: str, payload: Mapping[str, Any], *, idempotent: bool,
+              token: bool = True) -> dict[str, Any]:
+        """Send to the members in turn until one answers; each is tried at most once.
+
+        A request that never reached etcd moves on to the next member. One that
+        reached a member which failed before answering moves on only if it is
+        `idempotent` (a read, a lease grant or keep-alive: doing it twice is
+        harmless); a write raises OutcomeUnknown instead, for the caller to settle.
+        """
+        headers = {"Authorization": self._token} if token and self._token else {}
+        for url in self._members.order():
+            try:
+                status, body = self._members.post(url, path, payload, headers)
+            except NotSent:
+                continue
+            except Unsure as exc:
+                if idempotent:
+                    continue
+                raise OutcomeUnknown(
+                    f"etcd at {url} failed before answering ({exc}); "
+                    "the write may or may not have applied") from exc
+            if status == 200 and isinstance(body, dict):
+                return body
+            raise self._refused(url, body)
+        raise self._unavailable()
 
     def _authenticate(self) -> None:
         """Trade the user and password for a token, sent with every later request."""
         with self._token_lock:
-            self._client.session.headers.pop("Authorization", None)
+            self._token = None
             try:
-                result = self._send("auth/authenticate", {"name": self.user, "password": self._password})
+                result = self._call("auth/authenticate",
+                                    {"name": self.user, "password": self._password},
+                                    idempotent=True, token=False)
             except EtcdAuthError as exc:
                 raise EtcdAuthError(
                     f"etcd at {self.url} refused user {self.user!r}: wrong user or password "
@@ -206,43 +258,28 @@ class Etcd:
             except EtcdError as exc:
                 if "authentication is not enabled" not in str(exc):
                     raise
-                return  # an etcd without auth takes the requests as they are
-            self._client.session.headers["Authorization"] = str(result["token"])
+                self._token = ""  # an etcd without auth takes the requests as they are
+                return
+            self._token = str(result["token"])
 
-    def _send(self, path: str, payload: Mapping[str, Any]) -> dict[str, Any]:
-        try:
-            return self._client.post(self._client.get_url(path), json=payload)
-        except (
-            gw_exceptions.ConnectionFailedError,
-            gw_exceptions.ConnectionTimeoutError,
-            requests.RequestException,
-        ) as exc:
-            raise self._unavailable() from exc
-        except gw_exceptions.Etcd3Exception as exc:
-            raise self._refused(exc) from exc
-
-    def _refused(self, exc: gw_exceptions.Etcd3Exception) -> EtcdError:
-        detail = str(exc.detail_text or exc)
-        try:  # the gateway answers errors as JSON; keep only its message
-            detail = str(json.loads(detail).get("message", detail))
-        except (ValueError, AttributeError):
-            pass
+    def _refused(self, url: str, body: Any) -> EtcdError:
+        detail = str(body.get("message") or body) if isinstance(body, dict) else str(body)
         if "too many operations in txn" in detail:
             return TxnTooLarge(
                 "the change needs more operations than etcd allows in one transaction: "
                 "restart etcd with a higher --max-txn-ops (strangler up passes 20000)"
             )
         if "compacted" in detail:
-            return RevisionCompacted(f"etcd at {self.url} no longer keeps that revision")
+            return RevisionCompacted(f"etcd at {url} no longer keeps that revision")
         if "user name is empty" in detail:
-            return EtcdAuthError(f"etcd at {self.url} requires authentication: set {USER_ENV} and {PASSWORD_ENV}")
+            return EtcdAuthError(f"etcd at {url} requires authentication: set {USER_ENV} and {PASSWORD_ENV}")
         if "permission denied" in detail:
-            return EtcdAuthError(f"etcd at {self.url} refused user {self.user!r} that permission "
+            return EtcdAuthError(f"etcd at {url} refused user {self.user!r} that permission "
                                  "(see docker/etcd-auth.sh for the roles)")
         if any(why in detail for why in (*_STALE_TOKEN, "authentication failed")):
-            return EtcdAuthError(f"etcd at {self.url}: {detail.removeprefix('etcdserver: ')}")
+            return EtcdAuthError(f"etcd at {url}: {detail.removeprefix('etcdserver: ')}")
         detail = " ".join(detail.split())
-        return EtcdError(f"etcd at {self.url} refused the request: {detail}")
+        return EtcdError(f"etcd at {url} refused the request: {detail}")
 
     # -- reads -------------------------------------------------------------
 
@@ -312,16 +349,17 @@ class Etcd:
         lease_id = lease.id if isinstance(lease, Lease) else lease
         if lease_id:
             payload["lease"] = lease_id
-        return int(self._post("kv/put", payload)["header"]["revision"])
+        return int(self._post("kv/put", payload, idempotent=False)["header"]["revision"])
 
     def delete(self, key: str) -> bool:
         """Delete `key`; True if it existed."""
-        return int(self._post("kv/deleterange", {"key": _b64(key)}).get("deleted", 0)) > 0
+        deleted = self._post("kv/deleterange", {"key": _b64(key)}, idempotent=False)
+        return int(deleted.get("deleted", 0)) > 0
 
     def delete_prefix(self, prefix: str) -> int:
         """Delete every key under `prefix`; returns how many were deleted."""
         payload = {"key": _b64(prefix or "\0"), "range_end": _b64(_prefix_end(prefix))}
-        return int(self._post("kv/deleterange", payload).get("deleted", 0))
+        return int(self._post("kv/deleterange", payload, idempotent=False).get("deleted", 0))
 
     def txn(
         self,
@@ -333,7 +371,8 @@ class Etcd:
 
         Returns False (and writes nothing) when a compare fails. A key may
         appear only once across puts and deletes (etcd's rule).
-        Raises TxnTooLarge when etcd's --max-txn-ops is too low for it.
+        Raises TxnTooLarge when etcd's --max-txn-ops is too low for it, and
+        OutcomeUnknown when a member failed mid-request and even _settle cannot tell.
         """
         return self.txn_revision(compares, puts, deletes) is not None
 
@@ -344,37 +383,117 @@ class Etcd:
         deletes: Iterable[str] = (),
     ) -> int | None:
         """Like txn, but returns the store revision the transaction wrote, or None."""
-        if isinstance(puts, Mapping):
-            puts = list(puts.items())
-        compare_ops = [
-            {
-                "key": _b64(key),
-                "target": "MOD",
-                "result": "EQUAL",
-                "mod_revision": int(mod_revision),
-            }
-            for key, mod_revision in compares
-        ]
-        success: list[dict[str, Any]] = []
-        for put in puts:
-            put = Put(*put)
-            op: dict[str, Any] = {"key": _b64(put.key), "value": _b64(put.value)}
-            lease_id = put.lease.id if isinstance(put.lease, Lease) else put.lease
-            if lease_id:
-                op["lease"] = lease_id
-            success.append({"request_put": op})
-        success.extend({"request_delete_range": {"key": _b64(key)}} for key in deletes)
-        result = self._post("kv/txn", {"compare": compare_ops, "success": success, "failure": []})
+        compares = [Compare(*compare) for compare in compares]
+        puts = [Put(*put) for put in (puts.items() if isinstance(puts, Mapping) else puts)]
+        deletes = list(deletes)
+        payload = _txn_payload(compares, puts, deletes)
+        try:
+            return self._txn_once(payload)
+        except OutcomeUnknown as lost:
+            return self._settle(compares, puts, deletes, payload, lost)
+
+    def _txn_once(self, payload: Mapping[str, Any]) -> int | None:
+        result = self._post("kv/txn", payload, idempotent=False)
         if not result.get("succeeded", False):
             return None
         return int(result["header"]["revision"])
+
+    def _settle(self, compares: list[Compare], puts: list[Put], deletes: list[str],
+                payload: Mapping[str, Any], lost: OutcomeUnknown) -> int | None:
+        """A transaction reached a member that failed before answering: did it apply?
+
+        The rule. A transaction is sent again only when it is certain it did
+        not apply, and it can tell only when it is *guarded*: one of its
+        compares is on the mod revision of a key it also writes (every
+        transaction of the route table and of the revocation store is). Then:
+
+        - read the compared keys, now through another member. If every compare
+          still holds, the transaction has not applied (it would have moved the
+          guarded key: a mod revision never goes back): send it once more.
+          Should the lost copy still apply later (its member had already
+          proposed it to the cluster), the two copies race on the same compare;
+          whichever applies first moves the guarded key and the other's compare
+          fails. So it applies once at most, and if the resent copy loses that
+          race, the next point tells whether the winner was ours.
+          (A guard that wants its key absent, mod revision 0, proves this only
+          if nobody deletes the key within seconds of its creation: true of
+          ours, the route table's guard is never deleted and a revocation lives
+          for a token's lifetime. A guard on an existing key is preferred.)
+        - a compare no longer holds: the guarded key moved, by our transaction or
+          by someone else's. Ours applied exactly when the write that first moved
+          the guarded key past the compared revision wrote our values: find that
+          revision from a key we put that still holds our value, and check the
+          guard just before it and at it, and every key we put at it. Then that
+          revision is returned as if the first answer had come; otherwise None,
+          the usual "someone else changed it first" (also when every key we put
+          was overwritten since: then newer writes stand over ours anyway).
+
+        Anything else (an unguarded transaction, or etcd unreachable while
+        settling) raises OutcomeUnknown.
+        """
+        written = {put.key for put in puts} | set(deletes)
+        guards = sorted((c for c in compares if c.key in written), key=lambda c: c.mod_revision == 0)
+        if not guards or not puts:
+            raise lost
+        guard = guards[0]
+        try:
+            if all(self._holds(compare) for compare in compares):
+                resent = self._txn_once(payload)
+                if resent is not None:
+                    return resent
+            return self._applied_at(guard, puts, deletes)
+        except OutcomeUnknown:
+            raise
+        except EtcdUnavailable as exc:
+            raise OutcomeUnknown(f"{lost}; and no member answered to tell which") from exc
+
+    def _holds(self, compare: Compare) -> bool:
+        entry = self.get_entry(compare.key)
+        return (entry.mod_revision if entry else 0) == compare.mod_revision
+
+    def _applied_at(self, guard: Compare, puts: list[Put], deletes: list[str]) -> int | None:
+        """The revision our transaction wrote, if it did (see _settle); else None."""
+        for put in puts:
+            entry = self.get_entry(put.key)
+            if entry and entry.value == put.value and entry.mod_revision > guard.mod_revision:
+                at = entry.mod_revision
+                break
+        else:
+            return None
+        before, then = self.get_entry(guard.key, at - 1), self.get_entry(guard.key, at)
+        moved_at = then.mod_revision == at if then else guard.key in deletes
+        if (before.mod_revision if before else 0) != guard.mod_revision or not moved_at:
+            return None
+        for put in puts:
+            entry = self.get_entry(put.key, at)
+            if entry is None or entry.value != put.value or entry.mod_revision != at:
+                return None
+        return at
 
     # -- leases ------------------------------------------------------------
 
     def lease(self, ttl: int) -> Lease:
         """Grant a lease of `ttl` seconds; keep it with refresh(), end it with revoke()."""
+        # Idempotent enough to resend: a lease granted twice leaves one unused, which expires.
         result = self._post("lease/grant", {"TTL": int(ttl), "ID": 0})
         return Lease(self, int(result["ID"]), int(result.get("TTL", ttl)))
 
     def __repr__(self) -> str:
         return f"Etcd({self.url!r})"
+
+
+def _txn_payload(compares: list[Compare], puts: list[Put], deletes: list[str]) -> dict[str, Any]:
+    """PURE: the gateway's JSON for a transaction of `puts` and `deletes` guarded by `compares`."""
+    compare_ops = [
+        {"key": _b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": int(mod_revision)}
+        for key, mod_revision in compares
+    ]
+    success: list[dict[str, Any]] = []
+    for put in puts:
+        op: dict[str, Any] = {"key": _b64(put.key), "value": _b64(put.value)}
+        lease_id = put.lease.id if isinstance(put.lease, Lease) else put.lease
+        if lease_id:
+            op["lease"] = lease_id
+        success.append({"request_put": op})
+    success.extend({"request_delete_range": {"key": _b64(key)}} for key in deletes)
+    return {"compare": compare_ops, "success": success, "failure": []}
