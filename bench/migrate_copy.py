@@ -35,11 +35,11 @@ from sqlalchemy import BigInteger, Integer, Text, create_engine, insert, select,
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from datalink.tables import open_engine
 from monolith import models
 from monolith.db import upgrade_database
 from strangler.migrate.copy import plan_copy, run_copy
 from strangler.migrate.sync import Syncer, SyncState
-from strangler.migrate.tables import open_engine
 from strangler.migrate.verify import verify_table
 
 PG_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"

@@ -82,12 +82,12 @@ def _platform_settings(app: Flask, config: Mapping[str, Any] | None) -> None:
 
     While a service's tables are linked with the monolith's, every commit
     that changes users or messages is upserted into the service databases
-    named by ``STRANGLER_WRITE_THROUGH`` (see strangler.migrate.writethrough).
+    named by ``STRANGLER_WRITE_THROUGH`` (see datalink.writethrough).
     """
     import os
 
+    from datalink.writethrough import install_in_app
     from monolith.models import Message, User
-    from strangler.migrate.writethrough import install_in_app
 
     given = config or {}
     lb_url = given["STRANGLER_LB_URL"] if "STRANGLER_LB_URL" in given else os.environ.get("STRANGLER_LB_URL")

@@ -18,7 +18,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
 
-from strangler.files import private_dir
+from datalink.files import private_dir
 
 PROFILES = ("development", "production", "testing")
 SECRET_NAMES = ("SECRET_KEY", "JWT_SECRET_KEY")

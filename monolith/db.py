@@ -26,8 +26,8 @@ from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import NullPool
 
+from datalink.files import private_file, private_sqlite_file
 from migrations import script_location
-from strangler.files import private_file, private_sqlite_file
 
 VERSION_TABLE = "alembic_version"
 

@@ -90,7 +90,7 @@ def post_message(data: Any = None, token: Any = None) -> dict[str, Any]:
 
 def _post_through_lb(data: dict[str, Any], token: str) -> dict[str, Any]:
     """``POST /api/messages`` through the load balancer as the user; the created message or an error."""
-    from extracted.common.client import LBClient, ServiceUnavailable
+    from router.lbclient import LBClient, ServiceUnavailable
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     client = app.extensions.get("lb")

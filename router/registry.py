@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 import requests
 
 from router.etcd import Etcd, EtcdError, Lease, Put
+from router.release import release
 
 log = logging.getLogger(__name__)
 
@@ -131,12 +132,7 @@ class Instance(NamedTuple):
 
 
 def _default_version() -> str:
-    try:
-        from strangler import __version__
-
-        return __version__
-    except ImportError:
-        return ""
+    return release()
 
 
 class Registration:

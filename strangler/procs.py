@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import requests
 
-from strangler.files import UMASK, open_private_append, private_dir, write_private
+from datalink.files import UMASK, open_private_append, private_dir, write_private
 
 
 class StartupError(RuntimeError):

@@ -164,7 +164,7 @@ def check_canary(plan: Plan, endpoints: Iterable[Endpoint], weight: int | None,
 
     Both backends insert, each into its own database. That is safe once the
     table's link gives each database its own id lane (``lanes`` in the link
-    record, set by ``strangler up``; see strangler.migrate.ids); without
+    record, set by ``strangler up``; see datalink.ids); without
     lanes both would hand out the same ids. *links*: the link records.
     """
     if weight is None:

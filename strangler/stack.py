@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
+from datalink.files import private_dir, private_file, write_private
 from router import registry
 from router.etcd import Etcd, EtcdError, Lease
 from router.traefik import (
@@ -31,7 +32,6 @@ from router.traefik import (
     write_static_config,
 )
 from strangler import procs
-from strangler.files import private_dir, private_file, write_private
 from strangler.plan import Plan
 from strangler.stack_data import DataError, data_state, follower_command, link_all
 from strangler.stack_launch import HOST, Launch, _resolve_argv, backend_launches

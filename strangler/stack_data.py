@@ -85,9 +85,9 @@ def id_lanes(plan: Plan, service: str) -> dict[str, list[int]]:
     """PURE: backend -> its id lane ``[offset, stride]`` for *service*'s linked tables.
 
     The monolith's database hands out odd ids, the service's even ones
-    (strangler.migrate.ids), so the two never give one id to two rows.
+    (datalink.ids), so the two never give one id to two rows.
     """
-    from strangler.migrate.ids import lane_of
+    from datalink.ids import lane_of
 
     return {plan.monolith: list(lane_of(0)), service: list(lane_of(1))}
 
@@ -167,8 +167,8 @@ def link_all(plan: Plan, etcd: Etcd, echo: Echo = lambda line: None) -> list[str
     Raises DataError (one line) when a database is unreachable, schemas
     differ or a service's database has diverged from the monolith's.
     """
+    from datalink.tables import MigrateError
     from strangler.migrate import schema
-    from strangler.migrate.tables import MigrateError
 
     services = [s for s in plan.data_services() if plan.backend(s).start]
     if not services:
@@ -194,16 +194,16 @@ def link_all(plan: Plan, etcd: Etcd, echo: Echo = lambda line: None) -> list[str
 
 
 def _display(plan: Plan, name: str) -> str:
-    from strangler.migrate.tables import display_url
+    from datalink.tables import display_url
 
     return display_url(plan.database_url(name))
 
 
 def _link(plan: Plan, etcd: Etcd, service: str, echo: Echo) -> None:
     """Copy *service*'s tables out of the monolith's database and record the link in etcd."""
+    from datalink.tables import engines
     from strangler.migrate.copy import plan_copy, run_copy
     from strangler.migrate.sync import OVERLAP, SyncState
-    from strangler.migrate.tables import engines
 
     tables = list(plan.backend(service).tables)
     labels = (plan.monolith, service)
@@ -229,11 +229,11 @@ def _set_lanes(plan: Plan, etcd: Etcd, service: str) -> None:
     """Give each side of *service*'s link its id lane, and note the lanes in the link record.
 
     PostgreSQL sequences are set here, before any backend starts; MariaDB and
-    SQLite apps take their lane from ``STRANGLER_WRITE_THROUGH`` (strangler.migrate.ids).
+    SQLite apps take their lane from ``STRANGLER_WRITE_THROUGH`` (datalink.ids).
     The routing guards allow canaries on inserting endpoints once the lanes are noted.
     """
-    from strangler.migrate.ids import Lane, configure_sequence
-    from strangler.migrate.tables import engines, reflect
+    from datalink.ids import Lane, configure_sequence
+    from datalink.tables import engines, reflect
 
     lanes = id_lanes(plan, service)
     with engines(*((plan.database_url(name), name) for name in lanes)) as opened:

@@ -34,8 +34,8 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from datalink.tables import MigrateError, first_line
 from strangler.migrate.sync import Syncer, SyncState
-from strangler.migrate.tables import MigrateError, first_line
 from strangler.stack_data import FOLLOW_ENV
 
 SETTLE = 2  # seconds: changes younger than this are write-through's to carry

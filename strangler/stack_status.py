@@ -97,7 +97,7 @@ def data_rows(
     last pass's changes landed; ``last_pass_age`` how long ago that pass
     started (it grows when the follower stops or fails); ``collisions`` how
     many ids of the direction's target hold a row moved aside there
-    (strangler.migrate.collisions).
+    (datalink.collisions).
     """
     running = set(live)
     rows = []
@@ -124,7 +124,7 @@ def write_through_rows(reports: Path, alive: Callable[[int], bool]) -> list[dict
     """One row per backend instance whose processes write through: figures summed over live pids.
 
     Each process leaves ``<reports>/<backend>.<instance>/<pid>.json`` (see
-    strangler.migrate.writethrough); files of processes gone are skipped.
+    datalink.writethrough); files of processes gone are skipped.
     """
     rows = []
     for folder in sorted(p for p in Path(reports).glob("*") if p.is_dir()):
@@ -163,8 +163,8 @@ def _pid_alive(pid: int) -> bool:
 
 def _last_passes(data: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any] | None]:
     """Each direction's last pass, read from its watermark file (see strangler.migrate.sync)."""
+    from datalink.tables import MigrateError
     from strangler.migrate.sync import SyncState
-    from strangler.migrate.tables import MigrateError
 
     found: dict[str, dict[str, Any] | None] = {}
     for info in data.values():

@@ -21,10 +21,10 @@ from typing import Any, TypeVar
 
 from flask import current_app, g
 
-from extracted.common.client import ServiceUnavailable
 from monolith.auth import BEARER_CHALLENGE, AuthError, _bearer_token, auth_error_response
 from monolith.revocation import is_token_revoked
 from monolith.tokens import InvalidToken, decode_token, user_id_of
+from router.lbclient import ServiceUnavailable
 
 __all__ = [
     "BEARER_CHALLENGE",

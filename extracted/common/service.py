@@ -17,9 +17,9 @@ from flask import Flask, current_app, jsonify, request
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from extracted.common.client import LBClient, ServiceUnavailable
 from extracted.common.config import ServiceConfig
-from strangler import __version__
+from router.lbclient import LBClient, ServiceUnavailable
+from router.release import release
 
 logger = logging.getLogger(__name__)
 
@@ -110,9 +110,9 @@ def healthz():  # noqa: ANN201
             database.session.execute(text("SELECT 1"))
         except SQLAlchemyError as exc:
             database.session.rollback()
-            return jsonify({"status": "unavailable", "service": name, "version": __version__,
+            return jsonify({"status": "unavailable", "service": name, "version": release(),
                             "error": f"database: {type(exc).__name__}"}), 503
-    return jsonify({"status": "ok", "service": name, "version": __version__})
+    return jsonify({"status": "ok", "service": name, "version": release()})
 
 
 def emit_model(class_name: str, model: dict[str, Any]) -> None:
@@ -140,8 +140,8 @@ def init_database(app: Flask, db: Any, name: str | None = None) -> None:
     ``STRANGLER_WRITE_THROUGH`` set (config or environment), commits to the
     service's tables are written through to the linked monolith database.
     """
+    from datalink.writethrough import install_in_app
     from monolith.db import configure_engine, ensure_schema
-    from strangler.migrate.writethrough import install_in_app
 
     settings: ServiceConfig = app.extensions["service_config"]
     db.init_app(app)

@@ -15,12 +15,12 @@ from typing import Any
 from flask import Blueprint, Flask, abort, current_app, g, jsonify
 
 from extracted.common.auth import mark_seen, token_auth, token_optional_auth
-from extracted.common.client import ServiceUnavailable
 from extracted.messages.models import Message, db, save
 from monolith.api import common
 from monolith.api.common import created, json_object
 from monolith.api.messages import messages_query, set_source
 from monolith.models import ValidationError
+from router.lbclient import ServiceUnavailable
 
 bp = Blueprint("messages", __name__)
 logger = logging.getLogger(__name__)

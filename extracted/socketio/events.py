@@ -23,10 +23,10 @@ import requests
 from flask import current_app, request
 
 from extracted.common.auth import AuthError, mark_seen, verify_token
-from extracted.common.client import ServiceUnavailable
 from extracted.socketio import socketio
 from monolith.models import ValidationError
 from monolith.tokens import user_id_of
+from router.lbclient import ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from typing import Any
 from flask import Blueprint, current_app, g, jsonify
 
 from extracted.common.auth import AuthError, mark_seen, token_auth
-from extracted.common.client import ServiceUnavailable
 from monolith.auth import BASIC_CHALLENGE, auth_error_response, basic_credentials
 from monolith.tokens import issue_token
+from router.lbclient import ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 bp = Blueprint("tokens_api", __name__)

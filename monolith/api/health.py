@@ -7,7 +7,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from monolith import db
-from strangler import __version__
+from router.release import release
 
 bp = Blueprint("health", __name__)
 
@@ -20,5 +20,5 @@ def healthz():  # noqa: ANN201
     except SQLAlchemyError as exc:
         db.session.rollback()
         return jsonify({"status": "unavailable", "error": f"database: {type(exc).__name__}",
-                        "version": __version__}), 503
-    return jsonify({"status": "ok", "version": __version__})
+                        "version": release()}), 503
+    return jsonify({"status": "ok", "version": release()})

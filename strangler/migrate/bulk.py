@@ -13,61 +13,9 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, select, text
+from sqlalchemy import Connection
 
-from strangler.migrate.ids import Lane, next_id
-from strangler.migrate.tables import TIME_COLUMN, TableInfo, kind, to_target
-
-
-def reset_sequence(engine: Engine, info: TableInfo) -> None:
-    """Make the engine's next generated id come after the largest id in the table.
-
-    PostgreSQL: ``setval`` on the column's sequence, never moving it
-    backwards and keeping it in its id lane (``INCREMENT BY`` > 1). MariaDB: ``AUTO_INCREMENT = max + 1`` (InnoDB never lowers it
-    below max + 1 either). SQLite picks max(rowid) + 1 by itself.
-    """
-    dialect = engine.dialect.name
-    name, id_column = info.name, info.id_column
-    with engine.begin() as connection:
-        top = connection.execute(select(func.max(info.col(id_column)))).scalar() or 0
-        if dialect == "postgresql":
-            sequence = connection.execute(
-                text("SELECT pg_get_serial_sequence(:t, :c)"), {"t": name, "c": id_column}
-            ).scalar()
-            if sequence is None:
-                return
-            increment, last, called = connection.execute(text(
-                "SELECT s.seqincrement, l.last_value, l.is_called FROM pg_sequence s, "
-                f"{sequence} l WHERE s.seqrelid = CAST(:s AS regclass)"), {"s": sequence}).one()
-            coming = last + increment if called else last  # what nextval would give
-            if coming <= top:  # the next id would collide
-                # stay in the sequence's id lane (strangler.migrate.ids) when it has one
-                lane = Lane(coming % increment or increment, increment)
-                connection.execute(text("SELECT setval(:s, :v, false)"),
-                                   {"s": sequence, "v": next_id(top, lane)})
-        elif dialect in ("mysql", "mariadb"):
-            connection.execute(text(f"ALTER TABLE `{name}` AUTO_INCREMENT = {int(top) + 1}"))
-
-
-def update_by_id(info: TableInfo, guard_time: bool = False) -> Any:
-    """An UPDATE of every column by id, for executemany with :func:`update_params`.
-
-    With *guard_time*, a row whose ``updated_at`` is already newer than the
-    one being written is left alone (a change made meanwhile is not lost).
-    """
-    id_col = info.col(info.id_column)
-    statement = info.table.update().where(id_col == bindparam("k_id"))
-    if guard_time:
-        statement = statement.where(info.col(TIME_COLUMN) <= bindparam(f"v_{TIME_COLUMN}"))
-    return statement.values({c: bindparam(f"v_{c}") for c in info.columns if c != info.id_column})
-
-
-def update_params(info: TableInfo, values: dict[str, Any]) -> dict[str, Any]:
-    """Bind values for :func:`update_by_id` from a row's ``{column: value}``."""
-    params = {f"v_{c}": v for c, v in values.items() if c != info.id_column}
-    params["k_id"] = values[info.id_column]
-    return params
-
+from datalink.tables import TableInfo, kind, to_target
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 

@@ -9,11 +9,11 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from datalink.tables import MigrateError, display_url, engines
 from strangler import options
 from strangler.migrate import schema
 from strangler.migrate.copy import plan_copy, run_copy
 from strangler.migrate.sync import OVERLAP, Syncer, SyncResult, SyncState
-from strangler.migrate.tables import MigrateError, display_url, engines
 from strangler.migrate.verify import verify_table
 from strangler.plan import Plan
 from strangler.plan_cli import pass_plan

@@ -27,8 +27,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Engine, func, select
 
-from strangler.migrate.bulk import bulk_insert, reset_sequence, update_by_id, update_params
-from strangler.migrate.tables import (
+from datalink.tables import (
     CHUNK,
     TIME_COLUMN,
     MigrateError,
@@ -42,6 +41,8 @@ from strangler.migrate.tables import (
     reflect,
     to_target,
 )
+from datalink.upsert import reset_sequence, update_by_id, update_params
+from strangler.migrate.bulk import bulk_insert
 
 # called with (table, rows just written); copy never prints by itself
 Progress = Callable[[str, int], None]

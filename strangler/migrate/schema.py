@@ -19,9 +19,9 @@ from alembic.util.exc import CommandError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from datalink.tables import MigrateError, display_url, first_line, open_engine
 from migrations import script_location
 from monolith.db import alembic_config
-from strangler.migrate.tables import MigrateError, display_url, first_line, open_engine
 from strangler.plan import Plan
 
 

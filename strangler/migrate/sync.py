@@ -36,24 +36,20 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, or_, select
-from sqlalchemy.exc import IntegrityError
 
-from strangler.files import write_private
-from strangler.migrate import collisions
-from strangler.migrate.bulk import reset_sequence, update_by_id, update_params
-from strangler.migrate.tables import (
+from datalink import collisions
+from datalink.files import write_private
+from datalink.tables import (
     CHUNK,
     TIME_COLUMN,
     MigrateError,
     TableInfo,
-    canonical_row,
     column_names,
-    first_line,
     open_engine,
     pair,
     reflect,
-    to_target,
 )
+from datalink.upsert import reset_sequence, upsert_rows
 
 OVERLAP = 2  # seconds re-read every pass, beyond the last one
 RESHAPE = 5.0  # seconds between re-reading the tables' columns (a schema may change while linked)
@@ -303,53 +299,3 @@ def _sync_table(source: Engine, target: Engine, s_info: TableInfo, t_info: Table
         mark.since = max(mark.since, int(newest[0]) - overlap)
         mark.last_id = int(newest[1])
     return TableSync(s_info.name, **counts), oldest_applied
-
-
-def upsert_rows(t_conn: Any, s_info: TableInfo, t_info: TableInfo, rows: list,
-                counts: dict) -> tuple[list[int], list[tuple]]:
-    """Upsert *rows* into the target in one transaction, by sync's rule (the module docstring).
-
-    Returns the updated_at of the rows applied, and the ``(row, target's
-    row)`` pairs left alone because they are different rows under one id
-    (``TableInfo.same_row``): collisions, for the caller to record.
-    Write-through and the followers share this one rule.
-    """
-    id_name = s_info.id_column
-    i_index, t_index = s_info.columns.index(id_name), s_info.columns.index(TIME_COLUMN)
-    ids = [row[i_index] for row in rows]
-    existing = {
-        row[i_index]: row
-        for row in t_conn.execute(
-            select(*[t_info.col(c) for c in t_info.columns]).where(t_info.col(id_name).in_(ids))
-        )
-    }
-    inserts, updates, applied, clashes = [], [], [], []
-    for row in rows:
-        there = existing.get(row[i_index])
-        if there is None:
-            inserts.append(to_target(s_info, t_info, row))
-        elif canonical_row(there) == canonical_row(row):
-            continue
-        elif not s_info.same_row(row, there):
-            clashes.append((row, there))
-            continue
-        elif there[t_index] > row[t_index]:
-            counts["kept_newer"] += 1
-            continue
-        else:
-            updates.append(update_params(t_info, to_target(s_info, t_info, row)))
-        applied.append(row[t_index])
-    try:
-        if inserts:
-            t_conn.execute(t_info.table.insert(), inserts)
-        if updates:
-            t_conn.execute(update_by_id(t_info, guard_time=True), updates)
-        t_conn.commit()
-    except IntegrityError as exc:
-        t_conn.rollback()
-        raise MigrateError(
-            f"cannot write {s_info.name} rows {ids[0]}..{ids[-1]} into the target: {first_line(exc)}"
-        ) from None
-    counts["inserted"] += len(inserts)
-    counts["updated"] += len(updates)
-    return applied, clashes

@@ -9,7 +9,7 @@ Only the columns both sides have are compared (a column one side lacks
 is reported as a note, see ``tables.pair``). The walk also collects the first few ids that differ (missing on one side,
 or different content), and every *collision*: an id under which the two
 sides hold different rows (``TableInfo.same_row``), or one recorded in
-either side's ``strangler_collisions`` (``strangler.migrate.collisions``).
+either side's ``strangler_collisions`` (``datalink.collisions``).
 A table with a collision never verifies.
 """
 
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
-from strangler.migrate import collisions
-from strangler.migrate.tables import (
+from datalink import collisions
+from datalink.tables import (
     CHUNK,
     canonical_row,
     iter_rows,

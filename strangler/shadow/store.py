@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from strangler.files import private_file
+from datalink.files import private_file
 from strangler.shadow.redact import redact_example, redact_text
 
 COUNTERS = ("seen", "compared", "differing", "dropped", "skipped", "errors")

@@ -16,9 +16,9 @@ import pytest
 from flack_helpers import bearer
 from servers import serving
 
-from extracted.common.client import LBClient
 from extracted.messages import create_app as create_messages
 from extracted.users import create_app as create_users
+from router.lbclient import LBClient
 from strangler import procs
 
 pytestmark = pytest.mark.integration

@@ -24,7 +24,7 @@ from strangler import procs
 
 pytestmark = pytest.mark.integration
 
-# tokens' LB client gives up after its bounded retries (extracted.common.client:
+# tokens' LB client gives up after its bounded retries (router.lbclient:
 # 4 retries, 1.5 s of back-off, 10 s at most); Traefik answers 503 at once
 # while users has no instance, so the whole answer comes well within this.
 DOWN_ANSWER_WITHIN = 12.0
@@ -80,7 +80,7 @@ def test_users_down_gives_a_clean_503_json_within_bounded_time(stack: RunningSta
 
 # Measured: users re-registers 0.9 s after it is started again on a quiet machine (the
 # login then succeeds after 1.7 s), 2.3 s when other tests load it; tokens' LB client
-# (extracted/common/client.py: retries=4, back-off 0.1 s doubling) gives up after
+# (router/lbclient.py: retries=4, back-off 0.1 s doubling) gives up after
 # ~1.5 s of back-off, so under load this login gets the clean 503 instead. The
 # fix belongs to that client's defaults (e.g. retries=6: ~3.5 s, still capped by
 # total_timeout=10 s); drop this marker once it is in.

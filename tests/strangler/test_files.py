@@ -1,4 +1,4 @@
-"""strangler.files: private directories and files, whatever the umask."""
+"""datalink.files: private directories and files, whatever the umask."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from strangler.files import open_private_append, private_dir, sqlite_file, write_private
+from datalink.files import open_private_append, private_dir, sqlite_file, write_private
 
 
 def mode(path: Path) -> int:
@@ -54,7 +54,7 @@ def test_an_open_sqlite_database_keeps_its_locks(tmp_path):
     import subprocess
     import sys
 
-    from strangler.files import private_file, private_sqlite_file
+    from datalink.files import private_file, private_sqlite_file
 
     path = tmp_path / "held.sqlite"
     holder = sqlite3.connect(path, isolation_level=None)

@@ -1,4 +1,4 @@
-"""``extracted.common.client``: the LB client against real HTTP servers running in threads."""
+"""``router.lbclient``: the LB client against real HTTP servers running in threads."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 from flask import Flask
 
-from extracted.common.client import LBClient, ServiceUnavailable, service_of
 from extracted.common.service import make_app
+from router.lbclient import LBClient, ServiceUnavailable, service_of
 
 
 class Backend:

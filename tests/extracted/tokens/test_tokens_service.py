@@ -15,9 +15,9 @@ import pytest
 import requests
 from werkzeug.serving import make_server
 
-from extracted.common.client import LBClient
 from extracted.tokens import create_app
 from monolith.tokens import decode_token
+from router.lbclient import LBClient
 
 pytestmark = pytest.mark.integration
 
@@ -203,8 +203,8 @@ def test_a_misrouted_users_call_is_503_not_a_wrong_password(misrouted):
 
 def test_mark_seen_tells_a_misroute_from_an_unknown_user(misrouted):
     from extracted.common.auth import mark_seen
-    from extracted.common.client import ServiceUnavailable
     from monolith.tokens import issue_token
+    from router.lbclient import ServiceUnavailable
 
     claims = decode_token(issue_token(5, "x", SECRET), SECRET)
     with misrouted.test_request_context("/api/tokens"), pytest.raises(ServiceUnavailable, match="routed"):

@@ -172,8 +172,8 @@ def test_missing_server_database_is_one_line(tmp_path):
 def test_bulk_insert_keeps_nulls_empty_strings_and_escapes(engine, tmp_path):
     from sqlalchemy import Column, Integer, MetaData, Table, Text, create_engine
 
+    from datalink.tables import canonical_row, iter_rows, reflect
     from strangler.migrate.bulk import bulk_insert
-    from strangler.migrate.tables import canonical_row, iter_rows, reflect
 
     tricky = ["", None, "\\N", 'a\tb,"c"\n\\d\r', "é ✓"]
     with database(engine, tmp_path, "bulk") as url:

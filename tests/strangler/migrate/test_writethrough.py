@@ -16,12 +16,12 @@ from migrate_helpers import database
 from servers import serving
 from sqlalchemy import create_engine, insert, text, update
 
+from datalink.tables import reflect
+from datalink.writethrough import ENV_VAR, WriteThrough, parse_peers
 from extracted.messages import create_app as create_messages
 from extracted.users import create_app as create_users
 from monolith import create_app as create_monolith
 from strangler import procs
-from strangler.migrate.tables import reflect
-from strangler.migrate.writethrough import ENV_VAR, WriteThrough, parse_peers
 
 pytestmark = pytest.mark.integration  # a real etcd (revocations) for the services
 
@@ -325,7 +325,7 @@ def lanes_config(peer: str, lane: list[int]) -> dict:
 def test_id_lanes_keep_concurrent_inserts_on_both_sides_apart(tmp_path, kind):
     import requests
 
-    from strangler.migrate.ids import Lane, configure_sequence
+    from datalink.ids import Lane, configure_sequence
 
     with database(kind, tmp_path, "lane_mono") as mono_url, database(kind, tmp_path, "lane_users") as users_url:
         monolith = create_monolith(settings(tmp_path, "monolith", mono_url, lanes_config(users_url, [1, 2])))

@@ -15,8 +15,8 @@ but another identity (``TableInfo.same_row``: the plan's ``identity``
 columns, e.g. ``created_at`` and a message's ``user_id``) is a *collision*:
 two inserters allocated the same id. It is never overwritten: the peer
 keeps its row, the incoming one is moved aside into the peer's
-``strangler_collisions`` (``strangler.migrate.collisions``), logged loudly
-and counted. Id lanes (``strangler.migrate.ids``) keep that from happening
+``strangler_collisions`` (``datalink.collisions``), logged loudly
+and counted. Id lanes (``datalink.ids``) keep that from happening
 to new rows; the app installs its lane here too. After explicit ids go into
 PostgreSQL, the sequence is moved past them, within its lane.
 
@@ -49,11 +49,9 @@ from sqlalchemy import Engine, create_engine, event, inspect, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError, SQLAlchemyError
 
-from strangler.migrate import collisions
-from strangler.migrate.bulk import reset_sequence
-from strangler.migrate.ids import Lane, install_lanes, parse_lane
-from strangler.migrate.sync import upsert_rows
-from strangler.migrate.tables import (
+from datalink import collisions
+from datalink.ids import Lane, install_lanes, parse_lane
+from datalink.tables import (
     MigrateError,
     TableInfo,
     display_url,
@@ -62,6 +60,7 @@ from strangler.migrate.tables import (
     narrowed,
     reflect,
 )
+from datalink.upsert import reset_sequence, upsert_rows
 
 ENV_VAR = "STRANGLER_WRITE_THROUGH"
 DEFAULT_IDENTITY = ("created_at",)  # the plan's default ([tables.<name>] identity)

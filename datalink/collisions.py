@@ -1,6 +1,6 @@
 """Collisions: two different rows that met under one id, kept both and reported.
 
-Id lanes (``strangler.migrate.ids``) keep linked databases from handing out
+Id lanes (``datalink.ids``) keep linked databases from handing out
 the same id; a collision can still come from rows made before the lanes, a
 database written by hand, or a lane misconfigured. When write-through or a
 follower carries a row into a database that holds a *different* row under
@@ -36,7 +36,7 @@ from sqlalchemy import (
     select,
 )
 
-from strangler.migrate.tables import TableInfo, canonical_row
+from datalink.tables import TableInfo, canonical_row
 
 TABLE_NAME = "strangler_collisions"
 

@@ -38,7 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, NoSuchTableError, OperationalError
 
-from strangler.files import private_file
+from datalink.files import private_file
 
 CHUNK = 5000
 TIME_COLUMN = "updated_at"
