@@ -2,12 +2,16 @@
  * Flack's browser client. All data comes from the JSON API (/api/...) and
  * live updates from Socket.IO `updated_model` events, so it works the same
  * whether the monolith or extracted services answer behind the router.
+ * Socket.IO is the official client (static/vendor/socket.io-client/), whose
+ * global io() is loaded before this file.
  */
 (function () {
   "use strict";
 
   const PING_EVERY_MS = 30000;
   const STORAGE_KEY = "flack.session";
+  const TRANSPORTS = ["websocket", "polling"];
+  const REFUSED_RETRY_MS = 5000;
 
   const state = {
     token: null,
@@ -219,8 +223,26 @@
     });
   }
 
+  /*
+   * The Engine.IO transports to use. By default a WebSocket, falling back to
+   * HTTP long-polling where one cannot open (a proxy that refuses upgrades);
+   * WebSocket first so that several socketio instances need no sticky
+   * sessions. `?transport=polling` or `?transport=websocket` in the page's
+   * URL forces one (to try a deployment's long-polling path, for instance).
+   */
+  function socketTransports() {
+    const wanted = new URLSearchParams(window.location.search).get("transport");
+    return TRANSPORTS.includes(wanted) ? [wanted] : TRANSPORTS;
+  }
+
   function startSocket() {
-    const socket = new window.SocketIO();
+    const socket = window.io({
+      transports: socketTransports(),
+      tryAllTransports: true,
+      // back-off with jitter, so a restarted server is not stampeded
+      reconnectionDelay: 500,
+      reconnectionDelayMax: 10000,
+    });
     state.socket = socket;
     let reconnect = false;
     socket.on("connect", () => {
@@ -231,10 +253,18 @@
       reconnect = true;
     });
     socket.on("disconnect", () => setConnection("offline"));
-    socket.on("reconnecting", () => setConnection("reconnecting"));
-    socket.on("connect_error", () => setConnection("offline"));
+    socket.io.on("reconnect_attempt", () => setConnection("reconnecting"));
+    socket.on("connect_error", () => {
+      setConnection("offline");
+      // a refusal by the server (not a network failure) is not retried by the
+      // client itself: try again later, as long as this socket is still ours
+      if (!socket.active) {
+        setTimeout(() => {
+          if (state.socket === socket) socket.connect();
+        }, REFUSED_RETRY_MS);
+      }
+    });
     socket.on("updated_model", onUpdatedModel);
-    socket.connect();
     state.pingTimer = setInterval(() => {
       if (socket.connected) pingUser();
     }, PING_EVERY_MS);

@@ -1,7 +1,9 @@
 """End to end: two headless Chromium users chat through the real monolith.
 
+Over a WebSocket (the default), over HTTP long-polling (``?transport=polling``,
+and the fallback when WebSockets are refused), and after a dropped socket.
 Uses Debian's /usr/bin/chromium driven by Playwright (never a downloaded
-browser). Without Chromium the test is skipped locally and fails in CI.
+browser). Without Chromium the tests are skipped locally and fail in CI.
 """
 
 from __future__ import annotations
@@ -10,13 +12,25 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from browser_pages import chromium, log_in, open_page
+from browser_pages import chromium, log_in, open_page, watch_transports
 from servers import monolith_server, serving_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 PAGE_TITLE = "Figs of the forest"
 PAGE_DESCRIPTION = "Strangler figs germinate in the canopy."
+
+# Before the page's scripts run: every WebSocket the page opens asks for a path
+# the server does not serve, so its upgrade is refused (as by a proxy that
+# refuses upgrades) and the browser reports an error, then a close.
+REFUSE_WEBSOCKETS = """
+const NativeWebSocket = window.WebSocket;
+window.WebSocket = class extends NativeWebSocket {
+  constructor(url, protocols) {
+    super(String(url).replace("/socket.io/", "/no-websockets-here/"), protocols);
+  }
+};
+"""
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +66,7 @@ def test_two_users_chat_live(browser, server: str, linked_page: str) -> None:
     alice, bob = "alice" + uuid.uuid4().hex[:6], "bob" + uuid.uuid4().hex[:6]
     page1 = open_page(browser, server, errors)
     page2 = open_page(browser, server, errors)
+    transports = watch_transports(page1)
 
     # the empty page is readable and shows the login form only
     expect(page1.locator("#login-form")).to_be_visible()
@@ -98,4 +113,97 @@ def test_two_users_chat_live(browser, server: str, linked_page: str) -> None:
     expect(page1.locator("#me")).to_have_text(alice)
     expect(page1.locator("#connection")).to_have_text("live")
     expect(page1.locator("#messages .body em")).to_have_text("world")
+    assert errors == []
+    assert transports == {"websocket"}  # the default: no long-polling at all
+
+
+def chat(page1, page2) -> None:
+    """Two users log in on *page1* and *page2*, see each other, and one message travels live."""
+    from playwright.sync_api import expect
+
+    alice, bob = "alice" + uuid.uuid4().hex[:6], "bob" + uuid.uuid4().hex[:6]
+    log_in(page1, alice, "pw-alice")
+    expect(page1.locator("#connection")).to_have_text("live")
+    log_in(page2, bob, "pw-bob")
+    expect(page2.locator("#connection")).to_have_text("live")
+    expect(page1.locator("#users")).to_contain_text(bob)
+    word = uuid.uuid4().hex[:8]  # the module's tests share one server and its messages
+    page2.fill("#source", f"{word} *arrived*")
+    page2.click("#send")
+    expect(page1.locator("#messages .message", has_text=word).locator(".body em")).to_have_text("arrived")
+    page2.click("#logout")
+    expect(page1.locator("#users")).not_to_contain_text(bob)
+
+
+def test_two_users_chat_over_long_polling(browser, server: str) -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=10_000)
+    errors: list[str] = []
+    page1 = open_page(browser, server, errors, "?transport=polling")
+    page2 = open_page(browser, server, errors, "?transport=polling")
+    transports = [watch_transports(page1), watch_transports(page2)]
+    chat(page1, page2)
+    assert errors == []
+    assert transports == [{"polling"}, {"polling"}]  # not one WebSocket
+
+
+def test_falls_back_to_long_polling_when_websockets_are_refused(browser, server: str) -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=10_000)
+    errors: list[str] = []
+    pages, transports, refused = [], [], []
+    for _ in range(2):
+        page = browser.new_context().new_page()
+        page.add_init_script(REFUSE_WEBSOCKETS)
+        page.on("pageerror", lambda err: errors.append(str(err)))
+        page.on("websocket", lambda ws: refused.append(ws.url) if "/no-websockets-here/" in ws.url else None)
+        page.goto(server + "/")
+        pages.append(page)
+        transports.append(watch_transports(page))
+    chat(*pages)
+    assert errors == []
+    assert len(refused) >= 2 and transports == [{"polling"}, {"polling"}]
+
+
+def test_a_dropped_socket_reconnects_and_catches_up(browser, server: str) -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=10_000)
+    errors: list[str] = []
+    sockets: list = []
+    network = {"up": True}
+
+    def route(ws) -> None:
+        # while the network is "down", a new WebSocket stays unanswered
+        sockets.append(ws)
+        if network["up"]:
+            ws.connect_to_server()
+
+    page1 = browser.new_context().new_page()
+    page1.on("pageerror", lambda err: errors.append(str(err)))
+    page1.route_web_socket("**/socket.io/**", route)
+    page1.goto(server + "/")
+    page2 = open_page(browser, server, errors)
+    alice, bob = "alice" + uuid.uuid4().hex[:6], "bob" + uuid.uuid4().hex[:6]
+    log_in(page1, alice, "pw-alice")
+    expect(page1.locator("#connection")).to_have_text("live")
+    log_in(page2, bob, "pw-bob")
+    expect(page1.locator("#users")).to_contain_text(bob)
+
+    network["up"] = False
+    sockets[0].close()
+    expect(page1.locator("#connection")).to_have_text("reconnecting")
+    word = uuid.uuid4().hex[:8]
+    page2.fill("#source", f"{word} while you were away")
+    page2.click("#send")
+    expect(page2.locator("#messages .message", has_text=word)).to_be_visible()
+    assert page1.locator("#messages .message", has_text=word).count() == 0  # nobody listened
+
+    network["up"] = True
+    for ws in sockets[1:]:
+        ws.connect_to_server()
+    expect(page1.locator("#connection")).to_have_text("live")
+    expect(page1.locator("#messages .message", has_text=word)).to_be_visible()  # caught up
     assert errors == []

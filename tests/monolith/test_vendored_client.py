@@ -26,6 +26,19 @@ def test_the_vendored_client_is_one_4x_release_with_its_licence():
     assert (VENDORED / "LICENSE").read_text().startswith("The MIT License")
 
 
+def test_the_page_loads_it_before_the_app(tmp_path):
+    app = monolith.create_app({"STRANGLER_ENV": "testing", "STRANGLER_DATA_DIR": str(tmp_path),
+                               "DATABASE_URL": f"sqlite:///{tmp_path / 'm.sqlite'}"})
+    try:
+        page = app.test_client().get("/").text
+        scripts = re.findall(r'<script src="([^"]+)"', page)
+        assert scripts == ["/static/vendor/socket.io-client/socket.io.min.js", "/static/app.js"]
+        served = app.test_client().get(scripts[0])
+        assert served.status_code == 200 and served.data == (VENDORED / "socket.io.min.js").read_bytes()
+    finally:
+        app.extensions["link_expander"].shutdown()
+
+
 def package_data_files() -> set[Path]:
     """The files pyproject's package-data globs put into an installed package (setuptools' rules).
 

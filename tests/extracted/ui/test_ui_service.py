@@ -29,6 +29,7 @@ def test_index_is_the_monoliths_page(clients):
     assert ours.status_code == 200 and ours.mimetype == "text/html"
     assert ours.data == theirs.data
     assert b"/static/app.js" in ours.data
+    assert b"/static/vendor/socket.io-client/socket.io.min.js" in ours.data
 
 
 @pytest.mark.parametrize("path", sorted(p.relative_to(STATIC).as_posix() for p in STATIC.rglob("*") if p.is_file()))
