@@ -244,13 +244,13 @@
       reconnectionDelayMax: 10000,
     });
     state.socket = socket;
-    let reconnect = false;
     socket.on("connect", () => {
       setConnection("live");
       pingUser();
-      // after a reconnection, catch up on whatever changed while it was down
-      if (reconnect) loadAll().catch(handleApiError);
-      reconnect = true;
+      // catch up on whatever was pushed while no socket listened: during an
+      // outage, and on the first connection since the page's first load
+      // (someone who logged in meanwhile would otherwise never show online)
+      loadAll().catch(handleApiError);
     });
     socket.on("disconnect", () => setConnection("offline"));
     socket.io.on("reconnect_attempt", () => setConnection("reconnecting"));

@@ -1,9 +1,10 @@
 """End to end: two headless Chromium users chat through the real monolith.
 
 Over a WebSocket (the default), over HTTP long-polling (``?transport=polling``,
-and the fallback when WebSockets are refused), and after a dropped socket.
-Uses Debian's /usr/bin/chromium driven by Playwright (never a downloaded
-browser). Without Chromium the tests are skipped locally and fail in CI.
+and the fallback when WebSockets are refused), with a socket that connects
+late, and after a dropped socket. Uses Debian's /usr/bin/chromium driven by
+Playwright (never a downloaded browser). Without Chromium the tests are
+skipped locally and fail in CI.
 """
 
 from __future__ import annotations
@@ -165,6 +166,31 @@ def test_falls_back_to_long_polling_when_websockets_are_refused(browser, server:
     chat(*pages)
     assert errors == []
     assert len(refused) >= 2 and transports == [{"polling"}, {"polling"}]
+
+
+def test_a_user_who_logs_in_before_the_socket_connects_shows_online(browser, server: str) -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=10_000)
+    errors: list[str] = []
+    held: list = []
+    page1 = browser.new_context().new_page()
+    page1.on("pageerror", lambda err: errors.append(str(err)))
+    # alice's WebSocket stays unanswered (a slow network) until bob is online
+    page1.route_web_socket("**/socket.io/**", lambda ws: held.append(ws))
+    page1.goto(server + "/")
+    page2 = open_page(browser, server, errors)
+    alice, bob = "alice" + uuid.uuid4().hex[:6], "bob" + uuid.uuid4().hex[:6]
+    log_in(page1, alice, "pw-alice")
+    expect(page1.locator("#chat-view")).to_be_visible()
+    expect(page1.locator("#connection")).to_have_text("offline")
+    log_in(page2, bob, "pw-bob")
+    expect(page2.locator("#connection")).to_have_text("live")
+    assert len(held) == 1
+    held[0].connect_to_server()
+    expect(page1.locator("#connection")).to_have_text("live")
+    expect(page1.locator("#users")).to_contain_text(bob)  # pushed before she listened
+    assert errors == []
 
 
 def test_a_dropped_socket_reconnects_and_catches_up(browser, server: str) -> None:
