@@ -156,18 +156,27 @@
 
   /* ---------- data ---------- */
 
+  // counts what the page stores, to tell what it knew before a request left
+  let storeCount = 0;
+  const storedAt = new WeakMap();  // stored model -> storeCount when stored
+  const PUSHED = Infinity;
+
   /*
    * Store a user or message unless we already hold a newer version.
    * updated_at has one-second resolution, so ties are common: a message and
-   * its link-expanded version often share a second. Socket pushes arrive in
-   * the server's order, so a pushed version wins a tie; an HTTP answer (which
-   * may have been produced before a push it arrives after) wins only when
-   * strictly newer.
+   * its link-expanded version often share a second, a new user and their
+   * first login too. Socket pushes arrive in the server's order, so a pushed
+   * version (sent = PUSHED) wins a tie. An HTTP answer (sent = storeCount when
+   * its request left) wins a tie only over what was stored before it was
+   * sent: anything stored later may be newer than the answer.
    */
-  function upsert(map, model, pushed) {
+  function upsert(map, model, sent) {
     const known = map.get(model.id);
     const age = (model.updated_at || 0) - ((known && known.updated_at) || 0);
-    if (!known || age > 0 || (pushed && age === 0)) map.set(model.id, model);
+    if (!known || age > 0 || (age === 0 && storedAt.get(known) <= sent)) {
+      map.set(model.id, model);
+      storedAt.set(model, ++storeCount);
+    }
   }
 
   async function fetchMissingAuthors() {
@@ -177,7 +186,8 @@
     }
     for (const id of missing) {
       try {
-        upsert(state.users, await api("GET", "/api/users/" + id, { token: state.token }));
+        const sent = storeCount;
+        upsert(state.users, await api("GET", "/api/users/" + id, { token: state.token }), sent);
       } catch (err) {
         // an unknown author is shown as "user <id>"; nothing else to do
       }
@@ -185,12 +195,13 @@
   }
 
   async function loadAll() {
+    const sent = storeCount;
     const [users, messages] = await Promise.all([
       api("GET", "/api/users", { token: state.token }),
       api("GET", "/api/messages", { token: state.token }),
     ]);
-    users.users.forEach((user) => upsert(state.users, user));
-    messages.messages.forEach((message) => upsert(state.messages, message));
+    users.users.forEach((user) => upsert(state.users, user, sent));
+    messages.messages.forEach((message) => upsert(state.messages, message, sent));
     await fetchMissingAuthors();
     renderUsers();
     renderMessages();
@@ -199,11 +210,11 @@
   function onUpdatedModel(data) {
     if (!data || !data.model) return;
     if (data.class === "User") {
-      upsert(state.users, data.model, true);
+      upsert(state.users, data.model, PUSHED);
       renderUsers();
       renderMessages();  // a nickname may now be known
     } else if (data.class === "Message") {
-      upsert(state.messages, data.model, true);
+      upsert(state.messages, data.model, PUSHED);
       if (!state.users.has(data.model.user_id)) {
         fetchMissingAuthors().then(renderMessages);
       }
@@ -358,11 +369,12 @@
     if (!source) return;
     $("send").disabled = true;
     try {
+      const sent = storeCount;
       const message = await api("POST", "/api/messages", { token: state.token, body: { source: source } });
       box.value = "";
       showError("");
       if (message && message.id !== undefined) {
-        upsert(state.messages, message);
+        upsert(state.messages, message, sent);
         renderMessages();
       }
       $("messages").scrollTop = $("messages").scrollHeight;

@@ -2,17 +2,20 @@
 
 Over a WebSocket (the default), over HTTP long-polling (``?transport=polling``,
 and the fallback when WebSockets are refused), with a socket that connects
-late, and after a dropped socket. Uses Debian's /usr/bin/chromium driven by
+late (also when what it missed shares a second with what the page knew), and
+after a dropped socket. Uses Debian's /usr/bin/chromium driven by
 Playwright (never a downloaded browser). Without Chromium the tests are
 skipped locally and fail in CI.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
+import requests
 from browser_pages import chromium, log_in, open_page, watch_transports
 from servers import monolith_server, serving_page
 
@@ -190,6 +193,62 @@ def test_a_user_who_logs_in_before_the_socket_connects_shows_online(browser, ser
     held[0].connect_to_server()
     expect(page1.locator("#connection")).to_have_text("live")
     expect(page1.locator("#users")).to_contain_text(bob)  # pushed before she listened
+    assert errors == []
+
+
+def wait_for(page, condition, what: str, timeout: float = 10.0) -> None:
+    """Let *page*'s events run until *condition()* holds; fail after *timeout* seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        page.wait_for_timeout(20)
+
+
+def same_second_login(browser, server: str, errors: list[str]):
+    """Alice's page learns of a new, offline bob; bob logs in; alice's socket has not connected yet.
+
+    Returns (alice's page, bob's nickname, her held WebSocket) when bob's
+    creation and his login share one second of ``updated_at`` (the tie), else None.
+    """
+    held_load, held_socket = [], []
+    page = browser.new_context().new_page()
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.route_web_socket("**/socket.io/**", lambda ws: held_socket.append(ws))
+    # only the first load waits; the rest (the socket's catch-up included) go straight through
+    page.route("**/api/users", lambda route: held_load.append(route)
+               if route.request.method == "GET" and not held_load else route.continue_())
+    page.goto(server + "/")
+    log_in(page, "alice" + uuid.uuid4().hex[:6], "pw-alice")
+    wait_for(page, lambda: held_load, "alice's first load")
+    while time.time() % 1 > 0.05:  # start bob's second at its beginning
+        time.sleep(0.005)
+    bob = "bob" + uuid.uuid4().hex[:6]
+    created = requests.post(f"{server}/api/users", json={"nickname": bob, "password": "pw"}, timeout=10).json()
+    held_load[0].continue_()  # alice's load, sent now, sees bob offline
+    wait_for(page, lambda: held_socket, "alice's socket (after her load)")
+    token = requests.post(f"{server}/api/tokens", auth=(bob, "pw"), timeout=10).json()["token"]
+    seen = requests.get(f"{server}/api/users/{created['id']}", headers={"Authorization": f"Bearer {token}"},
+                        timeout=10).json()
+    assert seen["online"] and not created["online"]
+    return (page, bob, held_socket[0]) if seen["updated_at"] == created["updated_at"] else None
+
+
+def test_a_login_in_the_second_of_the_first_load_is_caught_up(browser, server: str) -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=10_000)
+    errors: list[str] = []
+    for _attempt in range(6):  # a tie needs bob's creation and login in one second
+        tie = same_second_login(browser, server, errors)
+        if tie:
+            break
+    else:
+        pytest.fail("bob's creation and login never shared a second in 6 attempts")
+    page, bob, socket = tie
+    expect(page.locator("#users")).not_to_contain_text(bob)  # known, offline
+    socket.connect_to_server()  # bob's online push is long gone: the catch-up load must show it
+    expect(page.locator("#connection")).to_have_text("live")
+    expect(page.locator("#users")).to_contain_text(bob)
     assert errors == []
 
 
