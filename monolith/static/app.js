@@ -2,12 +2,16 @@
  * Flack's browser client. All data comes from the JSON API (/api/...) and
  * live updates from Socket.IO `updated_model` events, so it works the same
  * whether the monolith or extracted services answer behind the router.
+ * Socket.IO is the official client (static/vendor/socket.io-client/), whose
+ * global io() is loaded before this file.
  */
 (function () {
   "use strict";
 
   const PING_EVERY_MS = 30000;
   const STORAGE_KEY = "flack.session";
+  const TRANSPORTS = ["websocket", "polling"];
+  const REFUSED_RETRY_MS = 5000;
 
   const state = {
     token: null,
@@ -152,18 +156,27 @@
 
   /* ---------- data ---------- */
 
+  // counts what the page stores, to tell what it knew before a request left
+  let storeCount = 0;
+  const storedAt = new WeakMap();  // stored model -> storeCount when stored
+  const PUSHED = Infinity;
+
   /*
    * Store a user or message unless we already hold a newer version.
    * updated_at has one-second resolution, so ties are common: a message and
-   * its link-expanded version often share a second. Socket pushes arrive in
-   * the server's order, so a pushed version wins a tie; an HTTP answer (which
-   * may have been produced before a push it arrives after) wins only when
-   * strictly newer.
+   * its link-expanded version often share a second, a new user and their
+   * first login too. Socket pushes arrive in the server's order, so a pushed
+   * version (sent = PUSHED) wins a tie. An HTTP answer (sent = storeCount when
+   * its request left) wins a tie only over what was stored before it was
+   * sent: anything stored later may be newer than the answer.
    */
-  function upsert(map, model, pushed) {
+  function upsert(map, model, sent) {
     const known = map.get(model.id);
     const age = (model.updated_at || 0) - ((known && known.updated_at) || 0);
-    if (!known || age > 0 || (pushed && age === 0)) map.set(model.id, model);
+    if (!known || age > 0 || (age === 0 && storedAt.get(known) <= sent)) {
+      map.set(model.id, model);
+      storedAt.set(model, ++storeCount);
+    }
   }
 
   async function fetchMissingAuthors() {
@@ -173,7 +186,8 @@
     }
     for (const id of missing) {
       try {
-        upsert(state.users, await api("GET", "/api/users/" + id, { token: state.token }));
+        const sent = storeCount;
+        upsert(state.users, await api("GET", "/api/users/" + id, { token: state.token }), sent);
       } catch (err) {
         // an unknown author is shown as "user <id>"; nothing else to do
       }
@@ -181,12 +195,13 @@
   }
 
   async function loadAll() {
+    const sent = storeCount;
     const [users, messages] = await Promise.all([
       api("GET", "/api/users", { token: state.token }),
       api("GET", "/api/messages", { token: state.token }),
     ]);
-    users.users.forEach((user) => upsert(state.users, user));
-    messages.messages.forEach((message) => upsert(state.messages, message));
+    users.users.forEach((user) => upsert(state.users, user, sent));
+    messages.messages.forEach((message) => upsert(state.messages, message, sent));
     await fetchMissingAuthors();
     renderUsers();
     renderMessages();
@@ -195,11 +210,11 @@
   function onUpdatedModel(data) {
     if (!data || !data.model) return;
     if (data.class === "User") {
-      upsert(state.users, data.model, true);
+      upsert(state.users, data.model, PUSHED);
       renderUsers();
       renderMessages();  // a nickname may now be known
     } else if (data.class === "Message") {
-      upsert(state.messages, data.model, true);
+      upsert(state.messages, data.model, PUSHED);
       if (!state.users.has(data.model.user_id)) {
         fetchMissingAuthors().then(renderMessages);
       }
@@ -219,22 +234,48 @@
     });
   }
 
+  /*
+   * The Engine.IO transports to use. By default a WebSocket, falling back to
+   * HTTP long-polling where one cannot open (a proxy that refuses upgrades);
+   * WebSocket first so that several socketio instances need no sticky
+   * sessions. `?transport=polling` or `?transport=websocket` in the page's
+   * URL forces one (to try a deployment's long-polling path, for instance).
+   */
+  function socketTransports() {
+    const wanted = new URLSearchParams(window.location.search).get("transport");
+    return TRANSPORTS.includes(wanted) ? [wanted] : TRANSPORTS;
+  }
+
   function startSocket() {
-    const socket = new window.SocketIO();
+    const socket = window.io({
+      transports: socketTransports(),
+      tryAllTransports: true,
+      // back-off with jitter, so a restarted server is not stampeded
+      reconnectionDelay: 500,
+      reconnectionDelayMax: 10000,
+    });
     state.socket = socket;
-    let reconnect = false;
     socket.on("connect", () => {
       setConnection("live");
       pingUser();
-      // after a reconnection, catch up on whatever changed while it was down
-      if (reconnect) loadAll().catch(handleApiError);
-      reconnect = true;
+      // catch up on whatever was pushed while no socket listened: during an
+      // outage, and on the first connection since the page's first load
+      // (someone who logged in meanwhile would otherwise never show online)
+      loadAll().catch(handleApiError);
     });
     socket.on("disconnect", () => setConnection("offline"));
-    socket.on("reconnecting", () => setConnection("reconnecting"));
-    socket.on("connect_error", () => setConnection("offline"));
+    socket.io.on("reconnect_attempt", () => setConnection("reconnecting"));
+    socket.on("connect_error", () => {
+      setConnection("offline");
+      // a refusal by the server (not a network failure) is not retried by the
+      // client itself: try again later, as long as this socket is still ours
+      if (!socket.active) {
+        setTimeout(() => {
+          if (state.socket === socket) socket.connect();
+        }, REFUSED_RETRY_MS);
+      }
+    });
     socket.on("updated_model", onUpdatedModel);
-    socket.connect();
     state.pingTimer = setInterval(() => {
       if (socket.connected) pingUser();
     }, PING_EVERY_MS);
@@ -328,11 +369,12 @@
     if (!source) return;
     $("send").disabled = true;
     try {
+      const sent = storeCount;
       const message = await api("POST", "/api/messages", { token: state.token, body: { source: source } });
       box.value = "";
       showError("");
       if (message && message.id !== undefined) {
-        upsert(state.messages, message);
+        upsert(state.messages, message, sent);
         renderMessages();
       }
       $("messages").scrollTop = $("messages").scrollHeight;

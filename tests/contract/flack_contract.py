@@ -197,7 +197,7 @@ def check_index_and_static(base: str) -> None:
     api = Flack(base)
     page = api.get("/", headers={"Accept": "text/html"})
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html"), show(page)
-    for name, kind in (("app.js", "javascript"), ("socketio.js", "javascript"), ("style.css", "css")):
+    for name, kind in (("app.js", "javascript"), ("socket.io.min.js", "javascript"), ("style.css", "css")):
         (asset,) = set(re.findall(rf'(?:src|href)="(/[^"]*/{re.escape(name)})"', page.text))
         answer = api.get(asset)
         assert answer.status_code == 200 and kind in answer.headers["Content-Type"], show(answer)

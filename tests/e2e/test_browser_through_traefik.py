@@ -3,7 +3,8 @@
 Its own stack (`strangler.stack.Stack` from a big-bang copy of the plan on
 free ports), one ``strangler cutover --all``, then the unchanged browser
 client: register on two pages, see each other online, post, and see the
-message (markdown rendered, link expanded) live on the other page. Traefik's
+message (markdown rendered, link expanded) live on the other page, over
+WebSockets and again over HTTP long-polling (``?transport=polling``). Traefik's
 access log proves no request of the session reached the monolith.
 """
 
@@ -17,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser_pages import chromium, log_in, open_page
+from browser_pages import chromium, log_in, open_page, watch_transports
 from click.testing import CliRunner
 
 # the page link expansion fetches is shared with the contract suite (not a package)
@@ -90,6 +91,7 @@ def test_two_users_chat_live_through_the_services(browser, extracted: dict) -> N
     alice, bob = "alice" + uuid.uuid4().hex[:6], "bob" + uuid.uuid4().hex[:6]
     with fc.linked_page() as linked:
         page1, page2 = open_page(browser, web, errors), open_page(browser, web, errors)
+        transports = watch_transports(page1)
         expect(page1.locator("#login-form")).to_be_visible()
         log_in(page1, alice, "pw-alice")
         expect(page1.locator("#me")).to_have_text(alice)
@@ -117,9 +119,45 @@ def test_two_users_chat_live_through_the_services(browser, extracted: dict) -> N
         page2.click("#logout")
         expect(page2.locator("#login-form")).to_be_visible()
         expect(page1.locator("#users")).not_to_contain_text(bob)
-    assert errors == []
+    assert errors == [] and transports == {"websocket"}
     answered = served(extracted)
     assert answered["/"] == {"ui"} and answered["/static/"] == {"ui"}
     assert answered["/socket.io/"] == {"socketio"}
     assert answered["/api/users"] == {"users"} and answered["/api/tokens"] == {"tokens"}
     assert answered["/api/messages"] == {"messages"}
+
+
+def test_two_users_chat_over_long_polling_through_the_services(browser, extracted: dict) -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=10_000)
+    web = extracted["web"]
+    errors: list[str] = []
+    alice, bob = "alice" + uuid.uuid4().hex[:6], "bob" + uuid.uuid4().hex[:6]
+    page1 = open_page(browser, web, errors, "?transport=polling")
+    page2 = open_page(browser, web, errors, "?transport=polling")
+    transports = [watch_transports(page1), watch_transports(page2)]
+    log_in(page1, alice, "pw-alice")
+    expect(page1.locator("#connection")).to_have_text("live")
+    log_in(page2, bob, "pw-bob")
+    expect(page2.locator("#connection")).to_have_text("live")
+    expect(page1.locator("#users")).to_contain_text(bob)
+
+    word = uuid.uuid4().hex[:8]
+    page1.fill("#source", f"{word} *polled*")
+    page1.click("#send")
+    expect(page2.locator("#messages .message", has_text=word).locator(".body em")).to_have_text("polled")
+    page2.click("#logout")
+    expect(page1.locator("#users")).not_to_contain_text(bob)
+    assert errors == [] and transports == [{"polling"}, {"polling"}]
+    assert polls_answered(extracted) == {"socketio"}
+
+
+def polls_answered(state: dict) -> set[str]:
+    """Traefik service names that answered Socket.IO long-polling requests, from the access log."""
+    services = set()
+    for line in (Path(state["run_dir"]) / "logs" / "traefik-access.log").read_text().splitlines():
+        entry = json.loads(line)
+        if entry["RequestPath"].startswith("/socket.io/") and "transport=polling" in entry["RequestPath"]:
+            services.add(entry.get("ServiceName", "").removesuffix("@etcd"))
+    return services

@@ -27,7 +27,7 @@ def check_page(base: str) -> None:
     assert page.headers["X-Content-Type-Options"] == "nosniff"
     # the page keeps to the policy: no inline script or style, only its own files
     assert "<script>" not in page.text and "style=" not in page.text
-    for asset in ("app.js", "socketio.js", "style.css"):
+    for asset in ("app.js", "vendor/socket.io-client/socket.io.min.js", "style.css"):
         served = requests.get(f"{base}/static/{asset}", timeout=10)
         assert served.status_code == 200 and served.headers["X-Content-Type-Options"] == "nosniff"
 

@@ -88,7 +88,7 @@ def test_index_serves_the_client_and_its_static_files(server: str) -> None:
     assert f'maxlength="{SOURCE_MAX}"' in page.text  # the composer stops at the API's cap
     assets = re.findall(r'(?:src|href)="(/[^"]+\.(?:js|css))"', page.text)
     names = {a.rsplit("/", 1)[-1] for a in assets}
-    assert {"app.js", "socketio.js", "style.css"} <= names
+    assert {"app.js", "socket.io.min.js", "style.css"} <= names
     for asset in assets:
         answer = requests.get(server + asset, timeout=10)
         assert answer.status_code == 200, asset

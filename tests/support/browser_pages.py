@@ -38,12 +38,28 @@ def chromium() -> Iterator[Any]:
             browser.close()
 
 
-def open_page(browser: Any, base: str, errors: list[str]) -> Any:
-    """A page in its own browser context (own storage), recording script errors."""
+def open_page(browser: Any, base: str, errors: list[str], query: str = "") -> Any:
+    """A page in its own browser context (own storage), recording script errors.
+
+    *query* is appended to the page's URL (``"?transport=polling"``, say).
+    """
     page = browser.new_context().new_page()
     page.on("pageerror", lambda err: errors.append(str(err)))
-    page.goto(base + "/")
+    page.goto(base + "/" + query)
     return page
+
+
+def watch_transports(page: Any) -> set[str]:
+    """The Engine.IO transports *page* uses from now on, filled in as it opens them.
+
+    ``"websocket"`` for each WebSocket to ``/socket.io/``, ``"polling"`` for each
+    long-polling request there (what the browser did, not what the page asked for).
+    """
+    seen: set[str] = set()
+    page.on("websocket", lambda ws: seen.add("websocket") if "/socket.io/" in ws.url else None)
+    page.on("request", lambda request: seen.add("polling")
+            if "/socket.io/" in request.url and "transport=polling" in request.url else None)
+    return seen
 
 
 def log_in(page: Any, nickname: str, password: str) -> None:

@@ -29,9 +29,10 @@ def test_index_is_the_monoliths_page(clients):
     assert ours.status_code == 200 and ours.mimetype == "text/html"
     assert ours.data == theirs.data
     assert b"/static/app.js" in ours.data
+    assert b"/static/vendor/socket.io-client/socket.io.min.js" in ours.data
 
 
-@pytest.mark.parametrize("path", sorted(p.name for p in STATIC.iterdir()))
+@pytest.mark.parametrize("path", sorted(p.relative_to(STATIC).as_posix() for p in STATIC.rglob("*") if p.is_file()))
 def test_static_files_are_the_monoliths_bytes(clients, path):
     ui, flack = clients
     ours, theirs = ui.get(f"/static/{path}"), flack.get(f"/static/{path}")
