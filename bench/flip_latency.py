@@ -52,8 +52,10 @@ sys.path.insert(0, str(REPO))
 from router.etcd import Etcd  # noqa: E402
 from router.registry import Registration  # noqa: E402
 from router.traefik import TraefikAPI, seed_root_key, static_config, write_static_config  # noqa: E402
-from strangler import procs, routing, routing_plan  # noqa: E402
+from strangler import routing  # noqa: E402
 from strangler.plan import Plan, load_plan  # noqa: E402
+from strangler.routing import apply as routing_plan  # noqa: E402
+from strangler.stack import procs  # noqa: E402
 
 SERVICE = "users"
 FLIPPED = "GET /api/users/<id>"

@@ -45,10 +45,11 @@ from router import table  # noqa: E402
 from router.etcd import Etcd  # noqa: E402
 from router.keys import parse_endpoint  # noqa: E402
 from router.traefik import TraefikAPI, seed_root_key, static_config, write_static_config  # noqa: E402
-from strangler import procs, routing_plan  # noqa: E402
 from strangler.plan import load_plan  # noqa: E402
+from strangler.routing import apply as routing_plan  # noqa: E402
 from strangler.shadow import control  # noqa: E402
 from strangler.shadow.store import read_report  # noqa: E402
+from strangler.stack import procs  # noqa: E402
 
 ENDPOINT = "GET /api/users/<id>"
 PATH = "/api/users/7"

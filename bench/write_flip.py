@@ -43,7 +43,7 @@ from sqlalchemy.exc import OperationalError
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from strangler import procs  # noqa: E402
+from strangler.stack import procs  # noqa: E402
 
 STRANGLER = str(Path(sys.executable).parent / "strangler")
 SERVERS = {"postgresql": "postgresql+psycopg2://postgres@127.0.0.1:5432/test",

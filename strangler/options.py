@@ -8,6 +8,7 @@ exits 1 for "they differ").
 
 from __future__ import annotations
 
+import importlib
 import math
 from typing import Any
 
@@ -39,3 +40,45 @@ CHUNK = click.IntRange(1, MAX_CHUNK)
 PASSES = click.IntRange(min=0)
 # between two sync passes: 50 ms keeps a follower from spinning; an hour is the longest useful wait
 SYNC_INTERVAL = Seconds(min=0.05, max=MAX_WAIT)
+
+
+class LazyGroup(click.Group):
+    """A group whose commands (``name -> "module:attribute"``) are imported when first needed.
+
+    Every subcommand is named here, explicitly: none registers itself by
+    being imported, so the order of imports never decides what exists.
+    """
+
+    def __init__(self, *args: Any, commands: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(commands or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every command name, in the order given."""
+        return list(self.lazy)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """Import and return the command called ``cmd_name`` (None when unknown)."""
+        target = self.lazy.get(cmd_name)
+        if target is None:
+            return None
+        module, _, attribute = target.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    def invoke(self, ctx: click.Context) -> object:
+        """Run the chosen command; a bad option value is one line (``Error: ...``), exit 2."""
+        try:
+            return super().invoke(ctx)
+        except click.BadParameter as exc:
+            raise BadValue(exc.format_message()) from None
+
+
+class BadValue(click.UsageError):
+    """A usage error shown as its one ``Error:`` line, without the usage text (exit status 2).
+
+    The message already names the option and what it accepts; the usage
+    synopsis above it would only push that line out of a CI log's last line.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, ctx=None)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(_TESTS_DIR) / "support"))
 
 import pytest  # noqa: E402
 
-from strangler import procs  # noqa: E402
+from strangler.stack import procs  # noqa: E402
 
 # The suite is one client registering and logging in hundreds of users a
 # minute; the per-client limits (RATE_LIMIT_*) would refuse it. The settings

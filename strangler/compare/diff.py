@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
-from strangler.plan_schema import DEFAULT_HEADERS
+from strangler.plan.schema import DEFAULT_HEADERS
 
 __all__ = [
     "DEFAULT_RULE", "KINDS", "MAX_BODY_BYTES", "MAX_DEPTH", "MAX_NODES", "Answer", "Difference", "Rule", "diff",

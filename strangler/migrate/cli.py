@@ -16,7 +16,7 @@ from strangler.migrate.copy import plan_copy, run_copy
 from strangler.migrate.sync import OVERLAP, Syncer, SyncResult, SyncState
 from strangler.migrate.verify import verify_table
 from strangler.plan import Plan
-from strangler.plan_cli import pass_plan
+from strangler.plan.cli import pass_plan
 
 
 def service_data(plan: Plan, service: str) -> tuple[str, str, list[str]]:

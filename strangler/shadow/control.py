@@ -1,6 +1,6 @@
 """``strangler shadow`` logic: put endpoints on (or off) the comparator's mirror, as routing changes.
 
-No Click here (``strangler.shadow_cli``). Like a flip: checked against the
+No Click here (``strangler.shadow.cli``). Like a flip: checked against the
 plan without I/O first, then against the world (the comparator and the
 candidate have healthy instances; Traefik's API answers), written as ONE
 change with ``router.table.apply`` (so it is in the history and

@@ -24,9 +24,8 @@ import pytest
 import yaml
 
 from router.traefik import static_config, static_env
-from strangler import procs
 from strangler.plan import Plan, load_plan
-from strangler.stack import backend_launches
+from strangler.stack.lifecycle import backend_launches, procs
 
 REPO = Path(__file__).resolve().parents[2]
 CONTAINER_PORT = 5000

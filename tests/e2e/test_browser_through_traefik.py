@@ -1,6 +1,6 @@
 """End to end: two headless Chromium users chat through Traefik on the fully extracted stack.
 
-Its own stack (`strangler.stack.Stack` from a big-bang copy of the plan on
+Its own stack (`strangler.stack.lifecycle.Stack` from a big-bang copy of the plan on
 free ports), one ``strangler cutover --all``, then the unchanged browser
 client: register on two pages, see each other online, post, and see the
 message (markdown rendered, link expanded) live on the other page, over
@@ -25,10 +25,12 @@ from click.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "contract"))
 import flack_contract as fc  # noqa: E402
 
-from strangler import procs  # noqa: E402
 from strangler.cli import cli  # noqa: E402
 from strangler.plan import load_plan  # noqa: E402
-from strangler.stack import Stack  # noqa: E402
+from strangler.stack.lifecycle import (
+    Stack,  # noqa: E402
+    procs,  # noqa: E402
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 

@@ -42,8 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "contract"))
 pytest.register_assert_rewrite("flack_contract")
 import flack_contract as fc  # noqa: E402
 
-from strangler import procs  # noqa: E402
 from strangler.cli import cli  # noqa: E402
+from strangler.stack import procs  # noqa: E402
 
 pytestmark = pytest.mark.integration
 

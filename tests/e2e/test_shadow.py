@@ -29,8 +29,8 @@ from routing_helpers import clean_routing, plan_text  # noqa: E402
 
 from router import registry  # noqa: E402
 from router.registry import Registration  # noqa: E402
-from strangler import procs  # noqa: E402
 from strangler.cli import cli  # noqa: E402
+from strangler.stack import procs  # noqa: E402
 
 pytestmark = pytest.mark.integration
 

@@ -22,8 +22,8 @@ from routing_helpers import Backends, clean_routing, write_plan  # noqa: E402
 
 from router.etcd import Etcd  # noqa: E402
 from router.traefik import seed_root_key, static_config, write_static_config  # noqa: E402
-from strangler import procs  # noqa: E402
 from strangler.cli import cli  # noqa: E402
+from strangler.stack import procs  # noqa: E402
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ import requests
 from servers import child_env, start_server, stop_server
 
 from router.registry import instances
-from strangler import procs
+from strangler.stack import procs
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ import requests
 import socketio as socketio_client
 
 from router.registry import instances
-from strangler import procs
+from strangler.stack import procs
 
 pytestmark = pytest.mark.integration
 

@@ -208,7 +208,7 @@ def test_pushes_cross_processes_through_the_message_queue(redis_server, tmp_path
     import requests
     import socketio as socketio_client
 
-    from strangler import procs
+    from strangler.stack import procs
 
     env = {**os.environ, "STRANGLER_ENV": "development", "STRANGLER_DATA_DIR": str(tmp_path),
            "DATABASE_URL": f"sqlite:///{tmp_path / 'shared.sqlite'}",

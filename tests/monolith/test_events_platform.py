@@ -19,7 +19,7 @@ from servers import serving
 from extracted.messages import create_app as create_messages
 from extracted.users import create_app as create_users
 from router.lbclient import LBClient
-from strangler import procs
+from strangler.stack import procs
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ from servers import serving
 from monolith import create_app
 from monolith.config import Config, ConfigError
 from monolith.limits import client_address
-from strangler import procs
+from strangler.stack import procs
 
 LOOPBACK = (ip_network("127.0.0.1/32"), ip_network("::1/128"))
 

@@ -21,7 +21,7 @@ from servers import Listener, child_env, monolith_server, serving_page, start_se
 
 import strangler
 from monolith.models import SOURCE_MAX
-from strangler import procs
+from strangler.stack import procs
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ import sio_attack
 from servers import child_env, start_server, stop_server
 
 from monolith.socketio_guard import BoundedJoinQueue, bound_socket_close
-from strangler import procs
+from strangler.stack import procs
 
 BIN = Path(sys.executable).parent
 THREADS = 16

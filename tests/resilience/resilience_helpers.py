@@ -19,9 +19,8 @@ from pathlib import Path
 
 import requests
 
-from strangler import procs
 from strangler.plan import Plan, load_plan
-from strangler.stack import _resolve_argv, backend_launches
+from strangler.stack.lifecycle import _resolve_argv, backend_launches, procs
 
 REPO = Path(__file__).resolve().parents[2]
 STRANGLER = str(Path(sys.executable).parent / "strangler")

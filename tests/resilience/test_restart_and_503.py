@@ -20,7 +20,7 @@ from resilience_helpers import RunningStack, register, running_stack, wait_for
 
 from router import registry
 from router.etcd import Etcd
-from strangler import procs
+from strangler.stack import procs
 
 pytestmark = pytest.mark.integration
 

@@ -28,8 +28,8 @@ from router import table
 from router.etcd import Etcd, EtcdAuthError
 from router.keys import Route, parse_endpoint
 from router.traefik import TraefikAPI, static_config, static_env
-from strangler import procs
 from strangler.cli import cli
+from strangler.stack import procs
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from router.revocation import EtcdRevocationStore, jti_key, lease_ttl, user_key
-from strangler import procs
+from strangler.stack import procs
 
 
 def test_keys_are_exact():

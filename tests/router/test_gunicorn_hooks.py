@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from servers import start_server, stop_server
 
-from strangler import procs
+from strangler.stack import procs
 
 pytestmark = pytest.mark.integration
 

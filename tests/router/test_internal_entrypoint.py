@@ -18,7 +18,7 @@ import servers
 from router import table
 from router.keys import INTERNAL_ENTRYPOINT
 from router.traefik import TraefikAPI, seed_root_key, static_config, write_static_config
-from strangler import procs
+from strangler.stack import procs
 
 pytestmark = pytest.mark.integration
 

@@ -25,7 +25,7 @@ from router.registry import (
     make_instance_id,
     server_key,
 )
-from strangler import procs
+from strangler.stack import procs
 
 
 def test_server_key_is_the_exact_traefik_path():

@@ -164,7 +164,7 @@ def test_scan_reports_a_broken_factory_in_one_line(project: Path):
 def test_pass_plan_hands_a_checked_plan_to_a_command(project: Path):
     import click
 
-    from strangler.plan_cli import pass_plan
+    from strangler.plan.cli import pass_plan
 
     @click.command()
     @pass_plan
@@ -183,7 +183,7 @@ def test_pass_plan_hands_a_checked_plan_to_a_command(project: Path):
 
 
 def test_write_atomically_keeps_mode_and_leaves_no_temp(tmp_path: Path):
-    from strangler.plan_cli import write_atomically
+    from strangler.plan.cli import write_atomically
 
     path = tmp_path / "strangler.toml"
     path.write_text("old")

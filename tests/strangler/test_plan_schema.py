@@ -2,7 +2,7 @@
 
 import pytest
 
-from strangler.plan_schema import Problem, check_plan, normalise_rule, parse_endpoint_spec
+from strangler.plan.schema import Problem, check_plan, normalise_rule, parse_endpoint_spec
 
 
 def good() -> dict:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from strangler.plan import Plan, PlanError, load_plan
-from strangler.plan_schema import check_plan
+from strangler.plan.schema import check_plan
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,4 +1,4 @@
-"""strangler.procs: ports, child processes, health waits, pid files, and the real servers."""
+"""strangler.stack.procs: ports, child processes, health waits, pid files, and the real servers."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from strangler import procs
+from strangler.stack import procs
 
 SLEEPER = [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"]
 # Ignores SIGTERM, so only SIGKILL ends it.

@@ -1,4 +1,4 @@
-"""strangler.routing and strangler.routing_plan: the pure rules, and the commands on a real etcd."""
+"""strangler.routing and strangler.routing.apply: the pure rules, and the commands on a real etcd."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from routing_helpers import Backends, clean_routing, write_plan
 from router import table
 from router.keys import MONOLITH, Route, parse_endpoint
 from router.traefik import TraefikAPI
-from strangler import procs, routing, routing_plan
+from strangler import routing
 from strangler.plan import Plan, PlanError, load_plan
+from strangler.routing import apply as routing_plan
+from strangler.stack import procs
 
 USER = parse_endpoint("GET /api/users/<id>")
 USERS = parse_endpoint("GET /api/users")

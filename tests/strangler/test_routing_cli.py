@@ -10,10 +10,9 @@ from click.testing import CliRunner
 from routing_helpers import Backends, clean_routing, plan_text, write_plan
 
 from router.keys import parse_endpoint
-from strangler import procs
 from strangler.cli import cli
 from strangler.plan import load_plan
-from strangler.stack import Stack
+from strangler.stack.lifecycle import Stack, procs
 
 pytestmark = pytest.mark.integration
 

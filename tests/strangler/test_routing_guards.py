@@ -18,10 +18,11 @@ from routing_helpers import Backends, clean_routing
 
 from router import table
 from router.keys import MONOLITH, parse_endpoint
-from strangler import routing, routing_plan
+from strangler import routing
 from strangler.cli import cli
+from strangler.links import LINKS_PREFIX, link_key
 from strangler.plan import load_plan
-from strangler.stack_data import LINKS_PREFIX, link_key
+from strangler.routing import apply as routing_plan
 
 pytestmark = pytest.mark.integration
 

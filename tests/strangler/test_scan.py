@@ -8,8 +8,7 @@ import pytest
 import tomlkit
 from flask import Blueprint, Flask
 
-from strangler.plan_schema import Endpoint
-from strangler.scan import (
+from strangler.plan.scan import (
     ScanError,
     ScannedEndpoint,
     create_scan_app,
@@ -17,6 +16,7 @@ from strangler.scan import (
     scan_app,
     update_inventory,
 )
+from strangler.plan.schema import Endpoint
 
 
 def small_app() -> Flask:

@@ -28,9 +28,8 @@ import socketio
 
 from router import registry
 from router.etcd import Etcd
-from strangler import procs
 from strangler.plan import Plan, load_plan
-from strangler.stack import Stack, StackError, backend_launches
+from strangler.stack.lifecycle import Stack, StackError, backend_launches, procs
 
 REPO = Path(__file__).resolve().parents[2]
 STRANGLER = str(Path(sys.executable).parent / "strangler")

@@ -1,4 +1,4 @@
-"""strangler.stack_data and strangler.stack_follow: linking a service's data, write-through env, followers.
+"""strangler.stack.data and strangler.stack.follow: linking a service's data, write-through env, followers.
 
 Pure functions on the repository's plan; linking on real SQLite databases
 and a real etcd; a real follower process syncing both ways.
@@ -18,18 +18,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from strangler.links import LINKS_PREFIX, is_linked, read_links, unlinked
 from strangler.migrate.sync import Syncer, SyncState
 from strangler.plan import load_plan
-from strangler.stack_data import (
+from strangler.stack.data import (
     FOLLOW_ENV,
-    LINKS_PREFIX,
     DataError,
     follower_command,
-    is_linked,
     link_all,
-    read_links,
     state_paths,
-    unlinked,
     write_through,
 )
 
@@ -76,7 +73,7 @@ def test_linked_means_recorded_with_every_table_the_plan_gives(plan) -> None:
 
 def test_follower_command_keeps_database_urls_out_of_argv(plan) -> None:
     name, argv, env = follower_command(plan, "users")
-    assert name == "sync-users" and argv[1:] == ["-m", "strangler.stack_follow"]
+    assert name == "sync-users" and argv[1:] == ["-m", "strangler.stack.follow"]
     assert not any("sqlite" in part for part in argv)
     spec = json.loads(env[FOLLOW_ENV])
     forward, reverse = state_paths(plan.run_dir, "users")

@@ -1,4 +1,4 @@
-"""strangler.stack_ports: picking the stack's ports, and a one-line refusal for a taken one."""
+"""strangler.stack.ports: picking the stack's ports, and a one-line refusal for a taken one."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from strangler.plan import Plan
-from strangler.procs import free_port
-from strangler.stack import StackError
-from strangler.stack_ports import Ports, check_ports, port_holder, resolve_ports
+from strangler.stack.lifecycle import StackError
+from strangler.stack.ports import Ports, check_ports, port_holder, resolve_ports
+from strangler.stack.procs import free_port
 
 
 def make_plan(tmp_path: Path, stack: dict, **monolith: object) -> Plan:

@@ -1,10 +1,10 @@
-"""strangler.stack_status: the pure shapes behind `strangler status`."""
+"""strangler.stack.status: the pure shapes behind `strangler status`."""
 
 from __future__ import annotations
 
 from router.keys import Endpoint, Route
 from router.registry import Instance
-from strangler.stack_status import backend_rows, data_rows, route_summary, traefik_view
+from strangler.stack.status import backend_rows, data_rows, route_summary, traefik_view
 
 
 def test_route_summary_counts_endpoints_per_backend_and_state() -> None:

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from strangler import procs
 from strangler.cli import cli
+from strangler.stack import procs
 
 REPO = Path(__file__).resolve().parents[2]
 STRANGLER = str(Path(sys.executable).parent / "strangler")

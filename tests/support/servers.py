@@ -167,7 +167,7 @@ def monolith_server(tmp: Path, **env: str) -> Iterator[str]:
 
     *env* adds environment variables (e.g. ``LINK_EXPANSION_ALLOW_PRIVATE="true"``).
     """
-    from strangler import procs
+    from strangler.stack import procs
 
     port = procs.free_port()
     base = f"http://127.0.0.1:{port}"

@@ -13,7 +13,7 @@ from servers import serving_page
 
 from extracted.messages import create_app
 from monolith.tokens import issue_token
-from strangler import procs
+from strangler.stack import procs
 
 pytestmark = pytest.mark.integration
 

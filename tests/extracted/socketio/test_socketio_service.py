@@ -25,7 +25,7 @@ from servers import Listener, serving
 from monolith.models import SOURCE_MAX
 from monolith.tokens import decode_token, issue_token
 from router.revocation import EtcdRevocationStore
-from strangler import procs
+from strangler.stack import procs
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ import sio_attack
 from servers import serving
 
 from monolith.tokens import issue_token
-from strangler import procs
+from strangler.stack import procs
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ from datalink.writethrough import ENV_VAR, WriteThrough, parse_peers
 from extracted.messages import create_app as create_messages
 from extracted.users import create_app as create_users
 from monolith import create_app as create_monolith
-from strangler import procs
+from strangler.stack import procs
 
 pytestmark = pytest.mark.integration  # a real etcd (revocations) for the services
 

@@ -19,9 +19,9 @@ from router import registry, table
 from router.etcd import Etcd, EtcdError
 from router.keys import MONOLITH, Route
 from router.traefik import TraefikAPI, TraefikError
-from strangler import procs
 from strangler.plan import Plan
-from strangler.stack_launch import write_through_reports
+from strangler.stack import procs
+from strangler.stack.launch import write_through_reports
 
 
 def route_summary(routes: Iterable[Route], monolith: str = MONOLITH) -> list[dict[str, Any]]:

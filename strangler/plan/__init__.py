@@ -1,7 +1,7 @@
 """The plan file (``strangler.toml``) as a read-only :class:`Plan`.
 
 ``load_plan(path)`` parses the TOML, checks it with
-:func:`strangler.plan_schema.check_plan` and builds a Plan that the routing,
+:func:`strangler.plan.schema.check_plan` and builds a Plan that the routing,
 stack, compare and migrate parts query (``endpoint``, ``owner``,
 ``service_endpoints``, ``routes``, ``compare_rule``, ``command``,
 ``database_url``). docs/plan.md is the reference for every key.
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from router.keys import parse_endpoint
-from strangler.plan_schema import (
+from strangler.plan.schema import (
     DEFAULT_HEADERS,
     METHODS,
     PREFIX,

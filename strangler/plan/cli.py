@@ -18,8 +18,15 @@ import click
 import tomlkit
 from tomlkit.exceptions import TOMLKitError
 
+from strangler.options import LazyGroup
 from strangler.plan import Plan, PlanError, check_plan, load_plan, parse_plan_text, read_plan_data
-from strangler.scan import InventoryChange, ScanError, create_scan_app, scan_app, update_inventory
+from strangler.plan.scan import (
+    InventoryChange,
+    ScanError,
+    create_scan_app,
+    scan_app,
+    update_inventory,
+)
 
 PLAN_ENVVAR = "STRANGLER_PLAN"
 
@@ -140,19 +147,13 @@ def scan(plan_path: Path, dry_run: bool) -> None:
         click.echo(f"note: {len(problems)} problem(s) remain; run strangler plan check")
 
 
-@click.group()
+@click.group(cls=LazyGroup, commands={"check": "strangler.plan.cli:check",
+                                       "apply": "strangler.routing.cli:apply_"})
 def plan() -> None:
-    """Check (and, with the router, apply) the plan file strangler.toml."""
+    """Check the plan file strangler.toml, and apply it to the routing table."""
 
 
-# `plan apply` (the routing layer) registers itself on this group:
-#     from strangler.plan_cli import pass_plan, plan
-#     @plan.command()
-#     @pass_plan
-#     def apply(plan: Plan) -> None: ...   # uses plan.routes()
-
-
-@plan.command()
+@click.command()
 @plan_option
 def check(plan_path: Path) -> None:
     """Check the plan file: print every problem with its key path, exit 1 if there are any."""

@@ -1,6 +1,6 @@
 """The local platform: etcd, Redis, Traefik and the plan's backends, started and stopped together.
 
-No Click here (``strangler.stack_cli`` drives it). ``Stack.up()`` starts
+No Click here (``strangler.stack.cli`` drives it). ``Stack.up()`` starts
 everything on 127.0.0.1 and waits until each part is healthy; ``down()`` stops
 what a stack started, from its pid files, in another process; ``status()``
 gathers what ``strangler status`` shows. Everything a stack owns lives in its
@@ -31,19 +31,16 @@ from router.traefik import (
     static_config,
     write_static_config,
 )
-from strangler import procs
 from strangler.plan import Plan
-from strangler.stack_data import DataError, data_state, follower_command, link_all
-from strangler.stack_launch import HOST, Launch, _resolve_argv, backend_launches
-from strangler.stack_ports import PORT_OPTIONS, Ports, check_ports, resolve_ports
+from strangler.stack import procs
+from strangler.stack.data import DataError, data_state, follower_command, link_all
+from strangler.stack.launch import HOST, Launch, _resolve_argv, backend_launches
+from strangler.stack.ports import PORT_OPTIONS, Ports, check_ports, resolve_ports
+from strangler.stack.procs import StackError
 
 STATE_FILE = "state.json"
 CORE = ("etcd", "redis", "traefik")  # start order; stopped in reverse after the backends
 Echo = Callable[[str], None]
-
-
-class StackError(RuntimeError):
-    """The stack cannot start, or failed while starting: one line saying what and where to look."""
 
 
 def read_state(run_dir: Path) -> dict | None:
@@ -215,7 +212,7 @@ class Stack:
         health checks, and starting a stack never moves a live route: ones
         the plan would move are named, for ``plan apply --yes``.
         """
-        from strangler.routing_plan import apply_plan
+        from strangler.routing.apply import apply_plan
 
         held = apply_plan(client, self.plan, moves="keep").moves
         if held:
@@ -365,7 +362,7 @@ def status(run_dir: Path | str, plan: Plan | None = None) -> dict[str, Any]:
     stack runs. Instances carry ``address``, ``version``, ``age`` (seconds),
     ``healthy`` (answers its health path now) and ``traefik`` (Traefik's view).
     """
-    from strangler.stack_status import collect
+    from strangler.stack.status import collect
 
     return collect(Path(run_dir).resolve(), plan, read_state(Path(run_dir)), running_records(Path(run_dir)))
 

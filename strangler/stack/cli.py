@@ -11,10 +11,10 @@ from typing import Any
 
 import click
 
-from strangler import stack as stack_mod
 from strangler.plan import Plan, PlanError, load_plan
-from strangler.plan_cli import open_plan, plan_option
-from strangler.stack import STATE_FILE, Stack, StackError
+from strangler.plan.cli import open_plan, plan_option
+from strangler.stack import lifecycle as stack_mod
+from strangler.stack.lifecycle import STATE_FILE, Stack, StackError
 
 
 def run_dir_option(command: Any) -> Any:

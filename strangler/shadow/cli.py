@@ -20,8 +20,8 @@ from rich.table import Table
 from router.keys import parse_endpoint
 from strangler import routing
 from strangler.plan import PlanError, load_plan
-from strangler.plan_cli import plan_option
-from strangler.routing_cli import Connection, report, routing_command, wait_options
+from strangler.plan.cli import plan_option
+from strangler.routing.cli import Connection, report, routing_command, wait_options
 from strangler.shadow import DB_NAME, control
 from strangler.shadow.store import read_report
 

@@ -30,8 +30,8 @@ from strangler.compare.requests_file import (
     parse_requests,
 )
 from strangler.plan import Endpoint, Plan, PlanError, load_plan
-from strangler.plan_cli import plan_option
-from strangler.routing_cli import NoStackRunning, stack_url
+from strangler.plan.cli import plan_option
+from strangler.routing.cli import NoStackRunning, stack_url
 
 _PARAM = re.compile(r"<(?:(path):)?[A-Za-z_]\w*>")
 

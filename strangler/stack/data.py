@@ -16,7 +16,7 @@ up`` does, after etcd and before any backend:
 3. **write-through**: every backend gets ``STRANGLER_WRITE_THROUGH`` naming
    its peers' databases per table (:func:`write_through`);
 4. **followers**: one managed process per linked service syncs both ways
-   every half second (:mod:`strangler.stack_follow`), as the safety net.
+   every half second (:mod:`strangler.stack.follow`), as the safety net.
 
 Only :func:`link_all` does I/O on databases; the routing guards need just
 :func:`read_links` (etcd), so this module imports no SQLAlchemy at the top.
@@ -27,14 +27,14 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from router.etcd import Etcd
+from strangler.links import is_linked, link_key, read_links
 from strangler.plan import Plan
 
-LINKS_PREFIX = "strangler/data/links/"
 FOLLOW_ENV = "STRANGLER_FOLLOW"
 FOLLOW_INTERVAL = 0.5  # seconds between a follower's passes
 Echo = Callable[[str], None]
@@ -42,40 +42,6 @@ Echo = Callable[[str], None]
 
 class DataError(RuntimeError):
     """A service's data could not be linked: one line saying what to fix (nothing was started)."""
-
-
-# ---- link records (etcd) -------------------------------------------------------------------
-
-
-def link_key(service: str) -> str:
-    """The etcd key recording that *service*'s tables are linked with the monolith's."""
-    return f"{LINKS_PREFIX}{service}"
-
-
-def read_links(etcd: Etcd) -> dict[str, dict[str, Any]]:
-    """Every recorded link: service -> ``{"tables", "source", "target", "linked_at", "rows", "seconds"}``."""
-    found, _ = etcd.get_prefix(LINKS_PREFIX)
-    links = {}
-    for key, value in found.items():
-        try:
-            record = json.loads(value)
-        except ValueError:
-            continue  # a hand-written value is not a link
-        if isinstance(record, dict):
-            links[key.removeprefix(LINKS_PREFIX)] = record
-    return links
-
-
-def is_linked(plan: Plan, service: str, links: Mapping[str, Mapping[str, Any]]) -> bool:
-    """PURE: True when *links* has *service* with every table the plan now gives it."""
-    record = links.get(service)
-    return bool(record) and set(plan.backend(service).tables) <= set(record.get("tables", ()))
-
-
-def unlinked(plan: Plan, services: Iterable[str], links: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """PURE: those of *services* that own data (database and tables) but are not linked."""
-    owners = set(plan.data_services())
-    return [name for name in dict.fromkeys(services) if name in owners and not is_linked(plan, name, links)]
 
 
 # ---- what the processes get (pure) ---------------------------------------------------------
@@ -119,7 +85,7 @@ def state_paths(run_dir: Path, service: str) -> tuple[Path, Path]:
 
 
 def follower_spec(plan: Plan, service: str, interval: float = FOLLOW_INTERVAL) -> dict[str, Any]:
-    """PURE: what :mod:`strangler.stack_follow` needs for *service*: both directions, interval."""
+    """PURE: what :mod:`strangler.stack.follow` needs for *service*: both directions, interval."""
     monolith_url, service_url = plan.database_url(plan.monolith), plan.database_url(service)
     forward, reverse = state_paths(plan.run_dir, service)
     return {
@@ -142,7 +108,7 @@ def follower_command(plan: Plan, service: str) -> tuple[str, list[str], dict[str
     (In the environment rather than argv: ``ps`` shows argv, and URLs may hold passwords.)
     """
     spec = follower_spec(plan, service)
-    return f"sync-{service}", [sys.executable, "-m", "strangler.stack_follow"], {FOLLOW_ENV: json.dumps(spec)}
+    return f"sync-{service}", [sys.executable, "-m", "strangler.stack.follow"], {FOLLOW_ENV: json.dumps(spec)}
 
 
 def data_state(plan: Plan, linked: Iterable[str]) -> dict[str, Any]:

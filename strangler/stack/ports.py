@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from strangler import procs
 from strangler.plan import Plan
+from strangler.stack import procs
+from strangler.stack.procs import StackError
 
 # Ports.<field> -> (the `strangler up` option, the plan key) that change it.
 PORT_OPTIONS = {
@@ -112,7 +113,6 @@ def check_ports(
     plan: Plan, ports: Ports, backend_ports: Mapping[str, list[int]], overrides: Mapping[str, int]
 ) -> None:
     """Raise StackError for the first port that is taken (or used twice), naming what to change."""
-    from strangler.stack import StackError
 
     where = f" in {plan.path.name}" if plan.path else ""
     wanted: list[tuple[int, str, str]] = []

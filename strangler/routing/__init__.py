@@ -1,6 +1,6 @@
 """Routing commands' logic: flip, cutover, rollback and plan apply, with the strategies enforced.
 
-No Click here (``strangler.routing_cli`` is the command line). Each command
+No Click here (``strangler.routing.cli`` is the command line). Each command
 resolves what the person named against the plan, checks it without I/O
 (strategy, owner, weight), then checks the world (a healthy instance is
 registered; Traefik's API answers), writes ONE change with
@@ -22,6 +22,7 @@ from router import registry, table
 from router.etcd import Etcd
 from router.keys import MONOLITH, Endpoint, Route, parse_endpoint
 from router.traefik import RoutingSpec, TraefikAPI, TraefikError, qualify
+from strangler.links import read_links, unlinked
 from strangler.plan import Plan
 
 Routes = dict[Endpoint, Route]
@@ -219,11 +220,9 @@ def check_linked(etcd: Etcd, plan: Plan, backends: Iterable[str]) -> None:
 
     Linked means its tables were copied out of the monolith's database and
     are kept in sync both ways (``strangler up`` does it and records it in
-    etcd, see strangler.stack_data); otherwise the service would answer
+    etcd, see strangler.links); otherwise the service would answer
     from, and write to, a database that misses the monolith's rows.
     """
-    from strangler.stack_data import read_links, unlinked
-
     services = [name for name in backends if not plan.backend(name).is_monolith]
     if not services or not any(name in plan.data_services() for name in services):
         return
@@ -337,8 +336,6 @@ def flip(
     """
     check_flip(plan, endpoints, target)
     if weight is not None:
-        from strangler.stack_data import read_links
-
         check_canary(plan, endpoints, weight, read_links(etcd))
     wanted = route_backend(plan, target)
     check_linked(etcd, plan, [target])

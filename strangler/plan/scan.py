@@ -23,7 +23,7 @@ import tomlkit
 from flask import Flask
 from tomlkit.items import Table
 
-from strangler.plan_schema import METHODS, Endpoint, normalise_rule, parse_endpoint_spec
+from strangler.plan.schema import METHODS, Endpoint, normalise_rule, parse_endpoint_spec
 
 # Flask answers HEAD and OPTIONS for every rule itself; they follow their route.
 SKIPPED_METHODS = frozenset({"HEAD", "OPTIONS"})

@@ -2,7 +2,7 @@
 
 Pure (no processes here): :func:`backend_launches` turns the plan, the ports
 and the stack's URLs into one :class:`Launch` per instance, which
-``strangler.stack`` starts and the compose and resilience tests inspect.
+``strangler.stack.lifecycle`` starts and the compose and resilience tests inspect.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from strangler.plan import Plan
-from strangler.stack_data import write_through
+from strangler.stack.data import write_through
 
 HOST = "127.0.0.1"
 
@@ -68,7 +68,7 @@ def backend_launches(
     stack sets, so a plan can, say, choose another profile. ``lb_url`` is
     Traefik's internal entrypoint: services call each other through it. ``linked`` names
     the services whose data is linked with the monolith's: those and the
-    monolith get ``STRANGLER_WRITE_THROUGH`` (see strangler.stack_data).
+    monolith get ``STRANGLER_WRITE_THROUGH`` (see strangler.stack.data).
     """
     run_dir = plan.run_dir
     peers = write_through(plan, linked)

@@ -1,6 +1,6 @@
 """``strangler routes / flip / history / rollback / cutover`` and ``strangler plan apply``.
 
-Thin Click commands over :mod:`strangler.routing` and :mod:`strangler.routing_plan`.
+Thin Click commands over :mod:`strangler.routing` and :mod:`strangler.routing.apply`.
 Every command takes ``--plan``, ``--etcd`` (env STRANGLER_ETCD) and
 ``--traefik-api`` (env STRANGLER_TRAEFIK_API); without them the URLs come
 from the running stack's ``<run_dir>/state.json``, else from the plan's
@@ -25,9 +25,10 @@ from rich.table import Table
 from router import table
 from router.etcd import Etcd, EtcdError
 from router.traefik import TraefikAPI, TraefikError
-from strangler import options, routing, routing_plan
+from strangler import options, routing
 from strangler.plan import Plan, PlanError
-from strangler.plan_cli import open_plan, plan, plan_option
+from strangler.plan.cli import open_plan, plan_option
+from strangler.routing import apply as routing_plan
 
 REFUSALS = (
     PlanError,
@@ -295,7 +296,7 @@ def rollback(conn: Connection, change_id: str | None, anyone: bool, force: bool,
         click.echo(f"change {outcome.undone.id} was {whose}")
 
 
-@plan.command("apply")
+@click.command("apply")
 @click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
 @click.option("--yes", is_flag=True, help="Move live routes the plan sends elsewhere.")
 @click.option("--keep-live", is_flag=True,

@@ -28,6 +28,10 @@ import requests
 from datalink.files import UMASK, open_private_append, private_dir, write_private
 
 
+class StackError(RuntimeError):
+    """The stack cannot start, or failed while starting: one line saying what and where to look."""
+
+
 class StartupError(RuntimeError):
     """A process could not be found or started, or did not become healthy (one-line message)."""
 

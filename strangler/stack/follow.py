@@ -1,7 +1,7 @@
 """One linked service's sync follower, as ``strangler up`` runs it: both directions, until SIGTERM.
 
-``python -m strangler.stack_follow`` reads its job from ``STRANGLER_FOLLOW``
-(JSON written by :func:`strangler.stack_data.follower_spec`): the service's
+``python -m strangler.stack.follow`` reads its job from ``STRANGLER_FOLLOW``
+(JSON written by :func:`strangler.stack.data.follower_spec`): the service's
 tables, the interval, and two directions (monolith -> service, service ->
 monolith), each with its database URLs and watermark file. Each direction
 runs in its own thread: a :class:`strangler.migrate.sync.Syncer` pass every
@@ -36,7 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from datalink.tables import MigrateError, first_line
 from strangler.migrate.sync import Syncer, SyncState
-from strangler.stack_data import FOLLOW_ENV
+from strangler.stack.data import FOLLOW_ENV
 
 SETTLE = 2  # seconds: changes younger than this are write-through's to carry
 
