@@ -350,7 +350,7 @@ def flip(
         return routes
 
     share = f"{weight}% of " if weight is not None else ""
-    what = f"flip {share}{_summary(endpoints)} to {target}"
+    what = f"flip {share}{summary(endpoints)} to {target}"
     return write(etcd, api, change, what=what, who=who or table.current_user(), timeout=timeout)
 
 
@@ -452,7 +452,8 @@ def check_undo(plan: Plan, change: table.Change) -> None:
             )
 
 
-def _summary(endpoints: Sequence[Endpoint]) -> str:
+def summary(endpoints: Sequence[Endpoint]) -> str:
+    """PURE: a short name for a list of endpoints, for history records."""
     if len(endpoints) <= 2:
         return " and ".join(str(e) for e in endpoints)
     return f"{len(endpoints)} endpoints ({endpoints[0]}, ...)"

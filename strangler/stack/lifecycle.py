@@ -37,18 +37,10 @@ from strangler.stack.data import DataError, data_state, follower_command, link_a
 from strangler.stack.launch import HOST, Launch, _resolve_argv, backend_launches
 from strangler.stack.ports import PORT_OPTIONS, Ports, check_ports, resolve_ports
 from strangler.stack.procs import StackError
+from strangler.stack.state import STATE_FILE, read_state
 
-STATE_FILE = "state.json"
 CORE = ("etcd", "redis", "traefik")  # start order; stopped in reverse after the backends
 Echo = Callable[[str], None]
-
-
-def read_state(run_dir: Path) -> dict | None:
-    """The running stack's ``state.json`` (etcd, traefik_api, web, ... URLs), None if absent."""
-    try:
-        return json.loads((Path(run_dir) / STATE_FILE).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def running_records(run_dir: Path) -> dict[str, procs.PidRecord]:
