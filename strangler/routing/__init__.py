@@ -1,9 +1,11 @@
 """Routing commands' logic: flip, cutover, rollback and plan apply, with the strategies enforced.
 
-No Click here (``strangler.routing.cli`` is the command line). Each command
-resolves what the person named against the plan, checks it without I/O
-(strategy, owner, weight), then checks the world (a healthy instance is
-registered; Traefik's API answers), writes ONE change with
+No Click here (``strangler.routing.cli`` is the command line; ``plan apply``
+is ``strangler.routing.apply``). Each command resolves what the person named
+against the plan, checks it without I/O (strategy, owner, weight, a canary
+on an inserting endpoint), then checks the world (a service owning data is
+linked, with id lanes for a write canary; a healthy instance is registered;
+Traefik's API answers), writes ONE change with
 ``router.table.apply`` and waits until Traefik's API shows the new routing
 live. A refusal raises a :class:`RoutingError` (one line) and writes nothing.
 
