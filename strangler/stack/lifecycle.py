@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
-from datalink.files import private_dir, private_file, write_private
+from datalink.files import load_or_create_secrets, private_dir, private_file, write_private
 from router import registry
 from router.etcd import Etcd, EtcdError, Lease
 from router.traefik import (
@@ -178,11 +178,12 @@ class Stack:
             "started": time.time(), "backends": {}, "data": data_state(self.plan, linked),
         }
         self._start_followers(linked)
-        # imported here: the monolith package is heavy, and down/status never need it
-        from monolith.config import load_or_create_secrets
-
-        # One pair per run dir, shared by every backend, so a token from one is valid on all.
-        app_secrets = load_or_create_secrets(self.run_dir / "secrets.json")
+        # One set per run dir (the plan's [strangler] secrets), shared by every backend,
+        # so a token signed by one is valid on all.
+        try:
+            app_secrets = load_or_create_secrets(self.run_dir / "secrets.json", self.plan.secrets)
+        except ValueError as exc:
+            raise StackError(str(exc)) from None
         launches = backend_launches(self.plan, backend_ports, etcd_url=etcd.url,
                                     redis_url=procs.redis_url(ports.redis, redis_password),
                                     secrets=app_secrets, lb_url=internal, linked=linked)
