@@ -12,7 +12,11 @@ it imports nothing but the standard library.
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
@@ -99,3 +103,33 @@ def private_sqlite_file(url: object) -> None:
     path = sqlite_file(url)
     if path is not None:
         private_file(path)
+
+
+def load_or_create_secrets(path: Path | str, names: Sequence[str]) -> dict[str, str]:
+    """The secrets *names* stored at *path* (JSON, mode 0600), generated on first use.
+
+    Created with ``O_EXCL``, so two processes starting together agree on one
+    set. A file that lacks one of *names* (another version wrote it) raises
+    ValueError saying to delete it.
+    """
+    path = Path(path)
+    fresh = {name: secrets.token_hex(32) for name in names}
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        return _read_secrets(path, names)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(fresh, handle)
+    return fresh
+
+
+def _read_secrets(path: Path, names: Sequence[str]) -> dict[str, str]:
+    for _attempt in range(50):
+        try:
+            stored = json.loads(path.read_text() or "null")
+        except json.JSONDecodeError:
+            stored = None  # the other process is still writing it
+        if isinstance(stored, dict) and all(isinstance(stored.get(n), str) for n in names):
+            return {name: stored[name] for name in names}
+        time.sleep(0.02)
+    raise ValueError(f"{path} does not hold {' and '.join(names)}; delete it to generate new ones")

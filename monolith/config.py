@@ -8,16 +8,15 @@ naming the variable to fix.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
 
+from datalink.files import load_or_create_secrets as create_secrets
 from datalink.files import private_dir
 
 PROFILES = ("development", "production", "testing")
@@ -246,30 +245,8 @@ def _secrets(source: Mapping[str, Any], env: str, data_dir: Path) -> dict[str, s
 
 
 def load_or_create_secrets(path: Path) -> dict[str, str]:
-    """Return the development secrets stored at *path*, generating them on first use.
-
-    The file is created with mode 0600 and ``O_EXCL``, so two processes
-    starting together agree on one set of keys.
-    """
-    fresh = {name: secrets.token_hex(32) for name in SECRET_NAMES}
+    """Return the development secrets stored at *path*, generating them on first use (0600, O_EXCL)."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return _read_secrets(path, fresh)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(fresh, handle)
-    return fresh
-
-
-def _read_secrets(path: Path, fresh: dict[str, str]) -> dict[str, str]:
-    for _attempt in range(50):
-        try:
-            stored = json.loads(path.read_text() or "null")
-        except json.JSONDecodeError:
-            stored = None  # the other process is still writing it
-        if isinstance(stored, dict) and all(isinstance(stored.get(n), str) for n in SECRET_NAMES):
-            return {name: stored[name] for name in SECRET_NAMES}
-        time.sleep(0.02)
-    raise ConfigError(
-        f"{path} does not hold SECRET_KEY and JWT_SECRET_KEY; delete it to generate new ones"
-    )
+        return create_secrets(path, SECRET_NAMES)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from alembic import command
-from alembic.config import Config as AlembicConfig
 from flask_sqlalchemy import SQLAlchemy
 from flask_sqlalchemy.session import Session as _FlaskSession
 from sqlalchemy import create_engine, event, inspect
@@ -27,7 +26,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import NullPool
 
 from datalink.files import private_file, private_sqlite_file
-from migrations import script_location
+from migrations import alembic_config
 
 VERSION_TABLE = "alembic_version"
 
@@ -39,20 +38,6 @@ class MonolithSession(_FlaskSession):
 
 
 db = SQLAlchemy(session_options={"class_": MonolithSession})
-
-
-def alembic_config(url: str, name: str = "monolith") -> AlembicConfig:
-    """Return an alembic config for environment ``migrations/<name>/`` against *url*.
-
-    *name* defaults to the monolith's; extracted services pass their own.
-
-    The URL travels in ``attributes`` rather than the ini options, where
-    ``%`` (common in encoded passwords) would be read as interpolation.
-    """
-    config = AlembicConfig()
-    config.set_main_option("script_location", script_location(name))
-    config.attributes["url"] = url
-    return config
 
 
 def upgrade_database(

@@ -73,8 +73,10 @@ METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 PREFIX = "PREFIX"  # the "method" of a prefix endpoint: every method, every path below
 # Retrying is safe only where repeating the request cannot do harm twice.
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+# Methods that change nothing: replayed to two backends without asking (shadowing).
+SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 
-_PARAM = re.compile(r"^<(?:(?P<conv>[A-Za-z_]\w*)(?:\([^)]*\))?:)?(?P<name>[A-Za-z_]\w*)>$")
+PARAM = re.compile(r"^<(?:(?P<conv>[A-Za-z_]\w*)(?:\([^)]*\))?:)?(?P<name>[A-Za-z_]\w*)>$")
 _STATIC = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=:@%-]+$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
@@ -111,7 +113,7 @@ class Endpoint(NamedTuple):
 def _slug(method: str, path: str) -> str:
     words = [method.lower()]
     for segment in path.strip("/").split("/"):
-        param = _PARAM.match(segment)
+        param = PARAM.match(segment)
         text = param.group("name") if param else segment
         words.append(re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x")
     return "-".join(words) if path != "/" else f"{words[0]}-root"
@@ -145,7 +147,7 @@ def parse_endpoint(spec: str, *, strict: bool = False) -> Endpoint:
         if segment == "" and i == len(raw) - 1:
             segments.append("")  # trailing slash, as in Flask's "/api/users/"
             continue
-        param = _PARAM.match(segment)
+        param = PARAM.match(segment)
         if param and method == PREFIX:
             raise ValueError(f"endpoint {spec!r}: a prefix has no placeholders ({segment!r})")
         if param:
@@ -161,7 +163,7 @@ def parse_endpoint(spec: str, *, strict: bool = False) -> Endpoint:
 
 
 def _regex_segment(segment: str) -> str:
-    param = _PARAM.match(segment)
+    param = PARAM.match(segment)
     if param:
         return ".+" if param.group("conv") == "path" else "[^/]+"
     return re.sub(r"([.^$*+?()\[\]{}|\\])", r"\\\1", segment)
@@ -177,7 +179,7 @@ def rule(endpoint: Endpoint) -> str:
     else:
         method = f"Method(`{endpoint.method}`)"
     segments = endpoint.path.split("/")
-    if not any(_PARAM.match(s) for s in segments):
+    if not any(PARAM.match(s) for s in segments):
         return f"{method} && Path(`{endpoint.path}`)"
     regex = "/".join(_regex_segment(s) for s in segments)
     return f"{method} && PathRegexp(`^{regex}$`)"
@@ -193,7 +195,7 @@ def priority(endpoint: Endpoint) -> int:
     if endpoint.is_prefix:
         return 1 + min(len(endpoint.path), 9998)
     segments = endpoint.path.strip("/").split("/")
-    params = [s for s in segments if _PARAM.match(s)]
+    params = [s for s in segments if PARAM.match(s)]
     static = len(segments) - len(params)
     wildcard = sum(1 for s in params if s.startswith("<path:"))
     score = ((static * 100 + len(segments)) * 10 - wildcard) * 1000 + min(len(endpoint.path), 999)

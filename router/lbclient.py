@@ -29,9 +29,10 @@ from urllib.parse import urljoin
 import requests
 import urllib3.exceptions
 
+from router.keys import IDEMPOTENT
+
 logger = logging.getLogger(__name__)
 
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 NOT_PASSED_ON = frozenset({502, 503})  # the request never reached a backend
 RETRY_IF_IDEMPOTENT = frozenset({504})
 

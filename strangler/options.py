@@ -42,6 +42,21 @@ PASSES = click.IntRange(min=0)
 SYNC_INTERVAL = Seconds(min=0.05, max=MAX_WAIT)
 
 
+def show_envvars(command: click.Command) -> None:
+    """Make ``--help`` name each option's environment variable (Click's automatic ones included).
+
+    The rule is Click's: ``STRANGLER_<COMMAND>_<OPTION>`` (``STRANGLER_FLIP_WEIGHT``,
+    ``STRANGLER_MIGRATE_COPY_CHUNK``), except the shared options that name
+    theirs (``STRANGLER_PLAN``, ``STRANGLER_ETCD``, ``STRANGLER_TRAEFIK_API``,
+    ``STRANGLER_RUN_DIR``, the ports).
+    """
+    for param in command.params:
+        if isinstance(param, click.Option) and not param.is_flag and param.name != "help":
+            param.show_envvar = True
+    for sub in getattr(command, "commands", {}).values():  # a plain group's own commands
+        show_envvars(sub)
+
+
 class LazyGroup(click.Group):
     """A group whose commands (``name -> "module:attribute"``) are imported when first needed.
 
@@ -63,7 +78,9 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module, _, attribute = target.partition(":")
-        return getattr(importlib.import_module(module), attribute)
+        command = getattr(importlib.import_module(module), attribute)
+        show_envvars(command)
+        return command
 
     def invoke(self, ctx: click.Context) -> object:
         """Run the chosen command; a bad option value is one line (``Error: ...``), exit 2."""

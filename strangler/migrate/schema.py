@@ -20,8 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from datalink.tables import MigrateError, display_url, first_line, open_engine
-from migrations import script_location
-from monolith.db import alembic_config
+from migrations import alembic_config, script_location
 from strangler.plan import Plan
 
 
@@ -66,11 +65,13 @@ def databases(plan: Plan, only: str | None = None) -> list[Database]:
         url = plan.database_url(name)
         if url is None:
             raise MigrateError(f"the monolith ({name}) has no database in the plan; add database = \"...\"")
-        env = "monolith" if name == plan.monolith else name
-        try:
-            script_location(env)
-        except LookupError:
-            raise MigrateError(f"no alembic environment migrations/{env}/ for database {name!r}") from None
+        env = plan.migrations(name)
+        if not (Path(env) / "env.py").exists():
+            try:
+                script_location(env)
+            except LookupError:
+                raise MigrateError(f"no alembic environment {env!r} for database {name!r}; set "
+                                   f"migrations = \"path/to/alembic\" in [backends.{name}]") from None
         found.append(Database(name, env, url))
     return found
 

@@ -32,6 +32,8 @@ from strangler.plan.schema import (
 
 # what tells two rows under one id apart unless the plan says more (see DataTable)
 DEFAULT_IDENTITY = ("created_at",)
+# Flack's (and most Flask apps'): the session key and the JWT key, shared by every backend
+DEFAULT_SECRETS = ("SECRET_KEY", "JWT_SECRET_KEY")
 
 __all__ = [
     "METHODS",
@@ -89,6 +91,10 @@ class Backend:
     env: Mapping[str, str] = field(default_factory=dict)
     is_monolith: bool = False
     start: bool = True  # False: declared, but `strangler up` does not start it (not written yet)
+    # its database's alembic environment: a folder with env.py (relative to the plan),
+    # or the name of one under the project's migrations/ (default: the monolith's is
+    # "monolith", a service's its own name)
+    migrations: str | None = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +154,8 @@ class Plan:
     compare: Mapping[Endpoint, CompareRule]
     path: Path | None = None
     tables: Mapping[str, DataTable] = field(default_factory=dict)
+    # the secrets `strangler up` generates once per run dir and gives every backend
+    secrets: tuple[str, ...] = DEFAULT_SECRETS
 
     @classmethod
     def from_data(cls, data: Mapping, path: Path | None = None) -> Plan:
@@ -174,6 +182,7 @@ class Plan:
         }
         return cls(
             strategy=head.get("strategy", "incremental"),
+            secrets=tuple(head.get("secrets", DEFAULT_SECRETS)),
             run_dir=(base / head.get("run_dir", ".strangler")).resolve(),
             monolith=monolith,
             stack=Stack(**data.get("stack", {})),
@@ -287,6 +296,15 @@ class Plan:
         ep = self.endpoint(endpoint)
         return [name for name, t in self.tables.items() if ep in t.inserted_by]
 
+    def migrations(self, name: str) -> str:
+        """Backend *name*'s alembic environment: its ``migrations`` (a folder, resolved
+        against the plan's), else the project's ``monolith`` or ``<name>`` environment."""
+        given = self.backends[name].migrations
+        if given:
+            base = self.path.parent if self.path else Path.cwd()
+            return str((base / given).resolve())
+        return "monolith" if name == self.monolith else name
+
     def identity(self, table: str) -> tuple[str, ...]:
         """The identity columns of *table* (``[tables.<name>] identity``; default ``created_at``)."""
         rule = self.tables.get(table)
@@ -334,6 +352,7 @@ def _build_backend(name: str, t: Mapping, is_monolith: bool) -> Backend:
         env=dict(t.get("env", {})),
         is_monolith=is_monolith,
         start=t.get("start", True),
+        migrations=t.get("migrations"),
     )
 
 

@@ -89,7 +89,8 @@ _TOP = {
     "compare": ("table", None),
     "tables": ("table", None),
 }
-_STRANGLER = {"strategy": ("str", None), "run_dir": ("str", None), "monolith": ("str", None)}
+_STRANGLER = {"strategy": ("str", None), "run_dir": ("str", None), "monolith": ("str", None),
+              "secrets": ("strs", None)}
 _STACK = {name: ("int", None) for name in STACK_DEFAULTS}
 _BACKEND = {
     "command": ("str", 'say how to start it, e.g. "gunicorn -c python:pkg.gunicorn_conf pkg.wsgi:app"'),
@@ -103,6 +104,7 @@ _BACKEND = {
     "serves": ("strs", None),
     "env": ("env", None),
     "start": ("bool", None),
+    "migrations": ("str", None),
 }
 _ENTRY = {"endpoint": ("str", 'e.g. "GET /api/users/<id>"'), "name": ("str", None),
           "gone": ("bool", None), "note": ("str", None)}

@@ -1,9 +1,11 @@
 """Routing commands' logic: flip, cutover, rollback and plan apply, with the strategies enforced.
 
-No Click here (``strangler.routing.cli`` is the command line). Each command
-resolves what the person named against the plan, checks it without I/O
-(strategy, owner, weight), then checks the world (a healthy instance is
-registered; Traefik's API answers), writes ONE change with
+No Click here (``strangler.routing.cli`` is the command line; ``plan apply``
+is ``strangler.routing.apply``). Each command resolves what the person named
+against the plan, checks it without I/O (strategy, owner, weight, a canary
+on an inserting endpoint), then checks the world (a service owning data is
+linked, with id lanes for a write canary; a healthy instance is registered;
+Traefik's API answers), writes ONE change with
 ``router.table.apply`` and waits until Traefik's API shows the new routing
 live. A refusal raises a :class:`RoutingError` (one line) and writes nothing.
 
@@ -350,7 +352,7 @@ def flip(
         return routes
 
     share = f"{weight}% of " if weight is not None else ""
-    what = f"flip {share}{_summary(endpoints)} to {target}"
+    what = f"flip {share}{summary(endpoints)} to {target}"
     return write(etcd, api, change, what=what, who=who or table.current_user(), timeout=timeout)
 
 
@@ -452,7 +454,8 @@ def check_undo(plan: Plan, change: table.Change) -> None:
             )
 
 
-def _summary(endpoints: Sequence[Endpoint]) -> str:
+def summary(endpoints: Sequence[Endpoint]) -> str:
+    """PURE: a short name for a list of endpoints, for history records."""
     if len(endpoints) <= 2:
         return " and ".join(str(e) for e in endpoints)
     return f"{len(endpoints)} endpoints ({endpoints[0]}, ...)"

@@ -29,6 +29,7 @@ from strangler import options, routing
 from strangler.plan import Plan, PlanError
 from strangler.plan.cli import open_plan, plan_option
 from strangler.routing import apply as routing_plan
+from strangler.stack.state import read_state
 
 REFUSALS = (
     PlanError,
@@ -40,15 +41,6 @@ REFUSALS = (
     TraefikError,
     ValueError,  # a malformed --etcd URL
 )
-
-
-def read_state(run_dir: Path) -> dict[str, Any]:
-    """The running stack's ``state.json`` (``{"etcd": url, "traefik_api": url, ...}``), or {}."""
-    try:
-        data = json.loads((run_dir / "state.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 @dataclass
@@ -97,7 +89,7 @@ def stack_url(plan: Plan, key: str) -> str:
     without one this raises NoStackRunning (one line saying how to start one)
     rather than guess a port, such as a system etcd's 2379.
     """
-    url = read_state(plan.run_dir).get(key)
+    url = (read_state(plan.run_dir) or {}).get(key)
     if url:
         return url
     port_name, flag = STACK_URLS[key]

@@ -14,21 +14,12 @@ from dataclasses import replace
 
 from router import registry
 from router.etcd import Etcd
-from router.keys import MONOLITH, Endpoint
+from router.keys import MONOLITH, SAFE, Endpoint
 from router.traefik import TraefikAPI
 from strangler import routing
 from strangler.plan import Plan
-from strangler.routing import Outcome, Routes, RoutingError
+from strangler.routing import Outcome, Routes, RoutingError, summary
 from strangler.shadow.worker import COMPARATOR
-
-SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-def summary(endpoints: Sequence[Endpoint]) -> str:
-    """PURE: a short name for a list of endpoints, for history records."""
-    if len(endpoints) <= 2:
-        return " and ".join(str(e) for e in endpoints)
-    return f"{len(endpoints)} endpoints ({endpoints[0]}, ...)"
 
 
 def check_shadow(plan: Plan, endpoints: Sequence[Endpoint], target: str) -> None:

@@ -12,9 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from router.keys import Endpoint, priority
-
-_PARAM = re.compile(r"^<(?:(?P<conv>[A-Za-z_]\w*)(?:\([^)]*\))?:)?(?P<name>[A-Za-z_]\w*)>$")
+from router.keys import PARAM, Endpoint, priority
 
 
 def template_regex(endpoint: Endpoint) -> re.Pattern[str]:
@@ -23,7 +21,7 @@ def template_regex(endpoint: Endpoint) -> re.Pattern[str]:
         return re.compile("^" + re.escape(endpoint.path))
     parts = []
     for segment in endpoint.path.split("/"):
-        param = _PARAM.match(segment)
+        param = PARAM.match(segment)
         if param:
             parts.append(".+" if param.group("conv") == "path" else "[^/]+")
         else:

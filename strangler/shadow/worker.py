@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, Protocol
 
 import requests
 
-from router.keys import MIRROR_HEADER, Endpoint
+from router.keys import MIRROR_HEADER, SAFE, Endpoint
 from strangler.compare.diff import Answer, Rule, diff, noise_between
 from strangler.plan import CompareRule
 from strangler.shadow.matching import Matcher
@@ -32,7 +32,6 @@ from strangler.shadow.store import ShadowStore
 log = logging.getLogger(__name__)
 
 COMPARATOR = "comparator"  # the comparator's backend name (its Traefik service)
-SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 UNROUTED = "(unrouted)"
 # Not replayed: hop-by-hop headers, what requests sets itself, and what Traefik added.
 DROP_HEADERS = frozenset({

@@ -87,7 +87,7 @@ def backend_launches(
                 "SOCKETIO_MESSAGE_QUEUE": redis_url,
                 "STRANGLER_LB_URL": lb_url,
                 "PORT": str(port),
-                **{key: secrets[key] for key in ("SECRET_KEY", "JWT_SECRET_KEY")},
+                **{key: secrets[key] for key in plan.secrets},
             }
             database = plan.database_url(name)
             if database:

@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
-from datalink.files import private_dir, private_file, write_private
+from datalink.files import load_or_create_secrets, private_dir, private_file, write_private
 from router import registry
 from router.etcd import Etcd, EtcdError, Lease
 from router.traefik import (
@@ -37,18 +37,10 @@ from strangler.stack.data import DataError, data_state, follower_command, link_a
 from strangler.stack.launch import HOST, Launch, _resolve_argv, backend_launches
 from strangler.stack.ports import PORT_OPTIONS, Ports, check_ports, resolve_ports
 from strangler.stack.procs import StackError
+from strangler.stack.state import STATE_FILE, read_state
 
-STATE_FILE = "state.json"
 CORE = ("etcd", "redis", "traefik")  # start order; stopped in reverse after the backends
 Echo = Callable[[str], None]
-
-
-def read_state(run_dir: Path) -> dict | None:
-    """The running stack's ``state.json`` (etcd, traefik_api, web, ... URLs), None if absent."""
-    try:
-        return json.loads((Path(run_dir) / STATE_FILE).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def running_records(run_dir: Path) -> dict[str, procs.PidRecord]:
@@ -186,11 +178,12 @@ class Stack:
             "started": time.time(), "backends": {}, "data": data_state(self.plan, linked),
         }
         self._start_followers(linked)
-        # imported here: the monolith package is heavy, and down/status never need it
-        from monolith.config import load_or_create_secrets
-
-        # One pair per run dir, shared by every backend, so a token from one is valid on all.
-        app_secrets = load_or_create_secrets(self.run_dir / "secrets.json")
+        # One set per run dir (the plan's [strangler] secrets), shared by every backend,
+        # so a token signed by one is valid on all.
+        try:
+            app_secrets = load_or_create_secrets(self.run_dir / "secrets.json", self.plan.secrets)
+        except ValueError as exc:
+            raise StackError(str(exc)) from None
         launches = backend_launches(self.plan, backend_ports, etcd_url=etcd.url,
                                     redis_url=procs.redis_url(ports.redis, redis_password),
                                     secrets=app_secrets, lb_url=internal, linked=linked)
