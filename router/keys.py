@@ -324,6 +324,37 @@ def _endpoint_router(endpoint: Endpoint, service: str, entrypoints: tuple[str, .
     return _router(endpoint.id, rule(endpoint), priority(endpoint), service, entrypoints, middlewares)
 
 
+def traefik_service(backend: str, monolith: str = MONOLITH) -> str:
+    """PURE: the Traefik service of route backend *backend* (routes call the monolith "monolith";
+    its Traefik service is *monolith*)."""
+    return monolith if backend == MONOLITH else backend
+
+
+def canary_service(router: str) -> str:
+    """PURE: the weighted service of the canary on router *router*."""
+    return f"{router}-canary"
+
+
+def shadow_service(router: str) -> str:
+    """PURE: the mirroring service of the shadow on router *router*."""
+    return f"{router}-shadow"
+
+
+def live_spec(routes: Iterable[Route], monolith: str = MONOLITH) -> dict[str, str | dict[str, int]]:
+    """PURE: what Traefik's API shows once *routes* are live: router -> its service, or the
+    canary's weights per Traefik service (the same names :func:`traefik_keys` writes)."""
+    spec: dict[str, str | dict[str, int]] = {}
+    for route in routes:
+        name = route.endpoint.id
+        if route.mirror:
+            spec[name] = shadow_service(name)
+        elif route.weights:
+            spec[name] = {traefik_service(b, monolith): w for b, w in route.weights.items()}
+        else:
+            spec[name] = traefik_service(route.backend, monolith)
+    return spec
+
+
 def entrypoints_of(endpoint: Endpoint | None, entrypoint: str, internal: str | None) -> tuple[str, ...]:
     """PURE: the entrypoints a router listens on (``endpoint`` None: the catch-all).
 
@@ -367,8 +398,7 @@ def traefik_keys(
     """
 
     def svc(backend: str) -> str:
-        # Routes name the monolith "monolith"; its Traefik service may differ.
-        return monolith if backend == MONOLITH else backend
+        return traefik_service(backend, monolith)
 
     middleware = f"{ROOT}/http/middlewares/{RETRY}/retry/"
     keys: dict[str, str] = {middleware + "attempts": str(RETRY_ATTEMPTS),
@@ -391,13 +421,13 @@ def traefik_keys(
         backends |= {svc(b) for b in route.backends}
         service = svc(route.backend)
         if route.weights:
-            service = f"{name}-canary"
+            service = canary_service(name)
             base = f"{ROOT}/http/services/{service}/weighted/services/"
             for i, (backend, weight) in enumerate(sorted(route.weights.items())):
                 keys[f"{base}{i}/name"] = svc(backend)
                 keys[f"{base}{i}/weight"] = str(weight)
         if route.mirror:
-            main, service = service, f"{name}-shadow"
+            main, service = service, shadow_service(name)
             base = f"{ROOT}/http/services/{service}/mirroring/"
             keys[base + "service"] = main
             keys[base + "mirrors/0/name"] = svc(route.mirror)

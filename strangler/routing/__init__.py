@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from router import registry, table
+from router import keys, registry, table
 from router.etcd import Etcd
 from router.keys import MONOLITH, Endpoint, Route, parse_endpoint
 from router.traefik import RoutingSpec, TraefikAPI, TraefikError, qualify
@@ -254,21 +254,11 @@ def check_traefik(api: TraefikAPI | None) -> None:
 
 
 def expectation(routes: Iterable[Route], options: table.Options) -> RoutingSpec:
-    """PURE: what Traefik's API must show for ``routes``: router -> service, or weights."""
+    """PURE: what Traefik's API must show for ``routes``: router -> service, or weights.
 
-    def svc(backend: str) -> str:
-        return options.monolith if backend == MONOLITH else backend
-
-    spec: dict[str, str | dict[str, int]] = {}
-    for route in routes:
-        name = route.endpoint.id
-        if route.mirror:
-            spec[name] = f"{name}-shadow"
-        elif route.weights:
-            spec[name] = {svc(b): w for b, w in route.weights.items()}
-        else:
-            spec[name] = svc(route.backend)
-    return spec
+    ``router.keys`` names Traefik's services; this only says which monolith.
+    """
+    return keys.live_spec(routes, options.monolith)
 
 
 def confirm(etcd: Etcd, api: TraefikAPI | None, change: table.Change, timeout: float) -> float | None:

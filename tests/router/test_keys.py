@@ -9,6 +9,7 @@ from router.keys import (
     Route,
     history_key,
     is_server_key,
+    live_spec,
     parse_endpoint,
     priority,
     rule,
@@ -325,3 +326,21 @@ def test_without_an_internal_entrypoint_every_router_is_on_the_one_entrypoint():
     assert not any(k.endswith("/entryPoints/1") for k in keys)
     assert ep("POST /internal/users/authenticate").is_internal
     assert not ep("GET /api/internal").is_internal
+
+
+def test_live_spec_names_what_traefik_keys_writes():
+    routes = [Route(ep("GET /a")), Route(ep("GET /b"), "users"),
+              Route(ep("GET /c"), weights={"users": 10, "monolith": 90}),
+              Route(ep("GET /d"), mirror="comparator")]
+    spec = live_spec(routes, monolith="flack")
+    assert spec == {"get-a": "flack", "get-b": "users", "get-c": {"users": 10, "flack": 90},
+                    "get-d": "get-d-shadow"}
+    keys = traefik_keys(routes, monolith="flack")
+    for router, expected in spec.items():
+        service = keys[f"{R}{router}/service"]
+        if isinstance(expected, str):
+            assert service == expected
+        else:  # a canary: the router points at the weighted service holding those weights
+            names = {keys[k] for k in keys if k.startswith(f"{S}{service}/weighted/services/") and k.endswith("/name")}
+            assert names == set(expected)
+
