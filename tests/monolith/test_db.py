@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
+from databases import SERVERS, database
 from flack_helpers import basic_auth, bearer
 from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.exc import OperationalError
 
 from monolith import create_app
 from monolith.db import default_lock_path, ensure_schema, has_schema, upgrade_database
-
-SERVERS = {
-    "postgresql": "postgresql+psycopg2://postgres@127.0.0.1:5432/test",
-    "mariadb": "mysql+pymysql://root@127.0.0.1:3306/test",
-}
 
 
 def assert_schema(url: str) -> None:
@@ -39,24 +32,10 @@ def assert_schema(url: str) -> None:
 
 
 @pytest.fixture(params=sorted(SERVERS))
-def server_url(request) -> Iterator[str]:
+def server_url(request, tmp_path) -> Iterator[str]:
     """A fresh, uniquely named database on the local PostgreSQL / MariaDB server."""
-    base = SERVERS[request.param]
-    name = f"strangler_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f"CREATE DATABASE {name}"))
-    except OperationalError as exc:
-        admin.dispose()
-        if os.environ.get("CI"):
-            pytest.fail(f"{request.param} at {base} is required in CI: {exc.orig}")
-        pytest.skip(f"no {request.param} server at {base} (set CI=1 to make this a failure)")
-    yield base.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as connection:
-        force = " WITH (FORCE)" if request.param == "postgresql" else ""
-        connection.execute(text(f"DROP DATABASE {name}{force}"))
-    admin.dispose()
+    with database(request.param, tmp_path, "db") as url:
+        yield url
 
 
 def test_upgrade_on_sqlite(tmp_path):
