@@ -45,7 +45,7 @@ def upgrade_database(
 ) -> None:
     """Upgrade the database at *url* to the newest schema of environment *name*."""
     private_sqlite_file(url)
-    with _file_lock(Path(lock_path) if lock_path else default_lock_path(url)):
+    with _file_lock(_lock_for(url, lock_path)):
         command.upgrade(alembic_config(url, name), "head")
 
 
@@ -75,11 +75,24 @@ def default_lock_path(url: str) -> Path:
     A SQLite database is locked next to its file, so any two processes using
     that file agree on the lock whatever their data dirs.
     """
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        return Path(parsed.database).resolve().with_name(Path(parsed.database).name + ".migrate.lock")
+    if _sqlite_file(url):
+        path = Path(make_url(url).database).resolve()
+        return path.with_name(path.name + ".migrate.lock")
     digest = hashlib.sha256(url.encode()).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / f"strangler-migrate-{digest}.lock"
+
+
+def _lock_for(url: str, lock_path: str | Path | None) -> Path:
+    # a SQLite file is always locked beside itself: two processes given other
+    # data dirs (and so other lock paths) still share that file
+    if lock_path is None or _sqlite_file(url):
+        return default_lock_path(url)
+    return Path(lock_path)
+
+
+def _sqlite_file(url: str) -> bool:
+    parsed = make_url(url)
+    return parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
 
 
 @contextlib.contextmanager
