@@ -14,7 +14,15 @@ the lease expires after the TTL. Configured from the environment:
 - ``STRANGLER_INSTANCE_URL`` — the URL Traefik should use, e.g.
   ``http://127.0.0.1:5001``; default: gunicorn's first bound address;
 - ``STRANGLER_REGISTRY_TTL`` — lease TTL in seconds (default 5);
-- ``STRANGLER_HEALTH_PATH`` — health check path (default ``/healthz``).
+- ``STRANGLER_HEALTH_PATH`` — health check path (default ``/healthz``);
+- ``STRANGLER_RELEASE`` — the release label registered beside the instance;
+- ``STRANGLER_DEREGISTER_WAIT`` — seconds between leaving the registry and
+  closing the listeners on SIGTERM (default 1: Traefik's watch needs a moment
+  to drop the server; 0 when someone drained the instance first).
+
+On SIGTERM the master leaves the registry *before* gunicorn's graceful stop
+closes its listeners, so the load balancer stops sending requests first and
+the ones in flight finish.
 
 Every gunicorn config of ours also takes :func:`control_socket_settings`.
 """
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -69,7 +78,8 @@ def registration_from_env(
         ) from None
     health_path = env.get("STRANGLER_HEALTH_PATH", "/healthz")
     try:
-        return Registration(Etcd(etcd_url), backend, url, ttl=ttl, health_path=health_path)
+        return Registration(Etcd(etcd_url), backend, url, ttl=ttl, health_path=health_path,
+                            release=env.get("STRANGLER_RELEASE", "").strip())
     except ValueError as exc:
         raise RegistryConfigError(f"bad registry setting: {exc}") from exc
 
@@ -95,12 +105,33 @@ def when_ready(server: Any) -> None:
         return
     # Not required: if etcd is briefly down, serve anyway and register when it answers.
     _registration = registration.start(required=False)
+    server.handle_term = _leave_first(server, server.handle_term)
     server.log.info(
         "registered %s as %s at %s",
         registration.instance.backend,
         registration.instance_id,
         registration.instance.url,
     )
+
+
+def deregister_wait(environ: Mapping[str, str] | None = None) -> float:
+    """``STRANGLER_DEREGISTER_WAIT`` in seconds (default 1; malformed or negative: 1)."""
+    env = os.environ if environ is None else environ
+    try:
+        return max(0.0, float(env.get("STRANGLER_DEREGISTER_WAIT", "1")))
+    except ValueError:
+        return 1.0
+
+
+def _leave_first(server: Any, graceful_stop: Any) -> Any:
+    """Wrap gunicorn's SIGTERM handler: leave the registry, let Traefik notice, then stop."""
+    def handle_term() -> None:
+        if _registration is not None and _registration.stop():
+            server.log.info("left the registry as %s; stopping", _registration.instance_id)
+            time.sleep(deregister_wait())
+        graceful_stop()
+
+    return handle_term
 
 
 def on_exit(server: Any) -> None:

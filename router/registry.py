@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 TRAEFIK_ROOT = "traefik"
 INSTANCES_PREFIX = "strangler/instances/"
+# A drained instance's marker: its registration does not come back when its lease is revoked.
+DRAINED_PREFIX = "strangler/drained/"
+DRAINED_TTL = 600  # seconds the marker outlives the drain (the instance has stopped by then)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -59,6 +62,13 @@ def instance_key(backend: str, instance_id: str) -> str:
     _check_segment("backend", backend)
     _check_segment("instance id", instance_id)
     return f"{INSTANCES_PREFIX}{backend}/{instance_id}"
+
+
+def drained_key(backend: str, instance_id: str) -> str:
+    """PURE: the marker saying an instance was drained on purpose (bound to its own lease)."""
+    _check_segment("backend", backend)
+    _check_segment("instance id", instance_id)
+    return f"{DRAINED_PREFIX}{backend}/{instance_id}"
 
 
 def instances_prefix(backend: str | None = None) -> str:
@@ -89,6 +99,7 @@ class Instance(NamedTuple):
     host: str = ""
     started: float | None = None
     health_path: str = "/healthz"
+    release: str = ""  # the release label (strangler.stack.release): which build of the backend
 
     @property
     def health_url(self) -> str:
@@ -105,6 +116,7 @@ class Instance(NamedTuple):
                 "host": self.host,
                 "started": self.started,
                 "health_path": self.health_path,
+                "release": self.release,
             },
             sort_keys=True,
         )
@@ -126,6 +138,7 @@ class Instance(NamedTuple):
                 host=str(data.get("host", "")),
                 started=data.get("started"),
                 health_path=str(data.get("health_path") or "/healthz"),
+                release=str(data.get("release") or ""),
             )
         except (ValueError, KeyError, TypeError):
             return None
@@ -153,6 +166,7 @@ class Registration:
         version: str | None = None,
         ttl: int = 5,
         health_path: str = "/healthz",
+        release: str = "",
     ) -> None:
         if ttl < 2:
             raise ValueError(f"ttl {ttl} is too short; use at least 2 seconds")
@@ -166,10 +180,12 @@ class Registration:
             host=socket.gethostname(),
             started=None,
             health_path=health_path,
+            release=release,
         )
         self.ttl = ttl
         self.lease: Lease | None = None
         self.registrations = 0  # how many leases were granted (1 + re-registrations)
+        self.drained = False  # someone deregistered us on purpose: stay out
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -231,6 +247,10 @@ class Registration:
             try:
                 lease = self.lease
                 if lease is None or lease.refresh() <= 0:
+                    if self._was_drained():
+                        log.warning("%s was drained; not registering again", self.instance_id)
+                        self.drained = True
+                        return
                     # The lease expired while etcd was out of reach: the keys are
                     # gone, so register again under a new lease.
                     log.warning("registration of %s lapsed; registering again", self.instance_id)
@@ -239,10 +259,15 @@ class Registration:
                 # etcd briefly unreachable: keep trying; the lease may still be alive.
                 log.warning("registry keep-alive for %s failed: %s", self.instance_id, exc)
 
-    def stop(self) -> None:
+    def _was_drained(self) -> bool:
+        return self.etcd.get(drained_key(self.instance.backend, self.instance_id)) is not None
+
+    def stop(self) -> bool:
         """Leave now: stop the keep-alive and revoke the lease, so both keys vanish at once.
 
-        If etcd cannot be reached the keys disappear when the TTL runs out.
+        Returns True when this revoked a live registration (False: it had
+        already gone, e.g. drained, or etcd cannot be reached, in which case
+        the keys disappear when the TTL runs out).
         """
         self._stop.set()
         if self._thread is not None:
@@ -250,16 +275,19 @@ class Registration:
             self._thread = None
         with self._lock:
             lease, self.lease = self.lease, None
-        if lease is not None:
-            try:
-                lease.revoke()
-            except EtcdError as exc:
-                log.warning(
-                    "could not revoke %s's lease (%s); it expires in %ss",
-                    self.instance_id,
-                    exc,
-                    self.ttl,
-                )
+        if lease is None or self.drained:
+            return False
+        try:
+            lease.revoke()
+        except EtcdError as exc:
+            log.warning(
+                "could not revoke %s's lease (%s); it expires in %ss",
+                self.instance_id,
+                exc,
+                self.ttl,
+            )
+            return False
+        return True
 
     def __enter__(self) -> Registration:
         return self.start()
@@ -273,6 +301,29 @@ def instances(etcd: Etcd, backend: str | None = None) -> list[Instance]:
     entries, _ = etcd.get_prefix(instances_prefix(backend))
     found = (Instance.from_key(key, value) for key, value in entries.items())
     return sorted((i for i in found if i is not None), key=lambda i: (i.backend, i.instance_id))
+
+
+def deregister(etcd: Etcd, backend: str, url: str) -> list[str]:
+    """Take every registration of ``backend`` at ``url`` out now, for good; return their ids.
+
+    Each gets a drained marker first (so its keep-alive does not register it
+    again), then its lease is revoked: both of its keys vanish at once.
+    """
+    entries, _ = etcd.get_prefix_entries(instances_prefix(backend))
+    gone = []
+    for key, entry in entries.items():
+        instance = Instance.from_key(key, entry.value)
+        if instance is None or instance.url != url:
+            continue
+        marker = etcd.lease(DRAINED_TTL)
+        etcd.put(drained_key(backend, instance.instance_id), "1", marker)
+        if entry.lease:
+            try:
+                Lease(etcd, entry.lease, 0).revoke()
+            except EtcdError:
+                pass  # expired meanwhile: its keys are gone already
+        gone.append(instance.instance_id)
+    return gone
 
 
 def probe(instance: Instance, timeout: float = 1.0) -> bool:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,7 +16,10 @@ import click
 from strangler.plan import Plan, PlanError, load_plan
 from strangler.plan.cli import open_plan, plan_option
 from strangler.stack import lifecycle as stack_mod
-from strangler.stack.lifecycle import STATE_FILE, Stack, StackError
+from strangler.stack import procs
+from strangler.stack.lifecycle import Stack, StackError
+from strangler.stack.state import read_state
+from strangler.stack.supervise import FAILED, READY, SPEC_ENV, SUPERVISOR, Supervisor
 
 
 def run_dir_option(command: Any) -> Any:
@@ -69,11 +74,16 @@ def _on_signal(signum: int, frame: Any) -> None:
 def up(plan_path: Path, run_dir: Path | None, detach: bool, **ports: int | None) -> None:
     """Start etcd, Redis, Traefik, the monolith and the plan's services on 127.0.0.1.
 
-    Waits until each is healthy, then prints the app's URL. In the
-    foreground, Ctrl-C stops everything; with --detach, `strangler down` does.
+    Waits until each is healthy, then prints the app's URL. A supervisor
+    restarts whatever ends unexpectedly (with back-off). In the foreground
+    this command is the supervisor and Ctrl-C stops everything; with
+    --detach a supervisor process stays behind and `strangler down` stops it all.
     """
     plan = open_plan(plan_path)
     overrides = {name.removesuffix("_port"): value for name, value in ports.items()}
+    if detach:
+        _up_detached(plan, run_dir, overrides)
+        return
     stack = Stack(plan, run_dir, overrides, echo=_progress)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
@@ -84,11 +94,39 @@ def up(plan_path: Path, run_dir: Path | None, detach: bool, **ports: int | None)
     except KeyboardInterrupt:
         raise click.ClickException("interrupted; stopped everything it had started") from None
     _print_ready(state, plan)
-    if detach:
-        click.echo("running in the background; stop it with `strangler down`")
-        return
     click.echo("press Ctrl-C to stop")
     _run_foreground(stack)
+
+
+def _up_detached(plan: Plan, run_dir: Path | None, overrides: dict) -> None:
+    """Start a supervisor process that brings the stack up; relay its progress until it is ready."""
+    spec = {"plan": str(plan.path), "run_dir": str(run_dir) if run_dir else None, "ports": overrides}
+    env = dict(os.environ, **{SPEC_ENV: json.dumps(spec)})
+    child = subprocess.Popen([sys.executable, "-m", "strangler.stack.supervise"], env=env,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, start_new_session=True)
+    assert child.stdout is not None
+    try:
+        for line in child.stdout:
+            line = line.rstrip("\n")
+            if line == READY:
+                break
+            if line.startswith(FAILED):
+                child.wait(30)
+                raise click.ClickException(line.removeprefix(FAILED))
+            _progress(line)
+        else:
+            code = child.wait(30)
+            raise click.ClickException(f"the supervisor ended with code {code} before the stack was up")
+    except KeyboardInterrupt:
+        child.send_signal(signal.SIGINT)  # it stops what it had started
+        child.wait(60)
+        raise click.ClickException("interrupted; stopped everything it had started") from None
+    finally:
+        child.stdout.close()
+    state = read_state(run_dir or plan.run_dir) or {}
+    _print_ready(state, plan)
+    click.echo(f"running in the background (supervisor pid {child.pid}); stop it with `strangler down`")
 
 
 def _print_ready(state: dict, plan: Plan) -> None:
@@ -102,29 +140,20 @@ def _print_ready(state: dict, plan: Plan) -> None:
 
 
 def _run_foreground(stack: Stack) -> None:
-    """Wait for Ctrl-C/SIGTERM, reporting processes that die meanwhile; then stop everything."""
-    pending: list = []
-    try:
-        while True:
-            time.sleep(0.5)
-            # Judged one poll later: `strangler down` removes a pid file right after
-            # stopping its process, and state.json after the last one.
-            for proc in pending:
-                if (stack.run_dir / f"{proc.name}.pid").exists():
-                    code = proc.popen.returncode if proc.popen else "?"
-                    click.echo(f"{proc.name} (pid {proc.pid}) exited with code {code}; read {proc.log_path} "
-                               "(the rest keep running)", err=True)
-            pending = stack.died()
-            if stack.all_ended() and not pending:
-                if not (stack.run_dir / STATE_FILE).exists():
-                    click.echo("the stack was stopped by `strangler down`")
-                    return
-                click.echo("every process of the stack has ended", err=True)
-                break
-    except KeyboardInterrupt:
+    """Supervise until Ctrl-C/SIGTERM (then stop everything) or `strangler down` (which stops it)."""
+    supervisor = Supervisor(stack, echo=lambda line: click.echo(line, err=True))
+    outcome = supervisor.run()
+    if outcome == "hand-over":
+        click.echo("the stack was stopped by `strangler down`")
+        return
+    if outcome == "ended":
+        click.echo("every process of the stack has ended", err=True)
+    else:
         click.echo("\nstopping ...")
     began = time.monotonic()
-    _report(stack.stop(), time.monotonic() - began)
+    results = stack.stop()
+    procs.remove_pidfile(stack.run_dir, SUPERVISOR)
+    _report(results, time.monotonic() - began)
 
 
 def _report(results: list[tuple[str, int | None, str]], seconds: float) -> None:
@@ -186,19 +215,25 @@ def _print_status(data: dict) -> None:
     from rich.table import Table
 
     # piped output would be cut to 80 columns; addresses must stay whole
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
     console.print(f"stack from {data['run_dir']}, up {_age(time.time() - data['started'])}; "
                   f"strategy [bold]{data['strategy']}[/bold]")
     console.print(f"app {data['web']}/   dashboard {data['dashboard']}")
-    backends = Table("backend", "state", "instance", "version", "age", "health", "traefik", title="backends")
+    backends = Table("backend", "state", "instance", "pid", "release", "version", "age", "health",
+                     "traefik", "lifecycle", "restarts", "last exit", title="backends")
     for row in data["backends"]:
         if not row["instances"]:
-            backends.add_row(row["backend"], row["state"], "", "", "", "", "")
+            backends.add_row(row["backend"], row["state"], *[""] * 10)
         for i, inst in enumerate(row["instances"]):
+            health = ("healthy" if inst["healthy"] else "[red]unhealthy[/red]") if inst["registered"] \
+                else "[red]not registered[/red]"
+            life = inst.get("state") or ""
             backends.add_row(
-                row["backend"] if i == 0 else "", row["state"] if i == 0 else "", inst["address"].removeprefix("http://"),
-                inst["version"], _age(inst["age"]), "healthy" if inst["healthy"] else "[red]unhealthy[/red]",
-                inst["traefik"],
+                row["backend"] if i == 0 else "", row["state"] if i == 0 else "",
+                inst["address"].removeprefix("http://"), str(inst.get("pid") or ""), inst.get("release") or "",
+                inst["version"], _age(inst["age"]) if inst["age"] is not None else "", health,
+                inst["traefik"], f"[red]{life}[/red]" if life == "crashlooping" else life,
+                str(inst.get("restarts", 0)), "" if inst.get("last_exit") is None else str(inst["last_exit"]),
             )
     console.print(backends)
     routes = Table("backend", "state", "endpoints", title="routes")

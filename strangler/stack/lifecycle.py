@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import secrets
+import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -34,10 +36,12 @@ from router.traefik import (
 from strangler.plan import Plan
 from strangler.stack import procs
 from strangler.stack.data import DataError, data_state, follower_command, link_all
+from strangler.stack.drain import drain
 from strangler.stack.launch import HOST, Launch, _resolve_argv, backend_launches
 from strangler.stack.ports import PORT_OPTIONS, Ports, check_ports, resolve_ports
 from strangler.stack.procs import StackError
 from strangler.stack.state import STATE_FILE, read_state
+from strangler.stack.supervise import STATUS_FILE, SUPERVISOR
 
 CORE = ("etcd", "redis", "traefik")  # start order; stopped in reverse after the backends
 Echo = Callable[[str], None]
@@ -72,6 +76,8 @@ class Stack:
         self.echo = echo
         self.timeout = timeout
         self.procs: dict[str, procs.Proc] = {}  # in start order
+        self.launches: dict[str, Launch] = {}  # backend instances by process name
+        self.checks: dict[str, Callable[[], bool]] = {}  # health checks by process name
         self.state: dict[str, Any] = {}
         self._reported: set[str] = set()
         self._lock: IO[str] | None = None
@@ -148,7 +154,9 @@ class Stack:
         etcd = self._timed("etcd", lambda: procs.start_etcd(
             self.run_dir / "etcd", ports.etcd, ports.etcd_peer,
             log_path=logs / "etcd.log", timeout=self.timeout))
+        self.checks["etcd"] = lambda: procs.http_ok(f"{etcd.url}/health", timeout=0.5)
         client = Etcd.connect(etcd.url, wait=5)
+        self.client = client
         _forget_old_instances(client)
         began = time.monotonic()
         linked = link_all(self.plan, client, self.echo)  # before any backend can write
@@ -161,12 +169,14 @@ class Stack:
         redis = self._timed("redis", lambda: procs.start_redis(
             ports.redis, self.run_dir / "redis", log_path=logs / "redis.log", timeout=self.timeout,
             password=redis_password))
+        self.checks["redis"] = lambda: procs.redis_ping(ports.redis, 0.5, password=redis_password)
         config = static_config(
             web_port=ports.web, api_port=ports.dashboard, etcd_endpoints=[etcd.url],
             access_log_path=str(logs / "traefik-access.log"), host=HOST, internal_port=ports.internal)
         path = write_static_config(self.run_dir / "traefik.yml", config)
         traefik = self._timed("traefik", lambda: procs.start_traefik(
             path, log_path=logs / "traefik.log", timeout=self.timeout))
+        self.checks["traefik"] = lambda: procs.http_ok(f"{traefik.url}/api/overview", timeout=0.5)
         web = f"http://{HOST}:{ports.web}"
         # Services call each other through the internal entrypoint: the only one routing /internal/.
         internal = f"http://{HOST}:{ports.internal}"
@@ -184,10 +194,11 @@ class Stack:
             app_secrets = load_or_create_secrets(self.run_dir / "secrets.json", self.plan.secrets)
         except ValueError as exc:
             raise StackError(str(exc)) from None
-        launches = backend_launches(self.plan, backend_ports, etcd_url=etcd.url,
-                                    redis_url=procs.redis_url(ports.redis, redis_password),
-                                    secrets=app_secrets, lb_url=internal, linked=linked)
-        self._start_backends(launches, client, TraefikAPI(traefik.url), web)
+        self.launch_args = {"etcd_url": etcd.url, "redis_url": procs.redis_url(ports.redis, redis_password),
+                            "secrets": app_secrets, "lb_url": internal, "linked": linked}
+        launches = backend_launches(self.plan, backend_ports, **self.launch_args)
+        self.api = TraefikAPI(traefik.url)
+        self._start_backends(launches, client, self.api, web)
 
     def _start_followers(self, linked: Sequence[str]) -> None:
         """One sync follower per linked service (both directions), a managed process like the rest."""
@@ -213,17 +224,59 @@ class Stack:
                       f"(strangler plan apply --yes moves them): {'; '.join(held)}")
         seed_root_key(client)
 
+    def start_instance(self, launch: Launch) -> procs.Proc:
+        """Start one backend instance and record it (pid file, state.json's backends); no waiting."""
+        private_dir(self.run_dir / "data")
+        proc = procs.Proc(launch.name, _resolve_argv(launch.argv), launch.log_path,
+                          env=launch.env, cwd=launch.cwd, url=launch.url)
+        self.launches[launch.name] = launch
+        self.checks[launch.name] = lambda: self._instance_ready(launch)
+        self._track(proc.start())
+        self.state["backends"].setdefault(launch.backend, {"instances": []})["instances"].append(
+            {"name": launch.name, "url": launch.url, "pid": proc.pid, "log": str(launch.log_path),
+             "release": launch.env.get("STRANGLER_RELEASE", "")})
+        return proc
+
+    def ended(self, name: str) -> None:
+        """A process ended unexpectedly: take a backend instance's registration out at once.
+
+        Otherwise Traefik would keep it until the lease runs out (the TTL) or its
+        health check notices; the restarted instance registers afresh.
+        """
+        launch = self.launches.get(name)
+        if launch is not None and getattr(self, "client", None) is not None:
+            try:
+                registry.deregister(self.client, launch.backend, launch.url)
+            except EtcdError:
+                pass  # etcd itself may be what is restarting: the lease runs out instead
+
+    def health_check(self, name: str) -> Callable[[], bool] | None:
+        """How the supervisor tells ``name`` is healthy; None: running a moment is enough."""
+        return self.checks.get(name)
+
+    def _instance_ready(self, launch: Launch) -> bool:
+        """Answers its health path directly and is registered in etcd."""
+        if not procs.http_ok(launch.url + launch.health_path, timeout=0.5):
+            return False
+        try:
+            return any(i.url == launch.url for i in registry.instances(self.client, launch.backend))
+        except EtcdError:
+            return False
+
     def _start_backends(self, launches: list[Launch], client: Etcd, api: TraefikAPI, web: str) -> None:
         began = time.monotonic()
         for launch in launches:
-            private_dir(self.run_dir / "data")
-            proc = procs.Proc(launch.name, _resolve_argv(launch.argv), launch.log_path,
-                              env=launch.env, cwd=launch.cwd, url=launch.url)
-            self._track(proc.start())
-            self.state["backends"].setdefault(launch.backend, {"instances": []})["instances"].append(
-                {"name": launch.name, "url": launch.url, "pid": proc.pid, "log": str(launch.log_path)})
+            self.start_instance(launch)
         for launch in launches:
-            self._wait_backend(launch, client, api, web)
+            try:
+                self._wait_backend(launch, client, api, web)
+            except procs.StartupError as exc:
+                # Without the monolith there is no stack; any other backend that ends
+                # while starting is the supervisor's to restart (or mark crashlooping).
+                if launch.backend == self.plan.monolith or self.procs[launch.name].alive():
+                    raise
+                self.echo(f"{exc}; the supervisor retries it")
+                continue
             self.echo(f"{launch.name} ready ({time.monotonic() - began:.1f}s) {launch.url}")
 
     def _wait_backend(self, launch: Launch, client: Etcd, api: TraefikAPI, web: str) -> None:
@@ -271,18 +324,27 @@ class Stack:
         return not any(p.alive() for p in self.procs.values())
 
     def stop(self) -> list[tuple[str, int | None, str]]:
-        """Stop what this object started: backends first (together), then Traefik, Redis, etcd.
+        """Stop what this object started: backends drained first (together), then Traefik, Redis, etcd.
 
         Returns ``(name, pid, how it ended)`` per process, and forgets the pid files and state.
         """
-        backends = [p for name, p in self.procs.items() if name not in CORE]
+        client, api = getattr(self, "client", None), getattr(self, "api", None)
+
+        def stop_one(proc: procs.Proc) -> tuple[str, int | None, str]:
+            launch = self.launches.get(proc.name)
+            if launch is None or not proc.alive():
+                return proc.name, proc.pid, proc.stop(timeout=10)
+            return proc.name, proc.pid, drain(client, api, launch.backend, launch.url, proc.stop)
+
+        others = [p for name, p in self.procs.items() if name not in CORE]
         core = [self.procs[name] for name in reversed(CORE) if name in self.procs]
-        results = _in_parallel(backends, lambda p: (p.name, p.pid, p.stop(timeout=10)))
+        results = _in_parallel(others, stop_one)
         results += [(p.name, p.pid, p.stop(timeout=10)) for p in core]
         for name, _, outcome in results:
             if outcome != "still running":
                 procs.remove_pidfile(self.run_dir, name)
         (self.run_dir / STATE_FILE).unlink(missing_ok=True)
+        (self.run_dir / STATUS_FILE).unlink(missing_ok=True)
         self.procs.clear()
         return results
 
@@ -327,25 +389,58 @@ def _in_parallel(items: list, work: Callable[[Any], tuple]) -> list[tuple]:
 def down(run_dir: Path | str) -> list[tuple[str, int, str]]:
     """Stop, by PID, every process a stack started from ``run_dir``; [] when none runs.
 
-    Backends go first (gunicorn's ``on_exit`` revokes their registration), then
-    Traefik, Redis and etcd. Returns ``(name, pid, outcome)``: ``terminated``,
+    The supervisor first (so it restarts nothing), then the backends, each
+    drained (deregistered, dropped by Traefik, then SIGTERM: gunicorn finishes
+    what is in flight), together with the other processes, then Traefik,
+    Redis and etcd. Returns ``(name, pid, outcome)``: ``terminated``,
     ``killed``, ``gone`` (had already ended) or ``still running``.
     """
     run_dir = Path(run_dir).resolve()
-    records = procs.read_pidfiles(run_dir)
+    results = []
+    supervisor = procs.read_pidfiles(run_dir).get(SUPERVISOR)
+    if supervisor is not None:
+        results.append((supervisor.name, supervisor.pid, _stand_down(supervisor)))
+        procs.remove_pidfile(run_dir, SUPERVISOR)
+    records = procs.read_pidfiles(run_dir)  # again: the supervisor may have restarted one
+    state = read_state(run_dir) or {}
+    instances = {i["name"]: (backend, i["url"]) for backend, info in state.get("backends", {}).items()
+                 for i in info.get("instances", [])}
+    client = Etcd(state["etcd"], timeout=2) if state.get("etcd") else None
+    api = TraefikAPI(state["traefik_api"], timeout=2) if state.get("traefik_api") else None
 
     def stop(record: procs.PidRecord) -> tuple[str, int, str]:
-        outcome = record.stop(timeout=10)
+        if record.name in instances and record.running():
+            backend, url = instances[record.name]
+            outcome = drain(client, api, backend, url, record.stop)
+        else:
+            outcome = record.stop(timeout=10)
         if outcome != "still running":
             procs.remove_pidfile(run_dir, record.name)  # at once: a foreground `up` watches these
         return record.name, record.pid, outcome
 
-    backends = [r for name, r in records.items() if name not in CORE]
-    results = _in_parallel(backends, stop)
+    others = [r for name, r in records.items() if name not in CORE]
+    results += _in_parallel(others, stop)
     results += [stop(records[name]) for name in reversed(CORE) if name in records]
     if not procs.read_pidfiles(run_dir):
         (run_dir / STATE_FILE).unlink(missing_ok=True)
+        (run_dir / STATUS_FILE).unlink(missing_ok=True)
     return results
+
+
+def _stand_down(record: procs.PidRecord) -> str:
+    """Ask a supervisor to end without stopping the stack (SIGUSR1); SIGKILL it if it does not."""
+    if not record.running():
+        return "gone"
+    try:
+        os.kill(record.pid, signal.SIGUSR1)
+    except ProcessLookupError:
+        return "gone"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if not record.running():
+            return "terminated"
+        time.sleep(0.05)
+    return procs.stop_pid(record.pid, 5, starttime=record.starttime, cmdline=record.cmdline)
 
 
 def status(run_dir: Path | str, plan: Plan | None = None) -> dict[str, Any]:

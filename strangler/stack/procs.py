@@ -120,6 +120,7 @@ class Proc:
     cwd: str | None = None
     url: str | None = None
     popen: subprocess.Popen | None = field(default=None, repr=False)
+    started: float | None = field(default=None, repr=False)  # wall clock, for leftovers' create times
     _log: IO[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -128,8 +129,14 @@ class Proc:
         return self.popen.pid if self.popen else None
 
     def start(self) -> Proc:
-        """Start the process in its own session, stdout and stderr appended to ``log_path``."""
+        """Start the process in its own session, stdout and stderr appended to ``log_path``.
+
+        Starting again (a supervisor's restart) replaces the ended process.
+        """
+        if self._log is not None:
+            self._log.close()
         self._log = open_private_append(self.log_path)  # closed in stop()
+        self.started = time.time()
         env = dict(os.environ, **self.env) if self.env else None
         try:
             self.popen = subprocess.Popen(
@@ -175,6 +182,7 @@ class Proc:
         finally:
             if self._log is not None:
                 self._log.close()
+                self._log = None
 
     def log_tail(self, lines: int = 5) -> str:
         """The last ``lines`` lines of the log, for error messages."""
@@ -413,6 +421,37 @@ def write_pidfile(run_dir: Path | str, name: str, proc: Proc) -> Path:
         "url": proc.url,
     }
     return write_private(run_dir / f"{name}.pid", json.dumps(record))
+
+
+def write_self_pidfile(run_dir: Path | str, name: str) -> Path:
+    """Record this very process in ``run_dir/<name>.pid`` (the supervisor's own record)."""
+    pid = os.getpid()
+    record = {"name": name, "pid": pid, "starttime": _proc_starttime(pid),
+              "cmdline": _proc_cmdline(pid) or sys.argv, "log_path": None, "url": None}
+    return write_private(private_dir(run_dir) / f"{name}.pid", json.dumps(record))
+
+
+def kill_group_leftovers(leader: int | None, since: float | None) -> int:
+    """SIGKILL what is left of an ended process group (e.g. gunicorn workers of a killed master).
+
+    Only processes still in group ``leader`` and created at or after
+    ``since`` (the leader's start, wall clock) are signalled, so a PID reused
+    by someone else's process is never touched. Returns how many were killed.
+    """
+    import psutil
+
+    if leader is None or since is None:
+        return 0
+    killed = 0
+    for process in psutil.process_iter(["pid", "create_time"]):
+        try:
+            if (process.info["create_time"] >= since - 0.5 and process.pid != os.getpid()
+                    and os.getpgid(process.pid) == leader):
+                process.kill()
+                killed += 1
+        except (psutil.Error, ProcessLookupError, PermissionError):
+            continue
+    return killed
 
 
 def read_pidfiles(run_dir: Path | str) -> dict[str, PidRecord]:

@@ -22,6 +22,8 @@ from router.traefik import TraefikAPI, TraefikError
 from strangler.plan import Plan
 from strangler.stack import procs
 from strangler.stack.launch import write_through_reports
+from strangler.stack.supervise import SUPERVISOR
+from strangler.stack.supervise import read_status as read_supervised
 
 
 def route_summary(routes: Iterable[Route], monolith: str = MONOLITH) -> list[dict[str, Any]]:
@@ -43,42 +45,63 @@ def backend_rows(
     health: Mapping[str, bool],
     traefik: Mapping[str, Mapping[str, str]],
     now: float,
+    supervised: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """PURE: one row per backend (the plan's, in order, then any other that registered).
 
     ``plan_backends`` maps name -> started by ``up``; ``health`` maps instance
     id -> answered its health path; ``traefik`` maps backend -> Traefik's
-    ``serverStatus`` (url -> UP/DOWN).
+    ``serverStatus`` (url -> UP/DOWN); ``supervised`` is the supervisor's
+    view (``supervisor.json``: process name -> backend, url, pid, release,
+    state, restarts, last_exit). An instance the supervisor runs but that
+    is not registered (starting, crashlooping) gets a row too, with
+    ``registered`` false.
     """
+    by_url = {(p.get("backend"), p.get("url")): p for p in (supervised or {}).values() if p.get("backend")}
     by_backend: dict[str, list[registry.Instance]] = {}
     for instance in instances:
         by_backend.setdefault(instance.backend, []).append(instance)
     rows = []
     for name in [*plan_backends, *sorted(set(by_backend) - set(plan_backends))]:
         found = by_backend.get(name, [])
-        if not plan_backends.get(name, True) and not found:
+        registered = {i.url for i in found}
+        unregistered = [p for (b, url), p in sorted(by_url.items(), key=lambda kv: kv[1]["name"])
+                        if b == name and url not in registered]
+        if not plan_backends.get(name, True) and not found and not unregistered:
             state = "not started"
         elif not found:
             state = "no instances"
         else:
             up = sum(1 for i in found if health.get(i.instance_id))
             state = f"{up}/{len(found)} healthy"
-        rows.append({
-            "backend": name,
-            "state": state,
-            "instances": [
-                {
-                    "id": i.instance_id,
-                    "address": i.url,
-                    "version": i.version,
-                    "pid": i.pid,
-                    "age": round(now - i.started, 1) if i.started else None,
-                    "healthy": bool(health.get(i.instance_id)),
-                    "traefik": traefik.get(name, {}).get(i.url, "unknown"),
-                }
-                for i in found
-            ],
-        })
+        instances = []
+        for i in found:
+            seen = by_url.get((name, i.url), {})
+            instances.append({
+                "id": i.instance_id,
+                "name": seen.get("name"),
+                "address": i.url,
+                "version": i.version,
+                "release": i.release or seen.get("release", ""),
+                "pid": i.pid,
+                "age": round(now - i.started, 1) if i.started else None,
+                "healthy": bool(health.get(i.instance_id)),
+                "registered": True,
+                "traefik": traefik.get(name, {}).get(i.url, "unknown"),
+                "state": seen.get("state", "healthy" if health.get(i.instance_id) else "starting"),
+                "restarts": seen.get("restarts", 0),
+                "last_exit": seen.get("last_exit"),
+            })
+        for seen in unregistered:
+            instances.append({
+                "id": None, "name": seen["name"], "address": seen["url"], "version": "",
+                "release": seen.get("release", ""), "pid": seen.get("pid"), "age": None,
+                "healthy": False, "registered": False,
+                "traefik": traefik.get(name, {}).get(seen["url"], "unknown"),
+                "state": seen.get("state", "starting"), "restarts": seen.get("restarts", 0),
+                "last_exit": seen.get("last_exit"), "last_lines": seen.get("last_lines", ""),
+            })
+        rows.append({"backend": name, "state": state, "instances": instances})
     return rows
 
 
@@ -208,12 +231,15 @@ def collect(
     live: Mapping[str, procs.PidRecord],
 ) -> dict[str, Any]:
     """Everything ``strangler status`` prints, JSON-ready (see ``strangler.stack.status``)."""
+    supervised = read_supervised(run_dir)
     result: dict[str, Any] = {
         "run_dir": str(run_dir),
         "running": bool(state) and "etcd" in live,
+        "supervised": SUPERVISOR in live,
         "strategy": plan.strategy if plan else (state or {}).get("strategy"),
         "processes": [
-            {"name": r.name, "pid": r.pid, "running": r.name in live, "log": r.log_path}
+            {"name": r.name, "pid": r.pid, "running": r.name in live, "log": r.log_path,
+             **{k: supervised.get(r.name, {}).get(k) for k in ("state", "restarts", "last_exit")}}
             for r in procs.read_pidfiles(run_dir).values()
         ],
         "backends": [],
@@ -243,7 +269,14 @@ def collect(
             traefik[name] = traefik_view(api.service(name) or {})
     except TraefikError as exc:
         result["problems"].append(str(exc))
-    result["backends"] = backend_rows(planned, found, _probe_all(found), traefik, time.time())
+    result["backends"] = backend_rows(planned, found, _probe_all(found), traefik, time.time(), supervised)
+    if not result["supervised"]:
+        result["problems"].append("no supervisor runs: nothing restarts a process that ends "
+                                  "(`strangler down` and `strangler up` again)")
+    for name, seen in supervised.items():
+        if seen.get("state") == "crashlooping":
+            result["problems"].append(f"{name} is crashlooping (last exit code {seen.get('last_exit')}); "
+                                      f"read {seen.get('log')}")
     result["routes"] = route_summary(routes.values(), monolith)
     data = state.get("data") or {}
     result["data"] = data_rows(data, _last_passes(data), live, time.time())

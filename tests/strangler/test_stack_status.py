@@ -44,6 +44,28 @@ def test_backend_rows_show_instances_health_and_unstarted_backends() -> None:
     assert rows[3]["instances"][0]["age"] is None and rows[3]["instances"][0]["traefik"] == "unknown"
 
 
+def test_backend_rows_merge_the_supervisors_view_and_show_unregistered_instances() -> None:
+    one = Instance("users", "h-5001-a", "http://127.0.0.1:5001", "0.1.0", 11, "h", 100.0, release="r1")
+    supervised = {
+        "users.0": {"name": "users.0", "backend": "users", "url": one.url, "pid": 11, "release": "r1",
+                    "state": "healthy", "restarts": 1, "last_exit": -9},
+        "users.1": {"name": "users.1", "backend": "users", "url": "http://127.0.0.1:5002", "pid": 12,
+                    "release": "r1", "state": "crashlooping", "restarts": 4, "last_exit": 3,
+                    "last_lines": "boom"},
+        "etcd": {"name": "etcd", "backend": None, "url": "http://127.0.0.1:2379", "state": "healthy"},
+    }
+    (row,) = backend_rows({"users": True}, [one], {"h-5001-a": True}, {}, now=110.0, supervised=supervised)
+    assert row["state"] == "1/1 healthy"
+    live, looping = row["instances"]
+    assert {k: live[k] for k in ("name", "release", "state", "restarts", "last_exit", "registered")} == {
+        "name": "users.0", "release": "r1", "state": "healthy", "restarts": 1, "last_exit": -9,
+        "registered": True}
+    assert {k: looping[k] for k in ("name", "address", "state", "restarts", "last_exit", "registered",
+                                    "healthy", "last_lines")} == {
+        "name": "users.1", "address": "http://127.0.0.1:5002", "state": "crashlooping", "restarts": 4,
+        "last_exit": 3, "registered": False, "healthy": False, "last_lines": "boom"}
+
+
 def test_traefik_view_marks_servers_of_unused_services() -> None:
     unused = {"loadBalancer": {"servers": [{"url": "http://a"}, {"url": "http://b"}]}}
     assert traefik_view(unused) == {"http://a": "unused", "http://b": "unused"}

@@ -1,0 +1,156 @@
+"""The stack's supervisor and instance lifecycle, on one real stack started with ``up --detach``.
+
+The repository's plan on free ports, plus a backend whose command exits at
+once. In order: a ``kill -9`` is restarted, a crashing backend ends
+crashlooping while the rest serves, SIGTERM deregisters before gunicorn stops
+accepting; ``scale`` and its refusals; ``down`` drains.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from router import registry
+from router.etcd import Etcd
+from strangler.stack import procs
+from strangler.stack.supervise import BACKOFF_CAP, BACKOFF_FIRST, backoff
+
+REPO = Path(__file__).resolve().parents[2]
+STRANGLER = str(Path(sys.executable).parent / "strangler")
+
+BROKEN = '''
+[backends.broken]
+command = "python -c 'raise SystemExit(3)'"
+health = "/healthz"
+'''
+
+
+def test_backoff_doubles_from_the_first_delay_and_is_capped() -> None:
+    assert [backoff(n) for n in (1, 2, 3, 4)] == [BACKOFF_FIRST, 2 * BACKOFF_FIRST, 4 * BACKOFF_FIRST,
+                                                  8 * BACKOFF_FIRST]
+    assert backoff(40) == BACKOFF_CAP
+
+
+def strangler(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    """Run the real CLI as a user would."""
+    return subprocess.run([STRANGLER, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def wait_for(check: Callable[[], object], timeout: float, what: str) -> float:
+    """Poll ``check`` until truthy; return the seconds it took, fail naming ``what`` otherwise."""
+    began = time.monotonic()
+    while not check():
+        if time.monotonic() - began > timeout:
+            pytest.fail(f"{what}: not within {timeout}s")
+        time.sleep(0.05)
+    return time.monotonic() - began
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """``strangler up --detach`` of the repository's plan plus ``broken``; ``down`` at the end."""
+    base = tmp_path_factory.mktemp("supervised")
+    text = re.sub(r"^(\w+_port) = \d+", r"\1 = 0", (REPO / "strangler.toml").read_text(), flags=re.M)
+    plan = base / "strangler.toml"
+    plan.write_text(text + BROKEN)
+    run_dir = base / "run"
+    result = strangler("up", "--detach", "--plan", str(plan), "--run-dir", str(run_dir))
+    try:
+        assert result.returncode == 0, result.stdout + result.stderr
+        state = json.loads((run_dir / "state.json").read_text())
+        yield {"state": state, "run_dir": run_dir, "plan": plan, "up": result.stdout,
+               "etcd": Etcd(state["etcd"])}
+    finally:
+        strangler("down", "--run-dir", str(run_dir))
+        for record in procs.read_pidfiles(run_dir).values():  # only if down itself failed
+            record.stop()
+
+
+def status(stack: dict) -> dict:
+    result = strangler("status", "--json", "--plan", str(stack["plan"]), "--run-dir", str(stack["run_dir"]))
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def instances(stack: dict, backend: str) -> list[dict]:
+    return next(row for row in status(stack)["backends"] if row["backend"] == backend)["instances"]
+
+
+@pytest.mark.integration
+def test_up_detached_leaves_a_supervisor_running(stack: dict) -> None:
+    record = procs.read_pidfiles(stack["run_dir"])["supervisor"]
+    assert record.running()
+    assert f"supervisor pid {record.pid}" in stack["up"]
+    data = status(stack)
+    assert data["supervised"] and not [p for p in data["problems"] if "no supervisor" in p]
+
+
+@pytest.mark.integration
+def test_kill9_of_the_only_users_instance_is_restarted_healthy_and_registered(stack: dict) -> None:
+    url = stack["state"]["backends"]["users"]["instances"][0]["url"]
+    old = procs.read_pidfiles(stack["run_dir"])["users.0"]
+    os.kill(old.pid, signal.SIGKILL)
+    began = time.monotonic()
+
+    def back() -> bool:
+        record = procs.read_pidfiles(stack["run_dir"]).get("users.0")
+        if record is None or record.pid == old.pid or not procs.http_ok(url + "/healthz"):
+            return False
+        found = registry.instances(stack["etcd"], "users")
+        return [i.pid for i in found if i.url == url] == [record.pid]
+
+    wait_for(back, 15, "users.0 restarted, healthy and registered")
+    seconds = time.monotonic() - began
+    assert seconds < 5, f"took {seconds:.1f}s"
+    (instance,) = instances(stack, "users")
+    assert (instance["restarts"], instance["last_exit"], instance["registered"]) == (1, -9, True)
+    assert instance["state"] == "healthy" and instance["pid"] != old.pid
+    assert requests.get(f"{stack['state']['web']}/api/users", timeout=10).status_code == 200
+    table = strangler("status", "--plan", str(stack["plan"]), "--run-dir", str(stack["run_dir"])).stdout
+    assert re.search(r"users .*healthy .*\b1\b .*-9", table), table
+
+
+@pytest.mark.integration
+def test_a_backend_that_exits_at_once_ends_crashlooping_and_the_stack_stays_up(stack: dict) -> None:
+    assert "broken.0" in stack["up"] and "the supervisor retries it" in stack["up"]
+
+    def crashlooping() -> list[dict]:
+        return [i for i in instances(stack, "broken") if i["state"] == "crashlooping"]
+
+    wait_for(crashlooping, 60, "broken.0 crashlooping")
+    (broken,) = crashlooping()
+    assert broken["last_exit"] == 3 and not broken["registered"] and broken["restarts"] == 4
+    data = status(stack)
+    assert any(p.startswith("broken.0 is crashlooping (last exit code 3)") for p in data["problems"])
+    supervisor = procs.read_pidfiles(stack["run_dir"])["supervisor"]
+    assert supervisor.running()
+    time.sleep(BACKOFF_CAP / 4)  # crashlooping means no more tries
+    assert instances(stack, "broken")[0]["pid"] == broken["pid"]
+    assert requests.get(f"{stack['state']['web']}/api/users", timeout=10).status_code == 200
+    log = (stack["run_dir"] / "logs" / "supervisor.log").read_text()
+    assert "broken.0 is crashlooping" in log and "last lines of" in log
+
+
+@pytest.mark.integration
+def test_sigterm_leaves_the_registry_before_gunicorn_stops_accepting(stack: dict) -> None:
+    url = stack["state"]["backends"]["ui"]["instances"][0]["url"]
+    record = procs.read_pidfiles(stack["run_dir"])["ui.0"]
+    os.kill(record.pid, signal.SIGTERM)
+    wait_for(lambda: url not in [i.url for i in registry.instances(stack["etcd"], "ui")], 5,
+             "ui.0 deregistered")
+    # deregistered, and still serving for the moment Traefik needs to drop it
+    assert procs.http_ok(url + "/healthz", timeout=0.5)
+    # an instance stopped from outside is restarted like any other end
+    wait_for(lambda: procs.read_pidfiles(stack["run_dir"])["ui.0"].pid != record.pid
+             and procs.http_ok(url + "/healthz"), 20, "ui.0 restarted")
