@@ -17,6 +17,7 @@ COMMANDS = {
     "up": "strangler.stack.cli:up",
     "down": "strangler.stack.cli:down",
     "status": "strangler.stack.cli:status",
+    "scale": "strangler.stack.cli:scale",
     "monolith": "monolith.server:monolith_command",
     "scan": "strangler.plan.cli:scan",
     "plan": "strangler.plan.cli:plan",

@@ -279,3 +279,87 @@ def _data_table(rows: list[dict]) -> Any:
                      f"strangler migrate verify {row['service']}[/red]")
         grid.add_row(row["service"], row["direction"], follower, lag, age, note)
     return grid
+
+
+def _running_stack(run_dir: Path) -> dict:
+    """state.json of the stack running from ``run_dir`` with a supervisor; ClickException otherwise."""
+    state = read_state(run_dir)
+    live = stack_mod.running_records(run_dir)
+    if not state or "etcd" not in live:
+        raise click.ClickException(f"no stack is running from {run_dir}; start one with `strangler up`")
+    if SUPERVISOR not in live:
+        raise click.ClickException(f"the stack running from {run_dir} has no supervisor; "
+                                   "`strangler down` and `strangler up` again")
+    return state
+
+
+@click.command()
+@plan_option
+@run_dir_option
+@click.argument("counts", nargs=-1, required=True, metavar="BACKEND=N...")
+@click.option("--timeout", type=click.FloatRange(1, 3600), default=180, show_default=True,
+              help="Seconds to wait for the new count.")
+def scale(plan_path: Path, run_dir: Path | None, counts: tuple[str, ...], timeout: float) -> None:
+    """Run N instances of each BACKEND: start new ones until healthy, drain the surplus.
+
+    Draining takes an instance out of the registry, waits until Traefik no
+    longer lists it, lets requests in flight finish, then stops it.
+    """
+    from router import table
+    from router.etcd import Etcd, EtcdError
+    from strangler.stack.scale import (
+        check_backend,
+        parse_scale_spec,
+        progress,
+        routes_served,
+        write_counts,
+    )
+    from strangler.stack.supervise import read_status
+
+    plan = open_plan(plan_path)
+    wanted: dict[str, int] = {}
+    for text in counts:
+        try:
+            spec = parse_scale_spec(text)
+            check_backend(plan, spec.backend)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="BACKEND=N") from None
+        wanted[spec.backend] = spec.instances
+    where = (run_dir or plan.run_dir).resolve()
+    state = _running_stack(where)
+    etcd = Etcd(state["etcd"], timeout=5)
+    try:
+        routes, _ = table.load(etcd)
+        for backend, n in wanted.items():
+            served = routes_served(routes.values(), backend, plan.monolith)
+            if n == 0 and served:
+                raise click.ClickException(
+                    f"{backend} still serves {len(served)} route(s) ({', '.join(served[:5])}"
+                    f"{', ...' if len(served) > 5 else ''}); flip them away before scaling it to 0")
+        write_counts(etcd, wanted, who=table.current_user())
+    except EtcdError as exc:
+        raise click.ClickException(f"etcd at {state['etcd']} did not answer: {exc}") from None
+    began = time.monotonic()
+    shown: dict[str, str] = {}
+    while True:
+        processes = read_status(where)
+        done = True
+        for backend, n in wanted.items():
+            seen = progress(processes, backend)
+            line = f"{backend}: {seen.get('healthy', 0)}/{n} healthy" + "".join(
+                f", {count} {state_}" for state_, count in sorted(seen.items()) if state_ != "healthy")
+            if shown.get(backend) != line:
+                click.echo(line)
+                shown[backend] = line
+            if seen.get("crashlooping"):
+                raise click.ClickException(f"{backend}: an instance is crashlooping; `strangler status` "
+                                           "names its log")
+            if seen != ({"healthy": n} if n else {}):
+                done = False
+        if done:
+            break
+        if time.monotonic() - began > timeout:
+            raise click.ClickException(f"not there within {timeout:g}s; `strangler status` shows where it is")
+        time.sleep(0.2)
+    summary = ", ".join(f"{backend}={n}" for backend, n in wanted.items())
+    click.echo(f"scaled {summary} in {time.monotonic() - began:.1f}s")

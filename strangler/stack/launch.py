@@ -70,41 +70,71 @@ def backend_launches(
     the services whose data is linked with the monolith's: those and the
     monolith get ``STRANGLER_WRITE_THROUGH`` (see strangler.stack.data).
     """
-    run_dir = plan.run_dir
-    peers = write_through(plan, linked)
     launches = []
     for name, backend in plan.backends.items():
         if not backend.start:
             continue
         for i, port in enumerate(backend_ports[name]):
-            env = {
-                "STRANGLER_ETCD": etcd_url,
-                "STRANGLER_BACKEND": name,
-                "STRANGLER_INSTANCE_URL": f"http://{HOST}:{port}",
-                "STRANGLER_HEALTH_PATH": backend.health,
-                "STRANGLER_DATA_DIR": str(run_dir / "data"),
-                "STRANGLER_ENV": "development",
-                "SOCKETIO_MESSAGE_QUEUE": redis_url,
-                "STRANGLER_LB_URL": lb_url,
-                "PORT": str(port),
-                **{key: secrets[key] for key in plan.secrets},
-            }
-            database = plan.database_url(name)
-            if database:
-                env["DATABASE_URL"] = database
-            if name in peers:
-                env["STRANGLER_WRITE_THROUGH"] = json.dumps(peers[name], sort_keys=True)
-                # each process reports its figures there for strangler status
-                env["STRANGLER_WRITE_THROUGH_REPORT"] = str(write_through_reports(run_dir) / f"{name}.{i}")
-            env.update(backend.env)
-            argv = shlex.split(plan.command(name, port=port, instance=i, host=HOST))
-            launches.append(Launch(
-                backend=name, instance=i, port=port, argv=argv, env=env,
-                log_path=run_dir / "logs" / f"{name}.{i}.log",
-                cwd=str(plan.path.parent if plan.path else Path.cwd()),
-                health_path=backend.health,
-            ))
+            launches.append(instance_launch(plan, name, i, port, etcd_url=etcd_url, redis_url=redis_url,
+                                            secrets=secrets, lb_url=lb_url, linked=linked))
     return launches
+
+
+def instance_launch(
+    plan: Plan,
+    name: str,
+    i: int,
+    port: int,
+    *,
+    etcd_url: str,
+    redis_url: str,
+    secrets: Mapping[str, str],
+    lb_url: str = "",
+    linked: Sequence[str] = (),
+    release: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Launch:
+    """PURE but for the code fingerprint: instance ``i`` of backend ``name`` on ``port``.
+
+    ``release`` names the instance's release (default: the label
+    :func:`strangler.stack.release.release_label` computes); ``env`` adds to
+    the plan's own ``env`` (an upgrade's ``--env``).
+    """
+    from strangler.stack.release import release_label
+
+    run_dir = plan.run_dir
+    backend = plan.backends[name]
+    peers = write_through(plan, linked)
+    extra = dict(env or {})
+    environ = {
+        "STRANGLER_ETCD": etcd_url,
+        "STRANGLER_BACKEND": name,
+        "STRANGLER_INSTANCE_URL": f"http://{HOST}:{port}",
+        "STRANGLER_HEALTH_PATH": backend.health,
+        "STRANGLER_DATA_DIR": str(run_dir / "data"),
+        "STRANGLER_ENV": "development",
+        "SOCKETIO_MESSAGE_QUEUE": redis_url,
+        "STRANGLER_LB_URL": lb_url,
+        "PORT": str(port),
+        **{key: secrets[key] for key in plan.secrets},
+    }
+    database = plan.database_url(name)
+    if database:
+        environ["DATABASE_URL"] = database
+    if name in peers:
+        environ["STRANGLER_WRITE_THROUGH"] = json.dumps(peers[name], sort_keys=True)
+        # each process reports its figures there for strangler status
+        environ["STRANGLER_WRITE_THROUGH_REPORT"] = str(write_through_reports(run_dir) / f"{name}.{i}")
+    environ.update(backend.env)
+    environ.update(extra)
+    environ["STRANGLER_RELEASE"] = release or release_label(plan, name, extra)
+    argv = shlex.split(plan.command(name, port=port, instance=i, host=HOST))
+    return Launch(
+        backend=name, instance=i, port=port, argv=argv, env=environ,
+        log_path=run_dir / "logs" / f"{name}.{i}.log",
+        cwd=str(plan.path.parent if plan.path else Path.cwd()),
+        health_path=backend.health,
+    )
 
 
 def _resolve_argv(argv: list[str]) -> list[str]:

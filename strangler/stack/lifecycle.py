@@ -40,6 +40,7 @@ from strangler.stack.drain import drain
 from strangler.stack.launch import HOST, Launch, _resolve_argv, backend_launches
 from strangler.stack.ports import PORT_OPTIONS, Ports, check_ports, resolve_ports
 from strangler.stack.procs import StackError
+from strangler.stack.scale import reconcile, write_counts
 from strangler.stack.state import STATE_FILE, read_state
 from strangler.stack.supervise import STATUS_FILE, SUPERVISOR
 
@@ -77,6 +78,7 @@ class Stack:
         self.timeout = timeout
         self.procs: dict[str, procs.Proc] = {}  # in start order
         self.launches: dict[str, Launch] = {}  # backend instances by process name
+        self.releases: dict[str, tuple[str, dict[str, str]]] = {}  # backend -> (release, extra env) now run
         self.checks: dict[str, Callable[[], bool]] = {}  # health checks by process name
         self.state: dict[str, Any] = {}
         self._reported: set[str] = set()
@@ -108,7 +110,7 @@ class Stack:
                     raise StackError(f"{exc}; stopped everything it had started") from exc
                 raise
             self.state["up_seconds"] = round(time.monotonic() - began, 2)
-            self._write_state()
+            self.write_state()
             return self.state
         finally:
             self._release_lock()
@@ -197,6 +199,8 @@ class Stack:
         self.launch_args = {"etcd_url": etcd.url, "redis_url": procs.redis_url(ports.redis, redis_password),
                             "secrets": app_secrets, "lb_url": internal, "linked": linked}
         launches = backend_launches(self.plan, backend_ports, **self.launch_args)
+        # the plan's counts are where a fresh stack starts; `strangler scale` changes them
+        write_counts(client, {name: len(ports_) for name, ports_ in backend_ports.items()}, who="up")
         self.api = TraefikAPI(traefik.url)
         self._start_backends(launches, client, self.api, web)
 
@@ -236,6 +240,29 @@ class Stack:
             {"name": launch.name, "url": launch.url, "pid": proc.pid, "log": str(launch.log_path),
              "release": launch.env.get("STRANGLER_RELEASE", "")})
         return proc
+
+    def forget_instance(self, name: str) -> None:
+        """A drained instance is gone for good: drop its pid file and its place in ``state.json``."""
+        launch = self.launches.pop(name, None)
+        self.procs.pop(name, None)
+        self.checks.pop(name, None)
+        procs.remove_pidfile(self.run_dir, name)
+        if launch is not None:
+            info = self.state.get("backends", {}).get(launch.backend, {})
+            info["instances"] = [i for i in info.get("instances", []) if i["name"] != name]
+        self.write_state()
+
+    def current_release(self, backend: str) -> str | None:
+        """The release new instances of ``backend`` get (None: the label of the plan's)."""
+        return self.releases.get(backend, (None, {}))[0]
+
+    def current_env(self, backend: str) -> dict[str, str]:
+        """The extra environment new instances of ``backend`` get (an upgrade's ``--env``)."""
+        return self.releases.get(backend, (None, {}))[1]
+
+    def reconcile(self, supervisor: Any) -> None:
+        """Carry out the intents written in etcd (scale; see strangler.stack.scale)."""
+        reconcile(self, supervisor)
 
     def ended(self, name: str) -> None:
         """A process ended unexpectedly: take a backend instance's registration out at once.
@@ -308,7 +335,8 @@ class Stack:
         procs.wait_until(registered, self.timeout, f"{launch.name}'s registration in etcd", proc=proc)
         procs.wait_until(routed, self.timeout, f"Traefik routing to {launch.name}", proc=proc)
 
-    def _write_state(self) -> None:
+    def write_state(self) -> None:
+        """Write ``state.json`` (what other commands read to find the stack)."""
         write_private(self.run_dir / STATE_FILE, json.dumps(self.state, indent=2))
 
     # ---- while up runs in the foreground ----------------------------------------------

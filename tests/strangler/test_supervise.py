@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -154,3 +155,86 @@ def test_sigterm_leaves_the_registry_before_gunicorn_stops_accepting(stack: dict
     # an instance stopped from outside is restarted like any other end
     wait_for(lambda: procs.read_pidfiles(stack["run_dir"])["ui.0"].pid != record.pid
              and procs.http_ok(url + "/healthz"), 20, "ui.0 restarted")
+
+
+class Load:
+    """Steady, bounded GET load through Traefik in a thread: counts answers by status."""
+
+    def __init__(self, url: str, limit: int = 20000, seconds: float = 120) -> None:
+        self.url, self.limit, self.seconds = url, limit, seconds
+        self.codes: dict[object, int] = {}
+        self.stop = False
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        session = requests.Session()
+        began, sent = time.monotonic(), 0
+        while not self.stop and sent < self.limit and time.monotonic() - began < self.seconds:
+            try:
+                code: object = session.get(self.url, timeout=10).status_code
+            except requests.RequestException as exc:
+                code = type(exc).__name__
+            self.codes[code] = self.codes.get(code, 0) + 1
+            sent += 1
+            time.sleep(0.01)
+
+    def __enter__(self) -> Load:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop = True
+        self.thread.join(30)
+
+
+def scale_key_value(stack: dict, backend: str) -> str | None:
+    return stack["etcd"].get(f"strangler/stack/scale/{backend}")
+
+
+@pytest.mark.integration
+def test_scale_refuses_bad_input_in_one_line_and_changes_nothing(stack: dict) -> None:
+    before = scale_key_value(stack, "users")
+    args = ("--plan", str(stack["plan"]), "--run-dir", str(stack["run_dir"]))
+    for bad, says in (("users=abc", "N must be a whole number"), ("nosuch=2", "no backend 'nosuch'"),
+                      ("users=-1", "N must be 0 or more"), ("users", "write BACKEND=N")):
+        result = strangler("scale", bad, *args)
+        assert result.returncode == 2, (bad, result.stderr)
+        (line,) = result.stderr.strip().splitlines()
+        assert says in line and "Traceback" not in result.stderr, line
+    routed = strangler("scale", "monolith=0", *args)
+    assert routed.returncode == 1 and "monolith still serves" in routed.stderr and "the catch-all" in routed.stderr
+    assert len(routed.stderr.strip().splitlines()) == 1
+    assert scale_key_value(stack, "users") == before
+
+
+@pytest.mark.integration
+def test_scale_users_to_3_and_back_to_1_under_load_fails_no_request(stack: dict) -> None:
+    args = ("--plan", str(stack["plan"]), "--run-dir", str(stack["run_dir"]))
+    flipped = strangler("flip", "GET /api/users", "--to", "users", "--plan", str(stack["plan"]),
+                        "--etcd", stack["state"]["etcd"], "--traefik-api", stack["state"]["traefik_api"])
+    assert flipped.returncode == 0, flipped.stderr
+    with Load(f"{stack['state']['web']}/api/users") as load:
+        up = strangler("scale", "users=3", *args)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "users: 3/3 healthy" in up.stdout
+        rows = instances(stack, "users")
+        assert len(rows) == 3 and all(r["healthy"] and r["registered"] for r in rows), rows
+        assert len({r["pid"] for r in rows}) == 3
+        state = json.loads((stack["run_dir"] / "state.json").read_text())
+        assert state["backends"]["users"]["desired"] == 3 and len(state["backends"]["users"]["instances"]) == 3
+        served = requests.get(f"{stack['state']['traefik_api']}/api/http/services/users@etcd", timeout=5).json()
+        assert sorted(s["url"] for s in served["loadBalancer"]["servers"]) == sorted(r["address"] for r in rows)
+        down = strangler("scale", "users=1", *args)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert "draining" in down.stdout
+    (left,) = instances(stack, "users")
+    assert left["name"] == "users.0"
+    gone = [r for r in rows if r["name"] != "users.0"]
+    for row in gone:
+        assert procs._proc_starttime(row["pid"]) is None, row
+        assert not (stack["run_dir"] / f"{row['name']}.pid").exists()
+    assert json.loads((stack["run_dir"] / "state.json").read_text())["backends"]["users"]["desired"] == 1
+    assert sum(load.codes.values()) > 50, load.codes
+    assert set(load.codes) == {200}, load.codes
+    log = (stack["run_dir"] / "logs" / "supervisor.log").read_text()
+    assert "users.2 drained: terminated" in log and "users.1 drained: terminated" in log

@@ -1,0 +1,166 @@
+"""How many instances each backend runs: the intent in etcd, the checks, and the supervisor's side.
+
+``strangler scale users=3`` writes the intent (``strangler/stack/scale/<backend>``,
+JSON ``{"instances": N}``) and watches; the supervisor carries it out
+(:func:`reconcile`): it starts instances until N are healthy and registered,
+and drains the surplus (:mod:`strangler.stack.drain`). ``up`` writes the
+plan's ``instances`` first, so the plan stays the default for a fresh stack.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+
+from router.etcd import Etcd, EtcdError, Put
+from router.keys import Route
+from strangler.plan import Plan
+from strangler.stack import procs
+from strangler.stack.drain import drain
+from strangler.stack.launch import Launch, instance_launch
+
+SCALE_PREFIX = "strangler/stack/scale/"
+POLL = 0.3  # seconds between the supervisor's reads of the intents
+
+
+class ScaleSpec(NamedTuple):
+    """One ``BACKEND=N`` argument."""
+
+    backend: str
+    instances: int
+
+
+def parse_scale_spec(text: str) -> ScaleSpec:
+    """PURE: ``"users=3"`` -> ScaleSpec("users", 3); ValueError (saying what to write) otherwise."""
+    backend, sep, count = text.partition("=")
+    if not sep or not backend.strip():
+        raise ValueError(f"{text!r}: write BACKEND=N, e.g. users=3")
+    try:
+        instances = int(count.strip())
+    except ValueError:
+        raise ValueError(f"{text!r}: N must be a whole number, e.g. {backend.strip()}=3") from None
+    if instances < 0:
+        raise ValueError(f"{text!r}: N must be 0 or more")
+    return ScaleSpec(backend.strip(), instances)
+
+
+def check_backend(plan: Plan, backend: str) -> None:
+    """ValueError when ``backend`` is not one ``up`` runs (unknown, or ``start = false``)."""
+    if backend not in plan.backends:
+        raise ValueError(f"no backend {backend!r} in the plan (backends: {', '.join(plan.backends)})")
+    if not plan.backends[backend].start:
+        raise ValueError(f"backends.{backend}.start is false in the plan: `strangler up` does not run it")
+
+
+def routes_served(routes: Iterable[Route], backend: str, monolith: str) -> list[str]:
+    """PURE: what still sends ``backend`` traffic (endpoints, and the catch-all for the monolith)."""
+    served = sorted(str(route.endpoint) for route in routes if backend in route.backends)
+    return (["the catch-all"] if backend == monolith else []) + served
+
+
+def scale_key(backend: str) -> str:
+    """PURE: where the wanted instance count of ``backend`` lives."""
+    return f"{SCALE_PREFIX}{backend}"
+
+
+def write_counts(etcd: Etcd, counts: Mapping[str, int], who: str = "") -> None:
+    """Record the wanted counts, all in one transaction."""
+    etcd.txn(puts=[Put(scale_key(backend), json.dumps({"instances": n, "by": who, "at": time.time()}))
+                   for backend, n in counts.items()])
+
+
+def read_counts(etcd: Etcd) -> dict[str, int]:
+    """The wanted count per backend (malformed entries skipped)."""
+    entries, _ = etcd.get_prefix(SCALE_PREFIX)
+    counts = {}
+    for key, value in entries.items():
+        try:
+            counts[key[len(SCALE_PREFIX):]] = int(json.loads(value)["instances"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return counts
+
+
+def progress(processes: Mapping[str, Mapping[str, Any]], backend: str) -> dict[str, int]:
+    """PURE: a backend's instances in supervisor.json by state (``healthy``, ``draining``, ...)."""
+    counts: dict[str, int] = {}
+    for entry in processes.values():
+        if entry.get("backend") == backend:
+            counts[entry["state"]] = counts.get(entry["state"], 0) + 1
+    return counts
+
+
+# ---- the supervisor's side ------------------------------------------------------------------
+
+
+def next_launch(stack: Any, backend: str, release: str | None = None,
+                env: Mapping[str, str] | None = None) -> Launch:
+    """A new instance of ``backend``: the lowest free index, a free port."""
+    taken = {launch.instance for name, launch in stack.launches.items()
+             if launch.backend == backend and name in stack.procs}
+    index = next(i for i in range(len(taken) + 1) if i not in taken)
+    return instance_launch(stack.plan, backend, index, procs.free_port(), release=release, env=env,
+                           **stack.launch_args)
+
+
+def start(stack: Any, supervisor: Any, launch: Launch) -> None:
+    """Start ``launch`` and supervise it (it is ``starting`` until healthy and registered)."""
+    with supervisor.lock:
+        proc = stack.start_instance(launch)
+        supervisor.watch(proc)
+        stack.write_state()
+    supervisor.echo(f"{launch.name} started (pid {proc.pid}) {launch.url} release {launch.env['STRANGLER_RELEASE']}")
+
+
+def start_drain(stack: Any, supervisor: Any, name: str) -> threading.Thread:
+    """Mark ``name`` draining and take it out in a thread (the supervisor keeps watching the rest)."""
+    watched = supervisor.watched[name]
+    watched.state = "draining"
+    launch = stack.launches[name]
+
+    def run() -> None:
+        supervisor.echo(f"{name} draining")
+        outcome = drain(stack.client, stack.api, launch.backend, launch.url, watched.proc.stop)
+        with supervisor.lock:
+            supervisor.forget(name)
+            stack.forget_instance(name)
+        supervisor.echo(f"{name} drained: {outcome}")
+
+    thread = threading.Thread(target=run, name=f"drain-{name}", daemon=True)
+    thread.start()
+    return thread
+
+
+def reconcile(stack: Any, supervisor: Any) -> None:
+    """Bring each backend's instance count to what etcd asks (called from the supervisor's loop)."""
+    now = time.monotonic()
+    if now - getattr(stack, "_intents_read", 0.0) < POLL:
+        return
+    stack._intents_read = now
+    try:
+        wanted = read_counts(stack.client)
+    except EtcdError:
+        return  # etcd restarting: next pass
+    changed = False
+    for backend, count in wanted.items():
+        if backend not in stack.plan.backends or not stack.plan.backends[backend].start:
+            continue
+        with supervisor.lock:
+            mine = [w for w in supervisor.watched.values()
+                    if w.backend == backend and w.state != "draining"]
+        if stack.state.get("backends", {}).get(backend, {}).get("desired") != count:
+            stack.state.setdefault("backends", {}).setdefault(backend, {"instances": []})["desired"] = count
+            changed = True
+        for _ in range(count - len(mine)):
+            start(stack, supervisor, next_launch(stack, backend, release=stack.current_release(backend),
+                                                 env=stack.current_env(backend)))
+        if len(mine) > count:
+            # crashlooping ones first, then the newest
+            surplus = sorted(mine, key=lambda w: (w.state != "crashlooping", -stack.launches[w.proc.name].instance))
+            for watched in surplus[: len(mine) - count]:
+                start_drain(stack, supervisor, watched.proc.name)
+    if changed:
+        stack.write_state()
