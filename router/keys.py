@@ -58,6 +58,11 @@ RETRY_STATUS = ("502",)
 # own 5xx, so one clean 503 took a healthy instance out of rotation.)
 RETRY_INTERVAL = "100ms"
 MONOLITH = "monolith"
+# Prefixes whose clients hold a session across several requests that must all
+# reach one instance (Socket.IO's long-polling): their backends' load
+# balancers, and a canary's weighted service, get a sticky cookie.
+SESSION_PREFIXES = ("/socket.io/",)
+STICKY_COOKIE = "strangler_sticky_"  # + the Traefik service's name
 # Paths only services call (through the internal entrypoint), never users.
 INTERNAL_PREFIX = "/internal/"
 # Traefik marks each mirrored copy with this header (a headers middleware on the
@@ -370,6 +375,18 @@ def entrypoints_of(endpoint: Endpoint | None, entrypoint: str, internal: str | N
     return (entrypoint, internal)
 
 
+def _sticky(base: str, service: str) -> dict[str, str]:
+    """PURE: sticky-cookie session affinity for one load balancer or weighted service at ``base``.
+
+    With one instance the cookie changes nothing; with several, every request
+    of a session reaches the instance that served its first one (a drained
+    instance's cookie is ignored and the client lands on another).
+    """
+    return {base + "sticky/cookie/name": STICKY_COOKIE + service,
+            base + "sticky/cookie/httpOnly": "true",
+            base + "sticky/cookie/sameSite": "lax"}
+
+
 def traefik_keys(
     routes: Iterable[Route],
     *,
@@ -409,6 +426,7 @@ def traefik_keys(
     if mirror_secret:
         keys[f"{ROOT}/http/middlewares/{MIRROR_MARK}/headers/customRequestHeaders/{MIRROR_HEADER}"] = mirror_secret
     backends = {monolith}
+    sticky: set[str] = set()
     seen: dict[str, Endpoint] = {}
     for route in sorted(routes, key=lambda r: r.endpoint.id):
         name = route.endpoint.id
@@ -420,8 +438,13 @@ def traefik_keys(
         seen[name] = route.endpoint
         backends |= {svc(b) for b in route.backends}
         service = svc(route.backend)
+        sessions = route.endpoint.is_prefix and route.endpoint.path in SESSION_PREFIXES
+        if sessions:
+            sticky |= {svc(b) for b in {route.backend, *(route.weights or {})}}
         if route.weights:
             service = canary_service(name)
+            if sessions:
+                keys |= _sticky(f"{ROOT}/http/services/{service}/weighted/", service)
             base = f"{ROOT}/http/services/{service}/weighted/services/"
             for i, (backend, weight) in enumerate(sorted(route.weights.items())):
                 keys[f"{base}{i}/name"] = svc(backend)
@@ -441,6 +464,8 @@ def traefik_keys(
         # Declares the load balancer even before any instance registers, so
         # routers pointing at it resolve (503, not 404) while it is empty.
         keys[service_key(backend) + "passhostheader"] = "true"
+    for backend in sorted(sticky):
+        keys |= _sticky(service_key(backend), backend)
     for backend, path in sorted((healthchecks or {}).items()):
         keys[service_key(backend) + "healthcheck/path"] = path
         keys[service_key(backend) + "healthcheck/interval"] = healthcheck_interval

@@ -344,3 +344,17 @@ def test_live_spec_names_what_traefik_keys_writes():
             names = {keys[k] for k in keys if k.startswith(f"{S}{service}/weighted/services/") and k.endswith("/name")}
             assert names == set(expected)
 
+
+
+def test_socketio_prefix_backends_get_a_sticky_cookie_and_a_canary_sticks_too() -> None:
+    sio = Route(parse_endpoint("PREFIX /socket.io/"), "socketio")
+    plain = Route(parse_endpoint("GET /api/users"), "users")
+    keys = traefik_keys([sio, plain])
+    base = "traefik/http/services/socketio/loadbalancer/sticky/cookie/"
+    assert {k: v for k, v in keys.items() if "/sticky/" in k} == {
+        base + "name": "strangler_sticky_socketio", base + "httpOnly": "true", base + "sameSite": "lax"}
+    canary = Route(parse_endpoint("PREFIX /socket.io/"), "socketio", weights={"socketio": 10, "monolith": 90})
+    sticky = sorted(k for k in traefik_keys([canary]) if k.endswith("/sticky/cookie/name"))
+    assert sticky == ["traefik/http/services/monolith/loadbalancer/sticky/cookie/name",
+                      "traefik/http/services/prefix-socket-io-canary/weighted/sticky/cookie/name",
+                      "traefik/http/services/socketio/loadbalancer/sticky/cookie/name"]

@@ -238,3 +238,74 @@ def test_scale_users_to_3_and_back_to_1_under_load_fails_no_request(stack: dict)
     assert set(load.codes) == {200}, load.codes
     log = (stack["run_dir"] / "logs" / "supervisor.log").read_text()
     assert "users.2 drained: terminated" in log and "users.1 drained: terminated" in log
+
+
+SIO_VERSION = (REPO / "monolith" / "static" / "vendor" / "socket.io-client" / "VERSION").read_text().strip()
+NODE_CLIENT = REPO / "tests" / "support" / "sio_node_client.js"
+
+
+@pytest.fixture(scope="module")
+def sio_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with the official socket.io-client (the version the page vendors) installed by npm."""
+    folder = tmp_path_factory.mktemp("sio-client")
+    try:
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent",
+                        f"socket.io-client@{SIO_VERSION}"], cwd=folder, check=True,
+                       capture_output=True, timeout=180)
+    except (OSError, subprocess.SubprocessError) as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"npm cannot install socket.io-client@{SIO_VERSION}: {exc}")
+    return folder
+
+
+def register(web: str) -> str:
+    nickname = f"n{os.urandom(4).hex()}"
+    created = requests.post(f"{web}/api/users", json={"nickname": nickname, "password": "pw"}, timeout=10)
+    assert created.status_code == 201, created.text
+    answer = requests.post(f"{web}/api/tokens", auth=(nickname, "pw"), timeout=10)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["token"]
+
+
+def node_clients(folder: Path, web: str, token: str, modes: list[str]) -> list[dict]:
+    """Connect one official client per mode, post a message once all are connected; their results."""
+    clients = [subprocess.Popen(["node", str(NODE_CLIENT), str(folder), web, mode, "20000"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for mode in modes]
+    try:
+        # each prints {"ready": true} once connected, or its result line when it failed
+        firsts = [client.stdout.readline() for client in clients]
+        posted = requests.post(f"{web}/api/messages", json={"source": "sticky?"},
+                               headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert posted.status_code == 201, posted.text
+        results = []
+        for client, first in zip(clients, firsts, strict=True):
+            out, _ = client.communicate(timeout=40)
+            lines = [line for line in (first, *out.splitlines()) if line.startswith("{") and "ready" not in line]
+            results.append(json.loads(lines[-1]) if lines else {"connected": False, "errors": [out]})
+        return results
+    finally:
+        for client in clients:
+            if client.poll() is None:
+                client.kill()
+                client.wait(5)
+
+
+@pytest.mark.integration
+def test_the_official_client_works_against_2_and_3_socketio_instances(stack: dict, sio_client: Path) -> None:
+    args = ("--plan", str(stack["plan"]), "--run-dir", str(stack["run_dir"]))
+    flipped = strangler("flip", "PREFIX /socket.io/", "--to", "socketio", "--plan", str(stack["plan"]),
+                        "--etcd", stack["state"]["etcd"], "--traefik-api", stack["state"]["traefik_api"])
+    assert flipped.returncode == 0, flipped.stderr
+    service = requests.get(f"{stack['state']['traefik_api']}/api/http/services/socketio@etcd", timeout=5).json()
+    assert service["loadBalancer"]["sticky"]["cookie"]["name"] == "strangler_sticky_socketio"
+    web, token = stack["state"]["web"], register(stack["state"]["web"])
+    for count in (2, 3):
+        scaled = strangler("scale", f"socketio={count}", *args)
+        assert scaled.returncode == 0, scaled.stdout + scaled.stderr
+        results = node_clients(sio_client, web, token, ["default"] * 3 + ["polling"] * 3)
+        for mode, result in zip(["default"] * 3 + ["polling"] * 3, results, strict=True):
+            assert result["connected"] and result["events"] >= 1 and not result["errors"], (count, mode, result)
+            assert result["transport"] == ("polling" if mode == "polling" else "websocket"), result
+    assert strangler("scale", "socketio=1", *args).returncode == 0
