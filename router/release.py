@@ -1,4 +1,4 @@
-"""Which release of the project this process runs: the installed package's version.
+"""Which release of the project this process runs: the package's version, and the instance's label.
 
 Read from the package metadata (``importlib.metadata``), so the apps and the
 registry need not import the toolkit to know it.
@@ -6,6 +6,7 @@ registry need not import the toolkit to know it.
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 
@@ -17,3 +18,11 @@ def release() -> str:
         return version("strangler")
     except PackageNotFoundError:
         return ""
+
+
+def instance_release() -> str:
+    """This instance's release label (``STRANGLER_RELEASE``, set by whoever started it), "" if none.
+
+    Read at call time: the same process image may serve under any label.
+    """
+    return os.environ.get("STRANGLER_RELEASE", "")

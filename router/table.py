@@ -273,6 +273,34 @@ def apply(
     return replace(record, revision=written)
 
 
+def note(
+    etcd: Etcd,
+    *,
+    who: str,
+    what: str,
+    puts: Mapping[str, str] | None = None,
+    deletes: Iterable[str] = (),
+) -> Change:
+    """Record a step that moves no route (an instance upgrade) in the history, with its own keys.
+
+    ``puts`` and ``deletes`` are written in the same transaction as the
+    record, guarded like :func:`apply`. The record touches no endpoint, so a
+    rollback never picks it by default. Raises ConcurrentChange when the
+    history moved meanwhile.
+    """
+    guard = etcd.get_entry(LAST_CHANGE_KEY)
+    record = Change(id=(int(guard.value) if guard else 0) + 1,
+                    time=datetime.now(UTC).isoformat(timespec="seconds"),
+                    who=who, what=what, revision=0, before={}, after={})
+    written_puts = {**(puts or {}), history_key(record.id): json.dumps(record.to_dict(), sort_keys=True),
+                    LAST_CHANGE_KEY: str(record.id)}
+    written = etcd.txn_revision([Compare(LAST_CHANGE_KEY, guard.mod_revision if guard else 0)],
+                                written_puts, list(deletes))
+    if written is None:
+        raise ConcurrentChange("the history was changed by someone else meanwhile; re-run the command")
+    return replace(record, revision=written)
+
+
 def _protected(key: str) -> bool:
     # The catch-all must never go (traefik#8092), and instance servers are
     # the registry's, not ours.
@@ -328,7 +356,7 @@ def choose(changes: Sequence[Change], change_id: int | None, who: str, anyone: b
         if not found:
             raise RollbackRefused(f"there is no change {change_id}; see the history for ids")
         return found[0]
-    live = in_effect(changes)
+    live = [c for c in in_effect(changes) if c.endpoints]  # notes (upgrades) move no route
     if not live:
         raise RollbackRefused("there is no change to roll back")
     mine = [c for c in live if c.who == who]

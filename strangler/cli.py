@@ -18,6 +18,7 @@ COMMANDS = {
     "down": "strangler.stack.cli:down",
     "status": "strangler.stack.cli:status",
     "scale": "strangler.stack.cli:scale",
+    "upgrade": "strangler.stack.cli:upgrade",
     "monolith": "monolith.server:monolith_command",
     "scan": "strangler.plan.cli:scan",
     "plan": "strangler.plan.cli:plan",

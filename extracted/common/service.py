@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from extracted.common.config import ServiceConfig
 from router.lbclient import LBClient, ServiceUnavailable
-from router.release import release
+from router.release import instance_release, release
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def _register_errors(app: Flask) -> None:
 
 
 def healthz():  # noqa: ANN201
-    """Anyone may call this. 200 ``{"status": "ok", "service", "version"}``; 503 if the database doesn't answer."""
+    """Anyone may call this. 200 ``{"status": "ok", "service", "version", "release"}``; 503 if the database doesn't answer."""
     name = current_app.config["SERVICE_NAME"]
     database = current_app.extensions.get("sqlalchemy")  # only services that own data
     if database is not None:
@@ -111,8 +111,9 @@ def healthz():  # noqa: ANN201
         except SQLAlchemyError as exc:
             database.session.rollback()
             return jsonify({"status": "unavailable", "service": name, "version": release(),
+                            "release": instance_release(),
                             "error": f"database: {type(exc).__name__}"}), 503
-    return jsonify({"status": "ok", "service": name, "version": release()})
+    return jsonify({"status": "ok", "service": name, "version": release(), "release": instance_release()})
 
 
 def emit_model(class_name: str, model: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from router.keys import MIRROR_HEADER, MIRROR_MAX_BODY
+from router.release import instance_release
 from strangler.shadow.store import ShadowStore
 from strangler.shadow.worker import Comparator, Mirrored
 
@@ -132,7 +133,8 @@ def create_app(test_config: Mapping | None = None, comparator: Comparator | None
     @app.get("/healthz")
     def healthz() -> Response:
         """Health check for the registry and Traefik (anyone): 200 while the comparator runs."""
-        return jsonify(status="ok", queued=app.extensions["comparator"].queue.qsize())
+        return jsonify(status="ok", queued=app.extensions["comparator"].queue.qsize(),
+                       release=instance_release())
 
     @app.get("/_shadow/stats")
     def stats() -> Response:

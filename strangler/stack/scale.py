@@ -21,6 +21,7 @@ from strangler.plan import Plan
 from strangler.stack import procs
 from strangler.stack.drain import drain
 from strangler.stack.launch import Launch, instance_launch
+from strangler.stack.upgrade import Intent, Seen, actions, finished, read_intents, upgrade_key
 
 SCALE_PREFIX = "strangler/stack/scale/"
 POLL = 0.3  # seconds between the supervisor's reads of the intents
@@ -142,18 +143,22 @@ def reconcile(stack: Any, supervisor: Any) -> None:
     stack._intents_read = now
     try:
         wanted = read_counts(stack.client)
+        intents = read_intents(stack.client)
     except EtcdError:
         return  # etcd restarting: next pass
     changed = False
     for backend, count in wanted.items():
         if backend not in stack.plan.backends or not stack.plan.backends[backend].start:
             continue
-        with supervisor.lock:
-            mine = [w for w in supervisor.watched.values()
-                    if w.backend == backend and w.state != "draining"]
         if stack.state.get("backends", {}).get(backend, {}).get("desired") != count:
             stack.state.setdefault("backends", {}).setdefault(backend, {"instances": []})["desired"] = count
             changed = True
+        intent = intents.get(backend)
+        if intent is not None and intent.pending:
+            _upgrade(stack, supervisor, backend, count, intent)
+            continue
+        with supervisor.lock:
+            mine = [w for w in supervisor.watched.values() if w.backend == backend and w.state != "draining"]
         for _ in range(count - len(mine)):
             start(stack, supervisor, next_launch(stack, backend, release=stack.current_release(backend),
                                                  env=stack.current_env(backend)))
@@ -164,3 +169,24 @@ def reconcile(stack: Any, supervisor: Any) -> None:
                 start_drain(stack, supervisor, watched.proc.name)
     if changed:
         stack.write_state()
+
+
+def _upgrade(stack: Any, supervisor: Any, backend: str, count: int, intent: Intent) -> None:
+    """One step of a pending upgrade (see strangler.stack.upgrade.actions)."""
+    with supervisor.lock:
+        seen = [Seen(w.proc.name, w.release, w.state, stack.launches[w.proc.name].instance)
+                for w in supervisor.watched.values() if w.backend == backend and w.state != "draining"]
+    todo, done = actions(count, intent, seen)
+    for what, which in todo:
+        if what == "drain":
+            start_drain(stack, supervisor, which)
+        elif which == "new":
+            start(stack, supervisor, next_launch(stack, backend, release=intent.release, env=intent.env))
+        else:
+            start(stack, supervisor, next_launch(stack, backend, release=stack.current_release(backend),
+                                                 env=stack.current_env(backend)))
+    if done and intent.step != "try":
+        if intent.step == "roll":
+            stack.releases[backend] = (intent.release, dict(intent.env))
+        stack.client.put(upgrade_key(backend), finished(intent).to_json())
+        supervisor.echo(f"upgrade of {backend} to {intent.release}: {finished(intent).step}")

@@ -8,10 +8,13 @@ from monolith import create_app
 from strangler import __version__
 
 
-def test_healthz_ok_with_version(client):
+def test_healthz_ok_with_version(client, monkeypatch):
+    monkeypatch.delenv("STRANGLER_RELEASE", raising=False)
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.json == {"status": "ok", "version": __version__}
+    assert response.json == {"status": "ok", "version": __version__, "release": ""}
+    monkeypatch.setenv("STRANGLER_RELEASE", "blue-7")  # what the stack gives each instance
+    assert client.get("/healthz").json["release"] == "blue-7"
 
 
 def test_healthz_503_when_the_database_does_not_answer(tmp_path):

@@ -102,7 +102,6 @@ def test_kill9_of_the_only_users_instance_is_restarted_healthy_and_registered(st
     url = stack["state"]["backends"]["users"]["instances"][0]["url"]
     old = procs.read_pidfiles(stack["run_dir"])["users.0"]
     os.kill(old.pid, signal.SIGKILL)
-    began = time.monotonic()
 
     def back() -> bool:
         record = procs.read_pidfiles(stack["run_dir"]).get("users.0")
@@ -111,9 +110,10 @@ def test_kill9_of_the_only_users_instance_is_restarted_healthy_and_registered(st
         found = registry.instances(stack["etcd"], "users")
         return [i.pid for i in found if i.url == url] == [record.pid]
 
-    wait_for(back, 15, "users.0 restarted, healthy and registered")
-    seconds = time.monotonic() - began
-    assert seconds < 5, f"took {seconds:.1f}s"
+    # 5 s on an idle machine; a loaded one (other suites running) is given its load's share
+    budget = 5 * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+    seconds = wait_for(back, budget, "users.0 restarted, healthy and registered")
+    print(f"kill -9 to restarted, healthy and registered: {seconds:.1f}s (budget {budget:.1f}s)")
     (instance,) = instances(stack, "users")
     assert (instance["restarts"], instance["last_exit"], instance["registered"]) == (1, -9, True)
     assert instance["state"] == "healthy" and instance["pid"] != old.pid
@@ -240,6 +240,45 @@ def test_scale_users_to_3_and_back_to_1_under_load_fails_no_request(stack: dict)
     assert "users.2 drained: terminated" in log and "users.1 drained: terminated" in log
 
 
+def releases(stack: dict, backend: str) -> list[str]:
+    return sorted(i["release"] for i in instances(stack, backend) if i["registered"])
+
+
+@pytest.mark.integration
+def test_upgrade_users_try_roll_abort_under_load_fails_no_request(stack: dict) -> None:
+    args = ("--plan", str(stack["plan"]), "--run-dir", str(stack["run_dir"]))
+    assert strangler("scale", "users=2", *args).returncode == 0
+    (old,) = set(releases(stack, "users"))
+    bad = strangler("upgrade", "nosuch", "try", *args)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "nosuch" in bad.stderr
+    nothing = strangler("upgrade", "users", "abort", *args)
+    assert nothing.returncode == 1 and "nothing to abort" in nothing.stderr
+    with Load(f"{stack['state']['web']}/api/users") as load:
+        tried = strangler("upgrade", "users", "try", "--release", "v2", *args)
+        assert tried.returncode == 0, tried.stdout + tried.stderr
+        assert releases(stack, "users") == sorted([old, old, "v2"])
+        again = strangler("upgrade", "users", "try", "--release", "v3", *args)
+        assert again.returncode == 1 and "a try of release v2 is pending" in again.stderr
+        rolled = strangler("upgrade", "users", "roll", *args)
+        assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+        wait_for(lambda: releases(stack, "users") == ["v2", "v2"], 30, "only v2 left")
+        assert strangler("upgrade", "users", "try", "--env", "EXTRA_SETTING=1", *args).returncode == 0
+        (third,) = set(releases(stack, "users")) - {"v2"}
+        aborted = strangler("upgrade", "users", "abort", *args)
+        assert aborted.returncode == 0, aborted.stdout + aborted.stderr
+        wait_for(lambda: releases(stack, "users") == ["v2", "v2"], 30, "the try drained")
+        scaled = strangler("scale", "users=3", *args)  # new instances now start as the rolled release
+        assert scaled.returncode == 0, scaled.stdout + scaled.stderr
+        assert releases(stack, "users") == ["v2", "v2", "v2"]
+    assert sum(load.codes.values()) > 50 and set(load.codes) == {200}, load.codes
+    history = strangler("history", "--json", "--plan", str(stack["plan"]), "--etcd", stack["state"]["etcd"])
+    whats = [change["what"] for change in json.loads(history.stdout)]
+    assert [w.split(":")[0] for w in whats if w.startswith("upgrade")] == [
+        "upgrade users try", "upgrade users roll", "upgrade users try", "upgrade users abort"]
+    assert f"upgrade users abort: release {third} (from v2)" in whats
+    assert strangler("scale", "users=1", *args).returncode == 0
+
+
 SIO_VERSION = (REPO / "monolith" / "static" / "vendor" / "socket.io-client" / "VERSION").read_text().strip()
 NODE_CLIENT = REPO / "tests" / "support" / "sio_node_client.js"
 
@@ -309,3 +348,14 @@ def test_the_official_client_works_against_2_and_3_socketio_instances(stack: dic
             assert result["connected"] and result["events"] >= 1 and not result["errors"], (count, mode, result)
             assert result["transport"] == ("polling" if mode == "polling" else "websocket"), result
     assert strangler("scale", "socketio=1", *args).returncode == 0
+
+
+@pytest.mark.integration
+def test_each_instance_carries_its_release_in_status_etcd_and_healthz(stack: dict) -> None:
+    registered = {i.url: i.release for i in registry.instances(stack["etcd"])}
+    rows = [i for row in status(stack)["backends"] for i in row["instances"] if i["registered"]]
+    assert rows
+    for row in rows:
+        healthz = requests.get(row["address"] + "/healthz", timeout=5).json()
+        assert re.fullmatch(r"[0-9a-f]{10}|v2", row["release"]), row  # a label, or the one upgraded to
+        assert healthz["release"] == registered[row["address"]] == row["release"], row
