@@ -19,6 +19,8 @@ from router.gunicorn_hooks import RegistryConfigError, registration_from_env
 from router.registry import (
     Instance,
     Registration,
+    deregister,
+    drained_key,
     healthy_instances,
     instance_key,
     instances,
@@ -157,6 +159,25 @@ def test_a_lapsed_lease_is_replaced_by_a_new_registration(etcd_server):
         procs.wait_until(lambda: etcd.get(reg.keys[0]) is not None, 5, "re-registration")
         assert reg.registrations == 2 and reg.lease.id != first
         assert etcd.get_entry(reg.keys[1]).lease == reg.lease.id
+
+
+@pytest.mark.integration
+def test_a_deregistered_instance_leaves_at_once_and_does_not_come_back(etcd_server):
+    etcd = etcd_server.client()
+    backend = _backend()
+    url = "http://127.0.0.1:5004"
+    with Registration(etcd, backend, url, ttl=2, release="r7") as reg, \
+            Registration(etcd, backend, "http://127.0.0.1:5005", ttl=2) as other:
+        assert [i.release for i in instances(etcd, backend) if i.url == url] == ["r7"]
+        assert deregister(etcd, backend, url) == [reg.instance_id]
+        assert etcd.get(reg.keys[0]) is None and etcd.get(reg.keys[1]) is None
+        assert etcd.get(drained_key(backend, reg.instance_id)) == "1"
+        procs.wait_until(lambda: reg.drained, 5, "the keep-alive noticing the drain")
+        time.sleep(1)  # a lapsed registration would have come back by now
+        assert [i.instance_id for i in instances(etcd, backend)] == [other.instance_id]
+        assert reg.registrations == 1
+        assert reg.stop() is False  # nothing left to revoke
+    assert deregister(etcd, backend, url) == []
 
 
 @pytest.mark.integration
