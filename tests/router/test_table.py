@@ -335,3 +335,14 @@ def test_too_large_change_says_how_to_fix_it(etcd_factory):
 def test_who_is_user_at_host():
     user, _, host = table.who().partition("@")
     assert user and host
+
+
+def test_a_note_is_recorded_with_its_keys_and_a_default_rollback_skips_it(ready):
+    flipped = table.apply(ready, flip(USERS, "users"), who="t@h", what="users")
+    noted = table.note(ready, who="t@h", what="upgrade users try: release v2", puts={"strangler/x": "1"})
+    assert noted.id == flipped.id + 1 and noted.endpoints == []
+    assert ready.get("strangler/x") == "1"
+    assert [c.what for c in table.history(ready)][-1] == "upgrade users try: release v2"
+    undone = table.rollback(ready, who="t@h")  # the flip, not the note
+    assert undone.rollback_of == flipped.id
+    assert table.load(ready)[0][USERS].backend == "monolith"

@@ -123,6 +123,21 @@ def test_kill9_of_the_only_users_instance_is_restarted_healthy_and_registered(st
 
 
 @pytest.mark.integration
+def test_infrastructure_and_followers_are_restarted_like_any_process(stack: dict) -> None:
+    run_dir, web = stack["run_dir"], stack["state"]["web"]
+    for name in ("traefik", "sync-users"):  # no special case per kind of process
+        old = procs.read_pidfiles(run_dir)[name]
+        os.kill(old.pid, signal.SIGKILL)
+        wait_for(lambda name=name, old=old: procs.read_pidfiles(run_dir)[name].pid != old.pid
+                 and procs.read_pidfiles(run_dir)[name].running(), 30, f"{name} restarted")
+    wait_for(lambda: procs.http_ok(f"{web}/api/users"), 30, "the app through the restarted Traefik")
+    rows = {p["name"]: p for p in status(stack)["processes"]}
+    assert (rows["traefik"]["restarts"], rows["traefik"]["last_exit"]) == (1, -9)
+    assert rows["sync-users"]["restarts"] == 1
+    wait_for(lambda: {p["name"]: p for p in status(stack)["processes"]}["sync-users"]["state"] == "healthy",
+             10, "the follower healthy again")
+
+@pytest.mark.integration
 def test_a_backend_that_exits_at_once_ends_crashlooping_and_the_stack_stays_up(stack: dict) -> None:
     assert "broken.0" in stack["up"] and "the supervisor retries it" in stack["up"]
 
