@@ -14,8 +14,10 @@ The order (the same for ``strangler scale``, upgrades and ``down``):
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from router import registry
 from router.etcd import Etcd, EtcdError
@@ -56,3 +58,18 @@ def drain(
         while listed(api, backend, url) and time.monotonic() < deadline:
             time.sleep(0.05)
     return stop(grace)
+
+
+def in_parallel(items: list, work: Callable[[Any], tuple]) -> list[tuple]:
+    """Run ``work`` on every item in its own thread (graceful stops overlap); results in order."""
+    results: list[tuple | None] = [None] * len(items)
+
+    def run(i: int) -> None:
+        results[i] = work(items[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(items))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [r for r in results if r is not None]

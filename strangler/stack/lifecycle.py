@@ -1,9 +1,10 @@
 """The local platform: etcd, Redis, Traefik and the plan's backends, started and stopped together.
 
 No Click here (``strangler.stack.cli`` drives it). ``Stack.up()`` starts
-everything on 127.0.0.1 and waits until each part is healthy; ``down()`` stops
-what a stack started, from its pid files, in another process; ``status()``
-gathers what ``strangler status`` shows. Everything a stack owns lives in its
+everything on 127.0.0.1 and waits until each part is healthy; ``stop()`` drains
+and stops what it started; ``down()`` (strangler.stack.down) does the same from
+the pid files, in another process; ``status()`` gathers what ``strangler
+status`` shows. While it runs, strangler.stack.supervise keeps it running. Everything a stack owns lives in its
 run directory (default ``.strangler/``)::
 
     state.json  secrets.json  traefik.yml  <name>.pid  logs/  etcd/  redis/  data/
@@ -13,10 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import secrets
-import signal
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -36,15 +34,15 @@ from router.traefik import (
 from strangler.plan import Plan
 from strangler.stack import procs
 from strangler.stack.data import DataError, data_state, follower_command, link_all
-from strangler.stack.drain import drain
+from strangler.stack.down import CORE, down
+from strangler.stack.drain import drain, in_parallel
 from strangler.stack.launch import HOST, Launch, _resolve_argv, backend_launches
 from strangler.stack.ports import PORT_OPTIONS, Ports, check_ports, resolve_ports
 from strangler.stack.procs import StackError
 from strangler.stack.scale import reconcile, write_counts
 from strangler.stack.state import STATE_FILE, read_state
-from strangler.stack.supervise import STATUS_FILE, SUPERVISOR
+from strangler.stack.supervise import STATUS_FILE
 
-CORE = ("etcd", "redis", "traefik")  # start order; stopped in reverse after the backends
 Echo = Callable[[str], None]
 
 
@@ -339,18 +337,6 @@ class Stack:
         """Write ``state.json`` (what other commands read to find the stack)."""
         write_private(self.run_dir / STATE_FILE, json.dumps(self.state, indent=2))
 
-    # ---- while up runs in the foreground ----------------------------------------------
-
-    def died(self) -> list[procs.Proc]:
-        """Processes that ended since the last call (each reported once)."""
-        gone = [p for name, p in self.procs.items() if not p.alive() and name not in self._reported]
-        self._reported.update(p.name for p in gone)
-        return gone
-
-    def all_ended(self) -> bool:
-        """True when no process of this stack runs any more."""
-        return not any(p.alive() for p in self.procs.values())
-
     def stop(self) -> list[tuple[str, int | None, str]]:
         """Stop what this object started: backends drained first (together), then Traefik, Redis, etcd.
 
@@ -366,7 +352,7 @@ class Stack:
 
         others = [p for name, p in self.procs.items() if name not in CORE]
         core = [self.procs[name] for name in reversed(CORE) if name in self.procs]
-        results = _in_parallel(others, stop_one)
+        results = in_parallel(others, stop_one)
         results += [(p.name, p.pid, p.stop(timeout=10)) for p in core]
         for name, _, outcome in results:
             if outcome != "still running":
@@ -397,78 +383,6 @@ def _forget_old_instances(client: Etcd) -> None:
             Lease(client, lease_id, 0).revoke()
         except EtcdError:
             pass  # it expired meanwhile: its keys are gone already
-
-
-def _in_parallel(items: list, work: Callable[[Any], tuple]) -> list[tuple]:
-    """Run ``work`` on every item in its own thread (graceful stops overlap); results in order."""
-    results: list[tuple | None] = [None] * len(items)
-
-    def run(i: int) -> None:
-        results[i] = work(items[i])
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(items))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return [r for r in results if r is not None]
-
-
-def down(run_dir: Path | str) -> list[tuple[str, int, str]]:
-    """Stop, by PID, every process a stack started from ``run_dir``; [] when none runs.
-
-    The supervisor first (so it restarts nothing), then the backends, each
-    drained (deregistered, dropped by Traefik, then SIGTERM: gunicorn finishes
-    what is in flight), together with the other processes, then Traefik,
-    Redis and etcd. Returns ``(name, pid, outcome)``: ``terminated``,
-    ``killed``, ``gone`` (had already ended) or ``still running``.
-    """
-    run_dir = Path(run_dir).resolve()
-    results = []
-    supervisor = procs.read_pidfiles(run_dir).get(SUPERVISOR)
-    if supervisor is not None:
-        results.append((supervisor.name, supervisor.pid, _stand_down(supervisor)))
-        procs.remove_pidfile(run_dir, SUPERVISOR)
-    records = procs.read_pidfiles(run_dir)  # again: the supervisor may have restarted one
-    state = read_state(run_dir) or {}
-    instances = {i["name"]: (backend, i["url"]) for backend, info in state.get("backends", {}).items()
-                 for i in info.get("instances", [])}
-    client = Etcd(state["etcd"], timeout=2) if state.get("etcd") else None
-    api = TraefikAPI(state["traefik_api"], timeout=2) if state.get("traefik_api") else None
-
-    def stop(record: procs.PidRecord) -> tuple[str, int, str]:
-        if record.name in instances and record.running():
-            backend, url = instances[record.name]
-            outcome = drain(client, api, backend, url, record.stop)
-        else:
-            outcome = record.stop(timeout=10)
-        if outcome != "still running":
-            procs.remove_pidfile(run_dir, record.name)  # at once: a foreground `up` watches these
-        return record.name, record.pid, outcome
-
-    others = [r for name, r in records.items() if name not in CORE]
-    results += _in_parallel(others, stop)
-    results += [stop(records[name]) for name in reversed(CORE) if name in records]
-    if not procs.read_pidfiles(run_dir):
-        (run_dir / STATE_FILE).unlink(missing_ok=True)
-        (run_dir / STATUS_FILE).unlink(missing_ok=True)
-    return results
-
-
-def _stand_down(record: procs.PidRecord) -> str:
-    """Ask a supervisor to end without stopping the stack (SIGUSR1); SIGKILL it if it does not."""
-    if not record.running():
-        return "gone"
-    try:
-        os.kill(record.pid, signal.SIGUSR1)
-    except ProcessLookupError:
-        return "gone"
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if not record.running():
-            return "terminated"
-        time.sleep(0.05)
-    return procs.stop_pid(record.pid, 5, starttime=record.starttime, cmdline=record.cmdline)
 
 
 def status(run_dir: Path | str, plan: Plan | None = None) -> dict[str, Any]:

@@ -1,0 +1,80 @@
+"""``strangler down``: stop, by PID, every process a stack started from a run dir, in another process.
+
+The supervisor first (SIGUSR1: it ends without touching the stack, so
+nothing is restarted behind ``down``'s back), then every backend instance
+drained (see :mod:`strangler.stack.drain`) together with the other
+processes, then Traefik, Redis and etcd.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from router.etcd import Etcd
+from router.traefik import TraefikAPI
+from strangler.stack import procs
+from strangler.stack.drain import drain, in_parallel
+from strangler.stack.state import STATE_FILE, read_state
+from strangler.stack.supervise import STATUS_FILE, SUPERVISOR
+
+CORE = ("etcd", "redis", "traefik")  # start order; stopped in reverse after everything else
+
+
+def down(run_dir: Path | str) -> list[tuple[str, int, str]]:
+    """Stop, by PID, every process a stack started from ``run_dir``; [] when none runs.
+
+    The supervisor first (so it restarts nothing), then the backends, each
+    drained (deregistered, dropped by Traefik, then SIGTERM: gunicorn finishes
+    what is in flight), together with the other processes, then Traefik,
+    Redis and etcd. Returns ``(name, pid, outcome)``: ``terminated``,
+    ``killed``, ``gone`` (had already ended) or ``still running``.
+    """
+    run_dir = Path(run_dir).resolve()
+    results = []
+    supervisor = procs.read_pidfiles(run_dir).get(SUPERVISOR)
+    if supervisor is not None:
+        results.append((supervisor.name, supervisor.pid, _stand_down(supervisor)))
+        procs.remove_pidfile(run_dir, SUPERVISOR)
+    records = procs.read_pidfiles(run_dir)  # again: the supervisor may have restarted one
+    state = read_state(run_dir) or {}
+    instances = {i["name"]: (backend, i["url"]) for backend, info in state.get("backends", {}).items()
+                 for i in info.get("instances", [])}
+    client = Etcd(state["etcd"], timeout=2) if state.get("etcd") else None
+    api = TraefikAPI(state["traefik_api"], timeout=2) if state.get("traefik_api") else None
+
+    def stop(record: procs.PidRecord) -> tuple[str, int, str]:
+        if record.name in instances and record.running():
+            backend, url = instances[record.name]
+            outcome = drain(client, api, backend, url, record.stop)
+        else:
+            outcome = record.stop(timeout=10)
+        if outcome != "still running":
+            procs.remove_pidfile(run_dir, record.name)  # at once: a foreground `up` watches these
+        return record.name, record.pid, outcome
+
+    others = [r for name, r in records.items() if name not in CORE]
+    results += in_parallel(others, stop)
+    results += [stop(records[name]) for name in reversed(CORE) if name in records]
+    if not procs.read_pidfiles(run_dir):
+        (run_dir / STATE_FILE).unlink(missing_ok=True)
+        (run_dir / STATUS_FILE).unlink(missing_ok=True)
+    return results
+
+
+def _stand_down(record: procs.PidRecord) -> str:
+    """Ask a supervisor to end without stopping the stack (SIGUSR1); SIGKILL it if it does not."""
+    if not record.running():
+        return "gone"
+    try:
+        os.kill(record.pid, signal.SIGUSR1)
+    except ProcessLookupError:
+        return "gone"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if not record.running():
+            return "terminated"
+        time.sleep(0.05)
+    return procs.stop_pid(record.pid, 5, starttime=record.starttime, cmdline=record.cmdline)
