@@ -267,7 +267,7 @@ def confirm(etcd: Etcd, api: TraefikAPI | None, change: table.Change, timeout: f
         return None
     present = [r for r in change.after.values() if r is not None]
     gone = [parse_endpoint(spec).id for spec, r in change.after.items() if r is None]
-    spec = expectation(present, table.load_options(etcd))
+    spec = expectation(present, change.options or table.load_options(etcd))
     try:
         took = api.wait_live(spec, timeout=timeout) if spec else 0.0
         if gone:
