@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from router import table
-from router.etcd import Etcd, EtcdError
+from router.etcd import Etcd, EtcdError, EtcdUnavailable
 from router.traefik import TraefikAPI, TraefikError
 from strangler import options, routing
 from strangler.plan import Plan, PlanError
@@ -119,6 +119,8 @@ def routing_command(command: Callable) -> Callable:
         conn = Connection.resolve(open_plan(plan_path), etcd_url, traefik_url)
         try:
             return command(*args, conn=conn, **kwargs)
+        except EtcdUnavailable as exc:
+            raise click.ClickException(_etcd_down(conn, exc)) from None
         except REFUSALS as exc:
             raise click.ClickException(" ".join(str(exc).split())) from None
 
@@ -131,6 +133,17 @@ def routing_command(command: Callable) -> Callable:
         help="etcd's client URL (default: the running stack's, else the plan's etcd_port).",
     )(wrapper)
     return plan_option(wrapper)
+
+
+def _etcd_down(conn: Connection, exc: EtcdUnavailable) -> str:
+    """What to say when no etcd member answers: whether traffic still flows, and that nothing changed."""
+    from strangler.stack.procs import http_ok  # only on this error path
+
+    if conn.traefik_url and http_ok(f"{conn.traefik_url}/api/overview"):
+        return (f"etcd not answering at {conn.etcd_url}; traffic keeps flowing on the last routing "
+                f"Traefik loaded (its API answers at {conn.traefik_url}); nothing was changed: "
+                "bring etcd back (strangler status shows it) and retry")
+    return " ".join(str(exc).split())
 
 
 def wait_options(command: Callable) -> Callable:
