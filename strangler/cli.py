@@ -18,6 +18,7 @@ COMMANDS = {
     "down": "strangler.stack.cli:down",
     "status": "strangler.stack.cli:status",
     "monolith": "monolith.server:monolith_command",
+    "init": "strangler.scaffold.cli:init",
     "scan": "strangler.plan.cli:scan",
     "plan": "strangler.plan.cli:plan",
     "routes": "strangler.routing.cli:routes",
