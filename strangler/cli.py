@@ -19,6 +19,7 @@ COMMANDS = {
     "status": "strangler.stack.cli:status",
     "monolith": "monolith.server:monolith_command",
     "init": "strangler.scaffold.cli:init",
+    "new": "strangler.scaffold.cli:new",
     "scan": "strangler.plan.cli:scan",
     "plan": "strangler.plan.cli:plan",
     "routes": "strangler.routing.cli:routes",

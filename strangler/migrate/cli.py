@@ -60,6 +60,9 @@ def upgrade(plan: Plan, only: str | None, revision: str) -> None:
     try:
         for db in schema.databases(plan, only):
             schema.upgrade(db, revision)
+            if not db.env:
+                click.echo(f"{db.name}: no alembic environment, left alone ({display_url(db.url)})")
+                continue
             click.echo(f"{db.name}: at {', '.join(schema.current(db)) or 'base'} ({display_url(db.url)})")
     except MigrateError as exc:
         raise _fail(exc) from None
@@ -80,6 +83,24 @@ def downgrade(plan: Plan, only: str, revision: str) -> None:
 
 
 @migrate.command()
+@click.option("--db", "only", metavar="NAME", required=True, help="The backend whose environment gets it.")
+@click.option("-m", "--message", required=True, help="What the revision changes (its file name and docstring).")
+@click.option("--autogenerate", is_flag=True,
+              help="Fill it in from the models' difference with the database (at head first).")
+@pass_plan
+def revision(plan: Plan, only: str, message: str, autogenerate: bool) -> None:
+    """Write a new revision script in one database's alembic environment (alembic revision)."""
+    if not message.strip():
+        raise click.BadParameter("give the revision a message", param_hint="-m")
+    try:
+        db = schema.databases(plan, only)[0]
+        for path in schema.revision(db, message, autogenerate):
+            click.echo(f"{db.name}: wrote {path}")
+    except MigrateError as exc:
+        raise _fail(exc) from None
+
+
+@migrate.command()
 @click.option("--db", "only", metavar="NAME", help="Only this backend's database.")
 @pass_plan
 def current(plan: Plan, only: str | None) -> None:
@@ -87,7 +108,8 @@ def current(plan: Plan, only: str | None) -> None:
     try:
         for db in schema.databases(plan, only):
             at, heads = schema.current(db), schema.heads(db)
-            note = "head" if at and set(at) == set(heads) else f"newest is {', '.join(heads)}"
+            note = ("head" if at and set(at) == set(heads) else f"newest is {', '.join(heads)}"
+                    if heads else "no alembic environment: the app keeps its schema")
             click.echo(f"{db.name}: {', '.join(at) or 'base'} ({note})")
     except MigrateError as exc:
         raise _fail(exc) from None
@@ -100,7 +122,8 @@ def history(plan: Plan, only: str | None) -> None:
     """List every revision of each database's alembic environment, newest first."""
     try:
         for db in schema.databases(plan, only):
-            click.echo(f"{db.name} (migrations/{db.env}/):")
+            where = db.env if "/" in db.env else f"migrations/{db.env}/" if db.env else "no alembic environment"
+            click.echo(f"{db.name} ({where}):")
             for rev in schema.history(db):
                 head = " (head)" if rev.is_head else ""
                 click.echo(f"  {rev.down_revision or '<base>'} -> {rev.revision}{head}, {rev.doc.splitlines()[0] if rev.doc else ''}")

@@ -8,10 +8,19 @@ from pathlib import Path
 import click
 import tomlkit
 
-from strangler.plan import check_plan, parse_plan_text
-from strangler.plan.cli import plan_option, scan_monolith, write_atomically
+from strangler.options import LazyGroup
+from strangler.plan import (
+    Endpoint,
+    Plan,
+    PlanError,
+    check_plan,
+    parse_endpoint_spec,
+    parse_plan_text,
+)
+from strangler.plan.cli import open_plan, plan_option, scan_monolith, write_atomically
 from strangler.plan.scan import ScanError, ScannedEndpoint, load_factory, update_inventory
 from strangler.scaffold.init import check_app_spec, check_name, choose_health, plan_text
+from strangler.scaffold.service import Column, plan_entry, plan_views, service_files
 
 
 class Refused(click.ClickException):
@@ -76,3 +85,115 @@ def init(app_spec: str, name: str, force: bool, plan_path: Path) -> None:
     click.echo(f'  strangler new service {service} --endpoints "{example}"')
     click.echo(f'  strangler compare "{example}" --against {service}')
 
+
+@click.group(cls=LazyGroup, commands={"service": "strangler.scaffold.cli:new_service"})
+def new() -> None:
+    """Add a part to the project: a service (code, migrations, plan entry)."""
+
+
+def _split(values: tuple[str, ...]) -> list[str]:
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+def _resolve(plan: Plan, specs: list[str]) -> list[Endpoint]:
+    """Each endpoint as the plan knows it (a spec or the monolith's view name), else as written."""
+    found = []
+    for spec in specs:
+        try:
+            found.append(plan.endpoint(spec))
+        except PlanError as exc:
+            try:  # not the monolith's: under new-only, or a prefix; plan check has the last word
+                found.append(parse_endpoint_spec(spec))
+            except ValueError:
+                raise Refused(str(exc)) from None
+    return list(dict.fromkeys(found))
+
+
+def _columns(plan: Plan, tables: list[str]) -> tuple[dict[str, list[Column]], str]:
+    """The tables' columns read from the monolith's database, or empty stubs and why."""
+    url = plan.database_url(plan.monolith)
+    if url is None:
+        return {t: [] for t in tables}, "the plan gives the monolith no database"
+    import sqlalchemy as sa
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from datalink.tables import display_url
+
+    engine = sa.create_engine(url)
+    try:
+        meta = sa.MetaData()
+        meta.reflect(engine, only=tables)
+    except (SQLAlchemyError, OSError) as exc:
+        return {t: [] for t in tables}, f"cannot read them at {display_url(url)}: {str(exc).splitlines()[0]}"
+    finally:
+        engine.dispose()
+
+    def code(column: sa.Column) -> str:
+        try:
+            text = repr(column.type.as_generic())
+        except NotImplementedError:
+            text = "Text()"
+        return text if hasattr(sa, text.partition("(")[0]) else "Text()"
+
+    return {t: [Column(c.name, code(c), c.primary_key, bool(c.nullable)) for c in meta.tables[t].columns]
+            for t in tables}, ""
+
+
+@click.command("service")
+@click.argument("name")
+@click.argument("more", nargs=-1, metavar="[ENDPOINT]...")
+@click.option("--endpoints", "endpoint_specs", multiple=True, required=True, metavar='"GET /path"',
+              help="An endpoint the service will own (repeatable, or comma-separated; the monolith's "
+                   "view name works too). More endpoints may follow as arguments.")
+@click.option("--tables", "table_specs", multiple=True, metavar="TABLE",
+              help="A table it takes over from the monolith's database (repeatable or comma-separated): "
+                   "adds its own database, models and migrations/NAME/.")
+@plan_option
+def new_service(name: str, more: tuple[str, ...], endpoint_specs: tuple[str, ...],
+                table_specs: tuple[str, ...], plan_path: Path) -> None:
+    """Scaffold service NAME: extracted/NAME/ (factory, views answering 501, gunicorn conf, wsgi),
+    migrations/NAME/ with --tables, and its [backends.NAME] entry in the plan.
+
+    Example: strangler new service books --endpoints "GET /api/books" "GET /api/books/<id>"
+    """
+    try:
+        check_name(name)
+    except ValueError as exc:
+        raise Refused(str(exc).replace("--name", "NAME")) from None
+    plan = open_plan(plan_path)
+    if name in plan.backends:
+        raise Refused(f"the plan already has a backend {name!r}; pick another NAME")
+    root = plan_path.resolve().parent
+    endpoints = _resolve(plan, _split(endpoint_specs) + list(more))
+    tables = _split(table_specs)
+    written = [f"extracted/{name}"] + ([f"migrations/{name}"] if tables else [])
+    for folder in written:
+        if (root / folder).exists():
+            raise Refused(f"{root / folder} exists; remove it or pick another NAME")
+    doc = tomlkit.parse(plan_path.read_text(encoding="utf-8"))
+    doc["backends"][name] = plan_entry(name, endpoints, tables)
+    text = tomlkit.dumps(doc)
+    problems = check_plan(parse_plan_text(text, str(plan_path)))
+    if problems:
+        more_problems = f" ({len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise Refused(f"the service would break the plan: {problems[0]}{more_problems}")
+    columns, why = _columns(plan, tables) if tables else ({}, "")
+    names = {e.endpoint: e.name for e in plan.inventory if e.name}
+    files = service_files(name, plan_views(endpoints, names), columns)
+    if not (root / "extracted").exists():  # a project of its own: extracted/ is its package
+        files["extracted/__init__.py"] = '"""The services carved out of the monolith."""\n'
+    for relative, content in files.items():
+        target = root / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content, encoding="utf-8")
+    write_atomically(plan_path, text)
+    click.echo(f"wrote {', '.join(f + '/' for f in written)} and [backends.{name}] in {plan_path} "
+               f"({len(endpoints)} endpoint(s), answering 501 until written)")
+    if why:
+        click.echo(f"note: models.py has placeholder columns ({why}); fill them in")
+    if tables:
+        click.echo(f'  strangler migrate revision --db {name} -m "initial" --autogenerate')
+    click.echo(f"next: write extracted/{name}/views.py, then")
+    click.echo("  strangler up --detach                  # (down first if a stack runs) starts it too")
+    click.echo(f'  strangler compare "{endpoints[0]}" --against {name}')
+    click.echo(f"  strangler flip --service {name} --to {name}")
