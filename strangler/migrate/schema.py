@@ -8,6 +8,7 @@ password, no traceback) for an unreachable database or an unknown revision.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -19,8 +20,10 @@ from alembic.util.exc import CommandError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from datalink.locks import LockTimeout
 from datalink.tables import MigrateError, display_url, first_line, open_engine
 from migrations import alembic_config, script_location
+from monolith.db import migration_lock
 from strangler.plan import Plan
 
 
@@ -76,11 +79,15 @@ def databases(plan: Plan, only: str | None = None) -> list[Database]:
     return found
 
 
-def _run(db: Database, action, *args) -> None:  # noqa: ANN001
+def _run(db: Database, action, *args, locked: bool = False) -> None:  # noqa: ANN001
     engine = open_engine(db.url, db.name, must_exist=False)
     engine.dispose()
     try:
-        action(alembic_config(db.url, db.env), *args)
+        # the apps migrate on start under the same lock: never two migrations at once
+        with migration_lock(db.url, name=db.env) if locked else contextlib.nullcontext():
+            action(alembic_config(db.url, db.env), *args)
+    except LockTimeout as exc:
+        raise MigrateError(f"{db.name}: {exc}") from None
     except CommandError as exc:
         raise MigrateError(f"{db.name}: {first_line(exc)} (see strangler migrate history)") from None
     except (OperationalError, DBAPIError) as exc:
@@ -100,14 +107,14 @@ def upgrade(db: Database, revision: str = "head") -> None:
     if not db.env:
         return
     _check_revision(db, revision)
-    _run(db, command.upgrade, revision)
+    _run(db, command.upgrade, revision, locked=True)
 
 
 def downgrade(db: Database, revision: str) -> None:
     """Downgrade *db* to *revision* (``base`` removes every table the environment made)."""
     _needs_env(db)
     _check_revision(db, revision)
-    _run(db, command.downgrade, revision)
+    _run(db, command.downgrade, revision, locked=True)
 
 
 def revision(db: Database, message: str, autogenerate: bool = False) -> list[str]:

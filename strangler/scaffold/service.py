@@ -222,13 +222,19 @@ def on_starting(server):
     url = os.environ.get("DATABASE_URL")
     if not url:
         return
+    from contextlib import nullcontext
+
     from alembic import command
     from alembic.config import Config
+
+    from datalink.locks import advisory_lock, has_advisory_lock
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["url"] = url
-    command.upgrade(config, "head")
+    # one migration at a time across instances and hosts (strangler migrate takes it too)
+    with advisory_lock(url, str(MIGRATIONS)) if has_advisory_lock(url) else nullcontext():
+        command.upgrade(config, "head")
 ''' if migrate else ""
     imports = "import os\nfrom pathlib import Path\n\n" if migrate else ""
     return f'''"""Gunicorn settings of the {name} service:
