@@ -31,6 +31,7 @@ COMMANDS = {
     "shadow": "strangler.shadow.cli:shadow",
     "diffs": "strangler.shadow.cli:diffs",
     "migrate": "strangler.migrate.cli:migrate",
+    "link": "strangler.migrate.cli:link",
 }
 
 

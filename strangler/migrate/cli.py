@@ -259,3 +259,40 @@ def verify(plan: Plan, service: str) -> None:
     bad = [c.table for c in checks if not c.ok]
     if bad:
         raise click.ClickException(f"{service}: {', '.join(bad)} differ from the monolith's")
+
+
+@click.command()
+@click.argument("service")
+@click.option("--etcd", "etcd_url", envvar="STRANGLER_ETCD", metavar="URL", show_envvar=True,
+              help="etcd's client URL (default: the plan's etcd_port).")
+@pass_plan
+def link(plan: Plan, service: str, etcd_url: str | None) -> None:
+    """Link SERVICE's data with the monolith's, where no `strangler up` does it (compose, servers).
+
+    Upgrades both schemas, copies SERVICE's tables out of the monolith's
+    database (or, once linked, catches up both ways), records the link in
+    etcd and gives each database its id lane: what `up` does before any
+    backend starts. Run it before the backends start (a one-shot container),
+    and start them with STRANGLER_WRITE_THROUGH naming each other's
+    databases (docs/data-consistency.md), so both stay whole.
+    """
+    from router.etcd import Etcd, EtcdError
+    from strangler.routing.cli import stack_url
+    from strangler.stack.data import link_service
+    from strangler.stack.state import read_state
+
+    running = read_state(plan.run_dir)
+    if running:
+        raise click.ClickException(f"a local stack runs from {plan.run_dir}; `strangler up` links its "
+                                   "services' data itself (down and up again to link a new one)")
+    try:
+        service_data(plan, service)
+        etcd = Etcd(etcd_url or stack_url(plan, "etcd"))
+        for name in (plan.monolith, service):
+            schema.upgrade(schema.databases(plan, name)[0])
+        link_service(plan, etcd, service, click.echo)
+    except MigrateError as exc:
+        raise _fail(exc) from None
+    except (EtcdError, ValueError) as exc:
+        raise click.ClickException(f"etcd at {etcd_url or 'the plan port'}: {exc}") from None
+    click.echo(f"{service}: linked with {plan.monolith}; each side inserts from its own id lane")
