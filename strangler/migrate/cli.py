@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -261,15 +262,33 @@ def verify(plan: Plan, service: str) -> None:
         raise click.ClickException(f"{service}: {', '.join(bad)} differ from the monolith's")
 
 
+def with_databases(plan: Plan, overrides: tuple[str, ...]) -> Plan:
+    """*plan* with ``NAME=URL`` database overrides (a deployment's URLs instead of the plan's)."""
+    backends = dict(plan.backends)
+    for item in overrides:
+        name, equals, url = item.partition("=")
+        if not equals or not url:
+            raise click.BadParameter(f"{item.split('=')[0]!r}: write NAME=URL", param_hint="--database")
+        if name not in backends:
+            raise click.BadParameter(f"{name!r} is not a backend of the plan", param_hint="--database")
+        # as given: the plan's {run_dir} / {name} placeholders are not a deployment's
+        backends[name] = replace(backends[name], database=url.replace("{", "{{").replace("}", "}}"))
+    return replace(plan, backends=backends)
+
+
 @click.command()
-@click.argument("service")
+@click.argument("services", nargs=-1, required=True, metavar="SERVICE...")
 @click.option("--etcd", "etcd_url", envvar="STRANGLER_ETCD", metavar="URL", show_envvar=True,
               help="etcd's client URL (default: the plan's etcd_port).")
+@click.option("--database", "databases", multiple=True, metavar="NAME=URL",
+              envvar="STRANGLER_LINK_DATABASE", show_envvar=True,
+              help="Backend NAME's database is at URL here, not the plan's (repeatable; "
+                   "in the environment, space-separated).")
 @pass_plan
-def link(plan: Plan, service: str, etcd_url: str | None) -> None:
-    """Link SERVICE's data with the monolith's, where no `strangler up` does it (compose, servers).
+def link(plan: Plan, services: tuple[str, ...], etcd_url: str | None, databases: tuple[str, ...]) -> None:
+    """Link each SERVICE's data with the monolith's, where no `strangler up` does it (compose, servers).
 
-    Upgrades both schemas, copies SERVICE's tables out of the monolith's
+    Upgrades the schemas, copies each SERVICE's tables out of the monolith's
     database (or, once linked, catches up both ways), records the link in
     etcd and gives each database its id lane: what `up` does before any
     backend starts. Run it before the backends start (a one-shot container),
@@ -281,18 +300,20 @@ def link(plan: Plan, service: str, etcd_url: str | None) -> None:
     from strangler.stack.data import link_service
     from strangler.stack.state import read_state
 
-    running = read_state(plan.run_dir)
-    if running:
+    plan = with_databases(plan, databases)
+    if read_state(plan.run_dir):
         raise click.ClickException(f"a local stack runs from {plan.run_dir}; `strangler up` links its "
                                    "services' data itself (down and up again to link a new one)")
     try:
-        service_data(plan, service)
+        for service in services:
+            service_data(plan, service)
         etcd = Etcd(etcd_url or stack_url(plan, "etcd"))
-        for name in (plan.monolith, service):
+        for name in dict.fromkeys((plan.monolith, *services)):
             schema.upgrade(schema.databases(plan, name)[0])
-        link_service(plan, etcd, service, click.echo)
+        for service in services:
+            link_service(plan, etcd, service, click.echo)
+            click.echo(f"{service}: linked with {plan.monolith}; each side inserts from its own id lane")
     except MigrateError as exc:
         raise _fail(exc) from None
     except (EtcdError, ValueError) as exc:
         raise click.ClickException(f"etcd at {etcd_url or 'the plan port'}: {exc}") from None
-    click.echo(f"{service}: linked with {plan.monolith}; each side inserts from its own id lane")

@@ -19,8 +19,8 @@ from strangler.links import read_links
 pytestmark = pytest.mark.integration
 
 
-def link(plan, etcd_url: str, service: str):
-    return CliRunner().invoke(cli, ["link", service, "--plan", str(plan), "--etcd", etcd_url])
+def link(plan, etcd_url: str, *args: str, env: dict | None = None):
+    return CliRunner().invoke(cli, ["link", *args, "--plan", str(plan), "--etcd", etcd_url], env=env)
 
 
 @pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
@@ -54,7 +54,32 @@ def test_link_refuses_what_owns_no_data_and_a_running_local_stack(tmp_path, etcd
         assert result.exit_code == 1 and "service 'tokens' owns no data" in result.output
         result = link(plan, etcd_server.url, "nope")
         assert result.exit_code == 1 and "unknown service 'nope'" in result.output
+        result = link(plan, etcd_server.url, "users", "--database", "users")
+        assert result.exit_code == 2 and "'users': write NAME=URL" in result.output
+        result = link(plan, etcd_server.url, "users", "--database", "nope=sqlite:///x")
+        assert result.exit_code == 2 and "'nope' is not a backend of the plan" in result.output
         (tmp_path / "run").mkdir()
         (tmp_path / "run" / "state.json").write_text(json.dumps({"etcd": etcd_server.url}))
         result = link(plan, etcd_server.url, "users")
         assert result.exit_code == 1 and "`strangler up` links its services' data itself" in result.output
+
+
+def test_the_deployments_databases_replace_the_plans_and_several_services_link_at_once(tmp_path, etcd_server):
+    """As compose runs it: the plan names other databases; the deployment's come in the environment."""
+    with databases(tmp_path, "sqlite", "sqlite") as urls:
+        plan = write_plan(tmp_path, {name: f"sqlite:///{tmp_path}/elsewhere-{name}.sqlite" for name in urls})
+        app = monolith_app(urls["monolith"], tmp_path)
+        try:
+            populate(app.test_client(), users=2, messages=3)
+        finally:
+            close_monolith(app)
+        etcd_server.client().delete_prefix("strangler/data/links/")
+        given = " ".join(f"{name}={url}" for name, url in urls.items())
+        result = link(plan, etcd_server.url, "users", "messages", env={"STRANGLER_LINK_DATABASE": given})
+        assert result.exit_code == 0, result.output
+        assert "users: linked with monolith" in result.output and "messages: linked" in result.output, result.output
+        for table in ("users", "messages"):
+            copied = rows(urls[table], table)
+            assert copied and copied == rows(urls["monolith"], table)
+        assert not list(tmp_path.glob("elsewhere-*"))  # the plan's own URLs were never used
+        assert set(read_links(etcd_server.client())) >= {"users", "messages"}
