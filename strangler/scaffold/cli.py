@@ -43,12 +43,12 @@ def _example(scanned: list[ScannedEndpoint], health: str) -> tuple[str, str]:
 
 
 @click.command()
-@click.option("--app", "app_spec", required=True, metavar="MODULE:FACTORY",
+@click.option("--app", "app", required=True, metavar="MODULE:FACTORY",
               help="What builds your Flask app, e.g. myapp:create_app (or MODULE:APP).")
 @click.option("--name", default="monolith", show_default=True, help="The monolith's backend name.")
 @click.option("--force", is_flag=True, help="Overwrite an existing plan file.")
 @plan_option
-def init(app_spec: str, name: str, force: bool, plan_path: Path) -> None:
+def init(app: str, name: str, force: bool, plan_path: Path) -> None:
     """Write a first, commented strangler.toml for your Flask app, and scan its routes into it.
 
     The app runs untouched: its gunicorn command joins the service registry
@@ -56,28 +56,28 @@ def init(app_spec: str, name: str, force: bool, plan_path: Path) -> None:
     MODULE imports from). Refuses to overwrite a plan unless --force.
     """
     try:
-        check_app_spec(app_spec)
+        check_app_spec(app)
         check_name(name)
     except ValueError as exc:
         raise Refused(str(exc)) from None
     if plan_path.exists() and not force:
         raise Refused(f"{plan_path} exists; pass --force to overwrite it (or --plan OTHER.toml)")
     try:
-        factory = load_factory(app_spec, plan_path.resolve().parent)
+        factory = load_factory(app, plan_path.resolve().parent)
     except ScanError as exc:
         raise Refused(str(exc)) from None
     from flask import Flask
 
-    scanned = scan_monolith(app_spec, plan_path)
+    scanned = scan_monolith(app, plan_path)
     health = choose_health(scanned)
-    doc = tomlkit.parse(plan_text(app_spec, name, health, is_factory=not isinstance(factory, Flask)))
+    doc = tomlkit.parse(plan_text(app, name, health, is_factory=not isinstance(factory, Flask)))
     update_inventory(doc, scanned)
     text = tomlkit.dumps(doc)
     problems = check_plan(parse_plan_text(text, str(plan_path)))
     if problems:  # a bug of ours, not the user's: say so rather than write a broken plan
         raise click.ClickException(f"the plan init would write has a problem: {problems[0]}")
     write_atomically(plan_path, text)
-    click.echo(f"wrote {plan_path}: monolith {name!r} ({app_spec}), {len(scanned)} endpoints, "
+    click.echo(f"wrote {plan_path}: monolith {name!r} ({app}), {len(scanned)} endpoints, "
                f"health {health.path} ({health.why.split(';')[0]})")
     example, service = _example(scanned, health.path)
     click.echo("next:")
@@ -142,15 +142,15 @@ def _columns(plan: Plan, tables: list[str]) -> tuple[dict[str, list[Column]], st
 @click.command("service")
 @click.argument("name")
 @click.argument("more", nargs=-1, metavar="[ENDPOINT]...")
-@click.option("--endpoints", "endpoint_specs", multiple=True, required=True, metavar='"GET /path"',
+@click.option("--endpoints", "endpoints", multiple=True, required=True, metavar='"GET /path"',
               help="An endpoint the service will own (repeatable, or comma-separated; the monolith's "
                    "view name works too). More endpoints may follow as arguments.")
-@click.option("--tables", "table_specs", multiple=True, metavar="TABLE",
+@click.option("--tables", "tables", multiple=True, metavar="TABLE",
               help="A table it takes over from the monolith's database (repeatable or comma-separated): "
                    "adds its own database, models and migrations/NAME/.")
 @plan_option
-def new_service(name: str, more: tuple[str, ...], endpoint_specs: tuple[str, ...],
-                table_specs: tuple[str, ...], plan_path: Path) -> None:
+def new_service(name: str, more: tuple[str, ...], endpoints: tuple[str, ...],
+                tables: tuple[str, ...], plan_path: Path) -> None:
     """Scaffold service NAME: extracted/NAME/ (factory, views answering 501, gunicorn conf, wsgi),
     migrations/NAME/ with --tables, and its [backends.NAME] entry in the plan.
 
@@ -164,22 +164,22 @@ def new_service(name: str, more: tuple[str, ...], endpoint_specs: tuple[str, ...
     if name in plan.backends:
         raise Refused(f"the plan already has a backend {name!r}; pick another NAME")
     root = plan_path.resolve().parent
-    endpoints = _resolve(plan, _split(endpoint_specs) + list(more))
-    tables = _split(table_specs)
-    written = [f"extracted/{name}"] + ([f"migrations/{name}"] if tables else [])
+    owned = _resolve(plan, _split(endpoints) + list(more))
+    taken = _split(tables)
+    written = [f"extracted/{name}"] + ([f"migrations/{name}"] if taken else [])
     for folder in written:
         if (root / folder).exists():
             raise Refused(f"{root / folder} exists; remove it or pick another NAME")
     doc = tomlkit.parse(plan_path.read_text(encoding="utf-8"))
-    doc["backends"][name] = plan_entry(name, endpoints, tables)
+    doc["backends"][name] = plan_entry(name, owned, taken)
     text = tomlkit.dumps(doc)
     problems = check_plan(parse_plan_text(text, str(plan_path)))
     if problems:
         more_problems = f" ({len(problems) - 1} more)" if len(problems) > 1 else ""
         raise Refused(f"the service would break the plan: {problems[0]}{more_problems}")
-    columns, why = _columns(plan, tables) if tables else ({}, "")
+    columns, why = _columns(plan, taken) if taken else ({}, "")
     names = {e.endpoint: e.name for e in plan.inventory if e.name}
-    files = service_files(name, plan_views(endpoints, names), columns)
+    files = service_files(name, plan_views(owned, names), columns)
     if not (root / "extracted").exists():  # a project of its own: extracted/ is its package
         files["extracted/__init__.py"] = '"""The services carved out of the monolith."""\n'
     for relative, content in files.items():
@@ -188,12 +188,12 @@ def new_service(name: str, more: tuple[str, ...], endpoint_specs: tuple[str, ...
         target.write_text(content, encoding="utf-8")
     write_atomically(plan_path, text)
     click.echo(f"wrote {', '.join(f + '/' for f in written)} and [backends.{name}] in {plan_path} "
-               f"({len(endpoints)} endpoint(s), answering 501 until written)")
+               f"({len(owned)} endpoint(s), answering 501 until written)")
     if why:
         click.echo(f"note: models.py has placeholder columns ({why}); fill them in")
-    if tables:
+    if taken:
         click.echo(f'  strangler migrate revision --db {name} -m "initial" --autogenerate')
     click.echo(f"next: write extracted/{name}/views.py, then")
     click.echo("  strangler up --detach                  # (down first if a stack runs) starts it too")
-    click.echo(f'  strangler compare "{endpoints[0]}" --against {name}')
+    click.echo(f'  strangler compare "{owned[0]}" --against {name}')
     click.echo(f"  strangler flip --service {name} --to {name}")
