@@ -166,6 +166,9 @@ def new_service(name: str, more: tuple[str, ...], endpoints: tuple[str, ...],
     root = plan_path.resolve().parent
     owned = _resolve(plan, _split(endpoints) + list(more))
     taken = _split(tables)
+    if taken and plan.database_url(plan.monolith) is None:
+        raise Refused(f"--tables: the plan gives the monolith no database to take them from; add "
+                      f'database = "..." to [backends.{plan.monolith}] first')
     written = [f"extracted/{name}"] + ([f"migrations/{name}"] if taken else [])
     for folder in written:
         if (root / folder).exists():
@@ -191,6 +194,10 @@ def new_service(name: str, more: tuple[str, ...], endpoints: tuple[str, ...],
                f"({len(owned)} endpoint(s), answering 501 until written)")
     if why:
         click.echo(f"note: models.py has placeholder columns ({why}); fill them in")
+    for table, cols in columns.items():
+        if cols and "updated_at" not in {c.name for c in cols}:
+            click.echo(f"note: {table} has no updated_at column: `strangler up` keeps linked tables "
+                       "in sync by it, so add one to both sides first (docs/data-consistency.md)")
     if taken:
         click.echo(f'  strangler migrate revision --db {name} -m "initial" --autogenerate')
     click.echo(f"next: write extracted/{name}/views.py, then")

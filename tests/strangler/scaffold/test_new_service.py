@@ -106,6 +106,7 @@ def test_tables_bring_models_read_from_the_monolith_and_a_migration_made_by_alem
     result = run(project, "new", "service", "readers", "--endpoints", "GET /auth/login",
                  "--tables", "readers")
     assert result.exit_code == 0, result.output
+    assert "note: readers has no updated_at column" in result.output
     assert run(project, "plan", "check").exit_code == 0
     entry = tomllib.loads(plan_file.read_text())["backends"]["readers"]
     assert entry["tables"] == ["readers"] and entry["migrations"] == "migrations/readers"
@@ -126,6 +127,12 @@ def test_tables_bring_models_read_from_the_monolith_and_a_migration_made_by_alem
     assert again.exit_code == 0
     assert "op." not in next((project / "migrations" / "readers" / "versions").glob("*_nothing_new.py"))\
         .read_text().split("def upgrade")[1].split("def downgrade")[0]
+
+
+def test_tables_need_the_monolith_database_to_come_from(project):
+    result = run(project, "new", "service", "readers", "--endpoints", "GET /auth/login", "--tables", "readers")
+    assert result.exit_code == 2 and "the plan gives the monolith no database" in result.output
+    assert not (project / "extracted").exists()
 
 
 def test_migrate_revision_refuses_what_it_cannot_do(project):
