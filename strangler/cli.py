@@ -18,6 +18,8 @@ COMMANDS = {
     "down": "strangler.stack.cli:down",
     "status": "strangler.stack.cli:status",
     "monolith": "monolith.server:monolith_command",
+    "init": "strangler.scaffold.cli:init",
+    "new": "strangler.scaffold.cli:new",
     "scan": "strangler.plan.cli:scan",
     "plan": "strangler.plan.cli:plan",
     "routes": "strangler.routing.cli:routes",
@@ -29,6 +31,7 @@ COMMANDS = {
     "shadow": "strangler.shadow.cli:shadow",
     "diffs": "strangler.shadow.cli:diffs",
     "migrate": "strangler.migrate.cli:migrate",
+    "link": "strangler.migrate.cli:link",
 }
 
 

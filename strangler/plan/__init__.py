@@ -298,8 +298,11 @@ class Plan:
 
     def migrations(self, name: str) -> str:
         """Backend *name*'s alembic environment: its ``migrations`` (a folder, resolved
-        against the plan's), else the project's ``monolith`` or ``<name>`` environment."""
+        against the plan's), else the project's ``monolith`` or ``<name>`` environment;
+        ``""`` when the plan says ``migrations = ""`` (the app keeps its own schema)."""
         given = self.backends[name].migrations
+        if given == "":
+            return ""
         if given:
             base = self.path.parent if self.path else Path.cwd()
             return str((base / given).resolve())
