@@ -29,6 +29,7 @@ COMMANDS = {
     "shadow": "strangler.shadow.cli:shadow",
     "diffs": "strangler.shadow.cli:diffs",
     "migrate": "strangler.migrate.cli:migrate",
+    "console": "strangler.console.cli:console",
 }
 
 

@@ -66,6 +66,7 @@ def _on_signal(signum: int, frame: Any) -> None:
 @_port_option("etcd-peer", "etcd_peer_port", "etcd's peer port")
 @_port_option("redis", "redis_port", "Redis (the Socket.IO message queue)")
 @_port_option("internal", "internal_port", "Traefik's internal entrypoint: services call each other through it")
+@_port_option("console", "console_port", "The console: a web page to watch and steer the migration")
 def up(plan_path: Path, run_dir: Path | None, detach: bool, **ports: int | None) -> None:
     """Start etcd, Redis, Traefik, the monolith and the plan's services on 127.0.0.1.
 
@@ -97,6 +98,8 @@ def _print_ready(state: dict, plan: Plan) -> None:
     rest = f"; not started: {', '.join(idle)}" if idle else ""
     click.echo(f"app:       {state['web']}/")
     click.echo(f"dashboard: {state['dashboard']}")
+    if state.get("console"):
+        click.echo(f"console:   {state['console']}")
     click.echo(f"stack up in {state['up_seconds']:.1f}s from {state['run_dir']}: "
                f"etcd, redis, traefik, {', '.join(started)}{rest}")
 
