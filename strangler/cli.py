@@ -17,6 +17,7 @@ COMMANDS = {
     "up": "strangler.stack.cli:up",
     "down": "strangler.stack.cli:down",
     "status": "strangler.stack.cli:status",
+    "logs": "strangler.stack.cli:logs",
     "monolith": "monolith.server:monolith_command",
     "scan": "strangler.plan.cli:scan",
     "plan": "strangler.plan.cli:plan",

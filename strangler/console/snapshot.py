@@ -19,10 +19,14 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from router import table
+import requests
+import requests.adapters
+
+from router import registry, table
 from router.etcd import Etcd, EtcdError
 from router.keys import Route, parse_endpoint
 from strangler.compare.diff import Answer, Difference
@@ -143,6 +147,11 @@ class Sources:
         self._plan: tuple[float, Path, Plan] | None = None
         self._etcd: Etcd | None = None
         self.sampler: Sampler | None = None
+        # keep-alive connections, and no proxy lookups from the environment: loopback only
+        self.http = requests.Session()
+        self.http.trust_env = False
+        self.http.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=16))
+        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="console-probe")
 
     def state(self) -> dict[str, Any]:
         """The stack's state.json ({} while none is written)."""
@@ -176,13 +185,35 @@ class Sources:
         """Traefik's API (and metrics) URL: given, else the stack's."""
         return self._traefik_url or self.state().get("traefik_api")
 
+    def traefik_services(self) -> tuple[dict[str, dict], str | None]:
+        """Traefik's services by qualified name, in one request, and why there are none (or None)."""
+        url = self.traefik_url()
+        if not url:
+            return {}, None
+        try:
+            answer = self.http.get(f"{url.rstrip('/')}/api/http/services?per_page=10000", timeout=2)
+            answer.raise_for_status()
+            return {item["name"]: item for item in answer.json()}, None
+        except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
+            return {}, f"Traefik's API at {url} unreadable: {exc.__class__.__name__}"
+
+    def probe(self, instances: Sequence[registry.Instance]) -> dict[str, bool]:
+        """Instance id -> answered its health path within a second (pooled connections, in parallel)."""
+        def one(instance: registry.Instance) -> bool:
+            try:
+                return self.http.get(instance.health_url, timeout=1.0).ok
+            except requests.RequestException:
+                return False
+
+        return dict(zip([i.instance_id for i in instances], self.pool.map(one, instances), strict=True))
+
     def traffic(self) -> tuple[dict[str, dict], str | None]:
         """Per router the last minute's figures, and why there are none (or None)."""
         url = self.traefik_url()
         if not url:
             return {}, None
         if self.sampler is None or not self.sampler.url.startswith(url):
-            self.sampler = Sampler(url)
+            self.sampler = Sampler(url, session=self.http, every=2.0)
         self.sampler.scrape()
         return self.sampler.figures(), self.sampler.error
 
@@ -200,34 +231,70 @@ def _pid_alive(pid: int) -> bool:
 
 
 class Snapshots:
-    """Builds the page's data from ``sources``, cached (routing part ``fast`` s, the rest ``slow`` s)."""
+    """The page's data from ``sources``, kept fresh by a background thread while someone looks.
 
-    def __init__(self, sources: Sources, *, fast: float = 0.5, slow: float = 2.0) -> None:
+    The routing part (what a flip changes) is rebuilt every ``fast`` seconds,
+    the rest every ``slow`` seconds, while a page asked in the last
+    ``idle_after`` seconds; ``get()`` answers from what was built last, so a
+    page never waits for a health probe. After an action the routing part is
+    rebuilt at once (``invalidate``).
+    """
+
+    def __init__(self, sources: Sources, *, fast: float = 0.5, slow: float = 2.0,
+                 idle_after: float = 10.0) -> None:
         self.sources = sources
-        self.fast, self.slow = fast, slow
+        self.fast, self.slow, self.idle_after = fast, slow, idle_after
         self._lock = threading.Lock()
+        self._wake = threading.Event()
         self._routing: tuple[float, dict] | None = None
         self._rest: tuple[float, dict] | None = None
-        self.builds = 0  # how many times anything was gathered (the metrics count it)
+        self._asked = 0.0
+        self._table: tuple[int, dict, list] | None = None  # (etcd revision, routes, history) last read
+        self._thread: threading.Thread | None = None
+        self.builds = 0  # how many times the routing part was gathered
 
     def invalidate(self) -> None:
-        """Forget the cache (after an action, so the page shows its result at once)."""
+        """Rebuild the routing part now (after an action, so the page shows its result at once)."""
+        routing = self._gather_routing()
         with self._lock:
-            self._routing = None
+            self._routing = (time.monotonic(), routing)
 
     def get(self) -> dict[str, Any]:
-        """The whole snapshot (cached parts merged), JSON-ready."""
-        with self._lock:
-            now = time.monotonic()
-            if self._routing is None or now - self._routing[0] > self.fast:
-                self._routing = (now, self._gather_routing())
-                self.builds += 1
-            if self._rest is None or now - self._rest[0] > self.slow:
-                self._rest = (now, self._gather_rest())
-            routing, rest = self._routing[1], self._rest[1]
+        """The whole snapshot (both parts merged), JSON-ready; the first call builds it."""
+        self._asked = time.monotonic()
+        if self._routing is None or self._rest is None:
+            with self._lock:
+                if self._routing is None:
+                    self._routing = (time.monotonic(), self._gather_routing())
+                if self._rest is None:
+                    self._rest = (time.monotonic(), self._gather_rest())
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._refresh, name="console-refresh", daemon=True)
+            self._thread.start()
+        self._wake.set()
+        routing, rest = self._routing[1], self._rest[1]
         return {**rest, **routing, "problems": rest["problems"] + routing["problems"], "time": time.time()}
 
+    def _refresh(self) -> None:
+        """Rebuild the parts when due while pages ask; sleep when nobody does."""
+        while True:
+            now = time.monotonic()
+            if now - self._asked > self.idle_after:
+                self._wake.clear()
+                self._wake.wait()
+                continue
+            if self._routing is None or now - self._routing[0] >= self.fast:
+                routing = self._gather_routing()
+                with self._lock:
+                    self._routing = (time.monotonic(), routing)
+            if self._rest is None or now - self._rest[0] >= self.slow:
+                rest = self._gather_rest()
+                with self._lock:
+                    self._rest = (time.monotonic(), rest)
+            time.sleep(max(0.05, self.fast - (time.monotonic() - now)))
+
     def _gather_routing(self) -> dict[str, Any]:
+        self.builds += 1
         out: dict[str, Any] = {"routes": [], "progress": [], "history": [], "problems": [],
                                "strategy": None, "monolith": None}
         try:
@@ -236,14 +303,16 @@ class Snapshots:
             out["problems"].append(str(exc))
             return out
         out["strategy"], out["monolith"] = plan.strategy, plan.monolith
-        out["backends_planned"] = [n for n, b in plan.backends.items() if not b.is_monolith]
         traffic, why = self.sources.traffic()
         if why:
             out["problems"].append(why)
         try:
             etcd = self.sources.etcd()
-            routes, _ = table.load(etcd)
-            changes = table.history(etcd)
+            revision = etcd.revision()
+            if self._table is None or self._table[0] != revision:  # every change moves the revision
+                routes, _ = table.load(etcd)
+                self._table = (revision, routes, table.history(etcd))
+            _, routes, changes = self._table
         except EtcdError as exc:
             out["problems"].append(f"etcd unreachable: {exc}")
             return out
@@ -253,34 +322,56 @@ class Snapshots:
         return out
 
     def _gather_rest(self) -> dict[str, Any]:
-        from strangler.stack.lifecycle import running_records
-        from strangler.stack.status import collect
+        """Instances, data, write-through and diffs: ``strangler status``'s pure shapers over cheaper reads.
 
-        run_dir = self.sources.run_dir
-        state = self.sources.state()
+        One registry read, one Traefik service list, one pooled health probe
+        per instance, the followers' watermark files, the comparator's file.
+        """
+        from strangler.stack.launch import write_through_reports
+        from strangler.stack.lifecycle import running_records
+        from strangler.stack.status import (
+            _last_passes,
+            backend_rows,
+            data_rows,
+            traefik_view,
+            write_through_rows,
+        )
+
+        run_dir, state, problems = self.sources.run_dir, self.sources.state(), []
         try:
             plan: Plan | None = self.sources.plan()
         except PlanError:
             plan = None
-        status = collect(run_dir, plan, state, running_records(run_dir))
+        live = running_records(run_dir)
+        planned = ({n: b.start for n, b in plan.backends.items()} if plan
+                   else {n: True for n in state.get("backends", {})})
+        found: list[registry.Instance] = []
         links: dict[str, Any] = {}
         try:
+            etcd = self.sources.etcd()
+            found = registry.instances(etcd)
             links = {name: {k: v for k, v in link.items() if k in ("rows", "linked_at", "tables")}
-                     for name, link in read_links(self.sources.etcd()).items()}
+                     for name, link in read_links(etcd).items()}
         except EtcdError as exc:
-            status["problems"].append(f"etcd unreachable: {exc}")
+            problems.append(f"etcd unreachable: {exc}")
+        services, why = self.sources.traefik_services()
+        if why:
+            problems.append(why)
+        traefik = {name: traefik_view(services.get(f"{name}@etcd") or {}) for name in {*planned, *(
+            i.backend for i in found)}}
+        backends = backend_rows(planned, found, self.sources.probe(found), traefik, time.time())
+        data = state.get("data") or {}
         diffs = read_report(run_dir / DB_NAME, examples=3)
         for entry in diffs:
             for example in entry["examples"]:
                 example["rows"] = example_rows(example)
         return {
             "stack": {k: state.get(k) for k in ("web", "dashboard", "console", "started", "run_dir")},
-            "running": status["running"],
-            "instances": instance_rows(status["backends"], state.get("backends") or {}, _pid_alive),
-            "data": status["data"],
+            "running": bool(state) and "etcd" in live,
+            "instances": instance_rows(backends, state.get("backends") or {}, _pid_alive),
+            "data": data_rows(data, _last_passes(data), live, time.time()),
             "links": links,
-            "write_through": status["write_through"],
+            "write_through": write_through_rows(write_through_reports(run_dir), _pid_alive),
             "diffs": diffs,
-            "problems": list(status["problems"]),
+            "problems": problems,
         }
-

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +23,7 @@ from pathlib import Path
 import pytest
 import requests
 from browser_pages import chromium
-from platform_stack import Platform, down, up
+from platform_stack import STRANGLER, Platform, down, up
 from prometheus_client.parser import text_string_to_metric_families
 
 from strangler.compare.diff import Difference
@@ -152,6 +155,82 @@ def test_a_shadow_example_renders_side_by_side(stack: Platform, page) -> None:
     marked.first.wait_for(timeout=5000)
     assert '"susan"' in marked.first.locator("td.l").inner_text()
     assert '"SUSAN"' in marked.first.locator("td.r").inner_text()
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+class Running:
+    """A ``strangler`` command running in a pseudo-terminal-like mode (FORCE_COLOR: Rich redraws live)."""
+
+    def __init__(self, *args: str) -> None:
+        env = {**os.environ, "FORCE_COLOR": "1", "COLUMNS": "200"}
+        self.proc = subprocess.Popen([STRANGLER, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     env=env)
+        self.chunks: list[bytes] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while chunk := self.proc.stdout.read1(65536):
+            self.chunks.append(chunk)
+
+    def text(self) -> str:
+        return ANSI.sub("", b"".join(self.chunks).decode("utf-8", "replace"))
+
+    def wait_for(self, pattern: str, timeout: float = 15.0, since: int = 0) -> int:
+        """Wait until ``pattern`` (a regex) shows in the output after offset ``since``; its end offset."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = re.compile(pattern).search(self.text(), since)
+            if found:
+                return found.end()
+            assert time.monotonic() < deadline, f"{pattern!r} never showed: {self.text()[-2000:]}"
+            assert self.proc.poll() is None, f"ended with {self.proc.returncode}: {self.text()[-2000:]}"
+            time.sleep(0.05)
+
+    def interrupt(self) -> int:
+        """Ctrl-C; the exit status."""
+        self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(10)
+
+
+def test_status_and_routes_watch_redraw_until_ctrl_c(stack: Platform) -> None:
+    status = Running("status", "--watch", "--interval", "0.3", "--plan", str(stack.plan))
+    routes = Running("routes", "--watch", "--interval", "0.3", "--plan", str(stack.plan))
+    try:
+        seen_status = status.wait_for(r"tokens\.0|127\.0\.0\.1")
+        seen_routes = routes.wait_for(r"/api/messages/<id>\s*│\s*monolith")
+        stack.strangler("flip", "GET /api/messages/<id>", "--to", "messages")
+        routes.wait_for(r"/api/messages/<id>\s*│\s*messages\s*│\s*flipped", since=seen_routes)
+        status.wait_for(r"messages\s*│\s*flipped\s*│\s*1", since=seen_status)
+    finally:
+        codes = (status.interrupt(), routes.interrupt())
+        stack.strangler("rollback")
+    assert codes == (0, 0)
+    assert "Traceback" not in status.text() + routes.text()
+
+
+def test_logs_merge_every_process_and_follow(stack: Platform) -> None:
+    run_dir = str(stack.run_dir)
+    merged = subprocess.run([STRANGLER, "logs", "--run-dir", run_dir, "--since", "1h", "-n", "100000"],
+                            capture_output=True, text=True, timeout=30)
+    assert merged.returncode == 0, merged.stderr
+    prefixes = {line.split("|")[0].strip() for line in merged.stdout.splitlines()}
+    assert {"etcd", "traefik", "redis"} <= prefixes and "traefik-access" not in prefixes
+    unknown = subprocess.run([STRANGLER, "logs", "nosuch", "--run-dir", run_dir],
+                             capture_output=True, text=True, timeout=30)
+    assert unknown.returncode == 1 and unknown.stderr.count("\n") == 1 and "processes with logs" in unknown.stderr
+    bad = subprocess.run([STRANGLER, "logs", "--since", "soon", "--run-dir", run_dir],
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "like 30s, 5m" in bad.stderr
+    access = Running("logs", "traefik-access", "-f", "-n", "1", "--run-dir", run_dir)
+    try:
+        marker = f"follow-{time.time_ns()}"
+        requests.get(f"{stack.web}/api/users?{marker}", timeout=10)
+        access.wait_for(rf"traefik-access \| .*{marker}")
+    finally:
+        assert access.interrupt() == 0
 
 
 def test_a_killed_instance_shows_as_not_healthy(stack: Platform, page) -> None:
