@@ -136,6 +136,9 @@ def test_metrics_parse_and_carry_the_documented_names(stack: Platform) -> None:
     assert DOCUMENTED <= set(families), DOCUMENTED - set(families)
     endpoints = sum(s.value for s in families["strangler_endpoints"].samples)
     assert endpoints == len(stack.owners())
+    comparator = requests.get(stack.instance("comparator") + "/_shadow/metrics", timeout=10)
+    names = {family.name for family in text_string_to_metric_families(comparator.text)}
+    assert {"strangler_comparator_seen", "strangler_comparator_queue_length"} <= names
 
 
 def test_a_shadow_example_renders_side_by_side(stack: Platform, page) -> None:
