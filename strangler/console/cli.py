@@ -62,7 +62,7 @@ def console(plan_path: Path, run_dir: Path | None, host: str, port: int | None, 
     try:
         check_binding(host, os.environ.get("STRANGLER_CONSOLE_PASSWORD"))
     except ConsoleConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise click.BadParameter(str(exc), param_hint="--host") from None
     port = plan.stack.console_port if port is None else port
     env = console_env(run_dir=(run_dir or plan.run_dir).resolve(), plan=plan_path.resolve(),
                       etcd=etcd_url, traefik_api=traefik_url, host=host)
