@@ -62,6 +62,12 @@ def _routing(snap: dict[str, Any]) -> Iterator[Metric]:
         if row.get("traffic"):
             rps.add_metric([row["endpoint"]], row["traffic"]["rps"])
     yield rps
+    answering = GaugeMetricFamily("strangler_backend_requests_per_second",
+                                  "Requests/s each backend answered over the last minute (from Traefik's metrics)",
+                                  labels=["backend"])
+    for backend, value in sorted((snap.get("answering") or {}).items()):
+        answering.add_metric([backend], value)
+    yield answering
 
 
 def _instances(snap: dict[str, Any]) -> Iterator[Metric]:

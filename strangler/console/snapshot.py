@@ -77,6 +77,16 @@ def route_rows(plan: Plan, routes: Mapping[Any, Route], traffic: Mapping[str, di
     return rows
 
 
+def answering(plan: Plan, answered: Mapping[str, float]) -> dict[str, float]:
+    """PURE: requests/s each plan backend answered over the last minute (where traffic is now).
+
+    ``answered`` is per Traefik service; composite ones (canary, shadow) and
+    mirror targets that own no endpoint (the comparator's copies) are left out.
+    """
+    owners = {plan.monolith} | {plan.owner(e) for e in plan.endpoints()}  # Traefik names them as the plan does
+    return {name: answered[name] for name in sorted(owners) if answered.get(name)}
+
+
 def history_rows(changes: Sequence[table.Change], limit: int = 50) -> list[dict[str, Any]]:
     """PURE: the latest ``limit`` changes, newest first, each saying whether it is still in effect."""
     live = {c.id for c in table.in_effect(changes)}
@@ -207,15 +217,15 @@ class Sources:
 
         return dict(zip([i.instance_id for i in instances], self.pool.map(one, instances), strict=True))
 
-    def traffic(self) -> tuple[dict[str, dict], str | None]:
-        """Per router the last minute's figures, and why there are none (or None)."""
+    def traffic(self) -> tuple[dict[str, dict], dict[str, float], str | None]:
+        """Per router the last minute's figures, requests/s per Traefik service, and why none (or None)."""
         url = self.traefik_url()
         if not url:
-            return {}, None
+            return {}, {}, None
         if self.sampler is None or not self.sampler.url.startswith(url):
             self.sampler = Sampler(url, session=self.http, every=2.0)
         self.sampler.scrape()
-        return self.sampler.figures(), self.sampler.error
+        return self.sampler.figures(), self.sampler.answered(), self.sampler.error
 
 
 def _pid_alive(pid: int) -> bool:
@@ -303,9 +313,10 @@ class Snapshots:
             out["problems"].append(str(exc))
             return out
         out["strategy"], out["monolith"] = plan.strategy, plan.monolith
-        traffic, why = self.sources.traffic()
+        traffic, answered, why = self.sources.traffic()
         if why:
             out["problems"].append(why)
+        out["answering"] = answering(plan, answered)
         try:
             etcd = self.sources.etcd()
             revision = etcd.revision()

@@ -24,7 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 REQUESTS = "traefik_router_requests"  # the parser drops the counter's _total
 DURATION = "traefik_router_request_duration_seconds"
-_WANTED = re.compile(rf"(# (HELP|TYPE) )?({REQUESTS}_total|{DURATION}(_bucket)?)[ {{]")
+SERVICE_REQUESTS = "traefik_service_requests"  # per Traefik service: which backend answered
+_WANTED = re.compile(rf"(# (HELP|TYPE) )?({REQUESTS}_total|{DURATION}(_bucket)?|{SERVICE_REQUESTS}_total)[ {{]")
 
 
 @dataclass
@@ -37,14 +38,27 @@ class RouterCounts:
 
 
 Scrape = dict[str, RouterCounts]  # router name without @provider -> its counts
+Services = dict[str, float]  # Traefik service name without @provider -> requests it answered
 
 
 def parse_metrics(text: str) -> Scrape:
     """PURE: Traefik's ``/metrics`` text as counts per router (labels other than router summed)."""
+    return parse_all(text)[0]
+
+
+def parse_all(text: str) -> tuple[Scrape, Services]:
+    """PURE: counts per router, and requests per Traefik service (labels other than these summed)."""
     found: Scrape = {}
-    # only the two families read here go through the (slow, pure Python) parser
+    services: Services = {}
+    # only the families read here go through the (slow, pure Python) parser
     wanted = "\n".join(line for line in text.splitlines() if _WANTED.match(line))
     for family in text_string_to_metric_families(wanted + "\n"):
+        if family.name == SERVICE_REQUESTS:
+            for sample in family.samples:
+                if sample.name.endswith("_total") and sample.labels.get("service"):
+                    name = sample.labels["service"].split("@")[0]
+                    services[name] = services.get(name, 0.0) + sample.value
+            continue
         if family.name not in (REQUESTS, DURATION):
             continue
         for sample in family.samples:
@@ -59,7 +73,7 @@ def parse_metrics(text: str) -> Scrape:
             elif family.name == DURATION and sample.name.endswith("_bucket"):
                 bound = float(sample.labels["le"])
                 counts.buckets[bound] = counts.buckets.get(bound, 0.0) + sample.value
-    return found
+    return found, services
 
 
 def quantile(q: float, buckets: Mapping[float, float]) -> float | None:
@@ -114,6 +128,7 @@ class Sampler:
         self.every = every
         self.timeout = timeout
         self.scrapes: deque[tuple[float, Scrape]] = deque()
+        self.services: deque[tuple[float, Services]] = deque()
         self.error: str | None = None
         self._lock = threading.Lock()
 
@@ -126,14 +141,26 @@ class Sampler:
             try:
                 response = self.session.get(self.url, timeout=self.timeout)
                 response.raise_for_status()
-                found = parse_metrics(response.text)
+                found, services = parse_all(response.text)
             except (requests.RequestException, ValueError) as exc:
                 self.error = f"Traefik's metrics at {self.url} unreadable: {exc.__class__.__name__}"
                 return
             self.error = None
             self.scrapes.append((now, found))
+            self.services.append((now, services))
             while self.scrapes and now - self.scrapes[0][0] > self.window:
                 self.scrapes.popleft()
+                self.services.popleft()
+
+    def answered(self) -> Services:
+        """Requests/s each Traefik service answered over the window (a restarted counter from zero)."""
+        with self._lock:
+            if len(self.services) < 2:
+                return {}
+            (first_t, first), (last_t, last) = self.services[0], self.services[-1]
+        seconds = last_t - first_t
+        return {name: round((n - (first.get(name, 0.0) if n >= first.get(name, 0.0) else 0.0)) / seconds, 3)
+                for name, n in last.items()} if seconds > 0 else {}
 
     def figures(self) -> dict[str, dict]:
         """Per router: the last minute's figures and ``spark``, requests/s between scrapes (oldest first)."""

@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.browser]
 # what docs/console.md promises /metrics carries
 DOCUMENTED = {
     "strangler_endpoints", "strangler_service_endpoints", "strangler_routing_changes",
-    "strangler_endpoint_requests_per_second", "strangler_instances", "strangler_instance_restarts",
+    "strangler_endpoint_requests_per_second", "strangler_backend_requests_per_second", "strangler_instances", "strangler_instance_restarts",
     "strangler_shadow_seen", "strangler_shadow_compared", "strangler_shadow_differing",
     "strangler_shadow_dropped", "strangler_shadow_skipped", "strangler_shadow_errors",
     "strangler_data_sync_lag_seconds", "strangler_data_last_pass_age_seconds", "strangler_data_collisions",

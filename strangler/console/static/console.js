@@ -125,9 +125,17 @@ function drawProgress(s) {
         el("button", {onclick: e => flipService(p.service, s.monolith, e.target)}, "all back to " + s.monolith)));
   });
   const target = s.strategy === "new-only" ? "new endpoints only" : "every owned endpoint on its service";
+  const answering = Object.entries(s.answering || {}).sort((a, b) => b[1] - a[1]);
+  const rps = answering.reduce((sum, [, v]) => sum + v, 0);
+  const now = rps ? el("div", {class: "progress-row", id: "answering"},
+      el("strong", {}, "traffic now"),
+      bar(answering.map(([name, v]) => [name === s.monolith ? "mono" : "svc", v / rps,
+                                        `${name} ${(100 * v / rps).toFixed(0)}%`])),
+      el("span", {}, answering.map(([name, v]) => `${name} ${(100 * v / rps).toFixed(0)}%`).join(", ")),
+      el("span", {class: "legend"}, `${rps.toFixed(1)} req/s over the last minute`)) : null;
   document.getElementById("overall").replaceChildren(
     el("div", {class: "legend"}, `${moved} of ${total} endpoints moved` + (canary ? `, ${canary} on a canary` : "") +
-      ` — the plan's target: ${target}`));
+      ` — the plan's target: ${target}`), now);
   document.getElementById("progress").replaceChildren(...rows);
 }
 
@@ -257,7 +265,7 @@ function section(name, draw, s, ...keys) {
 
 function draw(s) {
   drawHeader(s);
-  section("progress", drawProgress, s, "progress", "strategy", "monolith");
+  section("progress", drawProgress, s, "progress", "strategy", "monolith", "answering");
   section("routes", drawRoutes, s, "routes", "monolith");
   section("instances", drawInstances, s, "instances");
   section("diffs", drawDiffs, s, "diffs");

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from router.table import Change
 from strangler.console.snapshot import example_rows, history_rows, instance_rows, progress
 
@@ -56,3 +58,12 @@ def test_an_example_is_aligned_side_by_side_with_the_difference_marked() -> None
     assert [(r["left"].strip(), r["right"].strip()) for r in marked] == [
         ('"nickname": "susan"', '"nickname": "SUSAN"')]
     assert {r["mark"] for r in rows} == {"", "≠"} and rows[0]["left"] == "{"
+
+
+def test_answering_keeps_the_plans_backends_only(tmp_path) -> None:
+    from strangler.console.snapshot import answering
+    from strangler.plan import load_plan
+
+    plan = load_plan(Path(__file__).resolve().parents[3] / "strangler.toml")
+    answered = {"monolith": 9.5, "users": 0.5, "comparator": 9.5, "get-api-users-canary": 1.0, "tokens": 0.0}
+    assert answering(plan, answered) == {"monolith": 9.5, "users": 0.5}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from strangler.console.traffic import RouterCounts, between, parse_metrics, quantile
+from strangler.console.traffic import RouterCounts, between, parse_all, parse_metrics, quantile
 
 METRICS = """\
 # HELP traefik_router_requests_total How many HTTP requests are processed on a router.
@@ -53,3 +53,14 @@ def test_figures_between_two_scrapes() -> None:
     assert figures["p50"] == pytest.approx(0.1 * 30 / 40)  # 60 new requests: rank 30 of 40 below 0.1
     assert between(new, old, 10.0)["rps"] == 4.0  # a counter that went down (Traefik restarted)
     assert between(None, RouterCounts(), 1.0) == {"rps": 0.0, "error_pct": None, "p50": None, "p99": None}
+
+
+def test_requests_per_traefik_service_are_read_too() -> None:
+    text = METRICS + (
+        "# TYPE traefik_service_requests_total counter\n"
+        'traefik_service_requests_total{code="200",method="GET",protocol="http",service="monolith@etcd"} 90\n'
+        'traefik_service_requests_total{code="502",method="GET",protocol="http",service="users@etcd"} 10\n'
+        'traefik_service_requests_total{code="200",method="GET",protocol="http",service="users@etcd"} 5\n')
+    routers, services = parse_all(text)
+    assert services == {"monolith": 90, "users": 15}
+    assert routers == parse_metrics(text)
