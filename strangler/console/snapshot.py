@@ -261,7 +261,6 @@ class Snapshots:
         self._asked = 0.0
         self._table: tuple[int, dict, list] | None = None  # (etcd revision, routes, history) last read
         self._thread: threading.Thread | None = None
-        self.builds = 0  # how many times the routing part was gathered
 
     def invalidate(self) -> None:
         """Rebuild the routing part now (after an action, so the page shows its result at once)."""
@@ -304,7 +303,6 @@ class Snapshots:
             time.sleep(max(0.05, self.fast - (time.monotonic() - now)))
 
     def _gather_routing(self) -> dict[str, Any]:
-        self.builds += 1
         out: dict[str, Any] = {"routes": [], "progress": [], "history": [], "problems": [],
                                "strategy": None, "monolith": None}
         try:
