@@ -89,6 +89,13 @@ def test_the_page_lists_every_endpoint_with_its_owner(stack: Platform, page) -> 
     assert page.locator("#progress .progress-row").count() == 5  # users tokens messages socketio ui
 
 
+def test_a_narrow_window_scrolls_tables_not_the_page(stack: Platform, page, tmp_path: Path) -> None:
+    page.set_viewport_size({"width": 420, "height": 800})
+    page.screenshot(path=str(tmp_path / "console-narrow.png"))
+    assert page.evaluate("document.documentElement.scrollWidth") <= 420
+    assert page.locator("#routes").is_visible()
+
+
 def test_a_cli_flip_shows_within_2s_and_the_roll_back_button_undoes_it(stack: Platform, page) -> None:
     endpoint = "GET /api/users"
     stack.strangler("flip", endpoint, "--to", "users")
