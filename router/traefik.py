@@ -85,7 +85,9 @@ def static_config(
     if access_log_path:
         cfg["accessLog"]["filePath"] = str(access_log_path)
     if metrics:
-        cfg["metrics"] = {"prometheus": {"entryPoint": "traefik"}}
+        # per router (= per endpoint) and per service: the console's requests/s, errors, latency
+        cfg["metrics"] = {"prometheus": {"entryPoint": "traefik", "addRoutersLabels": True,
+                                         "addServicesLabels": True}}
     return cfg
 
 

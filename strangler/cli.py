@@ -17,6 +17,7 @@ COMMANDS = {
     "up": "strangler.stack.cli:up",
     "down": "strangler.stack.cli:down",
     "status": "strangler.stack.cli:status",
+    "logs": "strangler.stack.cli:logs",
     "monolith": "monolith.server:monolith_command",
     "init": "strangler.scaffold.cli:init",
     "new": "strangler.scaffold.cli:new",
@@ -32,6 +33,7 @@ COMMANDS = {
     "diffs": "strangler.shadow.cli:diffs",
     "migrate": "strangler.migrate.cli:migrate",
     "link": "strangler.migrate.cli:link",
+    "console": "strangler.console.cli:console",
 }
 
 

@@ -70,6 +70,7 @@ class Stack:
     etcd_peer_port: int = STACK_DEFAULTS["etcd_peer_port"]
     redis_port: int = STACK_DEFAULTS["redis_port"]
     internal_port: int = STACK_DEFAULTS["internal_port"]
+    console_port: int = STACK_DEFAULTS["console_port"]
 
 
 @dataclass(frozen=True)

@@ -182,14 +182,36 @@ def report(conn: Connection, outcome: routing.Outcome, done: str) -> None:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+@click.option("--watch", is_flag=True, help="Redraw the table live until Ctrl-C.")
+@click.option("--interval", type=options.WATCH_INTERVAL, default=1.0, show_default=True,
+              help="Seconds between two redraws with --watch.")
 @routing_command
-def routes(conn: Connection, as_json: bool) -> None:
+def routes(conn: Connection, as_json: bool, watch: bool, interval: float) -> None:
     """Show every endpoint: who serves it now (weights, shadow), its state, and whether the plan agrees."""
-    current, _ = table.load(conn.etcd())
-    rows = routing_plan.route_rows(conn.plan, current)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
+    if watch:
+        if as_json:
+            raise click.UsageError("give --json or --watch, not both")
+        etcd = conn.etcd()
+        table.load(etcd)  # etcd not answering: one line before the screen is taken
+
+        def view() -> Any:
+            try:
+                return _routes_grid(conn, table.load(etcd)[0])
+            except EtcdError as exc:
+                return f"etcd not answering: {exc} (Ctrl-C to stop)"
+
+        options.watch(view, interval)
         return
+    current, _ = table.load(conn.etcd())
+    if as_json:
+        click.echo(json.dumps(routing_plan.route_rows(conn.plan, current), indent=2))
+        return
+    _console().print(_routes_grid(conn, current))
+
+
+def _routes_grid(conn: Connection, current: dict) -> Table:
+    """``strangler routes``'s table for the route table ``current``."""
+    rows = routing_plan.route_rows(conn.plan, current)
     grid = Table(title=f"routes (strategy {conn.plan.strategy})")
     for column in ("method", "path", "serving", "state", "owner", "plan"):
         grid.add_column(column)
@@ -199,7 +221,7 @@ def routes(conn: Connection, as_json: bool) -> None:
         )
         grid.add_row(row["method"], row["path"], row["serving"], row["state"],
                      row["owner"] or "-", verdict)
-    _console().print(grid)
+    return grid
 
 
 def parse_weight_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:

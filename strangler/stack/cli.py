@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from strangler import options
 from strangler.plan import Plan, PlanError, load_plan
 from strangler.plan.cli import open_plan, plan_option
 from strangler.stack import lifecycle as stack_mod
@@ -66,6 +67,7 @@ def _on_signal(signum: int, frame: Any) -> None:
 @_port_option("etcd-peer", "etcd_peer_port", "etcd's peer port")
 @_port_option("redis", "redis_port", "Redis (the Socket.IO message queue)")
 @_port_option("internal", "internal_port", "Traefik's internal entrypoint: services call each other through it")
+@_port_option("console", "console_port", "The console: a web page to watch and steer the migration")
 def up(plan_path: Path, run_dir: Path | None, detach: bool, **ports: int | None) -> None:
     """Start etcd, Redis, Traefik, the monolith and the plan's services on 127.0.0.1.
 
@@ -97,6 +99,8 @@ def _print_ready(state: dict, plan: Plan) -> None:
     rest = f"; not started: {', '.join(idle)}" if idle else ""
     click.echo(f"app:       {state['web']}/")
     click.echo(f"dashboard: {state['dashboard']}")
+    if state.get("console"):
+        click.echo(f"console:   {state['console']}")
     click.echo(f"stack up in {state['up_seconds']:.1f}s from {state['run_dir']}: "
                f"etcd, redis, traefik, {', '.join(started)}{rest}")
 
@@ -168,9 +172,17 @@ def _age(seconds: float | None) -> str:
 @plan_option
 @run_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
-def status(plan_path: Path, run_dir: Path | None, as_json: bool) -> None:
+@click.option("--watch", is_flag=True, help="Redraw it live until Ctrl-C.")
+@click.option("--interval", type=options.WATCH_INTERVAL, default=2.0, show_default=True,
+              help="Seconds between two redraws with --watch.")
+def status(plan_path: Path, run_dir: Path | None, as_json: bool, watch: bool, interval: float) -> None:
     """Show the backends, their instances (address, version, age, health), where endpoints go and data sync lag."""
     where, plan = _resolve(plan_path, run_dir)
+    if watch:
+        if as_json:
+            raise click.UsageError("give --json or --watch, not both")
+        options.watch(lambda: _status_view(where, plan), interval)
+        return
     data = stack_mod.status(where, plan)
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -181,15 +193,37 @@ def status(plan_path: Path, run_dir: Path | None, as_json: bool) -> None:
     _print_status(data)
 
 
+def _status_view(where: Path, plan: Plan | None) -> Any:
+    """What --watch redraws: the status tables, or one line while no stack runs."""
+    from rich.console import Group
+
+    data = stack_mod.status(where, plan)
+    if not data["running"]:
+        return f"no stack is running from {where}; start one with `strangler up` (Ctrl-C to stop)"
+    return Group(*_status_parts(data))
+
+
 def _print_status(data: dict) -> None:
     from rich.console import Console
-    from rich.table import Table
 
     # piped output would be cut to 80 columns; addresses must stay whole
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
-    console.print(f"stack from {data['run_dir']}, up {_age(time.time() - data['started'])}; "
-                  f"strategy [bold]{data['strategy']}[/bold]")
-    console.print(f"app {data['web']}/   dashboard {data['dashboard']}")
+    for part in _status_parts(data):
+        console.print(part)
+
+
+def _status_parts(data: dict) -> list[Any]:
+    """The status as Rich renderables: headline, backends, routes, data, write-through, problems."""
+    from rich.table import Table
+    from rich.text import Text
+
+    parts: list[Any] = []
+    parts.append(Text.from_markup(f"stack from {data['run_dir']}, up {_age(time.time() - data['started'])}; "
+                                  f"strategy [bold]{data['strategy']}[/bold]"))
+    links = f"app {data['web']}/   dashboard {data['dashboard']}"
+    if data.get("console"):
+        links += f"   console {data['console']}"
+    parts.append(Text(links))
     backends = Table("backend", "state", "instance", "version", "age", "health", "traefik", title="backends")
     for row in data["backends"]:
         if not row["instances"]:
@@ -200,17 +234,18 @@ def _print_status(data: dict) -> None:
                 inst["version"], _age(inst["age"]), "healthy" if inst["healthy"] else "[red]unhealthy[/red]",
                 inst["traefik"],
             )
-    console.print(backends)
+    parts.append(backends)
     routes = Table("backend", "state", "endpoints", title="routes")
     for row in data["routes"]:
         routes.add_row(row["backend"], row["state"], str(row["endpoints"]))
-    console.print(routes)
+    parts.append(routes)
     if data["data"]:
-        console.print(_data_table(data["data"]))
+        parts.append(_data_table(data["data"]))
     if data.get("write_through"):
-        console.print(_write_through_table(data["write_through"]))
+        parts.append(_write_through_table(data["write_through"]))
     for problem in data["problems"]:
-        console.print(f"[red]{problem}[/red]")
+        parts.append(Text(problem, style="red"))
+    return parts
 
 
 def _write_through_table(rows: list[dict]) -> Any:
@@ -244,3 +279,42 @@ def _data_table(rows: list[dict]) -> Any:
                      f"strangler migrate verify {row['service']}[/red]")
         grid.add_row(row["service"], row["direction"], follower, lag, age, note)
     return grid
+
+
+@click.command()
+@plan_option
+@run_dir_option
+@click.argument("backend", required=False)
+@click.option("-f", "--follow", "keep_following", is_flag=True, help="Keep printing new lines until Ctrl-C.")
+@click.option("--since", metavar="DURATION", help="Only lines of the last DURATION: 30s, 5m, 2h, 1d.")
+@click.option("-n", "--lines", "count", type=click.IntRange(1, 100_000), default=200, show_default=True,
+              help="At most this many lines (the latest) before following.")
+def logs(plan_path: Path, run_dir: Path | None, backend: str | None, keep_following: bool,
+         since: str | None, count: int) -> None:
+    """Print the stack's logs merged in time order, each line prefixed with its process.
+
+    BACKEND narrows it to one backend's instances (users: users.0, users.1)
+    or one process (etcd, traefik, console, sync-users; traefik-access for
+    Traefik's access log).
+    """
+    from strangler.stack import logs as stack_logs
+
+    where, _ = _resolve(plan_path, run_dir)
+    try:
+        cutoff = time.time() - stack_logs.parse_since(since) if since else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+    files = stack_logs.log_files(where, backend)
+    if not files:
+        known = ", ".join(sorted(stack_logs.log_files(where))) or "none"
+        what = f"for {backend} " if backend else ""
+        raise click.ClickException(f"no logs {what}in {where / 'logs'} (processes with logs: {known})")
+    width = max(len(name) for name in files)
+    try:
+        for line in stack_logs.merge(files, cutoff)[-count:]:
+            click.echo(f"{line.process:<{width}} | {line.text}")
+        if keep_following:
+            for line in stack_logs.follow(files):
+                click.echo(f"{line.process:<{width}} | {line.text}")
+    except (KeyboardInterrupt, BrokenPipeError):
+        return

@@ -188,6 +188,7 @@ class Stack:
                                     redis_url=procs.redis_url(ports.redis, redis_password),
                                     secrets=app_secrets, lb_url=internal, linked=linked)
         self._start_backends(launches, client, TraefikAPI(traefik.url), web)
+        self._start_console(ports.console, etcd.url, traefik.url)
 
     def _start_followers(self, linked: Sequence[str]) -> None:
         """One sync follower per linked service (both directions), a managed process like the rest."""
@@ -196,6 +197,20 @@ class Stack:
             proc = procs.Proc(name, argv, self.run_dir / "logs" / f"{name}.log", env=env,
                               cwd=str(self.plan.path.parent if self.plan.path else Path.cwd()))
             self._track(proc.start())
+
+    def _start_console(self, port: int, etcd_url: str, traefik_url: str) -> None:
+        """The console (strangler console), on loopback, a managed process like the followers."""
+        from strangler.console.cli import console_argv, console_env
+
+        env = console_env(run_dir=self.run_dir, plan=self.plan.path, etcd=etcd_url, traefik_api=traefik_url)
+        url = f"http://{HOST}:{port}"
+        self.state["console"] = url + "/"
+        began = time.monotonic()
+        proc = procs.Proc("console", console_argv(HOST, port), self.run_dir / "logs" / "console.log",
+                          env=env, url=url).start()
+        self._track(proc)
+        procs.wait_until(lambda: procs.http_ok(url + "/healthz"), self.timeout, f"console ({url})", proc=proc)
+        self.echo(f"console ready ({time.monotonic() - began:.1f}s) {url}")
 
     def _write_routes(self, client: Etcd) -> None:
         """Make the route table match the plan (keeping earlier flips) before Traefik reads it.

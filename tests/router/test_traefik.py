@@ -61,7 +61,8 @@ def test_throttle_is_short_by_default():
 
 def test_metrics_access_log_and_quiet_globals():
     cfg = _cfg(access_log_path="/tmp/x/access.log")
-    assert cfg["metrics"] == {"prometheus": {"entryPoint": "traefik"}}
+    assert cfg["metrics"] == {"prometheus": {"entryPoint": "traefik", "addRoutersLabels": True,
+                                             "addServicesLabels": True}}
     assert cfg["accessLog"] == {"format": "json", "filePath": "/tmp/x/access.log"}
     assert cfg["global"] == {"checkNewVersion": False, "sendAnonymousUsage": False}
     assert cfg["log"]["level"] == "INFO"
