@@ -42,6 +42,9 @@ health = "/healthz"
 
 [compare]
 ignore = ["backend"]
+
+[tables.users]
+inserted_by = ["POST /api/users"]
 """
 FAST = ["--interval", "1.5s", "--min-requests", "10"]
 
@@ -76,6 +79,10 @@ class Candidate(ThreadingHTTPServer):
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.do_GET()
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -115,7 +122,10 @@ def world(tmp_path_factory, etcd_server, traefik_server):
     """Plan, registered monolith and candidate, a comparator and a controller."""
     base = tmp_path_factory.mktemp("promote")
     plan = base / "strangler.toml"
-    plan.write_text(plan_text("incremental") + COMPARATOR)
+    # the monolith keeps the users table: POST /api/users inserts rows, with no id lanes anywhere
+    text = plan_text("incremental").replace('app = "monolith:create_app"',
+                                            'app = "monolith:create_app"\ntables = ["users"]')
+    plan.write_text(text + COMPARATOR)
     etcd = etcd_server.client()
     backends = {"monolith": Candidate("monolith", 0.02), "users": Candidate("users", 0.002)}
     registrations = [Registration(etcd, name, b.url, ttl=5).start() for name, b in backends.items()]
@@ -172,8 +182,10 @@ def run(world, *args, code=0):
 class Load:
     """Users' requests through Traefik's web port from 4 threads, bounded in time and count."""
 
-    def __init__(self, web: str, seconds: float = 60, most: int = 30000) -> None:
-        self.url, self.until, self.most = f"{web}/api/users/1", time.monotonic() + seconds, most
+    def __init__(self, web: str, seconds: float = 60, most: int = 30000,
+                 requests_: tuple[tuple[str, str], ...] = (("GET", "/api/users/1"),)) -> None:
+        self.web, self.requests = web, requests_
+        self.until, self.most = time.monotonic() + seconds, most
         self.statuses: list[tuple[float, int, str]] = []
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self._send, daemon=True) for _ in range(4)]
@@ -181,8 +193,9 @@ class Load:
     def _send(self) -> None:
         with requests.Session() as session:
             while not self.stop.is_set() and time.monotonic() < self.until and len(self.statuses) < self.most:
+                method, path = self.requests[len(self.statuses) % len(self.requests)]
                 try:
-                    answer = session.get(self.url, timeout=5)
+                    answer = session.request(method, self.web + path, timeout=5)
                     self.statuses.append((time.monotonic(), answer.status_code,
                                           answer.json().get("backend", "") if answer.ok else ""))
                 except (requests.RequestException, ValueError):
@@ -210,7 +223,10 @@ def route(world, spec=USER) -> dict:
 
 
 def promotion(world, promotion_id=None) -> dict:
+    """The latest promotion (or ``promotion_id``) as `strangler promotions --json` lists it ({} if none)."""
     found = json.loads(run(world, "promotions", "--json").output)
+    if not found:
+        return {}
     return found[-1] if promotion_id is None else next(p for p in found if p["id"] == promotion_id)
 
 
@@ -265,7 +281,7 @@ def test_a_differing_candidate_is_rolled_back_on_diff_rate_while_shadowed(w):
 def test_killing_the_controller_mid_promotion_ends_promoted_or_rolled_back(w):
     with Load(w["web"], seconds=90):
         run(w, "promote", USER, "--to", "users", "--steps", "20,50,100", *FAST, "--detach")
-        procs.wait_until(lambda: promotion(w)["phase"] == "watch", 20, "the first step")
+        procs.wait_until(lambda: promotion(w).get("phase") == "watch", 20, "the first step")
         w["controllers"].kill()
         time.sleep(0.5)  # the promotion sits in etcd, its route half-way: nobody carries it
         assert promotion(w)["state"] == "running" and route(w)["state"] == "canary"
@@ -279,7 +295,7 @@ def test_killing_the_controller_mid_promotion_ends_promoted_or_rolled_back(w):
 def test_abort_rolls_back_and_a_second_promotion_is_refused_meanwhile(w):
     with Load(w["web"]):
         run(w, "promote", USER, "--to", "users", "--steps", "10,100", "--interval", "30s", "--detach")
-        procs.wait_until(lambda: promotion(w)["phase"] == "watch", 20, "the first step")
+        procs.wait_until(lambda: promotion(w).get("phase") == "watch", 20, "the first step")
         before = w["etcd"].get_prefix("strangler/")[0]
         second = run(w, "promote", "--service", "users", "--to", "users", code=2)
         assert "promotion 1 is running" in second.output
@@ -287,6 +303,56 @@ def test_abort_rolls_back_and_a_second_promotion_is_refused_meanwhile(w):
         aborted = run(w, "promote", "--abort", USER, code=0)
     assert "abort asked" in aborted.output and "rolled back" in aborted.output
     assert route(w)["state"] == "monolith" and promotion(w)["outcome"].startswith("rolled back: aborted by")
+
+
+def test_ctrl_c_stops_the_watching_not_the_promotion(w):
+    import subprocess
+
+    strangler = str(Path(sys.executable).parent / "strangler")
+    with Load(w["web"]):
+        cli_proc = subprocess.Popen(
+            [strangler, "promote", USER, "--to", "users", "--steps", "50,100", *FAST, "--plan", str(w["plan"]),
+             "--etcd", w["etcd_url"], "--traefik-api", w["api"]],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            procs.wait_until(lambda: promotion(w).get("phase") == "watch", 30, "the first step")
+            cli_proc.send_signal(signal.SIGINT)
+            output, _ = cli_proc.communicate(timeout=15)
+        finally:
+            if cli_proc.poll() is None:
+                cli_proc.kill()
+                cli_proc.wait()
+        assert cli_proc.returncode == 130, output
+        assert "stopped watching; promotion 1 goes on in the controller" in output
+        procs.wait_until(lambda: promotion(w)["state"] in records.ENDED, 30, "the promotion's end")
+    assert promotion(w)["state"] == records.PROMOTED, promotion(w)["log"]
+
+
+MIXED = (("POST", "/api/users"), ("GET", "/api/users"), ("GET", "/api/users/1"))
+
+
+def test_an_inserting_endpoint_is_shadowed_first_then_flipped_whole_and_watched(w):
+    with Load(w["web"], requests_=MIXED):
+        result = run(w, "promote", "POST /api/users", "--to", "users", *FAST, code=None)
+    assert result.exit_code == 0, result.output
+    assert "it inserts rows, so no canary: shadow 2 read endpoint(s) first" in result.output
+    assert "shadow: pass" in result.output and "100%: pass" in result.output
+    assert route(w, "POST /api/users")["state"] == "flipped"
+    assert route(w, "GET /api/users")["state"] == "monolith"  # the shadow it added is gone
+    whats = [c["what"] for c in history(w)]
+    assert any("flip POST /api/users whole to users (inserts rows: no canary)" in what for what in whats)
+
+
+def test_an_inserting_endpoint_flipped_whole_is_rolled_back_on_errors(w):
+    with Load(w["web"], requests_=MIXED):
+        result = run(w, "promote", "POST /api/users", "--to", "users", *FAST, "--detach")
+        procs.wait_until(lambda: promotion(w).get("step") == 1, 30, "the whole flip")
+        w["users"].mode = "errors"
+        procs.wait_until(lambda: promotion(w)["state"] in records.ENDED, 30, "the verdict")
+    assert promotion(w)["state"] == records.ROLLED_BACK, promotion(w)["log"]
+    assert "error rate" in promotion(w)["outcome"] and result.exit_code == 0
+    assert route(w, "POST /api/users")["state"] == "monolith"
+    assert route(w, "GET /api/users")["state"] == "monolith" and route(w, "GET /api/users")["mirror"] is None
 
 
 BAD = [
