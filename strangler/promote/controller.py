@@ -24,9 +24,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from router import keys, registry, table
+from router import keys, table
 from router.etcd import Compare, Etcd, EtcdError
-from router.keys import MONOLITH, Route, parse_endpoint
+from router.keys import Route, parse_endpoint
 from router.traefik import TraefikAPI, TraefikError
 from strangler import routing
 from strangler.promote import analysis, metrics
@@ -125,6 +125,8 @@ class Controller:
             except (EtcdError, TraefikError, metrics.MetricsError, routing.RoutingError,
                     table.ConcurrentChange) as exc:
                 log.warning("promotion %s: %s (retrying)", promotion.id, exc)
+            except Exception:  # a bug in one promotion must not stop the others: logged, retried
+                log.exception("promotion %s: unexpected failure (retrying)", promotion.id)
         if running:
             return
         try:
@@ -304,10 +306,3 @@ class Controller:
         p.state, p.ended, p.outcome = ROLLED_BACK, time.time(), f"rolled back: {reason}"
         p.note(f"rolled back to the routes from before the promotion ({reason})")
 
-
-def healthy(etcd: Etcd, backend: str) -> bool:
-    """True when ``backend`` has an instance answering its health check."""
-    return bool(registry.healthy_instances(etcd, backend, timeout=1.0))
-
-
-__all__ = ["MONOLITH", "Controller", "ControllerBusy", "healthy"]

@@ -26,6 +26,7 @@ from router.keys import MONOLITH, Endpoint, Match, Route, parse_endpoint
 from router.traefik import RoutingSpec, TraefikAPI, TraefikError, qualify
 from strangler.links import read_links, unlinked
 from strangler.plan import Plan
+from strangler.promote.records import running_on
 
 Routes = dict[Endpoint, Route]
 
@@ -267,6 +268,14 @@ def check_linked(etcd: Etcd, plan: Plan, backends: Iterable[str]) -> None:
         )
 
 
+def check_not_promoting(etcd: Etcd, endpoints: Iterable[Endpoint]) -> None:
+    """Refuse moving an endpoint a promotion is carrying: its next step would undo the flip."""
+    holder = running_on(etcd, [str(e) for e in endpoints])
+    if holder is not None:
+        raise RoutingError(f"promotion {holder} is moving these endpoints; wait for it (strangler "
+                           "promotions) or stop it with strangler promote --abort")
+
+
 def check_traefik(api: TraefikAPI | None) -> None:
     """Refuse before writing when Traefik's API cannot confirm the change afterwards."""
     if api is None:
@@ -361,6 +370,7 @@ def flip(
     in the table yet, and an unreachable Traefik API (when ``api`` is given).
     """
     check_flip(plan, endpoints, target)
+    check_not_promoting(etcd, endpoints)
     wanted = route_backend(plan, target)
     ab = parse_match(wanted, match, cookie, weight)
     if weight is not None or ab is not None:  # both split inserts between two databases

@@ -299,6 +299,8 @@ def test_abort_rolls_back_and_a_second_promotion_is_refused_meanwhile(w):
         before = w["etcd"].get_prefix("strangler/")[0]
         second = run(w, "promote", "--service", "users", "--to", "users", code=2)
         assert "promotion 1 is running" in second.output
+        flip = run(w, "flip", USER, "--to", "users", code=1)
+        assert "promotion 1 is moving these endpoints" in flip.output
         assert w["etcd"].get_prefix("strangler/")[0] == before
         aborted = run(w, "promote", "--abort", USER, code=0)
     assert "abort asked" in aborted.output and "rolled back" in aborted.output
