@@ -222,9 +222,10 @@ def follow(conn: Connection, promotion_id: int, poll: float = 0.2) -> int:
                 console.print(f"promotion {promotion_id} is gone")
                 return 1
             promotion = found[0]
-            for entry in promotion.log[shown:]:
-                console.print(_styled(entry), highlight=False)
-            shown = len(promotion.log)
+            for entry in promotion.log:
+                if entry.get("n", 0) > shown:
+                    console.print(_styled(entry), highlight=False)
+                    shown = entry["n"]
             if promotion.state in records.ENDED:
                 console.print(f"promotion {promotion.id}: {promotion.outcome}", highlight=False)
                 return EXIT[promotion.state]

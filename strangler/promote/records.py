@@ -30,6 +30,8 @@ PROMOTED = "promoted"
 ROLLED_BACK = "rolled back"
 ENDED = (PROMOTED, ROLLED_BACK)
 KEEP_ENDED = 50  # finished promotions kept for `strangler promotions`; older ones are deleted
+# log lines kept per promotion (a step without traffic adds a "wait" line every interval)
+KEEP_LINES = 200
 
 
 class PromotionRefused(Exception):
@@ -92,8 +94,13 @@ class Promotion:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
     def note(self, line: str, **extra: Any) -> None:
-        """Add a line (and figures) to its log, for `strangler promote` and `strangler promotions`."""
-        self.log.append({"time": time.time(), "step": self.step, "line": line, **extra})
+        """Add a line (and figures) to its log, for `strangler promote` and `strangler promotions`.
+
+        Lines are numbered (``n``) so a reader can follow the log after its oldest
+        lines were dropped (only the latest KEEP_LINES are kept)."""
+        n = self.log[-1].get("n", len(self.log)) + 1 if self.log else 1
+        self.log.append({"n": n, "time": time.time(), "step": self.step, "line": line, **extra})
+        del self.log[:-KEEP_LINES]
 
 
 def promotion_key(promotion_id: int) -> str:

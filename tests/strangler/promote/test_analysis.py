@@ -96,3 +96,15 @@ def test_whole_flips_ignore_latency_and_figures_read_well():
     assert verdict(slow, LIMITS, whole=True)[0] == "pass"
     assert slow.line() == "100 req, 0.0% 5xx, p99 100 ms vs 10 ms (10.00x)"
     assert Figures(0, 0, None, 0, None).line() == "0 req, - 5xx, p99 - vs -"
+
+
+def test_a_promotions_log_is_numbered_and_bounded():
+    from strangler.promote.records import KEEP_LINES, Promotion
+
+    promotion = Promotion(id=1, endpoints=["GET /x"], target="users", steps=[5, 100], interval=1.0,
+                          thresholds={}, who="me")
+    for i in range(KEEP_LINES + 5):
+        promotion.note(f"line {i}")
+    assert len(promotion.log) == KEEP_LINES
+    assert promotion.log[0]["n"] == 6 and promotion.log[-1]["n"] == KEEP_LINES + 5
+    assert Promotion.from_json(promotion.to_json()) == promotion
