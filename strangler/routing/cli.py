@@ -238,19 +238,32 @@ def parse_weight_option(_ctx: click.Context, _param: click.Parameter, value: str
 @click.option("--to", "target", required=True, metavar="BACKEND", help="The backend to move them to.")
 @click.option("--weight", metavar="N", callback=parse_weight_option,
               help="Canary: send N % (1-99) to BACKEND, the rest stays.")
+@click.option("--header", "match", metavar="'NAME: VALUE'",
+              help="A/B route: only requests with this header go to BACKEND.")
+@click.option("--cookie", metavar="NAME=VALUE",
+              help="A/B route: only requests with this cookie go to BACKEND.")
+@click.option("--sticky/--no-sticky", default=None,
+              help="Canary: keep each user on one side with a cookie (default: on for PREFIX endpoints).")
 @wait_options
 @routing_command
 def flip(conn: Connection, endpoints: tuple[str, ...], service: str | None, target: str,
-         weight: int | None, timeout: float, no_wait: bool) -> None:
+         weight: int | None, match: str | None, cookie: str | None, sticky: bool | None,
+         timeout: float, no_wait: bool) -> None:
     """Move the named endpoints (or --service NAME's) to BACKEND, in one change.
 
     ENDPOINT is "GET /api/users/<id>" or the monolith's endpoint name
     (api.get_user). Refused when the strategy forbids it or BACKEND has no
     healthy registered instance. Returns once Traefik's API shows it live.
+    With --header or --cookie only matching requests go to BACKEND (an A/B
+    route beside the endpoint's own); `strangler rollback` undoes it.
     """
+    try:  # a malformed --header/--cookie is a usage error: exit 2, one line
+        routing.parse_match(target, match, cookie, weight)
+    except routing.RoutingError as exc:
+        raise click.BadParameter(str(exc)) from None
     chosen = routing.resolve(conn.plan, endpoints, service)
-    outcome = routing.flip(conn.etcd(), conn.plan, chosen, target, weight=weight,
-                           api=conn.api(not no_wait), timeout=timeout)
+    outcome = routing.flip(conn.etcd(), conn.plan, chosen, target, weight=weight, match=match,
+                           cookie=cookie, sticky=sticky, api=conn.api(not no_wait), timeout=timeout)
     report(conn, outcome, outcome.change.what if outcome.change else "")
 
 

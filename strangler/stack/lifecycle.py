@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import json
 import secrets
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -178,6 +179,7 @@ class Stack:
             "started": time.time(), "backends": {}, "data": data_state(self.plan, linked),
         }
         self._start_followers(linked)
+        self._start_controller(etcd.url, traefik.url)
         # One set per run dir (the plan's [strangler] secrets), shared by every backend,
         # so a token signed by one is valid on all.
         try:
@@ -211,6 +213,13 @@ class Stack:
         self._track(proc)
         procs.wait_until(lambda: procs.http_ok(url + "/healthz"), self.timeout, f"console ({url})", proc=proc)
         self.echo(f"console ready ({time.monotonic() - began:.1f}s) {url}")
+    def _start_controller(self, etcd_url: str, traefik_url: str) -> None:
+        """The promotion controller (strangler.promote.controller), a managed process like the followers."""
+        argv = [sys.executable, "-m", "strangler.promote", "--etcd", etcd_url,
+                "--traefik-metrics", traefik_url, "--shadow-store", str(self.run_dir / "shadow.sqlite")]
+        proc = procs.Proc("controller", argv, self.run_dir / "logs" / "controller.log",
+                          cwd=str(self.plan.path.parent if self.plan.path else Path.cwd()))
+        self._track(proc.start())
 
     def _write_routes(self, client: Etcd) -> None:
         """Make the route table match the plan (keeping earlier flips) before Traefik reads it.

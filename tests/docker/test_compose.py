@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 CONTAINER_PORT = 5000
 PLATFORM = ("etcd", "redis", "db", "traefik")
 ONE_SHOTS = ("etcd-init", "routes", "link")
+TOOLKIT = ("controller",)  # the toolkit's own long-running processes
 CONTROL = ("etcd", "redis", "db")  # the control plane: internal network only
 SECRETS = ("SECRET_KEY", "JWT_SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD", "ETCD_ROOT_PASSWORD",
            "ETCD_STRANGLER_PASSWORD", "ETCD_TRAEFIK_PASSWORD")
@@ -76,7 +77,7 @@ def test_every_started_backend_has_a_service_running_the_plans_command(compose: 
         assert name in services, f"plan backend {name} has no compose service"
         expected = shlex.split(plan.command(name, port=CONTAINER_PORT, host="0.0.0.0"))
         assert argv(services[name]["command"]) == expected, name
-    extra = set(services) - set(plan.backends) - set(PLATFORM) - set(ONE_SHOTS)
+    extra = set(services) - set(plan.backends) - set(PLATFORM) - set(ONE_SHOTS) - set(TOOLKIT)
     assert not extra, f"compose services the plan does not know: {extra}"
 
 
@@ -158,6 +159,15 @@ def test_traefik_config_is_the_toolkits_with_container_addresses(compose: dict, 
     expected["entryPoints"]["traefik"]["address"] = f":{plan.stack.dashboard_port}"
     assert env == static_env(expected)
     assert argv(traefik["healthcheck"]["test"]) == ["CMD", "traefik", "healthcheck"]
+
+
+def test_the_controller_reads_etcd_traefiks_metrics_and_the_comparators_results(compose: dict) -> None:
+    controller = compose["services"]["controller"]
+    assert argv(controller["command"]) == [
+        "strangler", "controller", "--etcd", "http://etcd:2379", "--traefik-metrics", "http://traefik:8081",
+        "--shadow-store", "/data/shadow.sqlite"]
+    assert controller["volumes"] == ["comparator-data:/data:ro"] and controller["networks"] == ["control"]
+    assert "STRANGLER_ETCD_PASSWORD" in controller["environment"]
 
 
 def test_the_routes_service_applies_the_plan_to_etcd(compose: dict) -> None:

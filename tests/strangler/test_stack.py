@@ -344,6 +344,17 @@ def test_a_taken_port_is_named_and_nothing_starts(stack: dict, tmp_path: Path) -
 
 
 @pytest.mark.integration
+def test_up_starts_the_promotion_controller_holding_its_key(stack: dict) -> None:
+    from router.etcd import Etcd
+    from strangler.promote.records import controller_alive
+
+    record = procs.read_pidfiles(stack["run_dir"])["controller"]
+    state = json.loads((stack["run_dir"] / "state.json").read_text())
+    holder = controller_alive(Etcd(state["etcd"]))
+    assert record.running() and holder and holder["pid"] == record.pid
+
+
+@pytest.mark.integration
 def test_down_stops_every_pid_and_reports(stack: dict) -> None:
     # the module's last test: it takes the stack down
     records = procs.read_pidfiles(stack["run_dir"])
@@ -351,7 +362,7 @@ def test_down_stops_every_pid_and_reports(stack: dict) -> None:
     started = {f"{name}.0" for name, b in plan.backends.items() if b.start}
     followers = {f"sync-{name}" for name in plan.data_services()}  # one per linked service
     assert followers == {"sync-users", "sync-messages"}
-    assert set(records) == {"etcd", "redis", "traefik", "console"} | started | followers
+    assert set(records) == {"etcd", "redis", "traefik", "console", "controller"} | started | followers
     result = strangler("down", "--run-dir", str(stack["run_dir"]))
     assert result.returncode == 0, result.stderr
     for name, record in records.items():
