@@ -292,7 +292,8 @@ def _shared_problems(source: TableInfo, target: TableInfo, shared: Sequence[str]
             problems.append(f"{source.name}.{name}: {s.type} vs {t.type}")
         elif kind(s.type) == "str" and (t.type.length or 10**9) < (s.type.length or 10**9):
             problems.append(f"{source.name}.{name}: {s.type} does not fit in {t.type}")
-        elif s.nullable and not t.nullable:
+        # SQLite reports an INTEGER PRIMARY KEY (the rowid) nullable, yet it never holds NULL
+        elif s.nullable and not t.nullable and name != source.id_column:
             problems.append(f"{source.name}.{name}: nullable in the source, NOT NULL in the target")
     return problems
 

@@ -7,7 +7,6 @@ importing the package builds nothing and tests make as many apps as they like.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -107,13 +106,9 @@ def _platform_store(config: Mapping[str, Any] | None, token_ttl: float) -> Any:
     etcd_url = (config or {}).get("STRANGLER_ETCD") or os.environ.get("STRANGLER_ETCD")
     if chosen or not etcd_url:
         return None
-    from router.etcd import Etcd
-    from router.revocation import EtcdRevocationStore
+    from router.revocation import platform_store
 
-    # wait a little: a worker may boot while a just-started etcd settles
-    return EtcdRevocationStore(
-        Etcd.connect(etcd_url, wait=10), max_token_ttl=math.ceil(token_ttl)
-    )
+    return platform_store(etcd_url, token_ttl)
 
 
 def _revocation_store(choice: Any, settings: Any) -> Any:

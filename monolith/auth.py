@@ -13,12 +13,14 @@ from typing import Any, TypeVar
 
 from flask import current_app, g, jsonify, request
 from sqlalchemy import select
+from werkzeug.exceptions import ServiceUnavailable
 from werkzeug.security import check_password_hash
 
 from monolith import db
 from monolith.models import User
 from monolith.revocation import is_token_revoked
 from monolith.tokens import InvalidToken, decode_token, user_id_of
+from router.etcd import EtcdError
 
 BEARER_CHALLENGE = 'Bearer realm="Authentication Required"'
 BASIC_CHALLENGE = 'Basic realm="Authentication Required"'
@@ -48,7 +50,11 @@ def user_from_token(token: Any) -> tuple[User, dict[str, Any]]:
         claims = decode_token(token, current_app.config["JWT_SECRET_KEY"])
     except InvalidToken as exc:
         raise AuthError(f"invalid token: {exc}") from exc
-    if is_token_revoked(current_app.extensions["revocation_store"], claims):
+    try:
+        revoked = is_token_revoked(current_app.extensions["revocation_store"], claims)
+    except EtcdError as exc:  # the platform's store, with etcd gone and no snapshot to read
+        raise ServiceUnavailable(f"token revocations cannot be checked: {exc}") from exc
+    if revoked:
         raise AuthError("token has been revoked")
     user = db.session.get(User, user_id_of(claims))
     if user is None:

@@ -3,8 +3,9 @@
 The schema is applied with alembic from code (no alembic.ini needed).
 
 ``create_app`` migrates an empty database on start. Two processes starting
-together on one database take turns through a ``fcntl`` file lock; the
-second one then finds the schema at head and does nothing.
+together on one database take turns through :func:`migration_lock` (an
+advisory lock in a PostgreSQL or MariaDB database, a ``fcntl`` lock beside
+a SQLite file); the second one then finds the schema at head and does nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import NullPool
 
 from datalink.files import private_file, private_sqlite_file
+from datalink.locks import advisory_lock, has_advisory_lock
 from migrations import alembic_config
 
 VERSION_TABLE = "alembic_version"
@@ -45,8 +47,21 @@ def upgrade_database(
 ) -> None:
     """Upgrade the database at *url* to the newest schema of environment *name*."""
     private_sqlite_file(url)
-    with _file_lock(_lock_for(url, lock_path)):
+    with migration_lock(url, lock_path, name):
         command.upgrade(alembic_config(url, name), "head")
+
+
+def migration_lock(url: str, lock_path: str | Path | None = None,
+                   name: str = "monolith") -> contextlib.AbstractContextManager:
+    """The lock migrations of *url* (environment *name*) take turns on, across processes and hosts.
+
+    A server database locks in itself (datalink.locks: every container that
+    reaches it sees the lock); a SQLite file beside itself; anything else in
+    *lock_path* (default: one file per URL in the temporary directory).
+    """
+    if has_advisory_lock(url):
+        return advisory_lock(url, name)
+    return _file_lock(_lock_for(url, lock_path))
 
 
 def has_schema(url: str) -> bool:

@@ -60,7 +60,7 @@ RETRY_INTERVAL = "100ms"
 MONOLITH = "monolith"
 # Prefixes whose clients hold a session across several requests that must all
 # reach one instance (Socket.IO's long-polling): their backends' load
-# balancers, and a canary's weighted service, get a sticky cookie.
+# balancers get a sticky cookie, and a canary's weighted service the canary's.
 SESSION_PREFIXES = ("/socket.io/",)
 STICKY_COOKIE = "strangler_sticky_"  # + the Traefik service's name
 # Paths only services call (through the internal entrypoint), never users.
@@ -209,6 +209,87 @@ def priority(endpoint: Endpoint) -> int:
     return 10 + score * 2 + (1 if endpoint.method == "HEAD" else 0)
 
 
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
+_COOKIE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# A value goes into a Traefik rule between backticks: no backtick, no control characters.
+_MATCH_VALUE = re.compile(r"^[A-Za-z0-9 _.:/+=~!*@%-]{1,128}$")
+_COOKIE_VALUE = re.compile(r"^[A-Za-z0-9_.~!*%+-]{1,128}$")
+# A/B routers rank one step above their endpoint's own router (see ab_priority).
+AB_SUFFIX = "_ab"  # ids are [a-z0-9-], so no endpoint's router can be called this
+STICKY_PREFIX = "strangler_"
+
+
+class Match(NamedTuple):
+    """An A/B condition: requests carrying header ``name: value`` (``cookie``: a cookie
+    ``name=value``) go to ``backend``, every other request follows the route."""
+
+    backend: str
+    name: str
+    value: str
+    cookie: bool = False
+
+    def __str__(self) -> str:
+        return f"cookie {self.name}={self.value}" if self.cookie else f"{self.name}: {self.value}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (stored inside the route)."""
+        return {"backend": self.backend, "name": self.name, "value": self.value, "cookie": self.cookie}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Match:
+        """Inverse of to_dict."""
+        return cls(data["backend"], data["name"], data["value"], bool(data.get("cookie")))
+
+
+def parse_header_match(backend: str, spec: str) -> Match:
+    """PURE: ``--header 'X-Canary: 1'`` as a Match; ValueError saying what to write otherwise."""
+    name, sep, value = spec.partition(":")
+    name, value = name.strip(), value.strip()
+    if not sep or not _HEADER_NAME.match(name) or not _MATCH_VALUE.match(value):
+        raise ValueError(f"--header {spec!r}: write it as 'Name: value' (a header name, then a value "
+                         "of letters, digits and ' _.:/+=~!*@%-', no backticks)")
+    return Match(backend, name, value)
+
+
+def parse_cookie_match(backend: str, spec: str) -> Match:
+    """PURE: ``--cookie name=value`` as a Match; ValueError saying what to write otherwise."""
+    name, sep, value = spec.partition("=")
+    name, value = name.strip(), value.strip()
+    if not sep or not _COOKIE_NAME.match(name) or not _COOKIE_VALUE.match(value):
+        raise ValueError(f"--cookie {spec!r}: write it as name=value (letters, digits, '_.-'; "
+                         "the value also '~!*%+')")
+    return Match(backend, name, value, cookie=True)
+
+
+def match_rule(endpoint: Endpoint, match: Match) -> str:
+    """PURE: the rule of an A/B router: the endpoint's rule and the header (or cookie) condition.
+
+    A cookie is matched inside the ``Cookie`` header, as a whole ``name=value`` pair.
+    """
+    if match.cookie:
+        pair = re.escape(f"{match.name}={match.value}")
+        condition = f"HeaderRegexp(`Cookie`, `(^|;\\s*){pair}(;|$)`)"
+    else:
+        condition = f"Header(`{match.name}`, `{match.value}`)"
+    return f"({rule(endpoint)}) && {condition}"
+
+
+def ab_priority(endpoint: Endpoint) -> int:
+    """One above the endpoint's own router: an A/B router wins over it for matching requests,
+    and stays below every more specific endpoint (their priorities are at least 2 apart)."""
+    return priority(endpoint) + 1
+
+
+def ab_router(router: str) -> str:
+    """PURE: the name of the A/B router beside router *router*."""
+    return router + AB_SUFFIX
+
+
+def sticky_cookie(router: str) -> str:
+    """PURE: the name of the sticky cookie of the canary on router *router*."""
+    return STICKY_PREFIX + router.replace("-", "_")
+
+
 @dataclass(frozen=True)
 class Route:
     """The desired state of one endpoint: which backend answers, and how.
@@ -219,6 +300,8 @@ class Route:
     - ``candidate``: with a mirror, the service the comparator holds up
       against the monolith. Kept in the route so that it changes in the same
       transaction as the mirror (Traefik never sees it).
+    - ``match``: an A/B route: requests matching it go to its backend instead.
+    - ``sticky``: a canary sets a cookie so that one user stays on one side.
     """
 
     endpoint: Endpoint
@@ -226,9 +309,12 @@ class Route:
     weights: dict[str, int] | None = None
     mirror: str | None = None
     candidate: str | None = None
+    match: Match | None = None
+    sticky: bool = False
 
     def __post_init__(self) -> None:
-        for name in [self.backend, self.mirror or "x", self.candidate or "x", *(self.weights or {})]:
+        ab = self.match.backend if self.match else "x"
+        for name in [self.backend, self.mirror or "x", self.candidate or "x", ab, *(self.weights or {})]:
             if not _NAME.match(name):
                 raise ValueError(f"{self.endpoint}: backend name {name!r} must be [a-z0-9_-]")
         if self.weights is not None:
@@ -249,7 +335,7 @@ class Route:
     @property
     def backends(self) -> set[str]:
         """Every backend this route sends traffic to."""
-        names = {self.backend, *(self.weights or {})}
+        names = {self.backend, *(self.weights or {})} | ({self.match.backend} if self.match else set())
         return names | ({self.mirror} if self.mirror else set())
 
     def to_json(self) -> str:
@@ -257,14 +343,22 @@ class Route:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     def to_dict(self) -> dict[str, Any]:
-        """The route as a plain dict (endpoint as its "METHOD /path" spec)."""
-        return {
+        """The route as a plain dict (endpoint as its "METHOD /path" spec).
+
+        ``match`` and ``sticky`` appear only when set, so routes without them
+        read (and are stored) exactly as before they existed."""
+        data: dict[str, Any] = {
             "endpoint": str(self.endpoint),
             "backend": self.backend,
             "weights": self.weights,
             "mirror": self.mirror,
             "candidate": self.candidate,
         }
+        if self.match:
+            data["match"] = self.match.to_dict()
+        if self.sticky:
+            data["sticky"] = True
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Route:
@@ -275,6 +369,8 @@ class Route:
             weights=dict(data["weights"]) if data.get("weights") else None,
             mirror=data.get("mirror"),
             candidate=data.get("candidate"),
+            match=Match.from_dict(data["match"]) if data.get("match") else None,
+            sticky=bool(data.get("sticky")),
         )
 
     @classmethod
@@ -357,6 +453,8 @@ def live_spec(routes: Iterable[Route], monolith: str = MONOLITH) -> dict[str, st
             spec[name] = {traefik_service(b, monolith): w for b, w in route.weights.items()}
         else:
             spec[name] = traefik_service(route.backend, monolith)
+        if route.match:
+            spec[ab_router(name)] = traefik_service(route.match.backend, monolith)
     return spec
 
 
@@ -376,7 +474,7 @@ def entrypoints_of(endpoint: Endpoint | None, entrypoint: str, internal: str | N
 
 
 def _sticky(base: str, service: str) -> dict[str, str]:
-    """PURE: sticky-cookie session affinity for one load balancer or weighted service at ``base``.
+    """PURE: sticky-cookie session affinity for one load balancer at ``base``.
 
     With one instance the cookie changes nothing; with several, every request
     of a session reaches the instance that served its first one (a drained
@@ -400,7 +498,8 @@ def traefik_keys(
 ) -> dict[str, str]:
     """Every key/value Traefik needs (under root ``traefik``) for these routes.
 
-    One router per endpoint, a weighted service per canary, a mirroring
+    One router per endpoint (and an A/B router beside it for a route with a
+    ``match``), a weighted service per canary (sticky when asked), a mirroring
     service per shadow, the catch-all router to the monolith, the retry
     middleware, and per backend load balancer its health check (when
     `healthchecks` maps backend -> path). The backend "monolith" is Traefik's
@@ -443,12 +542,17 @@ def traefik_keys(
             sticky |= {svc(b) for b in {route.backend, *(route.weights or {})}}
         if route.weights:
             service = canary_service(name)
-            if sessions:
-                keys |= _sticky(f"{ROOT}/http/services/{service}/weighted/", service)
             base = f"{ROOT}/http/services/{service}/weighted/services/"
             for i, (backend, weight) in enumerate(sorted(route.weights.items())):
                 keys[f"{base}{i}/name"] = svc(backend)
                 keys[f"{base}{i}/weight"] = str(weight)
+            if route.sticky or sessions:
+                # Traefik remembers the side it chose in this cookie: one user (or one
+                # Socket.IO session), one side.
+                cookie = f"{ROOT}/http/services/{service}/weighted/sticky/cookie/"
+                keys[cookie + "name"] = sticky_cookie(name)
+                keys[cookie + "httpOnly"] = "true"
+                keys[cookie + "sameSite"] = "lax"
         if route.mirror:
             main, service = service, shadow_service(name)
             base = f"{ROOT}/http/services/{service}/mirroring/"
@@ -457,9 +561,12 @@ def traefik_keys(
             keys[base + "mirrors/0/percent"] = "100"
             # Traefik buffers a body to copy it: bounded, and a larger one is not mirrored.
             keys[base + "maxBodySize"] = str(MIRROR_MAX_BODY)
-        keys |= _endpoint_router(route.endpoint, service,
-                                 entrypoints_of(route.endpoint, entrypoint, internal_entrypoint),
-                                 bool(route.mirror and mirror_secret))
+        entrypoints = entrypoints_of(route.endpoint, entrypoint, internal_entrypoint)
+        keys |= _endpoint_router(route.endpoint, service, entrypoints, bool(route.mirror and mirror_secret))
+        if route.match:
+            retry = (RETRY,) if route.endpoint.method in IDEMPOTENT else ()
+            keys |= _router(ab_router(name), match_rule(route.endpoint, route.match),
+                            ab_priority(route.endpoint), svc(route.match.backend), entrypoints, retry)
     for backend in sorted(backends | set(healthchecks or {})):
         # Declares the load balancer even before any instance registers, so
         # routers pointing at it resolve (503, not 404) while it is empty.

@@ -10,6 +10,13 @@ its own once it no longer matters:
   ``max_token_ttl`` the store is built with: the backends pass their
   ``TOKEN_TTL``, which must be the same on every backend (``strangler up``
   gives them one environment).
+
+When etcd is wholly down, the rule (docs/security.md) is: **reads fail open
+on a recent snapshot, writes fail closed.** The store keeps a snapshot of
+every revocation, refreshed at most every ``snapshot_every`` seconds while
+etcd answers; for ``stale_for`` seconds after the last refresh, a check the
+caller marks as a read (``stale_ok``) is answered from it, and every other
+check raises ``EtcdUnavailable`` (the apps answer 503).
 """
 
 from __future__ import annotations
@@ -17,15 +24,21 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from urllib.parse import quote
 
-from router.etcd import Compare, Etcd, Put
+from router.etcd import Compare, Etcd, EtcdUnavailable, Put
+from router.keys import SAFE
 
 REVOKED_PREFIX = "strangler/revoked/"
 # the monolith's default TOKEN_TTL; a backend with another TOKEN_TTL passes its own
 MAX_TOKEN_TTL = 3600
 # Services may accept a token slightly past exp (clock skew): keep its revocation that much longer.
 DEFAULT_LEEWAY = 5
+# How long reads may be checked against the last snapshot while etcd is down, and how
+# often the snapshot is refreshed while it is up (its staleness at the moment etcd goes).
+STALE_FOR = 60.0
+SNAPSHOT_EVERY = 2.0
 
 
 def jti_key(jti: str) -> str:
@@ -71,6 +84,9 @@ class EtcdRevocationStore:
         leeway: float = DEFAULT_LEEWAY,
         cache_seconds: float = 0.0,
         clock=time.time,
+        stale_for: float = 0.0,
+        snapshot_every: float = SNAPSHOT_EVERY,
+        stale_ok: Callable[[], bool] = lambda: False,
     ) -> None:
         if max_token_ttl <= 0:
             raise ValueError(f"max_token_ttl={max_token_ttl} must be positive (the TOKEN_TTL in seconds)")
@@ -83,6 +99,11 @@ class EtcdRevocationStore:
         self._clock = clock
         self._cache: dict[str, tuple[float, str | None]] = {}
         self._lock = threading.Lock()
+        self.stale_for = stale_for
+        self.snapshot_every = snapshot_every
+        self.stale_ok = stale_ok
+        self._snapshot: dict[str, str] | None = None
+        self._snapshot_at = -math.inf
 
     def _read(self, key: str) -> str | None:
         if self.cache_seconds > 0:
@@ -90,11 +111,40 @@ class EtcdRevocationStore:
                 hit = self._cache.get(key)
             if hit is not None and time.monotonic() - hit[0] < self.cache_seconds:
                 return hit[1]
-        value = self.etcd.get(key)
+        try:
+            value = self.etcd.get(key)
+        except EtcdUnavailable as exc:
+            return self._from_snapshot(key, exc)
+        self._refresh_snapshot()
         if self.cache_seconds > 0:
             with self._lock:
                 self._cache[key] = (time.monotonic(), value)
         return value
+
+    def _refresh_snapshot(self) -> None:
+        if self.stale_for <= 0 or time.monotonic() - self._snapshot_at < self.snapshot_every:
+            return
+        began = time.monotonic()  # the snapshot is as old as the moment its read began
+        try:
+            values, _ = self.etcd.get_prefix(REVOKED_PREFIX)
+        except EtcdUnavailable:
+            return
+        with self._lock:
+            self._snapshot, self._snapshot_at = values, began
+
+    def _from_snapshot(self, key: str, unavailable: EtcdUnavailable) -> str | None:
+        """``key``'s value in the snapshot, if this check may be answered from it; else raise."""
+        with self._lock:
+            snapshot, age = self._snapshot, time.monotonic() - self._snapshot_at
+        if snapshot is None or age > self.stale_for or not self.stale_ok():
+            raise unavailable
+        return snapshot.get(key)
+
+    def _remember(self, key: str, value: str) -> None:
+        # a revocation made here is in this process's snapshot at once
+        with self._lock:
+            if self._snapshot is not None:
+                self._snapshot[key] = value
 
     def _forget(self, key: str) -> None:
         with self._lock:
@@ -109,6 +159,7 @@ class EtcdRevocationStore:
             # A repeat revocation must not shorten the first one's lease.
             if current is None or float(current.value or 0) < expires_at:
                 self.etcd.put(key, repr(float(expires_at)), lease=self.etcd.lease(ttl))
+                self._remember(key, repr(float(expires_at)))
         self._forget(key)
 
     def is_revoked(self, jti: str) -> bool:
@@ -127,6 +178,7 @@ class EtcdRevocationStore:
             guard = Compare(key, current.mod_revision if current else 0)
             lease = self.etcd.lease(max(ttl, 1))
             if self.etcd.txn(compares=[guard], puts=[Put(key, repr(float(at)), lease)]):
+                self._remember(key, repr(float(at)))
                 break
             lease.revoke()
         else:
@@ -137,3 +189,20 @@ class EtcdRevocationStore:
         """The latest ``at`` given to ``revoke_user`` for ``user_id`` that etcd still keeps, or None."""
         value = self._read(user_key(user_id))
         return None if value is None else float(value)
+
+
+def platform_store(etcd_url: str, token_ttl: float) -> EtcdRevocationStore:
+    """The store a backend on the platform uses: reads fail open on a snapshot while etcd is down.
+
+    Waits a little for etcd (a worker may boot while a just-started etcd
+    settles); a user's revocation outlives the longest token it refuses
+    (``token_ttl``, the backends' shared TOKEN_TTL).
+    """
+    return EtcdRevocationStore(Etcd.connect(etcd_url, wait=10), max_token_ttl=math.ceil(token_ttl),
+                               stale_for=STALE_FOR, stale_ok=_a_read)
+
+
+def _a_read() -> bool:
+    from flask import has_request_context, request
+
+    return has_request_context() and request.method in SAFE

@@ -116,6 +116,9 @@ class Change:
     before: dict[str, Route | None]
     after: dict[str, Route | None]
     rollback_of: int | None = None
+    # the Traefik options in force once the change is written (not part of the
+    # history record): what confirming the change live needs, without a re-read
+    options: Options | None = field(default=None, compare=False, repr=False)
 
     @property
     def endpoints(self) -> list[str]:
@@ -270,7 +273,7 @@ def apply(
         ) from exc
     if written is None:
         raise ConcurrentChange("routing was changed by someone else; re-run the command")
-    return replace(record, revision=written)
+    return replace(record, revision=written, options=new_options)
 
 
 def note(

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib
 import math
+import time
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -40,6 +42,22 @@ CHUNK = click.IntRange(1, MAX_CHUNK)
 PASSES = click.IntRange(min=0)
 # between two sync passes: 50 ms keeps a follower from spinning; an hour is the longest useful wait
 SYNC_INTERVAL = Seconds(min=0.05, max=MAX_WAIT)
+# between two redraws of a --watch view: faster only burns CPU, slower is no longer "live"
+WATCH_INTERVAL = Seconds(min=0.2, max=60)
+
+
+def watch(view: Callable[[], Any], interval: float) -> None:
+    """Redraw ``view()`` (a Rich renderable) every ``interval`` seconds until Ctrl-C (then exit 0)."""
+    from rich.console import Console
+    from rich.live import Live
+
+    try:
+        with Live(view(), console=Console(highlight=False), auto_refresh=False) as live:
+            while True:
+                time.sleep(interval)
+                live.update(view(), refresh=True)
+    except KeyboardInterrupt:
+        return
 
 
 def show_envvars(command: click.Command) -> None:

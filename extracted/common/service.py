@@ -9,7 +9,6 @@ revocation store, the load-balancer client and a way to push
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -58,14 +57,9 @@ def make_app(
 def _etcd_store(settings: ServiceConfig) -> Any:
     if not settings.etcd_url:
         return None
-    from router.etcd import Etcd
-    from router.revocation import EtcdRevocationStore
+    from router.revocation import platform_store
 
-    # wait a little: a worker may boot while a just-started etcd settles
-    # a user's revocation must outlive the longest token it refuses (TOKEN_TTL)
-    return EtcdRevocationStore(
-        Etcd.connect(settings.etcd_url, wait=10), max_token_ttl=math.ceil(settings.token_ttl)
-    )
+    return platform_store(settings.etcd_url, settings.token_ttl)
 
 
 def _emitter(url: str | None) -> Any:

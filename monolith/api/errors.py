@@ -5,7 +5,12 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, jsonify, request
-from werkzeug.exceptions import HTTPException, InternalServerError
+from sqlalchemy.exc import DisconnectionError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
+
+# what a database that stopped answering (or a pool left waiting) raises
+DATABASE_DOWN = (OperationalError, DisconnectionError, PoolTimeout)
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +36,17 @@ def register_error_handlers(app: Flask) -> None:
             if name.lower() not in ("content-type", "content-length"):
                 response.headers[name] = value
         return response
+
+    def database_unavailable(error: Exception):  # noqa: ANN202
+        # the pool drops connections the server closed; the next request connects afresh
+        logger.warning("database unavailable on %s %s: %s", request.method, request.path,
+                       str(error).splitlines()[0][:200])
+        down = ServiceUnavailable("the database is not answering; retry in a moment")
+        down.retry_after = 1
+        return http_error(down)
+
+    for kind in DATABASE_DOWN:
+        app.register_error_handler(kind, database_unavailable)
 
     @app.errorhandler(InternalServerError)
     def server_error(error: InternalServerError):  # noqa: ANN202

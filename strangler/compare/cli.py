@@ -12,6 +12,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -25,9 +26,10 @@ from strangler.compare.oneoff import CompareError, Outcome, backend_url, compare
 from strangler.compare.requests_file import (
     SAFE_METHODS,
     Request,
+    RequestsFile,
     parse_header,
     parse_request_line,
-    parse_requests,
+    read_requests,
 )
 from strangler.plan import Endpoint, Plan, PlanError, load_plan
 from strangler.plan.cli import plan_option
@@ -81,16 +83,18 @@ def _load(plan_path: Path, urls_given: bool) -> Plan | None:
 
 
 def _requests(spec: str | None, file: Path | None, headers: Sequence[str], data: str | None,
-              token: str | None) -> list[Request]:
+              token: str | None) -> RequestsFile:
     if (spec is None) == (file is None):
         raise CompareFailed('give one request ("GET /api/users/1") or --file FILE, not both or neither')
     try:
         if file is not None:
-            found = parse_requests(file.read_text(encoding="utf-8"))
-            if not found:
-                raise CompareFailed(f"{file}: no requests in it")
+            parsed = read_requests(file.read_text(encoding="utf-8"))
+            if not parsed.requests:
+                skipped = f" but {len(parsed.websockets)} WebSocket entries" if parsed.websockets else ""
+                raise CompareFailed(f"{file}: no requests in it{skipped}")
         else:
-            found = [parse_request_line(spec)]
+            parsed = RequestsFile([parse_request_line(spec)], "text")
+        found = parsed.requests
         extra = [parse_header(h, "--header") for h in headers]
     except OSError as exc:
         raise CompareFailed(f"{file}: cannot read it: {exc.strerror}") from None
@@ -106,7 +110,58 @@ def _requests(spec: str | None, file: Path | None, headers: Sequence[str], data:
             raise CompareFailed(f"--data is not JSON ({exc}); pass a JSON document") from None
         body = data.encode()
         extra.append(("Content-Type", "application/json"))
-    return [_with(r, extra, body) for r in found]
+    return parsed._replace(requests=[_with(r, extra, body) for r in found])
+
+
+class Skipped:
+    """What a recording held besides the service's requests: WebSockets, other backends' endpoints."""
+
+    def __init__(self, websockets: Sequence[int] = ()) -> None:
+        self.websockets = list(websockets)
+        self.elsewhere: dict[str, list[int]] = {}  # endpoint (or METHOD /path) -> entries
+
+    def add(self, label: str, request: Request) -> None:
+        """Note *request* as skipped under *label*."""
+        self.elsewhere.setdefault(label, []).append(request.line)
+
+    def lines(self, against: str | None) -> list[str]:
+        """One line per kind of skipped request, for people."""
+        out = []
+        if self.websockets:
+            out.append(f"skipped {len(self.websockets)} WebSocket entr{'y' if len(self.websockets) == 1 else 'ies'}"
+                       f" (entry {', '.join(map(str, self.websockets))}): nothing to compare")
+        if self.elsewhere:
+            count = sum(len(v) for v in self.elsewhere.values())
+            out.append(f"skipped {count} request(s) not on {against}'s endpoints "
+                       "(--every-request compares them too):")
+            out += [f"  {label} ({len(entries)})" for label, entries in self.elsewhere.items()]
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-able form for ``--json``."""
+        return {"websockets": self.websockets,
+                "elsewhere": [{"endpoint": k, "entries": v} for k, v in self.elsewhere.items()]}
+
+
+def _on_service(plan: Plan | None, against: str | None, parsed: RequestsFile,
+                every: bool) -> tuple[list[Request], Skipped]:
+    """A recording's requests that fall on *against*'s endpoints, and what was left out.
+
+    Only a HAR is filtered (a browser records everything a page loads); a
+    requests file someone wrote is compared as written, as is any file with
+    ``--every-request`` or without a plan and a service to filter by.
+    """
+    skipped = Skipped(parsed.websockets)
+    if parsed.kind != "har" or every or plan is None or against is None:
+        return parsed.requests, skipped
+    kept = []
+    for one in parsed.requests:
+        endpoint = endpoint_for(plan, one.method, one.path)
+        if endpoint is not None and plan.owner(endpoint) == against:
+            kept.append(one)
+        else:
+            skipped.add(str(endpoint) if endpoint else f"{one.method} {one.path}", one)
+    return kept, skipped
 
 
 def _with(request: Request, extra: list[tuple[str, str]], body: bytes | None) -> Request:
@@ -119,7 +174,7 @@ def _with(request: Request, extra: list[tuple[str, str]], body: bytes | None) ->
 def _refuse_writes(requests: Sequence[Request], allow_writes: bool) -> None:
     unsafe = [r for r in requests if r.method not in SAFE_METHODS]
     if unsafe and not allow_writes:
-        where = f" (line {unsafe[0].line})" if unsafe[0].line else ""
+        where = f" ({unsafe[0].where})" if unsafe[0].line else ""
         raise CompareFailed(f"{unsafe[0].method}{where} would write twice (once per backend); "
                             "pass --allow-writes to compare it anyway")
 
@@ -181,19 +236,27 @@ def _console() -> Console:
               help="etcd's client URL (default: the running stack's, else the plan's etcd_port).")
 @click.option("--timeout", type=options.WAIT, default=10.0, show_default=True,
               help="Seconds to wait for each answer.")
+@click.option("--every-request", is_flag=True,
+              help="From a HAR, compare every request, not only those on SERVICE's endpoints.")
 @plan_option
 def compare(request: str | None, against: str | None, file: Path | None, headers: tuple[str, ...],
             data: str | None, token: str | None, as_json: bool, allow_writes: bool,
             monolith_url: str | None, candidate_url: str | None, etcd_url: str | None,
-            timeout: float, plan_path: Path) -> None:
+            timeout: float, every_request: bool, plan_path: Path) -> None:
     """Send the same request to the monolith and to SERVICE directly, and show what differs.
 
     REQUEST is "GET /api/users/1" (quote it); --file runs many and prints a
-    table per endpoint. The plan's [compare] rules say what to ignore. Exit
-    status: 0 no real differences, 1 differences, 2 error.
+    table per endpoint. From a browser's HAR only the requests on SERVICE's
+    endpoints are compared, and WebSockets are skipped. The plan's [compare]
+    rules say what to ignore. Exit status: 0 no real differences, 1
+    differences, 2 error.
     """
     plan = _load(plan_path, monolith_url is not None and candidate_url is not None)
-    wanted = _requests(request, file, headers, data, token)
+    parsed = _requests(request, file, headers, data, token)
+    wanted, skipped = _on_service(plan, against, parsed, every_request)
+    if not wanted:
+        raise CompareFailed(f"{file}: none of its {len(parsed.requests)} request(s) falls on {against}'s "
+                            "endpoints; pass --every-request to compare them all")
     _refuse_writes(wanted, allow_writes)
     names, urls = _base_urls(plan, against, monolith_url, candidate_url, etcd_url)
     outcomes: list[tuple[str, Outcome]] = []
@@ -202,16 +265,18 @@ def compare(request: str | None, against: str | None, file: Path | None, headers
         try:
             out = compare_one(one, urls[0], urls[1], _rule(plan, endpoint), timeout=timeout)
         except CompareError as exc:
-            where = f"line {one.line}: " if one.line else ""
+            where = f"{one.where}: " if one.line else ""
             raise CompareFailed(f"{where}{exc}") from None
         outcomes.append((str(endpoint) if endpoint else f"{one.method} {one.path}", out))
-    _report(outcomes, names, urls, plan, as_json, single=file is None)
+    _report(outcomes, names, urls, plan, as_json, single=file is None, skipped=skipped,
+            against=against)
     if any(not out.same for _, out in outcomes):
         raise click.exceptions.Exit(1)
 
 
 def _report(outcomes: list[tuple[str, Outcome]], names: list[str], urls: list[str],
-            plan: Plan | None, as_json: bool, single: bool) -> None:
+            plan: Plan | None, as_json: bool, single: bool, skipped: Skipped,
+            against: str | None) -> None:
     if as_json:
         results = [render.outcome_json(ep, out, names, urls) for ep, out in outcomes]
         click.echo(json.dumps({
@@ -220,8 +285,11 @@ def _report(outcomes: list[tuple[str, Outcome]], names: list[str], urls: list[st
             "differing": sum(1 for _, out in outcomes if not out.same),
             "endpoints": render.summarize(outcomes),
             "results": results,
+            "skipped": skipped.to_json(),
         }, indent=2, default=str))
         return
+    for line in skipped.lines(against):
+        click.echo(line)
     console = _console()
     if single:
         endpoint, out = outcomes[0]

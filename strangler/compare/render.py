@@ -191,7 +191,7 @@ def print_summary(console: Console, outcomes: Sequence[tuple[str, Outcome]]) -> 
     console.print(grid)
     differing = [out for _, out in outcomes if not out.same]
     for out in differing:
-        where = f"line {out.request.line}: " if out.request.line else ""
+        where = f"{out.request.where}: " if out.request.line else ""
         console.print(Text(f"{where}{verdict(out)}", style="red"))
         for d in out.differences[:3]:
             console.print(f"    {_describe(d)}")

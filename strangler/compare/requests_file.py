@@ -14,7 +14,9 @@ An indented line belongs to the request above it: ``Name: value`` is a
 header, ``< text`` is the body. A first line starting with ``{`` means
 JSONL (one JSON object per line); a JSON document with ``log.entries``
 is a HAR file. Anything malformed raises ValueError naming its line
-(or HAR entry).
+(or HAR entry). A HAR's WebSocket entries are skipped and counted (there is
+no answer to compare), and its conditional headers are dropped, so a
+browser's cached copy never turns an answer into a bodiless 304.
 """
 
 from __future__ import annotations
@@ -26,11 +28,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 from router.keys import METHODS
 
-__all__ = ["SAFE_METHODS", "Request", "parse_request_line", "parse_requests"]
+__all__ = ["SAFE_METHODS", "Request", "RequestsFile", "parse_request_line", "parse_requests",
+           "read_requests"]
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 # Headers a recording carries that must not be replayed: each client sets its own.
 _DROPPED = {"host", "content-length", "connection", "accept-encoding", "transfer-encoding"}
+# ... and, from a recording, what made the browser's request conditional on its cache
+_CONDITIONAL = {"if-none-match", "if-modified-since"}
 
 
 class Request(NamedTuple):
@@ -41,6 +46,12 @@ class Request(NamedTuple):
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes | None = None
     line: int = 0
+    source: str = "line"  # what ``line`` counts: "line" of a file, or "entry" of a HAR
+
+    @property
+    def where(self) -> str:
+        """``"line 7"`` or ``"entry 9"``; empty for the command line's request."""
+        return f"{self.source} {self.line}" if self.line else ""
 
     @property
     def safe(self) -> bool:
@@ -59,7 +70,15 @@ class Request(NamedTuple):
         """JSON-able form (the body as text)."""
         body = None if self.body is None else self.body.decode("utf-8", "replace")
         return {"method": self.method, "target": self.target, "headers": dict(self.headers),
-                "body": body, "line": self.line}
+                "body": body, "line": self.line, "source": self.source}
+
+
+class RequestsFile(NamedTuple):
+    """A parsed requests file: its requests, its format, and the HAR entries skipped as WebSockets."""
+
+    requests: list[Request]
+    kind: str  # "text", "jsonl" or "har"
+    websockets: tuple[int, ...] = ()
 
 
 def _target(raw: str, where: str) -> str:
@@ -155,30 +174,40 @@ def _har_headers(items: Any, where: str) -> Iterable[tuple[str, str]]:
         name, value = item.get("name"), item.get("value")
         if not isinstance(name, str) or not isinstance(value, str):
             raise ValueError(f"{where}: a header needs a name and a value")
-        if not name.startswith(":") and name.lower() not in _DROPPED:
+        if not name.startswith(":") and name.lower() not in _DROPPED | _CONDITIONAL:
             yield name, value
 
 
-def _parse_har(doc: Mapping) -> list[Request]:
+def _is_websocket(entry: Mapping, request: Mapping) -> bool:
+    # Chromium and Playwright mark it as a resource type, with the 101 of the upgrade
+    status = (entry.get("response") or {}).get("status") if isinstance(entry.get("response"), Mapping) else None
+    scheme = urlsplit(request["url"]).scheme
+    return entry.get("_resourceType") == "websocket" or status == 101 or scheme in ("ws", "wss")
+
+
+def _parse_har(doc: Mapping) -> RequestsFile:
     entries = doc.get("log", {}).get("entries")
     if not isinstance(entries, list):
         raise ValueError("HAR: log.entries is missing or not a list")
-    found = []
+    found, websockets = [], []
     for number, entry in enumerate(entries, 1):
         where = f"HAR entry {number}"
         request = entry.get("request") if isinstance(entry, Mapping) else None
         if not isinstance(request, Mapping) or not isinstance(request.get("url"), str):
             raise ValueError(f"{where}: needs request.method and request.url")
+        if _is_websocket(entry, request):
+            websockets.append(number)
+            continue
         text = (request.get("postData") or {}).get("text")
         found.append(Request(_method(str(request.get("method", "GET")), where),
                              _target(request["url"], where),
                              tuple(_har_headers(request.get("headers", []), where)),
-                             None if text is None else str(text).encode(), number))
-    return found
+                             None if text is None else str(text).encode(), number, "entry"))
+    return RequestsFile(found, "har", tuple(websockets))
 
 
-def parse_requests(text: str) -> list[Request]:
-    """Every request in a requests file (text, JSONL or HAR; see the module docstring).
+def read_requests(text: str) -> RequestsFile:
+    """A requests file (text, JSONL or HAR; see the module docstring), parsed.
 
     Raises ValueError naming the line (or HAR entry) of the first malformed one.
     """
@@ -190,5 +219,10 @@ def parse_requests(text: str) -> list[Request]:
             doc = None  # several objects: JSONL
         if isinstance(doc, Mapping) and "log" in doc:
             return _parse_har(doc)
-        return _parse_jsonl(text.splitlines())
-    return _parse_text(text.splitlines())
+        return RequestsFile(_parse_jsonl(text.splitlines()), "jsonl")
+    return RequestsFile(_parse_text(text.splitlines()), "text")
+
+
+def parse_requests(text: str) -> list[Request]:
+    """Every request in a requests file (see :func:`read_requests`, which also says what it skipped)."""
+    return read_requests(text).requests

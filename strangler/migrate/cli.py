@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -60,6 +61,9 @@ def upgrade(plan: Plan, only: str | None, revision: str) -> None:
     try:
         for db in schema.databases(plan, only):
             schema.upgrade(db, revision)
+            if not db.env:
+                click.echo(f"{db.name}: no alembic environment, left alone ({display_url(db.url)})")
+                continue
             click.echo(f"{db.name}: at {', '.join(schema.current(db)) or 'base'} ({display_url(db.url)})")
     except MigrateError as exc:
         raise _fail(exc) from None
@@ -80,6 +84,24 @@ def downgrade(plan: Plan, only: str, revision: str) -> None:
 
 
 @migrate.command()
+@click.option("--db", "only", metavar="NAME", required=True, help="The backend whose environment gets it.")
+@click.option("-m", "--message", required=True, help="What the revision changes (its file name and docstring).")
+@click.option("--autogenerate", is_flag=True,
+              help="Fill it in from the models' difference with the database (at head first).")
+@pass_plan
+def revision(plan: Plan, only: str, message: str, autogenerate: bool) -> None:
+    """Write a new revision script in one database's alembic environment (alembic revision)."""
+    if not message.strip():
+        raise click.BadParameter("give the revision a message", param_hint="-m")
+    try:
+        db = schema.databases(plan, only)[0]
+        for path in schema.revision(db, message, autogenerate):
+            click.echo(f"{db.name}: wrote {path}")
+    except MigrateError as exc:
+        raise _fail(exc) from None
+
+
+@migrate.command()
 @click.option("--db", "only", metavar="NAME", help="Only this backend's database.")
 @pass_plan
 def current(plan: Plan, only: str | None) -> None:
@@ -87,7 +109,8 @@ def current(plan: Plan, only: str | None) -> None:
     try:
         for db in schema.databases(plan, only):
             at, heads = schema.current(db), schema.heads(db)
-            note = "head" if at and set(at) == set(heads) else f"newest is {', '.join(heads)}"
+            note = ("head" if at and set(at) == set(heads) else f"newest is {', '.join(heads)}"
+                    if heads else "no alembic environment: the app keeps its schema")
             click.echo(f"{db.name}: {', '.join(at) or 'base'} ({note})")
     except MigrateError as exc:
         raise _fail(exc) from None
@@ -100,7 +123,8 @@ def history(plan: Plan, only: str | None) -> None:
     """List every revision of each database's alembic environment, newest first."""
     try:
         for db in schema.databases(plan, only):
-            click.echo(f"{db.name} (migrations/{db.env}/):")
+            where = db.env if "/" in db.env else f"migrations/{db.env}/" if db.env else "no alembic environment"
+            click.echo(f"{db.name} ({where}):")
             for rev in schema.history(db):
                 head = " (head)" if rev.is_head else ""
                 click.echo(f"  {rev.down_revision or '<base>'} -> {rev.revision}{head}, {rev.doc.splitlines()[0] if rev.doc else ''}")
@@ -236,3 +260,60 @@ def verify(plan: Plan, service: str) -> None:
     bad = [c.table for c in checks if not c.ok]
     if bad:
         raise click.ClickException(f"{service}: {', '.join(bad)} differ from the monolith's")
+
+
+def with_databases(plan: Plan, overrides: tuple[str, ...]) -> Plan:
+    """*plan* with ``NAME=URL`` database overrides (a deployment's URLs instead of the plan's)."""
+    backends = dict(plan.backends)
+    for item in overrides:
+        name, equals, url = item.partition("=")
+        if not equals or not url:
+            raise click.BadParameter(f"{item.split('=')[0]!r}: write NAME=URL", param_hint="--database")
+        if name not in backends:
+            raise click.BadParameter(f"{name!r} is not a backend of the plan", param_hint="--database")
+        # as given: the plan's {run_dir} / {name} placeholders are not a deployment's
+        backends[name] = replace(backends[name], database=url.replace("{", "{{").replace("}", "}}"))
+    return replace(plan, backends=backends)
+
+
+@click.command()
+@click.argument("services", nargs=-1, required=True, metavar="SERVICE...")
+@click.option("--etcd", "etcd_url", envvar="STRANGLER_ETCD", metavar="URL", show_envvar=True,
+              help="etcd's client URL (default: the plan's etcd_port).")
+@click.option("--database", "databases", multiple=True, metavar="NAME=URL",
+              envvar="STRANGLER_LINK_DATABASE", show_envvar=True,
+              help="Backend NAME's database is at URL here, not the plan's (repeatable; "
+                   "in the environment, space-separated).")
+@pass_plan
+def link(plan: Plan, services: tuple[str, ...], etcd_url: str | None, databases: tuple[str, ...]) -> None:
+    """Link each SERVICE's data with the monolith's, where no `strangler up` does it (compose, servers).
+
+    Upgrades the schemas, copies each SERVICE's tables out of the monolith's
+    database (or, once linked, catches up both ways), records the link in
+    etcd and gives each database its id lane: what `up` does before any
+    backend starts. Run it before the backends start (a one-shot container),
+    and start them with STRANGLER_WRITE_THROUGH naming each other's
+    databases (docs/data-consistency.md), so both stay whole.
+    """
+    from router.etcd import Etcd, EtcdError
+    from strangler.routing.cli import stack_url
+    from strangler.stack.data import link_service
+    from strangler.stack.state import read_state
+
+    plan = with_databases(plan, databases)
+    if read_state(plan.run_dir):
+        raise click.ClickException(f"a local stack runs from {plan.run_dir}; `strangler up` links its "
+                                   "services' data itself (down and up again to link a new one)")
+    try:
+        for service in services:
+            service_data(plan, service)
+        etcd = Etcd(etcd_url or stack_url(plan, "etcd"))
+        for name in dict.fromkeys((plan.monolith, *services)):
+            schema.upgrade(schema.databases(plan, name)[0])
+        for service in services:
+            link_service(plan, etcd, service, click.echo)
+            click.echo(f"{service}: linked with {plan.monolith}; each side inserts from its own id lane")
+    except MigrateError as exc:
+        raise _fail(exc) from None
+    except (EtcdError, ValueError) as exc:
+        raise click.ClickException(f"etcd at {etcd_url or 'the plan port'}: {exc}") from None

@@ -8,6 +8,7 @@ password, no traceback) for an unreachable database or an unknown revision.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -19,8 +20,10 @@ from alembic.util.exc import CommandError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from datalink.locks import LockTimeout
 from datalink.tables import MigrateError, display_url, first_line, open_engine
 from migrations import alembic_config, script_location
+from monolith.db import migration_lock
 from strangler.plan import Plan
 
 
@@ -66,7 +69,7 @@ def databases(plan: Plan, only: str | None = None) -> list[Database]:
         if url is None:
             raise MigrateError(f"the monolith ({name}) has no database in the plan; add database = \"...\"")
         env = plan.migrations(name)
-        if not (Path(env) / "env.py").exists():
+        if env and not (Path(env) / "env.py").exists():
             try:
                 script_location(env)
             except LookupError:
@@ -76,11 +79,15 @@ def databases(plan: Plan, only: str | None = None) -> list[Database]:
     return found
 
 
-def _run(db: Database, action, *args) -> None:  # noqa: ANN001
+def _run(db: Database, action, *args, locked: bool = False) -> None:  # noqa: ANN001
     engine = open_engine(db.url, db.name, must_exist=False)
     engine.dispose()
     try:
-        action(alembic_config(db.url, db.env), *args)
+        # the apps migrate on start under the same lock: never two migrations at once
+        with migration_lock(db.url, name=db.env) if locked else contextlib.nullcontext():
+            action(alembic_config(db.url, db.env), *args)
+    except LockTimeout as exc:
+        raise MigrateError(f"{db.name}: {exc}") from None
     except CommandError as exc:
         raise MigrateError(f"{db.name}: {first_line(exc)} (see strangler migrate history)") from None
     except (OperationalError, DBAPIError) as exc:
@@ -89,16 +96,49 @@ def _run(db: Database, action, *args) -> None:  # noqa: ANN001
         ) from None
 
 
+def _needs_env(db: Database) -> None:
+    if not db.env:
+        raise MigrateError(f"{db.name}'s database has no alembic environment in the plan "
+                           f"(migrations = \"\"); the app keeps its schema itself")
+
+
 def upgrade(db: Database, revision: str = "head") -> None:
-    """Upgrade *db* to *revision* (default: the newest)."""
+    """Upgrade *db* to *revision* (default: the newest); nothing for a database without alembic."""
+    if not db.env:
+        return
     _check_revision(db, revision)
-    _run(db, command.upgrade, revision)
+    _run(db, command.upgrade, revision, locked=True)
 
 
 def downgrade(db: Database, revision: str) -> None:
     """Downgrade *db* to *revision* (``base`` removes every table the environment made)."""
+    _needs_env(db)
     _check_revision(db, revision)
-    _run(db, command.downgrade, revision)
+    _run(db, command.downgrade, revision, locked=True)
+
+
+def revision(db: Database, message: str, autogenerate: bool = False) -> list[str]:
+    """Write a new revision script in *db*'s environment (alembic's own ``revision``); its paths.
+
+    With *autogenerate* alembic compares the environment's models with the
+    database, which must be at head first (MigrateError says so otherwise).
+    """
+    _needs_env(db)
+    if autogenerate:
+        at, newest = current(db), heads(db)
+        if set(at) != set(newest):
+            raise MigrateError(f"{db.name} is at {', '.join(at) or 'base'}, not at head "
+                               f"({', '.join(newest)}); run strangler migrate upgrade --db {db.name} first")
+    made: list[str] = []
+
+    def write(config, *args) -> None:  # noqa: ANN001
+        scripts = command.revision(config, message=message, autogenerate=autogenerate)
+        for script in scripts if isinstance(scripts, list) else [scripts]:
+            if script is not None:
+                made.append(script.path)
+
+    _run(db, write)
+    return made
 
 
 def _check_revision(db: Database, revision: str) -> None:
@@ -131,12 +171,16 @@ def current(db: Database) -> tuple[str, ...]:
 
 
 def heads(db: Database) -> tuple[str, ...]:
-    """The newest revisions of *db*'s environment."""
+    """The newest revisions of *db*'s environment (none without one)."""
+    if not db.env:
+        return ()
     return tuple(ScriptDirectory.from_config(alembic_config(db.url, db.env)).get_heads())
 
 
 def history(db: Database) -> list[Revision]:
     """Every revision of *db*'s environment, newest first (reads scripts only, not the database)."""
+    if not db.env:
+        return []
     script = ScriptDirectory.from_config(alembic_config(db.url, db.env))
     tops = set(script.get_heads())
     return [

@@ -70,6 +70,7 @@ class Stack:
     etcd_peer_port: int = STACK_DEFAULTS["etcd_peer_port"]
     redis_port: int = STACK_DEFAULTS["redis_port"]
     internal_port: int = STACK_DEFAULTS["internal_port"]
+    console_port: int = STACK_DEFAULTS["console_port"]
 
 
 @dataclass(frozen=True)
@@ -298,8 +299,11 @@ class Plan:
 
     def migrations(self, name: str) -> str:
         """Backend *name*'s alembic environment: its ``migrations`` (a folder, resolved
-        against the plan's), else the project's ``monolith`` or ``<name>`` environment."""
+        against the plan's), else the project's ``monolith`` or ``<name>`` environment;
+        ``""`` when the plan says ``migrations = ""`` (the app keeps its own schema)."""
         given = self.backends[name].migrations
+        if given == "":
+            return ""
         if given:
             base = self.path.parent if self.path else Path.cwd()
             return str((base / given).resolve())

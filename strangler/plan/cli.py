@@ -23,6 +23,7 @@ from strangler.plan import Plan, PlanError, check_plan, load_plan, parse_plan_te
 from strangler.plan.scan import (
     InventoryChange,
     ScanError,
+    ScannedEndpoint,
     create_scan_app,
     scan_app,
     update_inventory,
@@ -94,7 +95,14 @@ def _app_spec(doc: tomlkit.TOMLDocument, path: Path) -> str:
 
 
 def _scan_into(doc: tomlkit.TOMLDocument, path: Path) -> InventoryChange:
-    spec = _app_spec(doc, path)
+    return update_inventory(doc, scan_monolith(_app_spec(doc, path), path))
+
+
+def scan_monolith(spec: str, path: Path) -> list[ScannedEndpoint]:
+    """The endpoints of the app ``spec`` names, built on a throw-away database beside plan ``path``.
+
+    ClickException (one line) when the app cannot be imported or built.
+    """
     with tempfile.TemporaryDirectory(prefix="strangler-scan-", ignore_cleanup_errors=True) as tmp:
         try:
             app = create_scan_app(spec, Path(tmp), search_path=path.resolve().parent)
@@ -104,8 +112,7 @@ def _scan_into(doc: tomlkit.TOMLDocument, path: Path) -> InventoryChange:
             raise click.ClickException(
                 f'{path}: app "{spec}" failed to start: {type(exc).__name__}: {exc}'
             ) from None
-        scanned = scan_app(app)
-    return update_inventory(doc, scanned)
+        return scan_app(app)
 
 
 @click.command()

@@ -194,9 +194,14 @@ def create_scan_app(spec: str, workdir: Path, search_path: Path | None = None) -
     """Build the app ``spec`` names on a throw-away database in ``workdir`` (which the caller removes).
 
     The settings go both in the environment (for factories that read it) and
-    as the factory's config mapping, if it takes one.
+    as the factory's config mapping, if it takes one: ``DATABASE_URL`` and
+    ``SQLALCHEMY_DATABASE_URI`` for SQLAlchemy apps, ``DATABASE`` (a file) for
+    apps on plain ``sqlite3`` as Flask's tutorial writes them. ``spec`` may
+    also name an app object rather than a factory (``"module:app"``).
     """
     factory = load_factory(spec, search_path)
+    if isinstance(factory, Flask):  # an app built at import time: nothing to configure
+        return factory
     url = f"sqlite:///{workdir / 'scan.sqlite'}"
     settings = {
         "STRANGLER_ENV": "testing",
@@ -206,7 +211,8 @@ def create_scan_app(spec: str, workdir: Path, search_path: Path | None = None) -
     }
     with _temporary_environ(settings):
         takes_config = bool(inspect.signature(factory).parameters)
-        app = factory({**settings, "TESTING": True, "SQLALCHEMY_DATABASE_URI": url}) if takes_config else factory()
+        app = factory({**settings, "TESTING": True, "SQLALCHEMY_DATABASE_URI": url,
+                                                   "DATABASE": str(workdir / "scan.sqlite")}) if takes_config else factory()
     if not isinstance(app, Flask):
         raise ScanError(f'app "{spec}" returned {type(app).__name__}, not a Flask app')
     return app

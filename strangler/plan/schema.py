@@ -32,6 +32,8 @@ STACK_DEFAULTS = {
     "redis_port": 63790,
     # Traefik's internal entrypoint (services' calls, /internal/ paths): 0 = any free port.
     "internal_port": 0,
+    # the console (strangler console): loopback only
+    "console_port": 8082,
 }
 
 # A Flask placeholder, with or without a converter: <id>, <int:id>, <any(a, b):kind>.

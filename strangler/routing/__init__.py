@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 
 from router import keys, registry, table
 from router.etcd import Etcd
-from router.keys import MONOLITH, Endpoint, Route, parse_endpoint
+from router.keys import MONOLITH, Endpoint, Match, Route, parse_endpoint
 from router.traefik import RoutingSpec, TraefikAPI, TraefikError, qualify
 from strangler.links import read_links, unlinked
 from strangler.plan import Plan
+from strangler.promote.records import running_on
 
 Routes = dict[Endpoint, Route]
 
@@ -79,6 +80,10 @@ def describe(plan: Plan, route: Route) -> str:
         )
     else:
         text = plan_backend(plan, route.backend)
+    if route.weights and route.sticky:
+        text += " (sticky)"
+    if route.match:
+        text += f"; {route.match} -> {plan_backend(plan, route.match.backend)}"
     return f"{text} (copy to {route.mirror})" if route.mirror else text
 
 
@@ -125,6 +130,11 @@ def is_frozen(plan: Plan, endpoint: Endpoint) -> bool:
     return plan.strategy == "new-only" and endpoint in {
         e.endpoint for e in plan.inventory if not e.gone
     }
+
+
+def answering_backends(route: Route) -> set[str]:
+    """PURE: the route-table backends that answer users' requests of ``route`` (not its mirror)."""
+    return {route.backend, *(route.weights or {})} | ({route.match.backend} if route.match else set())
 
 
 def allowed_backends(plan: Plan, endpoint: Endpoint) -> set[str]:
@@ -182,21 +192,40 @@ def check_canary(plan: Plan, endpoints: Iterable[Endpoint], weight: int | None,
                     "or flip it whole")
 
 
-def flipped(route: Route, target: str, weight: int | None) -> Route:
-    """PURE: ``route`` moved to route backend ``target`` (all traffic, or ``weight`` % of it).
+def default_sticky(endpoint: Endpoint) -> bool:
+    """PURE: whether a canary of ``endpoint`` is sticky unless told: yes for a prefix endpoint
+    (pages' static files, Socket.IO), whose requests from one user belong together."""
+    return endpoint.is_prefix
 
-    A canary keeps the rest on the backend that answers now. The shadow
-    mirror is left as it is: flips change who answers, not who gets a copy.
+
+def flipped(route: Route, target: str, weight: int | None, *, match: Match | None = None,
+            sticky: bool | None = None) -> Route:
+    """PURE: ``route`` moved to route backend ``target`` (all traffic, or ``weight`` % of it),
+    or, with ``match``, only the requests matching it (an A/B route; the rest stays).
+
+    A canary keeps the rest on the backend that answers now, sticky when
+    ``sticky`` says so (None: :func:`default_sticky`). The shadow mirror is
+    left as it is: flips change who answers, not who gets a copy. A flip
+    whole or a canary replaces an A/B route; an A/B route keeps a canary.
     """
+    if match is not None:
+        if target == route.backend and not route.weights:
+            raise RoutingError(
+                f"{route.endpoint} is served by {target} already; an A/B route sends matching "
+                "requests elsewhere: give that backend with --to")
+        return Route(route.endpoint, route.backend, weights=route.weights, mirror=route.mirror,
+                     candidate=route.candidate, match=match, sticky=route.sticky)
     if weight is None:
-        return Route(route.endpoint, target, mirror=route.mirror)
+        return Route(route.endpoint, target, mirror=route.mirror, candidate=route.candidate)
     if target == route.backend:
         raise RoutingError(
             f"{route.endpoint} is served by {target} already; "
             "to send part of it elsewhere, give that backend with --to and --weight"
         )
     weights = {target: weight, route.backend: 100 - weight}
-    return Route(route.endpoint, route.backend, weights=weights, mirror=route.mirror)
+    keep = default_sticky(route.endpoint) if sticky is None else sticky
+    return Route(route.endpoint, route.backend, weights=weights, mirror=route.mirror,
+                 candidate=route.candidate, sticky=keep)
 
 
 # -- the world ---------------------------------------------------------------------------------
@@ -239,6 +268,14 @@ def check_linked(etcd: Etcd, plan: Plan, backends: Iterable[str]) -> None:
         )
 
 
+def check_not_promoting(etcd: Etcd, endpoints: Iterable[Endpoint]) -> None:
+    """Refuse moving an endpoint a promotion is carrying: its next step would undo the flip."""
+    holder = running_on(etcd, [str(e) for e in endpoints])
+    if holder is not None:
+        raise RoutingError(f"promotion {holder} is moving these endpoints; wait for it (strangler "
+                           "promotions) or stop it with strangler promote --abort")
+
+
 def check_traefik(api: TraefikAPI | None) -> None:
     """Refuse before writing when Traefik's API cannot confirm the change afterwards."""
     if api is None:
@@ -267,7 +304,7 @@ def confirm(etcd: Etcd, api: TraefikAPI | None, change: table.Change, timeout: f
         return None
     present = [r for r in change.after.values() if r is not None]
     gone = [parse_endpoint(spec).id for spec, r in change.after.items() if r is None]
-    spec = expectation(present, table.load_options(etcd))
+    spec = expectation(present, change.options or table.load_options(etcd))
     try:
         took = api.wait_live(spec, timeout=timeout) if spec else 0.0
         if gone:
@@ -314,12 +351,18 @@ def flip(
     target: str,
     *,
     weight: int | None = None,
+    match: str | None = None,
+    cookie: str | None = None,
+    sticky: bool | None = None,
     api: TraefikAPI | None = None,
     who: str | None = None,
     timeout: float = 10.0,
 ) -> Outcome:
     """Move ``endpoints`` to plan backend ``target`` (``weight`` %: a canary) in ONE change.
 
+    ``match`` (``"X-Canary: 1"``) or ``cookie`` (``"name=value"``) makes it an
+    A/B route: only requests carrying that header or cookie go to ``target``.
+    ``sticky``: a canary's users stay on one side (None: default_sticky).
     Refuses (RoutingError, nothing written) what the strategy or plan
     forbids, a canary on an endpoint that inserts rows, a service whose
     data is not linked with the monolith's, a backend without a healthy
@@ -327,9 +370,11 @@ def flip(
     in the table yet, and an unreachable Traefik API (when ``api`` is given).
     """
     check_flip(plan, endpoints, target)
-    if weight is not None:
-        check_canary(plan, endpoints, weight, read_links(etcd))
+    check_not_promoting(etcd, endpoints)
     wanted = route_backend(plan, target)
+    ab = parse_match(wanted, match, cookie, weight)
+    if weight is not None or ab is not None:  # both split inserts between two databases
+        check_canary(plan, endpoints, weight or 0, read_links(etcd))
     check_linked(etcd, plan, [target])
     check_healthy(etcd, plan, [target])
     check_traefik(api)
@@ -338,12 +383,31 @@ def flip(
         for endpoint in endpoints:
             if endpoint not in routes:
                 raise RoutingError(f"{endpoint} is not in the routing table yet; run strangler plan apply")
-            routes[endpoint] = flipped(routes[endpoint], wanted, weight)
+            routes[endpoint] = flipped(routes[endpoint], wanted, weight, match=ab, sticky=sticky)
         return routes
 
-    share = f"{weight}% of " if weight is not None else ""
+    share = f"{weight}% of " if weight is not None else f"requests with {ab} of " if ab else ""
     what = f"flip {share}{summary(endpoints)} to {target}"
     return write(etcd, api, change, what=what, who=who or table.current_user(), timeout=timeout)
+
+
+def parse_match(backend: str, header: str | None, cookie: str | None,
+                weight: int | None = None) -> Match | None:
+    """``--header``/``--cookie`` as a Match for route backend ``backend`` (None: neither given);
+    RoutingError (one line) for both, with ``weight``, or malformed."""
+    if header is not None and cookie is not None:
+        raise RoutingError("give --header or --cookie, not both")
+    if (header is not None or cookie is not None) and weight is not None:
+        raise RoutingError("an A/B route (--header/--cookie) takes no --weight: "
+                           "matching requests all go to --to")
+    try:
+        if header is not None:
+            return keys.parse_header_match(backend, header)
+        if cookie is not None:
+            return keys.parse_cookie_match(backend, cookie)
+    except ValueError as exc:
+        raise RoutingError(str(exc)) from None
+    return None
 
 
 def cutover_all(
@@ -433,7 +497,7 @@ def check_undo(plan: Plan, change: table.Change) -> None:
                 f"undoing change {change.id} would put {endpoint} back in the routing table, but "
                 "the plan no longer has it; pass --force to undo it anyway"
             )
-        answering = {route.backend, *(route.weights or {})} if route else {MONOLITH}
+        answering = answering_backends(route) if route else {MONOLITH}
         allowed = allowed_backends(plan, endpoint)
         if not answering <= allowed:
             names = " and ".join(sorted(plan_backend(plan, b) for b in answering - allowed))

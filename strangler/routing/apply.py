@@ -22,6 +22,7 @@ from strangler.routing import (
     Routes,
     RoutingError,
     allowed_backends,
+    answering_backends,
     check_traefik,
     describe,
     is_frozen,
@@ -80,7 +81,7 @@ def desired_routes(plan: Plan, current: Routes, keep_live: bool = False) -> Rout
         route = current.get(endpoint)
         if route is None:
             wanted[endpoint] = start
-        elif {route.backend, *(route.weights or {})} <= allowed_backends(plan, endpoint):
+        elif answering_backends(route) <= allowed_backends(plan, endpoint):
             wanted[endpoint] = route
         else:
             wanted[endpoint] = Route(endpoint, start.backend, mirror=route.mirror)
@@ -91,11 +92,12 @@ def desired_routes(plan: Plan, current: Routes, keep_live: bool = False) -> Rout
     return wanted
 
 
-def _answering(route: Route | None) -> tuple[str, dict[str, int]]:
-    # Who answers: one backend, or a weighted split; no route means the catch-all (monolith).
+def _answering(route: Route | None) -> tuple[str, dict[str, int], Any]:
+    # Who answers: one backend, or a weighted split, and an A/B route's matching requests;
+    # no route means the catch-all (monolith).
     if route is None:
-        return MONOLITH, {}
-    return route.backend, dict(route.weights or {})
+        return MONOLITH, {}, None
+    return route.backend, dict(route.weights or {}), route.match
 
 
 def live_moves(plan: Plan, current: Mapping[Any, Route | None],
@@ -209,7 +211,7 @@ def agreement(plan: Plan, endpoint: Endpoint, route: Route | None, planned: bool
     if route is None:
         return False, "not in etcd yet; run strangler plan apply"
     allowed = allowed_backends(plan, endpoint)
-    if not {route.backend, *(route.weights or {})} <= allowed:
+    if not answering_backends(route) <= allowed:
         names = " or ".join(sorted(plan_backend(plan, b) for b in allowed))
         return False, f"the plan lets only {names} answer it; strangler plan apply resets it"
     owner = plan.owner(endpoint)
@@ -238,6 +240,9 @@ def route_rows(plan: Plan, routes: Routes) -> list[dict[str, Any]]:
             "backend": plan_backend(plan, route.backend) if route else None,
             "weights": {plan_backend(plan, b): w for b, w in weights.items()} if weights else None,
             "mirror": route.mirror if route else None,
+            "match": ({**route.match.to_dict(), "backend": plan_backend(plan, route.match.backend)}
+                      if route and route.match else None),
+            "sticky": bool(route and route.sticky),
             "serving": describe(plan, route) if route else "",
             "state": route.state if route else "not applied",
             "owner": plan.owner(endpoint) if endpoint in planned else None,

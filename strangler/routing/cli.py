@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from router import table
-from router.etcd import Etcd, EtcdError
+from router.etcd import Etcd, EtcdError, EtcdUnavailable
 from router.traefik import TraefikAPI, TraefikError
 from strangler import options, routing
 from strangler.plan import Plan, PlanError
@@ -119,6 +119,8 @@ def routing_command(command: Callable) -> Callable:
         conn = Connection.resolve(open_plan(plan_path), etcd_url, traefik_url)
         try:
             return command(*args, conn=conn, **kwargs)
+        except EtcdUnavailable as exc:
+            raise click.ClickException(_etcd_down(conn, exc)) from None
         except REFUSALS as exc:
             raise click.ClickException(" ".join(str(exc).split())) from None
 
@@ -131,6 +133,17 @@ def routing_command(command: Callable) -> Callable:
         help="etcd's client URL (default: the running stack's, else the plan's etcd_port).",
     )(wrapper)
     return plan_option(wrapper)
+
+
+def _etcd_down(conn: Connection, exc: EtcdUnavailable) -> str:
+    """What to say when no etcd member answers: whether traffic still flows, and that nothing changed."""
+    from strangler.stack.procs import http_ok  # only on this error path
+
+    if conn.traefik_url and http_ok(f"{conn.traefik_url}/api/overview"):
+        return (f"etcd not answering at {conn.etcd_url}; traffic keeps flowing on the last routing "
+                f"Traefik loaded (its API answers at {conn.traefik_url}); nothing was changed: "
+                "bring etcd back (strangler status shows it) and retry")
+    return " ".join(str(exc).split())
 
 
 def wait_options(command: Callable) -> Callable:
@@ -169,14 +182,36 @@ def report(conn: Connection, outcome: routing.Outcome, done: str) -> None:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+@click.option("--watch", is_flag=True, help="Redraw the table live until Ctrl-C.")
+@click.option("--interval", type=options.WATCH_INTERVAL, default=1.0, show_default=True,
+              help="Seconds between two redraws with --watch.")
 @routing_command
-def routes(conn: Connection, as_json: bool) -> None:
+def routes(conn: Connection, as_json: bool, watch: bool, interval: float) -> None:
     """Show every endpoint: who serves it now (weights, shadow), its state, and whether the plan agrees."""
-    current, _ = table.load(conn.etcd())
-    rows = routing_plan.route_rows(conn.plan, current)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
+    if watch:
+        if as_json:
+            raise click.UsageError("give --json or --watch, not both")
+        etcd = conn.etcd()
+        table.load(etcd)  # etcd not answering: one line before the screen is taken
+
+        def view() -> Any:
+            try:
+                return _routes_grid(conn, table.load(etcd)[0])
+            except EtcdError as exc:
+                return f"etcd not answering: {exc} (Ctrl-C to stop)"
+
+        options.watch(view, interval)
         return
+    current, _ = table.load(conn.etcd())
+    if as_json:
+        click.echo(json.dumps(routing_plan.route_rows(conn.plan, current), indent=2))
+        return
+    _console().print(_routes_grid(conn, current))
+
+
+def _routes_grid(conn: Connection, current: dict) -> Table:
+    """``strangler routes``'s table for the route table ``current``."""
+    rows = routing_plan.route_rows(conn.plan, current)
     grid = Table(title=f"routes (strategy {conn.plan.strategy})")
     for column in ("method", "path", "serving", "state", "owner", "plan"):
         grid.add_column(column)
@@ -186,7 +221,7 @@ def routes(conn: Connection, as_json: bool) -> None:
         )
         grid.add_row(row["method"], row["path"], row["serving"], row["state"],
                      row["owner"] or "-", verdict)
-    _console().print(grid)
+    return grid
 
 
 def parse_weight_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
@@ -203,19 +238,32 @@ def parse_weight_option(_ctx: click.Context, _param: click.Parameter, value: str
 @click.option("--to", "target", required=True, metavar="BACKEND", help="The backend to move them to.")
 @click.option("--weight", metavar="N", callback=parse_weight_option,
               help="Canary: send N % (1-99) to BACKEND, the rest stays.")
+@click.option("--header", "match", metavar="'NAME: VALUE'",
+              help="A/B route: only requests with this header go to BACKEND.")
+@click.option("--cookie", metavar="NAME=VALUE",
+              help="A/B route: only requests with this cookie go to BACKEND.")
+@click.option("--sticky/--no-sticky", default=None,
+              help="Canary: keep each user on one side with a cookie (default: on for PREFIX endpoints).")
 @wait_options
 @routing_command
 def flip(conn: Connection, endpoints: tuple[str, ...], service: str | None, target: str,
-         weight: int | None, timeout: float, no_wait: bool) -> None:
+         weight: int | None, match: str | None, cookie: str | None, sticky: bool | None,
+         timeout: float, no_wait: bool) -> None:
     """Move the named endpoints (or --service NAME's) to BACKEND, in one change.
 
     ENDPOINT is "GET /api/users/<id>" or the monolith's endpoint name
     (api.get_user). Refused when the strategy forbids it or BACKEND has no
     healthy registered instance. Returns once Traefik's API shows it live.
+    With --header or --cookie only matching requests go to BACKEND (an A/B
+    route beside the endpoint's own); `strangler rollback` undoes it.
     """
+    try:  # a malformed --header/--cookie is a usage error: exit 2, one line
+        routing.parse_match(target, match, cookie, weight)
+    except routing.RoutingError as exc:
+        raise click.BadParameter(str(exc)) from None
     chosen = routing.resolve(conn.plan, endpoints, service)
-    outcome = routing.flip(conn.etcd(), conn.plan, chosen, target, weight=weight,
-                           api=conn.api(not no_wait), timeout=timeout)
+    outcome = routing.flip(conn.etcd(), conn.plan, chosen, target, weight=weight, match=match,
+                           cookie=cookie, sticky=sticky, api=conn.api(not no_wait), timeout=timeout)
     report(conn, outcome, outcome.change.what if outcome.change else "")
 
 

@@ -28,6 +28,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from router.keys import MIRROR_HEADER, MIRROR_MAX_BODY
 from router.release import instance_release
+from strangler.shadow import metrics
 from strangler.shadow.store import ShadowStore
 from strangler.shadow.worker import Comparator, Mirrored
 
@@ -116,7 +117,7 @@ def create_app(test_config: Mapping | None = None, comparator: Comparator | None
     @app.before_request
     def only_traefik() -> Response | None:
         """Refuse (403) everything but the health check unless Traefik marked it, before reading a body."""
-        if request.path == "/healthz" or from_traefik(app.extensions["comparator"]):
+        if request.path in ("/healthz", metrics.PATH) or from_traefik(app.extensions["comparator"]):
             return None
         log.warning("refused %s %s from %s: no valid %s", request.method, request.path,
                     request.remote_addr, MIRROR_HEADER)
@@ -141,6 +142,8 @@ def create_app(test_config: Mapping | None = None, comparator: Comparator | None
         """Counters not yet written to SQLite, and the queue length (tests, benchmarks)."""
         comparator = app.extensions["comparator"]
         return jsonify(queued=comparator.queue.qsize(), pending=comparator.store.snapshot())
+
+    metrics.init_app(app)  # GET /_shadow/metrics: strangler/shadow/metrics.py
 
     @app.route("/", defaults={"path": ""}, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
     @app.route("/<path:path>", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])

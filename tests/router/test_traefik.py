@@ -61,7 +61,10 @@ def test_throttle_is_short_by_default():
 
 def test_metrics_access_log_and_quiet_globals():
     cfg = _cfg(access_log_path="/tmp/x/access.log")
-    assert cfg["metrics"] == {"prometheus": {"entryPoint": "traefik"}}
+    assert cfg["metrics"] == {"prometheus": {
+        "entryPoint": "traefik", "addRoutersLabels": True, "addServicesLabels": True,
+        "addEntryPointsLabels": True,
+        "buckets": [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]}}
     assert cfg["accessLog"] == {"format": "json", "filePath": "/tmp/x/access.log"}
     assert cfg["global"] == {"checkNewVersion": False, "sendAnonymousUsage": False}
     assert cfg["log"]["level"] == "INFO"

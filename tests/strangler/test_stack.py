@@ -168,6 +168,8 @@ def test_up_prints_the_urls_and_progress(stack: dict) -> None:
     for part in ("etcd", "redis", "traefik", *started):
         assert re.search(rf"^{re.escape(part)} ready \(\d+\.\d+s\)", out, re.M), out
     assert f"app:       {state['web']}/" in out
+    assert re.search(r"^console ready \(\d+\.\d+s\)", out, re.M), out
+    assert f"console:   {state['console']}" in out and state["console"].startswith("http://127.0.0.1:")
     assert requests.get(state["dashboard"], timeout=5).status_code == 200
     idle = [name for name, b in plan.backends.items() if not b.start]
     assert ("not started: " + ", ".join(idle) in out) if idle else "not started" not in out
@@ -342,6 +344,17 @@ def test_a_taken_port_is_named_and_nothing_starts(stack: dict, tmp_path: Path) -
 
 
 @pytest.mark.integration
+def test_up_starts_the_promotion_controller_holding_its_key(stack: dict) -> None:
+    from router.etcd import Etcd
+    from strangler.promote.records import controller_alive
+
+    record = procs.read_pidfiles(stack["run_dir"])["controller"]
+    state = json.loads((stack["run_dir"] / "state.json").read_text())
+    holder = controller_alive(Etcd(state["etcd"]))
+    assert record.running() and holder and holder["pid"] == record.pid
+
+
+@pytest.mark.integration
 def test_down_stops_every_pid_and_reports(stack: dict) -> None:
     # the module's last test: it takes the stack down
     records = procs.read_pidfiles(stack["run_dir"])
@@ -349,7 +362,7 @@ def test_down_stops_every_pid_and_reports(stack: dict) -> None:
     started = {f"{name}.0" for name, b in plan.backends.items() if b.start}
     followers = {f"sync-{name}" for name in plan.data_services()}  # one per linked service
     assert followers == {"sync-users", "sync-messages"}
-    assert set(records) == {"supervisor", "etcd", "redis", "traefik"} | started | followers
+    assert set(records) == {"supervisor", "etcd", "redis", "traefik", "console", "controller"} | started | followers
     result = strangler("down", "--run-dir", str(stack["run_dir"]))
     assert result.returncode == 0, result.stderr
     for name, record in records.items():

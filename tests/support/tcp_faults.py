@@ -79,3 +79,79 @@ class LossyHop:
             pass
         self._listener.close()
         self._thread.join(timeout=5)
+
+
+class Switch:
+    """A plain TCP forwarder to ``upstream`` (``host:port``) that can be cut and restored.
+
+    ``cut()`` closes every forwarded connection and, until ``restore()``,
+    closes each new one at once: to its clients the server is gone (a
+    database that stopped answering), though its port stays the same.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        host, port = upstream.rsplit(":", 1)
+        self.upstream = (host, int(port))
+        self._cut = threading.Event()
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def cut(self) -> None:
+        self._cut.set()
+        with self._lock:
+            for sock in self._open:
+                _close(sock)
+            self._open.clear()
+
+    def restore(self) -> None:
+        self._cut.clear()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:  # stop() closed the listener
+                return
+            if self._cut.is_set():
+                _close(conn)
+                continue
+            try:
+                up = socket.create_connection(self.upstream, timeout=10)
+            except OSError:
+                _close(conn)
+                continue
+            with self._lock:
+                self._open.update((conn, up))
+            for a, b in ((conn, up), (up, conn)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, target: socket.socket) -> None:
+        try:
+            while chunk := source.recv(65536):
+                target.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            with self._lock:
+                self._open.discard(source)
+                self._open.discard(target)
+            _close(source)
+            _close(target)
+
+    def stop(self) -> None:
+        """Stop listening and close every forwarded connection."""
+        _close(self._listener)
+        self._thread.join(timeout=5)
+        self.cut()
+
+
+def _close(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()

@@ -6,7 +6,12 @@ import json
 
 import pytest
 
-from strangler.compare.requests_file import Request, parse_request_line, parse_requests
+from strangler.compare.requests_file import (
+    Request,
+    parse_request_line,
+    parse_requests,
+    read_requests,
+)
 
 
 def test_text_lines_with_comments_headers_and_body():
@@ -78,14 +83,31 @@ def test_har_entries_keep_headers_worth_replaying():
     har = {"log": {"version": "1.2", "entries": [
         {"request": {"method": "GET", "url": "http://127.0.0.1:8000/api/users?online=1",
                      "headers": [{"name": "Host", "value": "x"}, {"name": ":authority", "value": "x"},
-                                 {"name": "Authorization", "value": "Bearer t"}]}},
+                                 {"name": "Authorization", "value": "Bearer t"},
+                                 {"name": "If-None-Match", "value": '"abc"'},
+                                 {"name": "if-modified-since", "value": "Mon, 30 Nov 2026 10:00:00 GMT"}]}},
         {"request": {"method": "POST", "url": "https://example.test/api/messages", "headers": [],
                      "postData": {"mimeType": "application/json", "text": '{"source": "x"}'}}},
     ]}}
     assert parse_requests(json.dumps(har, indent=2)) == [
-        Request("GET", "/api/users?online=1", (("Authorization", "Bearer t"),), line=1),
-        Request("POST", "/api/messages", (), b'{"source": "x"}', line=2),
+        Request("GET", "/api/users?online=1", (("Authorization", "Bearer t"),), line=1, source="entry"),
+        Request("POST", "/api/messages", (), b'{"source": "x"}', line=2, source="entry"),
     ]
+
+
+def test_har_websockets_are_skipped_and_counted_by_entry():
+    har = {"log": {"entries": [
+        {"request": {"method": "GET", "url": "http://h/api/users", "headers": []}},
+        {"_resourceType": "websocket", "response": {"status": 101},
+         "request": {"method": "GET", "url": "ws://h/socket.io/?EIO=4&transport=websocket", "headers": []}},
+        {"response": {"status": 101},
+         "request": {"method": "GET", "url": "http://h/socket.io/?EIO=4&transport=websocket", "headers": []}},
+        {"request": {"method": "GET", "url": "wss://h/live", "headers": []}},
+    ]}}
+    parsed = read_requests(json.dumps(har))
+    assert parsed.kind == "har" and parsed.websockets == (2, 3, 4)
+    assert [(r.target, r.where) for r in parsed.requests] == [("/api/users", "entry 1")]
+    assert read_requests("GET /a\n").kind == "text" and read_requests('{"path": "/a"}\n').kind == "jsonl"
 
 
 def test_malformed_har_names_the_entry():

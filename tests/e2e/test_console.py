@@ -1,0 +1,252 @@
+"""End to end: the console that `strangler up` starts, in headless Chromium, against a real stack.
+
+One stack for the module (``strangler up --detach`` of the repository's
+plan on free ports). The page must list every endpoint with its owner,
+show a flip made with the CLI within 2 s without a reload, undo it with its
+Roll back button (recorded as ``console@<host>``), render a shadow example
+side by side, and show a killed instance as not healthy. A cross-site POST
+changes nothing. Screenshots go to the test's temporary directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from browser_pages import chromium
+from platform_stack import STRANGLER, Platform, down, up
+from prometheus_client.parser import text_string_to_metric_families
+
+from strangler.compare.diff import Difference
+from strangler.shadow.store import ShadowStore
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+# what docs/console.md promises /metrics carries
+DOCUMENTED = {
+    "strangler_endpoints", "strangler_service_endpoints", "strangler_routing_changes",
+    "strangler_endpoint_requests_per_second", "strangler_backend_requests_per_second", "strangler_instances", "strangler_instance_restarts",
+    "strangler_shadow_seen", "strangler_shadow_compared", "strangler_shadow_differing",
+    "strangler_shadow_dropped", "strangler_shadow_skipped", "strangler_shadow_errors",
+    "strangler_data_sync_lag_seconds", "strangler_data_last_pass_age_seconds", "strangler_data_collisions",
+    "strangler_writethrough_rows", "strangler_console_requests",
+}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    platform = up(tmp_path_factory.mktemp("console"))
+    try:
+        yield platform
+    finally:
+        down(platform.run_dir)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def page(browser, stack: Platform, tmp_path: Path) -> Iterator:
+    """The console page at 1280x800, loaded; a screenshot of it lands in tmp_path at the end."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.goto(stack.state["console"])
+    page.wait_for_selector("body[data-ready='1']", timeout=10_000)
+    yield page
+    page.screenshot(path=str(tmp_path / "console.png"), full_page=True)
+    context.close()
+    assert errors == []
+
+
+def row(endpoint: str) -> str:
+    return f'#routes tr[data-endpoint="{endpoint}"]'
+
+
+def test_up_prints_the_console_and_it_serves_on_loopback(stack: Platform) -> None:
+    assert stack.state["console"].startswith("http://127.0.0.1:")
+    assert requests.get(stack.state["console"] + "healthz", timeout=5).json() == {"status": "ok"}
+
+
+def test_the_page_lists_every_endpoint_with_its_owner(stack: Platform, page) -> None:
+    owners = stack.owners()
+    assert len(owners) > 10
+    for endpoint, owner in owners.items():
+        assert page.inner_text(f"{row(endpoint)} td.owner") == (owner or "-"), endpoint
+    assert page.locator("#progress .progress-row").count() == 5  # users tokens messages socketio ui
+
+
+def test_a_narrow_window_scrolls_tables_not_the_page(stack: Platform, page, tmp_path: Path) -> None:
+    page.set_viewport_size({"width": 420, "height": 800})
+    page.screenshot(path=str(tmp_path / "console-narrow.png"))
+    assert page.evaluate("document.documentElement.scrollWidth") <= 420
+    assert page.locator("#routes").is_visible()
+
+
+def test_a_cli_flip_shows_within_2s_and_the_roll_back_button_undoes_it(stack: Platform, page) -> None:
+    endpoint = "GET /api/users"
+    stack.strangler("flip", endpoint, "--to", "users")
+    flipped = time.monotonic()
+    page.wait_for_function(
+        """sel => { const cell = document.querySelector(sel); return cell && cell.innerText.includes('users'); }""",
+        arg=f"{row(endpoint)} td.serving", timeout=2000)
+    assert time.monotonic() - flipped < 2.0
+    change = json.loads(stack.strangler("history", "--json").output)[-1]
+    assert change["what"] == f"flip {endpoint} to users" and change["in_effect"]
+
+    page.click(f'#history tr[data-change="{change["id"]}"] button.rollback')
+    page.wait_for_selector("#message.ok", timeout=15_000)
+    assert stack.serving()[endpoint] == "monolith"
+    undo = json.loads(stack.strangler("history", "--json").output)[-1]
+    assert undo["who"].startswith("console@") and undo["rollback_of"] == change["id"]
+    page.wait_for_function(
+        """sel => document.querySelector(sel).innerText.includes('monolith')""",
+        arg=f"{row(endpoint)} td.serving", timeout=5000)
+
+
+def test_a_refused_action_shows_the_clis_one_line(stack: Platform, page) -> None:
+    history = json.loads(stack.strangler("history", "--json").output)
+    page.click(f'#history tr[data-change="{history[0]["id"]}"] button.rollback')  # plan apply, touched later
+    page.wait_for_selector("#message.refused", timeout=15_000)
+    text = page.inner_text("#message")
+    assert text.startswith("refused: ") and "\n" not in text
+    assert json.loads(stack.strangler("history", "--json").output) == history
+
+
+def test_a_cross_site_post_is_refused_and_changes_nothing(stack: Platform) -> None:
+    before = stack.serving()
+    history = stack.strangler("history", "--json").output
+    console = stack.state["console"]
+    for headers in ({"Origin": "http://evil.example"}, {}):
+        answer = requests.post(console + "api/flip", json={"service": "users", "to": "users"},
+                               headers=headers, timeout=10)
+        assert answer.status_code == 403
+    assert stack.serving() == before and stack.strangler("history", "--json").output == history
+
+
+def test_metrics_parse_and_carry_the_documented_names(stack: Platform) -> None:
+    text = requests.get(stack.state["console"] + "metrics", timeout=10).text
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    assert DOCUMENTED <= set(families), DOCUMENTED - set(families)
+    endpoints = sum(s.value for s in families["strangler_endpoints"].samples)
+    assert endpoints == len(stack.owners())
+    comparator = requests.get(stack.instance("comparator") + "/_shadow/metrics", timeout=10)
+    names = {family.name for family in text_string_to_metric_families(comparator.text)}
+    assert {"strangler_comparator_seen", "strangler_comparator_queue_length"} <= names
+
+
+def test_a_shadow_example_renders_side_by_side(stack: Platform, page) -> None:
+    # what the comparator writes when the candidate differs, through its own store
+    store = ShadowStore(stack.run_dir / "shadow.sqlite")
+    found = [Difference("nickname", "nickname", "changed", "susan", "SUSAN")]
+    store.comparison("GET /api/users/<id>", "users", found, {
+        "request": {"method": "GET", "target": "/api/users/1", "body": ""},
+        "monolith": {"status": 200, "headers": {}, "body": '{"id": 1, "nickname": "susan"}'},
+        "candidate": {"status": 200, "headers": {}, "body": '{"id": 1, "nickname": "SUSAN"}'},
+        "differences": [d.to_dict() for d in found]})
+    store.flush()
+    block = '#diffs .diff[data-endpoint="GET /api/users/<id>"]'
+    page.wait_for_selector(f"{block} .example button", timeout=10_000)
+    page.click(f"{block} .example button")
+    marked = page.locator(f"{block} table.sbs tr.real")
+    marked.first.wait_for(timeout=5000)
+    assert '"susan"' in marked.first.locator("td.l").inner_text()
+    assert '"SUSAN"' in marked.first.locator("td.r").inner_text()
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+class Running:
+    """A ``strangler`` command running in a pseudo-terminal-like mode (FORCE_COLOR: Rich redraws live)."""
+
+    def __init__(self, *args: str) -> None:
+        env = {**os.environ, "FORCE_COLOR": "1", "COLUMNS": "200"}
+        self.proc = subprocess.Popen([STRANGLER, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     env=env)
+        self.chunks: list[bytes] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while chunk := self.proc.stdout.read1(65536):
+            self.chunks.append(chunk)
+
+    def text(self) -> str:
+        return ANSI.sub("", b"".join(self.chunks).decode("utf-8", "replace"))
+
+    def wait_for(self, pattern: str, timeout: float = 15.0, since: int = 0) -> int:
+        """Wait until ``pattern`` (a regex) shows in the output after offset ``since``; its end offset."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = re.compile(pattern).search(self.text(), since)
+            if found:
+                return found.end()
+            assert time.monotonic() < deadline, f"{pattern!r} never showed: {self.text()[-2000:]}"
+            assert self.proc.poll() is None, f"ended with {self.proc.returncode}: {self.text()[-2000:]}"
+            time.sleep(0.05)
+
+    def interrupt(self) -> int:
+        """Ctrl-C; the exit status."""
+        self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(10)
+
+
+def test_status_and_routes_watch_redraw_until_ctrl_c(stack: Platform) -> None:
+    status = Running("status", "--watch", "--interval", "0.3", "--plan", str(stack.plan))
+    routes = Running("routes", "--watch", "--interval", "0.3", "--plan", str(stack.plan))
+    try:
+        seen_status = status.wait_for(r"tokens\.0|127\.0\.0\.1")
+        seen_routes = routes.wait_for(r"/api/messages/<id>\s*│\s*monolith")
+        stack.strangler("flip", "GET /api/messages/<id>", "--to", "messages")
+        routes.wait_for(r"/api/messages/<id>\s*│\s*messages\s*│\s*flipped", since=seen_routes)
+        status.wait_for(r"messages\s*│\s*flipped\s*│\s*1", since=seen_status)
+    finally:
+        codes = (status.interrupt(), routes.interrupt())
+        stack.strangler("rollback")
+    assert codes == (0, 0)
+    assert "Traceback" not in status.text() + routes.text()
+
+
+def test_logs_merge_every_process_and_follow(stack: Platform) -> None:
+    run_dir = str(stack.run_dir)
+    merged = subprocess.run([STRANGLER, "logs", "--run-dir", run_dir, "--since", "1h", "-n", "100000"],
+                            capture_output=True, text=True, timeout=30)
+    assert merged.returncode == 0, merged.stderr
+    prefixes = {line.split("|")[0].strip() for line in merged.stdout.splitlines()}
+    assert {"etcd", "traefik", "redis"} <= prefixes and "traefik-access" not in prefixes
+    unknown = subprocess.run([STRANGLER, "logs", "nosuch", "--run-dir", run_dir],
+                             capture_output=True, text=True, timeout=30)
+    assert unknown.returncode == 1 and unknown.stderr.count("\n") == 1 and "processes with logs" in unknown.stderr
+    bad = subprocess.run([STRANGLER, "logs", "--since", "soon", "--run-dir", run_dir],
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "like 30s, 5m" in bad.stderr
+    access = Running("logs", "traefik-access", "-f", "-n", "1", "--run-dir", run_dir)
+    try:
+        marker = f"follow-{time.time_ns()}"
+        requests.get(f"{stack.web}/api/users?{marker}", timeout=10)
+        access.wait_for(rf"traefik-access \| .*{marker}")
+    finally:
+        assert access.interrupt() == 0
+
+
+def test_a_killed_instance_shows_as_not_healthy(stack: Platform, page) -> None:
+    instance = stack.state["backends"]["tokens"]["instances"][0]
+    cell = f'#instances tr[data-address="{instance["url"]}"] td.health'
+    assert page.inner_text(cell) == "healthy"
+    os.kill(instance["pid"], signal.SIGKILL)
+    page.wait_for_function("sel => document.querySelector(sel)?.innerText === 'not healthy'",
+                           arg=cell, timeout=10_000)
