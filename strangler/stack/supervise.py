@@ -97,6 +97,7 @@ class Supervisor:
         self.lock = threading.RLock()
         self._stop = threading.Event()
         self.outcome = ""  # "stop" (stop the stack) or "hand-over" (down takes over)
+        self._written: dict[str, Any] | None = None
         for proc in stack.procs.values():
             self.watch(proc, state="healthy" if proc.alive() else "starting")
         procs.write_self_pidfile(stack.run_dir, SUPERVISOR)
@@ -214,10 +215,14 @@ class Supervisor:
         self.echo(f"{w.proc.name} restarted (pid {w.proc.pid}, restart {w.restarts})")
 
     def _write(self) -> None:
+        """Write ``supervisor.json`` when what it says changed (not five times a second regardless)."""
         with self.lock:
-            data = {"pid": os.getpid(), "updated": time.time(),
-                    "processes": {name: w.to_json() for name, w in self.watched.items()}}
+            processes = {name: w.to_json() for name, w in self.watched.items()}
+        if processes == self._written:
+            return
+        data = {"pid": os.getpid(), "updated": time.time(), "processes": processes}
         write_private(self.stack.run_dir / STATUS_FILE, json.dumps(data, indent=1))
+        self._written = processes
 
     def forget(self, name: str) -> None:
         """Stop supervising ``name`` (it was drained on purpose)."""
