@@ -22,6 +22,7 @@ from strangler.plan.schema import (
     METHODS,
     PREFIX,
     STACK_DEFAULTS,
+    STACK_SETTINGS,
     STRATEGIES,
     Endpoint,
     Problem,
@@ -71,6 +72,9 @@ class Stack:
     redis_port: int = STACK_DEFAULTS["redis_port"]
     internal_port: int = STACK_DEFAULTS["internal_port"]
     console_port: int = STACK_DEFAULTS["console_port"]
+    etcd_members: int = STACK_SETTINGS["etcd_members"][0]
+    log_max_mb: int = STACK_SETTINGS["log_max_mb"][0]
+    log_keep: int = STACK_SETTINGS["log_keep"][0]
 
 
 @dataclass(frozen=True)

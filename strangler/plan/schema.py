@@ -18,7 +18,7 @@ from typing import NamedTuple
 from router.keys import METHODS, PREFIX, Endpoint, parse_endpoint
 
 __all__ = [
-    "DEFAULT_HEADERS", "METHODS", "PREFIX", "STACK_DEFAULTS", "STRATEGIES", "Endpoint",
+    "DEFAULT_HEADERS", "METHODS", "PREFIX", "STACK_DEFAULTS", "STACK_SETTINGS", "STRATEGIES", "Endpoint",
     "Problem", "check_plan", "normalise_rule", "parse_endpoint_spec",
 ]
 
@@ -34,6 +34,12 @@ STACK_DEFAULTS = {
     "internal_port": 0,
     # the console (strangler console): loopback only
     "console_port": 8082,
+}
+# The stack's other settings: name -> (default, lowest, highest).
+STACK_SETTINGS = {
+    "etcd_members": (1, 1, 7),  # etcd members on loopback: 3 or 5 survive losing 1 or 2
+    "log_max_mb": (50, 1, 10240),  # a log over this many MB is rotated by the supervisor
+    "log_keep": (3, 1, 50),  # rotated copies kept per log
 }
 
 # A Flask placeholder, with or without a converter: <id>, <int:id>, <any(a, b):kind>.
@@ -93,7 +99,7 @@ _TOP = {
 }
 _STRANGLER = {"strategy": ("str", None), "run_dir": ("str", None), "monolith": ("str", None),
               "secrets": ("strs", None)}
-_STACK = {name: ("int", None) for name in STACK_DEFAULTS}
+_STACK = {name: ("int", None) for name in (*STACK_DEFAULTS, *STACK_SETTINGS)}
 _BACKEND = {
     "command": ("str", 'say how to start it, e.g. "gunicorn -c python:pkg.gunicorn_conf pkg.wsgi:app"'),
     "health": ("str", 'give its health-check path, e.g. "/healthz"'),
@@ -207,8 +213,12 @@ def check_plan(data: Mapping) -> list[Problem]:
         problems.append(Problem("strangler.run_dir", 'empty; e.g. ".strangler"'))
     stack = _fields(problems, top.get("stack", {}), ("stack",), _STACK)
     ports: dict[int, str] = {}
-    for key in _STACK:
+    for key in STACK_DEFAULTS:
         _port(problems, ("stack", key), stack.get(key, STACK_DEFAULTS[key]), ports)
+    for key, (default, lowest, highest) in STACK_SETTINGS.items():
+        value = stack.get(key, default)
+        if isinstance(value, int) and not lowest <= value <= highest:
+            problems.append(Problem(f"stack.{key}", f"{value} is out of range; give {lowest} to {highest}"))
     inventory = _check_inventory(problems, top.get("endpoints", []))
     owned = _check_backends(problems, top.get("backends"), head.get("monolith", "monolith"),
                             strategy, inventory, ports)

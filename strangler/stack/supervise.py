@@ -32,6 +32,7 @@ from typing import Any
 
 from datalink.files import write_private
 from strangler.stack import procs
+from strangler.stack.rotate import rotate_logs
 
 FAST = 10.0  # seconds: ending sooner than this after a start is a fast failure
 CRASHLOOP_AFTER = 5  # fast failures in a row before giving up
@@ -41,6 +42,9 @@ HEALTHY_AFTER = 1.0  # a process with no health check counts as healthy after ru
 SUPERVISOR = "supervisor"  # its pid file's name
 STATUS_FILE = "supervisor.json"
 STATES = ("starting", "healthy", "draining", "crashlooping")
+ROTATE_EVERY = 5.0  # seconds between two looks at the logs' sizes
+ACCESS_LOG = "traefik-access.log"  # Traefik reopens it on SIGUSR1; the other logs are copied, then cut
+MB = 1024 * 1024
 
 Echo = Callable[[str], None]
 
@@ -98,6 +102,7 @@ class Supervisor:
         self._stop = threading.Event()
         self.outcome = ""  # "stop" (stop the stack) or "hand-over" (down takes over)
         self._written: dict[str, Any] | None = None
+        self._rotated_at = time.monotonic()
         for proc in stack.procs.values():
             self.watch(proc, state="healthy" if proc.alive() else "starting")
         procs.write_self_pidfile(stack.run_dir, SUPERVISOR)
@@ -164,7 +169,21 @@ class Supervisor:
         hook = getattr(self.stack, "reconcile", None)
         if hook is not None:
             hook(self)
+        if now - self._rotated_at >= ROTATE_EVERY:
+            self._rotated_at = now
+            self.rotate_logs()
         self._write()
+
+    def rotate_logs(self) -> None:
+        """Rotate the stack's logs over the plan's ``[stack] log_max_mb`` (keeping ``log_keep`` copies)."""
+        settings = self.stack.plan.stack
+        traefik = self.watched.get("traefik")
+        reopen = {}
+        if traefik is not None and traefik.proc.alive():
+            reopen[ACCESS_LOG] = lambda: os.kill(traefik.proc.pid, signal.SIGUSR1)
+        for path in rotate_logs(self.stack.run_dir / "logs", max_bytes=settings.log_max_mb * MB,
+                                keep=settings.log_keep, reopen=reopen):
+            self.echo(f"rotated {path.name} (over {settings.log_max_mb} MB; {settings.log_keep} copies kept)")
 
     def _healthy(self, w: Watched, now: float) -> bool:
         if w.health is None:

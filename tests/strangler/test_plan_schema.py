@@ -119,6 +119,16 @@ def test_bad_ports():
     assert "port 23800 is also stack.etcd_peer_port" in problems[3].message
 
 
+def test_stack_settings_out_of_range():
+    data = good()
+    data["stack"] = {"etcd_members": 8, "log_max_mb": 0, "log_keep": 3}
+    problems = check_plan(data)
+    assert [str(p) for p in problems] == ["stack.etcd_members: 8 is out of range; give 1 to 7",
+                                          "stack.log_max_mb: 0 is out of range; give 1 to 10240"]
+    data["stack"] = {"etcd_members": 3, "log_max_mb": 200, "log_keep": 10}
+    assert check_plan(data) == []
+
+
 def test_duplicate_ports_in_stack():
     data = good()
     data["stack"] = {"web_port": 18000, "dashboard_port": 18000}

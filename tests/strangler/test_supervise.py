@@ -63,6 +63,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """``strangler up --detach`` of the repository's plan plus ``broken``; ``down`` at the end."""
     base = tmp_path_factory.mktemp("supervised")
     text = re.sub(r"^(\w+_port) = \d+", r"\1 = 0", (REPO / "strangler.toml").read_text(), flags=re.M)
+    text = text.replace("[stack]", "[stack]\nlog_max_mb = 1  # the smallest size, for the rotation test", 1)
     plan = base / "strangler.toml"
     plan.write_text(text + BROKEN)
     run_dir = base / "run"
@@ -136,6 +137,23 @@ def test_infrastructure_and_followers_are_restarted_like_any_process(stack: dict
     assert rows["sync-users"]["restarts"] == 1
     wait_for(lambda: {p["name"]: p for p in status(stack)["processes"]}["sync-users"]["state"] == "healthy",
              10, "the follower healthy again")
+
+@pytest.mark.integration
+def test_logs_over_the_plan_size_are_rotated_and_traefik_goes_on_in_a_fresh_access_log(stack: dict) -> None:
+    logs = stack["run_dir"] / "logs"
+    access, backend = logs / "traefik-access.log", logs / "users.0.log"
+    for path in (access, backend):  # each past log_max_mb = 1
+        with open(path, "ab") as handle:
+            handle.write((b"#" * 1023 + b"\n") * 1100)
+    wait_for(lambda: (logs / "traefik-access.log.1").exists() and (logs / "users.0.log.1").exists(),
+             30, "both logs rotated by the supervisor")
+    assert (logs / "users.0.log.1").stat().st_size > 1024 * 1024
+    marker = f"rotated-{os.getpid()}"
+    assert requests.get(f"{stack['state']['web']}/api/users?m={marker}", timeout=10).status_code == 200
+    wait_for(lambda: marker in access.read_text(), 15, "the request's line in the fresh access log")
+    assert access.stat().st_size < 1024 * 1024 and backend.stat().st_size < 1024 * 1024
+    assert "rotated traefik-access.log" in (logs / "supervisor.log").read_text()
+
 
 @pytest.mark.integration
 def test_a_backend_that_exits_at_once_ends_crashlooping_and_the_stack_stays_up(stack: dict) -> None:
