@@ -73,7 +73,10 @@ def _on_signal(signum: int, frame: Any) -> None:
 @_port_option("redis", "redis_port", "Redis (the Socket.IO message queue)")
 @_port_option("internal", "internal_port", "Traefik's internal entrypoint: services call each other through it")
 @_port_option("console", "console_port", "The console: a web page to watch and steer the migration")
-def up(plan_path: Path, run_dir: Path | None, detach: bool, **ports: int | None) -> None:
+@click.option("--etcd-members", type=click.IntRange(1, 7), default=None, envvar="STRANGLER_UP_ETCD_MEMBERS",
+              show_envvar=True, help="etcd members to start (3 survives losing one) [default: [stack] etcd_members].")
+def up(plan_path: Path, run_dir: Path | None, detach: bool, etcd_members: int | None,
+       **ports: int | None) -> None:
     """Start etcd, Redis, Traefik, the monolith and the plan's services on 127.0.0.1.
 
     Waits until each is healthy, then prints the app's URL. A supervisor
@@ -83,6 +86,7 @@ def up(plan_path: Path, run_dir: Path | None, detach: bool, **ports: int | None)
     """
     plan = open_plan(plan_path)
     overrides = {name.removesuffix("_port"): value for name, value in ports.items()}
+    overrides["etcd_members"] = etcd_members
     if detach:
         _up_detached(plan, run_dir, overrides)
         return
@@ -270,6 +274,12 @@ def _status_parts(data: dict) -> list[Any]:
                 str(inst.get("restarts", 0)), "" if inst.get("last_exit") is None else str(inst["last_exit"]),
             )
     parts.append(backends)
+    if data.get("etcd_members"):
+        members = Table("member", "pid", "client URL", "healthy", "leader", title="etcd")
+        for m in data["etcd_members"]:
+            members.add_row(m["name"], str(m.get("pid") or ""), m["url"],
+                            "yes" if m["healthy"] else "[red]no[/red]", "leader" if m["leader"] else "")
+        parts.append(members)
     routes = Table("backend", "state", "endpoints", title="routes")
     for row in data["routes"]:
         routes.add_row(row["backend"], row["state"], str(row["endpoints"]))

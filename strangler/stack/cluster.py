@@ -1,9 +1,9 @@
 """A local etcd cluster of one or more members on loopback, and what each member says of itself.
 
-Member ``etcd-1`` takes the plan's etcd client and peer ports; the others
-take free ports chosen when the stack starts (recorded in the stack's state,
-so a member restarted later gets the same ports back: its peers know it by
-its peer URL). Each member has its own data dir under ``<run_dir>/etcd/``; a
+Member ``etcd`` takes the plan's etcd client and peer ports; the others
+(``etcd-2`` …) take free ports chosen when the cluster is first started,
+recorded in ``<data_dir>/members.json`` so a member restarted later, or the
+next ``up``, gets the same ports back: its peers know it by its peer URL. Each member has its own data dir under ``<run_dir>/etcd/``; a
 member started again on an existing data dir rejoins the cluster from it and
 ignores the initial-cluster flags.
 
@@ -13,6 +13,7 @@ so losing the leader costs about half a second instead of etcd's 1-2 s.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +21,14 @@ from typing import Any
 
 import requests
 
-from datalink.files import private_dir
+from datalink.files import private_dir, write_private
 from strangler.stack import procs
 
 HOST = "127.0.0.1"
 HEARTBEAT_MS = 50
 ELECTION_MS = 500
+MEMBERS_FILE = "members.json"
+SINGLE_DATA = "member-data"  # where procs.start_etcd keeps a lone member's data
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ def plan_members(
     """``count`` members: the first on the given ports, the others on free ones."""
     if not 1 <= count <= 7:
         raise ValueError(f"etcd_members is {count}; give 1 to 7 (3 or 5 survive losing 1 or 2)")
-    members = [Member("etcd-1", client_port, peer_port)]
+    members = [Member("etcd", client_port, peer_port)]
     taken = {client_port, peer_port}
     while len(members) < count:
         ports = []
@@ -68,6 +71,31 @@ def plan_members(
                 taken.add(port)
                 ports.append(port)
         members.append(Member(f"etcd-{len(members) + 1}", *ports))
+    return members
+
+
+def stack_members(data_dir: Path | str, count: int, client_port: int, peer_port: int) -> list[Member]:
+    """The members of a stack's cluster: those recorded under ``data_dir``, else a new set, recorded.
+
+    ValueError (one line, saying what to do) when ``data_dir`` holds a
+    cluster of another size, or a lone member's data.
+    """
+    data_dir = Path(data_dir)
+    path = data_dir / MEMBERS_FILE
+    start_over = (f"or `strangler down` and delete {data_dir} to start a new cluster "
+                  "(the route table is then rebuilt from the plan: flips are lost)")
+    if path.exists():
+        recorded = [Member.from_dict(m) for m in json.loads(path.read_text(encoding="utf-8"))]
+        if len(recorded) != count:
+            raise ValueError(f"{data_dir} holds an etcd cluster of {len(recorded)} members and the plan asks "
+                             f"for {count}; set [stack] etcd_members = {len(recorded)}, {start_over}")
+        return recorded
+    if (data_dir / SINGLE_DATA).exists():
+        raise ValueError(f"{data_dir} holds a single etcd member and the plan asks for {count}; "
+                         f"set [stack] etcd_members = 1, {start_over}")
+    members = plan_members(count, client_port, peer_port)
+    private_dir(data_dir)
+    write_private(path, json.dumps([m.to_dict() for m in members]))
     return members
 
 

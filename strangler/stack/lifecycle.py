@@ -33,7 +33,7 @@ from router.traefik import (
     write_static_config,
 )
 from strangler.plan import Plan
-from strangler.stack import procs
+from strangler.stack import cluster, procs
 from strangler.stack.data import DataError, data_state, follower_command, link_all
 from strangler.stack.down import CORE, down
 from strangler.stack.drain import drain, in_parallel
@@ -73,12 +73,16 @@ class Stack:
         self.run_dir = Path(run_dir or plan.run_dir).resolve()
         self.plan = replace(plan, run_dir=self.run_dir)  # {run_dir} placeholders follow --run-dir
         self.overrides = {k: v for k, v in (ports or {}).items() if v is not None}
+        members = self.overrides.pop("etcd_members", None)  # up --etcd-members: not a port
+        if members:
+            self.plan = replace(self.plan, stack=replace(self.plan.stack, etcd_members=members))
         self.echo = echo
         self.timeout = timeout
         self.procs: dict[str, procs.Proc] = {}  # in start order
         self.launches: dict[str, Launch] = {}  # backend instances by process name
         self.releases: dict[str, tuple[str, dict[str, str]]] = {}  # backend -> (release, extra env) now run
         self.checks: dict[str, Callable[[], bool]] = {}  # health checks by process name
+        self.etcd_members: list[cluster.Member] = []  # a cluster's (empty: one etcd)
         self.state: dict[str, Any] = {}
         self._reported: set[str] = set()
         self._lock: IO[str] | None = None
@@ -152,11 +156,8 @@ class Stack:
 
     def _start_all(self, ports: Ports, backend_ports: Mapping[str, list[int]]) -> None:
         logs = self.run_dir / "logs"
-        etcd = self._timed("etcd", lambda: procs.start_etcd(
-            self.run_dir / "etcd", ports.etcd, ports.etcd_peer,
-            log_path=logs / "etcd.log", timeout=self.timeout))
-        self.checks["etcd"] = lambda: procs.http_ok(f"{etcd.url}/health", timeout=0.5)
-        client = Etcd.connect(etcd.url, wait=5)
+        etcd_url = self._start_etcd(ports, logs)
+        client = Etcd.connect(etcd_url, wait=5)
         self.client = client
         _forget_old_instances(client)
         began = time.monotonic()
@@ -172,7 +173,7 @@ class Stack:
             password=redis_password))
         self.checks["redis"] = lambda: procs.redis_ping(ports.redis, 0.5, password=redis_password)
         config = static_config(
-            web_port=ports.web, api_port=ports.dashboard, etcd_endpoints=[etcd.url],
+            web_port=ports.web, api_port=ports.dashboard, etcd_endpoints=etcd_url.split(","),
             access_log_path=str(logs / "traefik-access.log"), host=HOST, internal_port=ports.internal)
         path = write_static_config(self.run_dir / "traefik.yml", config)
         traefik = self._timed("traefik", lambda: procs.start_traefik(
@@ -184,26 +185,54 @@ class Stack:
         self.state = {
             "run_dir": str(self.run_dir), "plan": str(self.plan.path or ""),
             "strategy": self.plan.strategy, "monolith": self.plan.monolith,
-            "etcd": etcd.url, "traefik_api": traefik.url, "web": web, "internal": internal,
+            "etcd": etcd_url, "traefik_api": traefik.url, "web": web, "internal": internal,
             "dashboard": f"{traefik.url}/dashboard/", "redis": redis.url,
             "started": time.time(), "backends": {}, "data": data_state(self.plan, linked),
         }
         self._start_followers(linked)
-        self._start_controller(etcd.url, traefik.url)
+        if self.etcd_members:
+            self.state["etcd_members"] = [m.to_dict() for m in self.etcd_members]
+        self._start_controller(etcd_url, traefik.url)
         # One set per run dir (the plan's [strangler] secrets), shared by every backend,
         # so a token signed by one is valid on all.
         try:
             app_secrets = load_or_create_secrets(self.run_dir / "secrets.json", self.plan.secrets)
         except ValueError as exc:
             raise StackError(str(exc)) from None
-        self.launch_args = {"etcd_url": etcd.url, "redis_url": procs.redis_url(ports.redis, redis_password),
+        self.launch_args = {"etcd_url": etcd_url, "redis_url": procs.redis_url(ports.redis, redis_password),
                             "secrets": app_secrets, "lb_url": internal, "linked": linked}
         launches = backend_launches(self.plan, backend_ports, **self.launch_args)
         # the plan's counts are where a fresh stack starts; `strangler scale` changes them
         write_counts(client, {name: len(ports_) for name, ports_ in backend_ports.items()}, who="up")
         self.api = TraefikAPI(traefik.url)
         self._start_backends(launches, client, self.api, web)
-        self._start_console(ports.console, etcd.url, traefik.url)
+        self._start_console(ports.console, etcd_url, traefik.url)
+
+    def _start_etcd(self, ports: Ports, logs: Path) -> str:
+        """One etcd member, or a cluster of ``[stack] etcd_members``; returns every client URL, comma-joined.
+
+        A cluster's members are supervised like any process: one killed is
+        restarted on its data dir and rejoins. Every client (Traefik, the
+        backends, the CLI through ``state.json``) gets all the URLs.
+        """
+        count = self.plan.stack.etcd_members
+        data = self.run_dir / "etcd"
+        if count == 1 and not (data / cluster.MEMBERS_FILE).exists():
+            etcd = self._timed("etcd", lambda: procs.start_etcd(
+                data, ports.etcd, ports.etcd_peer, log_path=logs / "etcd.log", timeout=self.timeout))
+            self.checks["etcd"] = lambda: procs.http_ok(f"{etcd.url}/health", timeout=0.5)
+            return etcd.url
+        try:
+            self.etcd_members = cluster.stack_members(data, count, ports.etcd, ports.etcd_peer)
+        except ValueError as exc:
+            raise StackError(str(exc)) from None
+        began = time.monotonic()
+        for proc in cluster.start_cluster(self.etcd_members, data, logs, timeout=self.timeout):
+            self._track(proc)
+            self.checks[proc.name] = lambda url=proc.url: cluster.healthy(url, timeout=0.5)
+        urls = [m.url for m in self.etcd_members]
+        self.echo(f"etcd ready ({time.monotonic() - began:.1f}s) {count} members: {' '.join(urls)}")
+        return ",".join(urls)
 
     def _start_followers(self, linked: Sequence[str]) -> None:
         """One sync follower per linked service (both directions), a managed process like the rest."""
@@ -226,6 +255,7 @@ class Stack:
         self._track(proc)
         procs.wait_until(lambda: procs.http_ok(url + "/healthz"), self.timeout, f"console ({url})", proc=proc)
         self.echo(f"console ready ({time.monotonic() - began:.1f}s) {url}")
+
     def _start_controller(self, etcd_url: str, traefik_url: str) -> None:
         """The promotion controller (strangler.promote.controller), a managed process like the followers."""
         argv = [sys.executable, "-m", "strangler.promote", "--etcd", etcd_url,

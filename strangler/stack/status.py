@@ -224,6 +224,18 @@ def _probe_all(instances: list[registry.Instance]) -> dict[str, bool]:
     return results
 
 
+def _etcd_members(state: Mapping[str, Any], live: Mapping[str, procs.PidRecord]) -> list[dict[str, Any]]:
+    """Per member of a cluster: name, pid, client URL, healthy, leader ([] for a single etcd)."""
+    from strangler.stack import cluster
+
+    members = [cluster.Member.from_dict(m) for m in state.get("etcd_members", [])]
+    rows = cluster.members_status(members, timeout=1.0) if members else []
+    for row in rows:
+        record = live.get(row["name"])
+        row["pid"] = record.pid if record else None
+    return rows
+
+
 def collect(
     run_dir: Path,
     plan: Plan | None,
@@ -252,6 +264,7 @@ def collect(
         return result
     result.update({k: state[k] for k in ("web", "dashboard", "console", "etcd", "traefik_api", "redis", "started")
                    if k in state})
+    result["etcd_members"] = _etcd_members(state, live)
     planned = ({n: b.start for n, b in plan.backends.items()} if plan
                else {n: True for n in state.get("backends", {})})
     monolith = plan.monolith if plan else state.get("monolith", MONOLITH)
