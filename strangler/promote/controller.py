@@ -65,6 +65,7 @@ class Controller:
         self.tick = tick
         self.confirm_timeout = confirm_timeout
         self.lease = None
+        self.malformed: set[str] = set()  # records already reported as not promotions (said once each)
 
     # -- the process ----------------------------------------------------------------------
 
@@ -114,11 +115,15 @@ class Controller:
 
     def pass_once(self) -> None:
         """One move for every running promotion (a failure in one never stops the others)."""
+        malformed: list[str] = []
         try:
-            running = [p for p in all_promotions(self.etcd) if p.state == RUNNING]
+            running = [p for p in all_promotions(self.etcd, malformed) if p.state == RUNNING]
         except EtcdError as exc:
             log.warning("cannot read promotions: %s", exc)
             return
+        for line in set(malformed) - self.malformed:
+            log.warning("%s", line)
+        self.malformed = set(malformed)
         for promotion in running:
             try:
                 self.move(promotion.id)

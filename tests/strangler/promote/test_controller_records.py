@@ -1,0 +1,113 @@
+"""The controller and the CLI facing records in etcd that are not promotions (hand-edited, another
+version's, cut short): each is reported once and skipped; the real promotions beside them go on.
+
+One etcd, one Traefik and one controller process for the module.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from routing_helpers import clean_routing, plan_text  # noqa: E402
+
+from strangler.cli import cli  # noqa: E402
+from strangler.promote import records  # noqa: E402
+from strangler.stack import procs  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+USER = "GET /api/users/<id>"
+MALFORMED = {
+    records.PROMOTIONS_PREFIX + "00000001": "{not json",
+    records.PROMOTIONS_PREFIX + "00000002": "[1, 2]",
+    records.PROMOTIONS_PREFIX + "00000003": json.dumps({"id": 3, "endpoints": [USER]}),
+    records.PROMOTIONS_PREFIX + "00000004": json.dumps(
+        {"id": 4, "endpoints": [USER], "target": "users", "steps": "5,100", "interval": 1,
+         "thresholds": {}, "who": "x"}),
+}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, etcd_server, traefik_server):
+    base = tmp_path_factory.mktemp("records")
+    plan = base / "strangler.toml"
+    plan.write_text(plan_text("incremental"))
+    etcd = etcd_server.client()
+    clean_routing(etcd)
+    for prefix in (records.PROMOTIONS_PREFIX, records.LOCKS_PREFIX):
+        etcd.delete_prefix(prefix)
+    for key, value in MALFORMED.items():
+        etcd.put(key, value)
+    world = {"plan": plan, "etcd": etcd, "etcd_url": etcd_server.url, "api": traefik_server.api_url,
+             "log": base / "controller.log"}
+    run(world, "plan", "apply")
+    argv = [sys.executable, "-m", "strangler.promote", "--etcd", etcd_server.url, "--traefik-metrics",
+            traefik_server.api_url, "--shadow-store", str(base / "shadow.sqlite"), "--tick", "0.1"]
+    controller = procs.Proc("controller", argv, world["log"]).start()
+    world["controller"] = controller
+    try:
+        yield world
+    finally:
+        controller.stop()
+
+
+def run(world, *args, code=0):
+    result = CliRunner().invoke(cli, [*args, "--plan", str(world["plan"]), "--etcd", world["etcd_url"],
+                                      "--traefik-api", world["api"]])
+    if code is not None:
+        assert result.exit_code == code, result.output
+    return result
+
+
+def test_the_controller_skips_malformed_records_and_carries_the_others(world) -> None:
+    etcd = world["etcd"]
+    current = json.loads(run(world, "routes", "--json").output)
+    before = next(r for r in current if r["endpoint"] == USER)
+    assert before["backend"] == "monolith"
+    table_before = {r["endpoint"]: r for r in current}
+    # a real promotion beside the broken ones, asked to abort: the controller must roll it back
+    from router.table import load
+
+    routes, _ = load(etcd)
+    route = next(r for e, r in routes.items() if str(e) == USER)
+    real = records.create(etcd, lambda i: records.Promotion(
+        id=i, endpoints=[USER], target="users", steps=[5, 100], interval=1.0, thresholds={}, who="tester",
+        before={USER: route.to_dict()}, abort="tester"))
+    assert real.id == 1  # the last-promotion counter was never touched by the broken records
+
+    procs.wait_until(lambda: (records.get(etcd, real.id) or (None,))[0].state == records.ROLLED_BACK,
+                     30, "the real promotion rolled back", proc=world["controller"])
+    assert world["controller"].alive(), world["log"].read_text()[-2000:]
+    procs.wait_until(lambda: world["log"].read_text().count("is not a promotion") >= len(MALFORMED) - 1,
+                     10, "the controller's warnings", proc=world["controller"])
+    text = world["log"].read_text()
+    assert "Traceback" not in text, text[-2000:]
+    for key in list(MALFORMED)[1:]:  # 00000001 was overwritten by the real promotion (id 1)
+        assert text.count(f"{key} in etcd is not a promotion") == 1, text[-2000:]
+    after = {r["endpoint"]: r for r in json.loads(run(world, "routes", "--json").output)}
+    assert after == table_before  # rolled back to where it was
+
+
+def test_promotions_lists_the_real_ones_and_warns_of_the_others_in_one_line_each(world) -> None:
+    result = run(world, "promotions", "--json")
+    assert [p["id"] for p in json.loads(result.stdout)] == [1]
+    warnings = result.stderr.strip().splitlines()
+    assert len(warnings) == len(MALFORMED) - 1
+    assert all(line.startswith("warning: strangler/promotions/0000000") for line in warnings)
+
+
+def test_a_malformed_lock_or_counter_is_refused_in_one_line(world) -> None:
+    etcd = world["etcd"]
+    etcd.put(records.lock_key(USER), "garbage")
+    try:
+        result = run(world, "promote", "--abort", USER, code=2)
+        (line,) = result.stderr.strip().splitlines()
+        assert "garbage" in line and "Traceback" not in result.output
+    finally:
+        etcd.delete(records.lock_key(USER))
