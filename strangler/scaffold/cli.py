@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import keyword
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -139,6 +141,31 @@ def _columns(plan: Plan, tables: list[str]) -> tuple[dict[str, list[Column]], st
             for t in tables}, ""
 
 
+def _write_all(root: Path, files: dict[str, str], then: Callable[[], None]) -> None:
+    """Write ``files`` under ``root``, then call ``then``; if anything fails (OSError), every file
+    and folder made here is removed again before the error goes on: all or nothing."""
+    made: list[Path] = []
+    try:
+        for relative, content in files.items():
+            target = root / relative
+            missing = [d for d in (target.parent, *target.parent.parents) if d.is_relative_to(root)
+                       and not d.exists()]
+            for folder in reversed(missing):
+                folder.mkdir()
+                made.append(folder)
+            with open(target, "x", encoding="utf-8") as handle:  # never over an existing file
+                made.append(target)
+                handle.write(content)
+        then()
+    except BaseException:
+        for path in reversed(made):
+            if path.is_dir():
+                path.rmdir()
+            else:
+                path.unlink(missing_ok=True)
+        raise
+
+
 @click.command("service")
 @click.argument("name")
 @click.argument("more", nargs=-1, metavar="[ENDPOINT]...")
@@ -160,6 +187,10 @@ def new_service(name: str, more: tuple[str, ...], endpoints: tuple[str, ...],
         check_name(name)
     except ValueError as exc:
         raise Refused(str(exc).replace("--name", "NAME")) from None
+    if not name.isidentifier() or keyword.iskeyword(name):
+        # extracted.NAME.wsgi:app is what gunicorn imports: books-api or class could never start
+        raise Refused(f"NAME {name!r}: the service is the Python package extracted.{name}; use letters, "
+                      f"digits and _ only, not a Python keyword (e.g. {name.replace('-', '_')}_svc)")
     plan = open_plan(plan_path)
     if name in plan.backends:
         raise Refused(f"the plan already has a backend {name!r}; pick another NAME")
@@ -185,11 +216,11 @@ def new_service(name: str, more: tuple[str, ...], endpoints: tuple[str, ...],
     files = service_files(name, plan_views(owned, names), columns)
     if not (root / "extracted").exists():  # a project of its own: extracted/ is its package
         files["extracted/__init__.py"] = '"""The services carved out of the monolith."""\n'
-    for relative, content in files.items():
-        target = root / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(content, encoding="utf-8")
-    write_atomically(plan_path, text)
+    try:
+        _write_all(root, files, lambda: write_atomically(plan_path, text))
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        raise Refused(f"cannot write{where}: {exc.strerror or exc}; nothing was written") from None
     click.echo(f"wrote {', '.join(f + '/' for f in written)} and [backends.{name}] in {plan_path} "
                f"({len(owned)} endpoint(s), answering 501 until written)")
     if why:

@@ -77,6 +77,9 @@ def test_views_share_a_function_per_monolith_view_and_prefixes_catch_everything(
     (["Books", "--endpoints", "GET /api/books"], "NAME 'Books': use lower-case"),
     (["books", "--endpoints", "GET /api/bookz"], 'did you mean "GET /api/books"'),
     (["books", "--endpoints", "DELETE /api/books"], "is not an endpoint of the monolith"),
+    (["books-api", "--endpoints", "GET /api/books"], "the Python package extracted.books-api"),
+    (["class", "--endpoints", "GET /api/books"], "not a Python keyword"),
+    (["b" * 300, "--endpoints", "GET /api/books"], "at most 63 characters"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(project, args, message):
     before = (project / "strangler.toml").read_text()
@@ -85,6 +88,25 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(project, args, message)
     assert "Traceback" not in result.output
     assert (project / "strangler.toml").read_text() == before
     assert not (project / "extracted").exists()
+
+
+def test_a_failure_midway_leaves_no_partial_service_and_no_plan_edit(project):
+    """migrations is a file: extracted/readers/ is written before migrations/readers/ fails."""
+    database = project / "instance" / "shelf.sqlite"
+    database.parent.mkdir()
+    with sqlite3.connect(database) as connection:
+        connection.execute("CREATE TABLE readers (id INTEGER PRIMARY KEY, name TEXT, updated_at TEXT)")
+    plan_file = project / "strangler.toml"
+    plan_file.write_text(plan_file.read_text().replace('# database = "sqlite:///..."',
+                                                       f'database = "sqlite:///{database}"'))
+    before = plan_file.read_text()
+    (project / "migrations").write_text("in the way\n")
+    result = run(project, "new", "service", "readers", "--endpoints", "GET /auth/login", "--tables", "readers")
+    assert result.exit_code == 2 and "nothing was written" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert not (project / "extracted").exists()
+    assert plan_file.read_text() == before
+    assert sorted(p.name for p in project.iterdir() if p.name.startswith(".strangler")) == []
 
 
 def test_an_existing_folder_is_never_overwritten(project):
