@@ -43,6 +43,9 @@ def state_path(plan: Plan, service: str, reverse: bool = False) -> Path:
     return plan.run_dir / "sync" / f"{service}-{'reverse' if reverse else 'forward'}.json"
 
 
+MAX_MESSAGE = 200  # a revision's -m: its docstring's first line and (cut short) its file name
+
+
 def _fail(exc: MigrateError) -> click.ClickException:
     return click.ClickException(str(exc))
 
@@ -93,8 +96,16 @@ def revision(plan: Plan, only: str, message: str, autogenerate: bool) -> None:
     """Write a new revision script in one database's alembic environment (alembic revision)."""
     if not message.strip():
         raise click.BadParameter("give the revision a message", param_hint="-m")
+    # the message lands inside the script's """docstring""": a quote or a backslash could end it
+    # or make it an invalid escape, and every later migrate command would fail to load the script
+    if len(message) > MAX_MESSAGE or not message.isprintable() or any(c in message for c in '"\\'):
+        raise click.BadParameter(f"one line of at most {MAX_MESSAGE} characters without \" or \\, "
+                                 "e.g. -m 'add books.isbn'", param_hint="-m")
     try:
         db = schema.databases(plan, only)[0]
+    except MigrateError as exc:  # --db names no database of the plan: a usage error
+        raise click.BadParameter(str(exc), param_hint="--db") from None
+    try:
         for path in schema.revision(db, message, autogenerate):
             click.echo(f"{db.name}: wrote {path}")
     except MigrateError as exc:

@@ -159,5 +159,29 @@ def test_tables_need_the_monolith_database_to_come_from(project):
 
 def test_migrate_revision_refuses_what_it_cannot_do(project):
     no_env = run(project, "migrate", "revision", "--db", "monolith", "-m", "x")
-    assert no_env.exit_code == 1 and "has no database in the plan" in no_env.output
+    assert no_env.exit_code == 2 and "has no database in the plan" in no_env.output
+    unknown = run(project, "migrate", "revision", "--db", "nope", "-m", "x")
+    assert unknown.exit_code == 2 and "unknown database 'nope'" in unknown.output
     assert run(project, "migrate", "revision", "--db", "monolith").exit_code == 2  # -m is required
+
+
+@pytest.mark.parametrize("message", ['a""" + oops', "C:\\new", "\\N", "two\nlines", "x" * 201])
+def test_a_revision_message_that_would_break_its_script_is_refused(project, message):
+    """The message goes into the script's docstring: a quote or a backslash there made a script
+    no later migrate command could load (a SyntaxError each time)."""
+    database = project / "instance" / "shelf.sqlite"
+    database.parent.mkdir()
+    sqlite3.connect(database).close()
+    plan_file = project / "strangler.toml"
+    plan_file.write_text(plan_file.read_text().replace('# database = "sqlite:///..."',
+                                                       f'database = "sqlite:///{database}"'))
+    assert run(project, "new", "service", "readers", "--endpoints", "GET /auth/login",
+               "--tables", "readers").exit_code == 0
+    versions = project / "migrations" / "readers" / "versions"
+    result = run(project, "migrate", "revision", "--db", "readers", "-m", message)
+    assert result.exit_code == 2 and "-m" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert [p.name for p in versions.iterdir()] == [".keep"]
+    fine = run(project, "migrate", "revision", "--db", "readers", "-m", "add readers.email")
+    assert fine.exit_code == 0, fine.output
+    assert run(project, "migrate", "upgrade", "--db", "readers").exit_code == 0
