@@ -20,10 +20,9 @@ from alembic.util.exc import CommandError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from datalink.locks import LockTimeout
+from datalink.locks import LockTimeout, migration_lock
 from datalink.tables import MigrateError, display_url, first_line, open_engine
 from migrations import alembic_config, script_location
-from monolith.db import migration_lock
 from strangler.plan import Plan
 
 

@@ -222,18 +222,17 @@ def on_starting(server):
     url = os.environ.get("DATABASE_URL")
     if not url:
         return
-    from contextlib import nullcontext
-
     from alembic import command
     from alembic.config import Config
 
-    from datalink.locks import advisory_lock, has_advisory_lock
+    from datalink.locks import migration_lock
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["url"] = url
-    # one migration at a time across instances and hosts (strangler migrate takes it too)
-    with advisory_lock(url, str(MIGRATIONS)) if has_advisory_lock(url) else nullcontext():
+    # one migration at a time across instances and hosts (strangler migrate takes it too):
+    # in the database on a server, beside the file on SQLite
+    with migration_lock(url, name=str(MIGRATIONS)):
         command.upgrade(config, "head")
 ''' if migrate else ""
     imports = "import os\nfrom pathlib import Path\n\n" if migrate else ""

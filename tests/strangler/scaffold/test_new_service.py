@@ -1,16 +1,20 @@
 """`strangler new service` and `strangler migrate revision` through the real CLI, on Shelf."""
 
+import fcntl
 import importlib.util
 import sqlite3
 import sys
+import time
 import tomllib
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from datalink.locks import default_lock_path
 from strangler.cli import cli
 from strangler.plan import load_plan
+from strangler.stack import procs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "journey"))
 from shelf_project import make_project  # noqa: E402
@@ -185,3 +189,40 @@ def test_a_revision_message_that_would_break_its_script_is_refused(project, mess
     fine = run(project, "migrate", "revision", "--db", "readers", "-m", "add readers.email")
     assert fine.exit_code == 0, fine.output
     assert run(project, "migrate", "upgrade", "--db", "readers").exit_code == 0
+
+
+@pytest.mark.integration
+def test_a_service_on_sqlite_migrates_under_the_lock_strangler_migrate_takes(project, tmp_path):
+    """Two instances (or an instance and strangler migrate) on one SQLite file take turns: the
+    scaffold's gunicorn start waits for the lock beside the file (it took none on SQLite)."""
+    database = project / "instance" / "shelf.sqlite"
+    database.parent.mkdir()
+    sqlite3.connect(database).close()
+    plan_file = project / "strangler.toml"
+    plan_file.write_text(plan_file.read_text().replace('# database = "sqlite:///..."',
+                                                       f'database = "sqlite:///{database}"'))
+    assert run(project, "new", "service", "readers", "--endpoints", "GET /auth/login",
+               "--tables", "readers").exit_code == 0
+    url = f"sqlite:///{tmp_path / 'readers.sqlite'}"
+    port = procs.free_port()
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    env = {"DATABASE_URL": url, "STRANGLER_ETCD": ""}  # no registry: only the start is watched
+    health = f"http://127.0.0.1:{port}/healthz"
+    with open(default_lock_path(url), "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a migration of that file is under way elsewhere
+        proc = procs.Proc("readers", [gunicorn, "-c", "extracted/readers/gunicorn_conf.py", "--bind",
+                                      f"127.0.0.1:{port}", "extracted.readers.wsgi:app"],
+                          tmp_path / "readers.log", env=env, cwd=str(project)).start()
+        try:
+            deadline = time.monotonic() + 4  # bounded: it must still be waiting for the lock then
+            while time.monotonic() < deadline:
+                assert proc.alive(), (tmp_path / "readers.log").read_text()
+                assert not procs.http_ok(health), "it started (and migrated) while the lock was held"
+                time.sleep(0.2)
+            fcntl.flock(held, fcntl.LOCK_UN)
+            procs.wait_until(lambda: procs.http_ok(health), 30, "the readers service", proc=proc)
+        finally:
+            proc.stop()
+    with sqlite3.connect(tmp_path / "readers.sqlite") as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+    assert "alembic_version" in tables  # it did migrate, once the lock was free
