@@ -195,6 +195,14 @@ def test_every_referenced_file_exists(compose: dict) -> None:
         if "command" in service and "build" in service:
             program = argv(service["command"])[0]
             assert program in from_pip or program in dockerfile, f"{name} runs {program}, which the image lacks"
+    # `pip install .` in the image builds the packages pyproject names: each must be copied in first
+    import tomllib
+
+    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    copied = {path for source in re.findall(r"^COPY\s+(.+?)\s+\S+$", dockerfile, re.M) for path in source.split()}
+    for pattern in packages["include"]:
+        package = pattern.rstrip("*")
+        assert package in copied, f"the image installs {package} without copying it (COPY {package} ./{package})"
     entrypoint = REPO / "docker/entrypoint.sh"
     assert entrypoint.read_text().startswith("#!/bin/sh") and "STRANGLER_INSTANCE_URL" in entrypoint.read_text()
 
