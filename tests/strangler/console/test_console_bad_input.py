@@ -88,6 +88,9 @@ def test_json_of_the_wrong_shape_is_refused_in_one_line(client: requests.Session
     not_json = client.post(base + "/api/rollback", data=b"\xff\xfe{",
                            headers={"Content-Type": "application/json"}, timeout=10)
     one_line_error(not_json, 400)
+    deep = client.post(base + "/api/flip", data=b"[" * 30000 + b"]" * 30000,
+                       headers={"Content-Type": "application/json"}, timeout=10)
+    one_line_error(deep, 400)
     for body in ({"to": 5}, {"to": "users", "endpoints": {"GET /x": 1}}, {"to": "users", "endpoints": [1]},
                  {"to": "users", "endpoints": ["GET /x"] * 501}):
         one_line_error(client.post(base + "/api/flip", json=body, timeout=10), 409)
