@@ -66,6 +66,7 @@ class Controller:
         self.confirm_timeout = confirm_timeout
         self.lease = None
         self.malformed: set[str] = set()  # records already reported as not promotions (said once each)
+        self.failing: dict[int, str] = {}  # promotion id -> its last unexpected failure (logged once)
 
     # -- the process ----------------------------------------------------------------------
 
@@ -127,11 +128,16 @@ class Controller:
         for promotion in running:
             try:
                 self.move(promotion.id)
+                self.failing.pop(promotion.id, None)
             except (EtcdError, TraefikError, metrics.MetricsError, routing.RoutingError,
                     table.ConcurrentChange) as exc:
                 log.warning("promotion %s: %s (retrying)", promotion.id, exc)
-            except Exception:  # a bug in one promotion must not stop the others: logged, retried
-                log.exception("promotion %s: unexpected failure (retrying)", promotion.id)
+            except Exception as exc:  # a bug in one promotion must not stop the others: logged, retried
+                said = f"{type(exc).__name__}: {exc}"
+                if self.failing.get(promotion.id) != said:  # once, not every tick
+                    self.failing[promotion.id] = said
+                    log.exception("promotion %s: unexpected failure (retrying every pass, "
+                                  "logged again if it changes)", promotion.id)
         if running:
             return
         try:

@@ -121,8 +121,10 @@ class Promotion:
         if not data.get("endpoints", [""]) or not data.get("steps", [0]) or not all(
                 isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= 100 for s in data.get("steps", [])):
             raise MalformedPromotion("it has no endpoints, or no steps from 0 to 100")
-        if not all(isinstance(e, dict) for e in data.get("log", [])):
-            raise MalformedPromotion("its log lines are not objects")
+        if not all(isinstance(e, dict) and isinstance(e.get("line"), str)
+                   and isinstance(e.get("time"), int | float) and isinstance(e.get("n", 0), int)
+                   for e in data.get("log", [])):
+            raise MalformedPromotion("its log lines are not objects with a line and a time")
         missing = [name for name in REQUIRED if name not in data]
         if missing:
             raise MalformedPromotion(f"it lacks {', '.join(missing)}")

@@ -24,13 +24,21 @@ pytestmark = pytest.mark.integration
 
 USER = "GET /api/users/<id>"
 MALFORMED = {
-    records.PROMOTIONS_PREFIX + "00000001": "{not json",
-    records.PROMOTIONS_PREFIX + "00000002": "[1, 2]",
-    records.PROMOTIONS_PREFIX + "00000003": json.dumps({"id": 3, "endpoints": [USER]}),
-    records.PROMOTIONS_PREFIX + "00000004": json.dumps(
-        {"id": 4, "endpoints": [USER], "target": "users", "steps": "5,100", "interval": 1,
+    records.PROMOTIONS_PREFIX + "00000011": "{not json",
+    records.PROMOTIONS_PREFIX + "00000012": "[1, 2]",
+    records.PROMOTIONS_PREFIX + "00000013": json.dumps({"id": 13, "endpoints": [USER]}),
+    records.PROMOTIONS_PREFIX + "00000014": json.dumps(
+        {"id": 14, "endpoints": [USER], "target": "users", "steps": "5,100", "interval": 1,
          "thresholds": {}, "who": "x"}),
+    records.PROMOTIONS_PREFIX + "00000015": json.dumps(
+        {"id": 15, "endpoints": [USER], "target": "users", "steps": [5, 100], "interval": 1,
+         "thresholds": {}, "who": "x", "log": [{"n": 1}]}),
 }
+# well-formed, but its saved route is not one: every move of it fails the same way
+BROKEN = records.PROMOTIONS_PREFIX + "00000099"
+BROKEN_RECORD = json.dumps({"id": 99, "endpoints": ["GET /api/users"], "target": "users", "steps": [5, 100],
+                            "interval": 1, "thresholds": {}, "who": "x", "abort": "x",
+                            "before": {"GET /api/users": {"endpoint": 5}}})
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +52,7 @@ def world(tmp_path_factory, etcd_server, traefik_server):
         etcd.delete_prefix(prefix)
     for key, value in MALFORMED.items():
         etcd.put(key, value)
+    etcd.put(BROKEN, BROKEN_RECORD)
     world = {"plan": plan, "etcd": etcd, "etcd_url": etcd_server.url, "api": traefik_server.api_url,
              "log": base / "controller.log"}
     run(world, "plan", "apply")
@@ -84,22 +93,42 @@ def test_the_controller_skips_malformed_records_and_carries_the_others(world) ->
     procs.wait_until(lambda: (records.get(etcd, real.id) or (None,))[0].state == records.ROLLED_BACK,
                      30, "the real promotion rolled back", proc=world["controller"])
     assert world["controller"].alive(), world["log"].read_text()[-2000:]
-    procs.wait_until(lambda: world["log"].read_text().count("is not a promotion") >= len(MALFORMED) - 1,
+    procs.wait_until(lambda: world["log"].read_text().count("is not a promotion") >= len(MALFORMED)
+                     and "promotion 99: unexpected failure" in world["log"].read_text(),
                      10, "the controller's warnings", proc=world["controller"])
     text = world["log"].read_text()
-    assert "Traceback" not in text, text[-2000:]
-    for key in list(MALFORMED)[1:]:  # 00000001 was overwritten by the real promotion (id 1)
+    # the only traceback is the broken route's (record 99), not a malformed record's
+    assert text.count("Traceback") == text.count("promotion 99: unexpected failure") == 1, text[-3000:]
+    for key in MALFORMED:
         assert text.count(f"{key} in etcd is not a promotion") == 1, text[-2000:]
     after = {r["endpoint"]: r for r in json.loads(run(world, "routes", "--json").output)}
     assert after == table_before  # rolled back to where it was
 
 
+def test_a_promotion_failing_the_same_way_every_pass_is_logged_once(world) -> None:
+    etcd = world["etcd"]
+    from router.table import load
+
+    routes, _ = load(etcd)
+    route = next(r for e, r in routes.items() if str(e) == USER)
+    for _ in range(2):  # each carried to its end takes the controller at least one more pass
+        real = records.create(etcd, lambda i: records.Promotion(
+            id=i, endpoints=[USER], target="users", steps=[5, 100], interval=1.0, thresholds={},
+            who="tester", before={USER: route.to_dict()}, abort="tester"))
+        procs.wait_until(lambda: records.get(etcd, real.id)[0].state == records.ROLLED_BACK,  # noqa: B023
+                         30, "the real promotion rolled back", proc=world["controller"])
+    assert world["controller"].alive()
+    text = world["log"].read_text()
+    assert text.count("promotion 99: unexpected failure") == 1, text[-3000:]
+    assert records.get(etcd, 99)[0].state == records.RUNNING  # left as it is, for a person to look at
+
+
 def test_promotions_lists_the_real_ones_and_warns_of_the_others_in_one_line_each(world) -> None:
     result = run(world, "promotions", "--json")
-    assert [p["id"] for p in json.loads(result.stdout)] == [1]
+    assert [p["id"] for p in json.loads(result.stdout)] == [1, 2, 3, 99]
     warnings = result.stderr.strip().splitlines()
-    assert len(warnings) == len(MALFORMED) - 1
-    assert all(line.startswith("warning: strangler/promotions/0000000") for line in warnings)
+    assert len(warnings) == len(MALFORMED)
+    assert all(line.startswith("warning: strangler/promotions/0000001") for line in warnings)
 
 
 def test_a_malformed_lock_or_counter_is_refused_in_one_line(world) -> None:
