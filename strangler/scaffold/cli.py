@@ -24,6 +24,8 @@ from strangler.plan.scan import ScanError, ScannedEndpoint, load_factory, update
 from strangler.scaffold.init import check_app_spec, check_name, choose_health, plan_text
 from strangler.scaffold.service import Column, plan_entry, plan_views, service_files
 
+TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
 
 class Refused(click.ClickException):
     """Bad input or a file that would be overwritten: one line, exit status 2, nothing written."""
@@ -197,6 +199,10 @@ def new_service(name: str, more: tuple[str, ...], endpoints: tuple[str, ...],
     root = plan_path.resolve().parent
     owned = _resolve(plan, _split(endpoints) + list(more))
     taken = _split(tables)
+    for table in taken:  # it becomes a name in models.py and in the plan
+        if not TABLE_NAME.fullmatch(table):
+            raise Refused(f"--tables {table[:80]!r}: a table name is letters, digits and _, "
+                          "starting with a letter or _, at most 63 characters")
     if taken and plan.database_url(plan.monolith) is None:
         raise Refused(f"--tables: the plan gives the monolith no database to take them from; add "
                       f'database = "..." to [backends.{plan.monolith}] first')

@@ -155,6 +155,22 @@ def test_tables_bring_models_read_from_the_monolith_and_a_migration_made_by_alem
         .read_text().split("def upgrade")[1].split("def downgrade")[0]
 
 
+def test_a_table_name_is_never_written_into_code_as_it_came(project):
+    """models.py names each table in a string literal: a quote in --tables ran code on import."""
+    database = project / "instance" / "shelf.sqlite"
+    database.parent.mkdir()
+    sqlite3.connect(database).close()
+    plan_file = project / "strangler.toml"
+    plan_file.write_text(plan_file.read_text().replace('# database = "sqlite:///..."',
+                                                       f'database = "sqlite:///{database}"'))
+    before = plan_file.read_text()
+    for table in ('x"); import os; ("', "a b", "1st", "t" * 64):
+        result = run(project, "new", "service", "readers", "--endpoints", "GET /auth/login", "--tables", table)
+        assert result.exit_code == 2 and "a table name is letters" in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+        assert not (project / "extracted").exists() and plan_file.read_text() == before
+
+
 def test_tables_need_the_monolith_database_to_come_from(project):
     result = run(project, "new", "service", "readers", "--endpoints", "GET /auth/login", "--tables", "readers")
     assert result.exit_code == 2 and "the plan gives the monolith no database" in result.output
