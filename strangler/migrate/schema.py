@@ -9,6 +9,7 @@ password, no traceback) for an unreachable database or an unknown revision.
 from __future__ import annotations
 
 import contextlib
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -92,6 +93,12 @@ def _run(db: Database, action, *args, locked: bool = False) -> None:  # noqa: AN
     except (OperationalError, DBAPIError) as exc:
         raise MigrateError(
             f"{db.name} at {display_url(db.url)}: {first_line(exc)}"
+        ) from None
+    except Exception as exc:  # the environment's own code (env.py, the models it loads) failed
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        raise MigrateError(
+            f"{db.name}: its alembic environment failed: {type(exc).__name__}: {first_line(exc)} "
+            f"({where.filename}:{where.lineno})"
         ) from None
 
 

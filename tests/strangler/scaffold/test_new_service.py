@@ -171,6 +171,24 @@ def test_a_table_name_is_never_written_into_code_as_it_came(project):
         assert not (project / "extracted").exists() and plan_file.read_text() == before
 
 
+def test_a_broken_models_file_fails_autogenerate_in_one_line_writing_nothing(project):
+    database = project / "instance" / "shelf.sqlite"
+    database.parent.mkdir()
+    sqlite3.connect(database).close()
+    plan_file = project / "strangler.toml"
+    plan_file.write_text(plan_file.read_text().replace('# database = "sqlite:///..."',
+                                                       f'database = "sqlite:///{database}"'))
+    assert run(project, "new", "service", "readers", "--endpoints", "GET /auth/login",
+               "--tables", "readers").exit_code == 0
+    models = project / "extracted" / "readers" / "models.py"
+    models.write_text(models.read_text() + "\nundefined_name.attribute\n")
+    result = run(project, "migrate", "revision", "--db", "readers", "-m", "x", "--autogenerate")
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception  # no traceback
+    (line,) = result.output.strip().splitlines()
+    assert "NameError" in line and "models.py:" in line, line
+    assert [p.name for p in (project / "migrations" / "readers" / "versions").iterdir()] == [".keep"]
+
+
 def test_tables_need_the_monolith_database_to_come_from(project):
     result = run(project, "new", "service", "readers", "--endpoints", "GET /auth/login", "--tables", "readers")
     assert result.exit_code == 2 and "the plan gives the monolith no database" in result.output
