@@ -72,7 +72,10 @@ def init(app: str, name: str, force: bool, plan_path: Path) -> None:
         raise Refused(str(exc)) from None
     from flask import Flask
 
-    scanned = scan_monolith(app, plan_path)
+    try:
+        scanned = scan_monolith(app, plan_path)
+    except click.ClickException as exc:  # --app names no Flask app, or one that fails to build
+        raise Refused(exc.message) from None
     health = choose_health(scanned)
     doc = tomlkit.parse(plan_text(app, name, health, is_factory=not isinstance(factory, Flask)))
     update_inventory(doc, scanned)
