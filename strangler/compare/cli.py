@@ -39,6 +39,7 @@ _PARAM = re.compile(r"<(?:(path):)?[A-Za-z_]\w*>")
 
 
 MAX_FILE_BYTES = 256 * 2**20  # a requests file or HAR is read whole: no more than this
+MAX_REQUESTS = 100_000  # requests in one --file run
 
 
 class CompareFailed(click.ClickException):
@@ -95,6 +96,9 @@ def _requests(spec: str | None, file: Path | None, headers: Sequence[str], data:
                 raise CompareFailed(f"{file}: over {MAX_FILE_BYTES // 2**20} MiB; split it, or record "
                                     "a shorter session")
             parsed = read_requests(file.read_text(encoding="utf-8"))
+            if len(parsed.requests) > MAX_REQUESTS:
+                raise CompareFailed(f"{file}: {len(parsed.requests):,} requests; at most {MAX_REQUESTS:,} "
+                                    "in one run (each goes to both backends): split it")
             if not parsed.requests:
                 skipped = f" but {len(parsed.websockets)} WebSocket entries" if parsed.websockets else ""
                 raise CompareFailed(f"{file}: no requests in it{skipped}")

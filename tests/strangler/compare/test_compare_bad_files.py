@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from strangler.cli import cli
-from strangler.compare.cli import MAX_FILE_BYTES
+from strangler.compare.cli import MAX_FILE_BYTES, MAX_REQUESTS
 from strangler.stack import procs
 
 PLAN = Path(__file__).resolve().parents[3] / "strangler.toml"
@@ -59,4 +59,12 @@ def test_a_file_over_the_limit_is_refused_before_it_is_read(tmp_path):
         handle.truncate(MAX_FILE_BYTES + 1)
     code, output = compare(path)
     assert code == 2 and "MiB" in output, output
+    assert len(output.strip().splitlines()) == 1
+
+
+def test_more_requests_than_one_run_takes_are_refused_before_any_is_sent(tmp_path):
+    path = tmp_path / "many.txt"
+    path.write_text("GET /api/users/1\n" * (MAX_REQUESTS + 1))
+    code, output = compare(path)
+    assert code == 2 and f"at most {MAX_REQUESTS:,}" in output, output[-500:]
     assert len(output.strip().splitlines()) == 1
