@@ -65,6 +65,7 @@ class Controller:
         self.tick = tick
         self.confirm_timeout = confirm_timeout
         self.lease = None
+        self.lost: str | None = None  # why this controller stopped for another one
         self.malformed: set[str] = set()  # records already reported as not promotions (said once each)
         self.failing: dict[int, str] = {}  # promotion id -> its last unexpected failure (logged once)
 
@@ -105,14 +106,19 @@ class Controller:
                 self.lease.revoke()
             except EtcdError:
                 pass
+        if self.lost:
+            raise ControllerBusy(self.lost)
 
     def _keep_alive(self, stop: threading.Event) -> None:
         while not stop.wait(LEASE_TTL / 3):
             try:
                 if self.lease.refresh() <= 0:  # it expired (etcd unreachable for a while): claim again
                     self.claim()
-            except (EtcdError, ControllerBusy) as exc:
+            except EtcdError as exc:
                 log.warning("controller lease: %s", exc)
+            except ControllerBusy as exc:  # another controller took over meanwhile: it carries them now
+                self.lost = f"lost the controller key while out of touch with etcd: {exc}"
+                stop.set()
 
     def pass_once(self) -> None:
         """One move for every running promotion (a failure in one never stops the others)."""

@@ -7,6 +7,8 @@ One etcd, one Traefik and one controller process for the module.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -140,3 +142,29 @@ def test_a_malformed_lock_or_counter_is_refused_in_one_line(world) -> None:
         assert "garbage" in line and "Traceback" not in result.output
     finally:
         etcd.delete(records.lock_key(USER))
+
+
+def test_a_controller_that_lost_its_key_to_another_stops(world, tmp_path) -> None:
+    """Frozen past its lease (etcd out of reach, a stopped VM), a controller finds another one
+    carrying the promotions when it wakes: it must stop, not carry them alongside it."""
+    etcd = world["etcd"]
+    first = world["controller"]
+    procs.wait_until(lambda: (records.controller_alive(etcd) or {}).get("pid") == first.pid, 20,
+                     "the first controller's key", proc=first)
+    os.kill(first.pid, signal.SIGSTOP)
+    second = None
+    try:
+        procs.wait_until(lambda: records.controller_alive(etcd) is None, 20, "the frozen controller's lease to expire")
+        second = procs.Proc("controller2", first.argv, tmp_path / "controller2.log").start()
+        procs.wait_until(lambda: (records.controller_alive(etcd) or {}).get("pid") == second.pid, 20,
+                         "the second controller's key", proc=second)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    try:
+        procs.wait_until(lambda: not first.alive(), 30, "the first controller to stop")
+        assert first.popen.returncode == 1
+        assert "lost the controller key" in world["log"].read_text()
+        assert second.alive() and records.controller_alive(etcd)["pid"] == second.pid
+    finally:
+        if second is not None:
+            second.stop()
