@@ -7,19 +7,25 @@ runs. Two containers sharing nothing but the database still take turns,
 which a lock file in each container's ``/tmp`` never made them do; a
 process that dies releases it with its connection. SQLite files keep their
 ``fcntl`` lock beside the file (``monolith.db``): whoever opens the file can
-see the lock.
+see the lock. :func:`migration_lock` picks the right one for a URL: the
+monolith, ``strangler migrate`` and a scaffolded service's start all take it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
+
+from datalink.files import private_file
 
 DEFAULT_TIMEOUT = 600.0  # seconds a migration waits for another one before giving up
 _MYSQL_NAME_MAX = 64  # GET_LOCK's longest name
@@ -83,3 +89,52 @@ def advisory_lock(url: str, env: str, timeout: float = DEFAULT_TIMEOUT) -> Itera
 def _waited(name: str, timeout: float) -> str:
     return (f"another migration held the database lock {name!r} for over {timeout:g} s; "
             "let it finish, or find the process holding it")
+
+
+def migration_lock(url: str, lock_path: str | Path | None = None,
+                   name: str = "monolith") -> contextlib.AbstractContextManager:
+    """The lock migrations of *url* (environment *name*) take turns on, across processes and hosts.
+
+    A server database locks in itself (:func:`advisory_lock`: every container
+    that reaches it sees the lock); a SQLite file beside itself; anything else
+    in *lock_path* (default: one file per URL in the temporary directory).
+    """
+    if has_advisory_lock(url):
+        return advisory_lock(url, name)
+    return _file_lock(_lock_for(url, lock_path))
+
+
+def default_lock_path(url: str) -> Path:
+    """Return the lock file guarding migrations of *url*.
+
+    A SQLite database is locked next to its file, so any two processes using
+    that file agree on the lock whatever their data dirs.
+    """
+    if _sqlite_file(url):
+        path = Path(make_url(url).database).resolve()
+        return path.with_name(path.name + ".migrate.lock")
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"strangler-migrate-{digest}.lock"
+
+
+def _lock_for(url: str, lock_path: str | Path | None) -> Path:
+    # a SQLite file is always locked beside itself: two processes given other
+    # data dirs (and so other lock paths) still share that file
+    if lock_path is None or _sqlite_file(url):
+        return default_lock_path(url)
+    return Path(lock_path)
+
+
+def _sqlite_file(url: str) -> bool:
+    parsed = make_url(url)
+    return parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with open(private_file(path), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -10,24 +10,19 @@ a SQLite file); the second one then finds the schema at head and does nothing.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
 import logging
 import sqlite3
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 from alembic import command
 from flask_sqlalchemy import SQLAlchemy
 from flask_sqlalchemy.session import Session as _FlaskSession
 from sqlalchemy import create_engine, event, inspect
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
-from datalink.files import private_file, private_sqlite_file
-from datalink.locks import advisory_lock, has_advisory_lock
+from datalink.files import private_sqlite_file
+from datalink.locks import default_lock_path, migration_lock  # noqa: F401 (re-exported)
 from migrations import alembic_config
 
 VERSION_TABLE = "alembic_version"
@@ -51,19 +46,6 @@ def upgrade_database(
         command.upgrade(alembic_config(url, name), "head")
 
 
-def migration_lock(url: str, lock_path: str | Path | None = None,
-                   name: str = "monolith") -> contextlib.AbstractContextManager:
-    """The lock migrations of *url* (environment *name*) take turns on, across processes and hosts.
-
-    A server database locks in itself (datalink.locks: every container that
-    reaches it sees the lock); a SQLite file beside itself; anything else in
-    *lock_path* (default: one file per URL in the temporary directory).
-    """
-    if has_advisory_lock(url):
-        return advisory_lock(url, name)
-    return _file_lock(_lock_for(url, lock_path))
-
-
 def has_schema(url: str) -> bool:
     """Tell whether the database at *url* has alembic's version table."""
     private_sqlite_file(url)  # connecting creates a missing SQLite file; make it 0600 first
@@ -82,42 +64,6 @@ def ensure_schema(
         return False
     upgrade_database(url, lock_path, name)
     return True
-
-
-def default_lock_path(url: str) -> Path:
-    """Return the lock file guarding migrations of *url*.
-
-    A SQLite database is locked next to its file, so any two processes using
-    that file agree on the lock whatever their data dirs.
-    """
-    if _sqlite_file(url):
-        path = Path(make_url(url).database).resolve()
-        return path.with_name(path.name + ".migrate.lock")
-    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"strangler-migrate-{digest}.lock"
-
-
-def _lock_for(url: str, lock_path: str | Path | None) -> Path:
-    # a SQLite file is always locked beside itself: two processes given other
-    # data dirs (and so other lock paths) still share that file
-    if lock_path is None or _sqlite_file(url):
-        return default_lock_path(url)
-    return Path(lock_path)
-
-
-def _sqlite_file(url: str) -> bool:
-    parsed = make_url(url)
-    return parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    with open(private_file(path), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def configure_engine(engine: Engine) -> None:

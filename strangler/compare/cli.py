@@ -38,6 +38,10 @@ from strangler.routing.cli import NoStackRunning, stack_url
 _PARAM = re.compile(r"<(?:(path):)?[A-Za-z_]\w*>")
 
 
+MAX_FILE_BYTES = 256 * 2**20  # a requests file or HAR is read whole: no more than this
+MAX_REQUESTS = 100_000  # requests in one --file run
+
+
 class CompareFailed(click.ClickException):
     """A comparison that could not run: exit status 2, one line (1 means "they differ")."""
 
@@ -88,7 +92,13 @@ def _requests(spec: str | None, file: Path | None, headers: Sequence[str], data:
         raise CompareFailed('give one request ("GET /api/users/1") or --file FILE, not both or neither')
     try:
         if file is not None:
+            if file.stat().st_size > MAX_FILE_BYTES:
+                raise CompareFailed(f"{file}: over {MAX_FILE_BYTES // 2**20} MiB; split it, or record "
+                                    "a shorter session")
             parsed = read_requests(file.read_text(encoding="utf-8"))
+            if len(parsed.requests) > MAX_REQUESTS:
+                raise CompareFailed(f"{file}: {len(parsed.requests):,} requests; at most {MAX_REQUESTS:,} "
+                                    "in one run (each goes to both backends): split it")
             if not parsed.requests:
                 skipped = f" but {len(parsed.websockets)} WebSocket entries" if parsed.websockets else ""
                 raise CompareFailed(f"{file}: no requests in it{skipped}")

@@ -84,7 +84,10 @@ class RequestsFile(NamedTuple):
 def _target(raw: str, where: str) -> str:
     # A full URL (a HAR, a copied address) keeps only its path and query: the
     # backends' addresses come from the registry or the command line.
-    parts = urlsplit(raw)
+    try:
+        parts = urlsplit(raw)
+    except ValueError as exc:  # e.g. an unclosed [ of an IPv6 address
+        raise ValueError(f"{where}: {raw[:200]!r} is not a URL ({exc})") from None
     if parts.scheme in ("http", "https"):
         return urlunsplit(("", "", parts.path or "/", parts.query, ""))
     if not raw.startswith("/") or parts.scheme or parts.netloc:
@@ -163,6 +166,8 @@ def _parse_jsonl(lines: list[str]) -> list[Request]:
             data = json.loads(raw)
         except ValueError as exc:
             raise ValueError(f"line {number}: not JSON: {exc}") from None
+        except RecursionError:
+            raise ValueError(f"line {number}: JSON nested too deeply") from None
         found.append(_from_object(data, f"line {number}", number))
     return found
 
@@ -171,6 +176,8 @@ def _har_headers(items: Any, where: str) -> Iterable[tuple[str, str]]:
     if not isinstance(items, list):
         raise ValueError(f"{where}: request.headers must be a list")
     for item in items:
+        if not isinstance(item, Mapping):
+            raise ValueError(f"{where}: a header must be an object with name and value")
         name, value = item.get("name"), item.get("value")
         if not isinstance(name, str) or not isinstance(value, str):
             raise ValueError(f"{where}: a header needs a name and a value")
@@ -181,12 +188,16 @@ def _har_headers(items: Any, where: str) -> Iterable[tuple[str, str]]:
 def _is_websocket(entry: Mapping, request: Mapping) -> bool:
     # Chromium and Playwright mark it as a resource type, with the 101 of the upgrade
     status = (entry.get("response") or {}).get("status") if isinstance(entry.get("response"), Mapping) else None
-    scheme = urlsplit(request["url"]).scheme
+    try:
+        scheme = urlsplit(request["url"]).scheme
+    except ValueError:  # not a URL at all: _target says so, naming the entry
+        scheme = ""
     return entry.get("_resourceType") == "websocket" or status == 101 or scheme in ("ws", "wss")
 
 
 def _parse_har(doc: Mapping) -> RequestsFile:
-    entries = doc.get("log", {}).get("entries")
+    log = doc.get("log")
+    entries = log.get("entries") if isinstance(log, Mapping) else None
     if not isinstance(entries, list):
         raise ValueError("HAR: log.entries is missing or not a list")
     found, websockets = [], []
@@ -198,7 +209,10 @@ def _parse_har(doc: Mapping) -> RequestsFile:
         if _is_websocket(entry, request):
             websockets.append(number)
             continue
-        text = (request.get("postData") or {}).get("text")
+        post = request.get("postData") or {}
+        if not isinstance(post, Mapping):
+            raise ValueError(f"{where}: request.postData must be an object")
+        text = post.get("text")
         found.append(Request(_method(str(request.get("method", "GET")), where),
                              _target(request["url"], where),
                              tuple(_har_headers(request.get("headers", []), where)),
@@ -217,6 +231,8 @@ def read_requests(text: str) -> RequestsFile:
             doc = json.loads(text)
         except ValueError:
             doc = None  # several objects: JSONL
+        except RecursionError:
+            raise ValueError("JSON nested too deeply to be a requests file or a HAR") from None
         if isinstance(doc, Mapping) and "log" in doc:
             return _parse_har(doc)
         return RequestsFile(_parse_jsonl(text.splitlines()), "jsonl")

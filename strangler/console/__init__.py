@@ -22,6 +22,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import logging
 import os
 import secrets
 from collections.abc import Mapping
@@ -31,11 +32,13 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Response, jsonify, render_template, request, session
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from werkzeug.exceptions import HTTPException
 
 from strangler.console import actions
 from strangler.console.metrics import registry_for
 from strangler.console.snapshot import Snapshots, Sources
 
+log = logging.getLogger(__name__)
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
 MAX_BODY = 64 * 1024  # an action's JSON is a few hundred bytes
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -105,8 +108,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         if password:
             given = request.authorization.password if request.authorization else ""
             if not hmac.compare_digest((given or "").encode(), password.encode()):
-                return Response("the console needs its password (STRANGLER_CONSOLE_PASSWORD)\n", 401,
-                                {"WWW-Authenticate": 'Basic realm="strangler console"'})
+                answer = _refuse("the console needs its password (STRANGLER_CONSOLE_PASSWORD)", 401)
+                answer.headers["WWW-Authenticate"] = 'Basic realm="strangler console"'
+                return answer
         elif not is_loopback(urlsplit(f"//{request.host}").hostname or ""):
             return _refuse(f"this console answers only for 127.0.0.1, not {request.host}")
         if request.method == "POST":
@@ -118,6 +122,23 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
             if not token or not hmac.compare_digest(given.encode(), token.encode()):
                 return _refuse("missing or wrong CSRF token: reload the console page")
         return None
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        """Unknown paths, wrong methods, bodies over MAX_BODY...: one line of JSON, not an HTML page."""
+        what = {404: f"no such page: {request.method} {request.path[:100]}",
+                405: f"{request.method} is not allowed on {request.path[:100]}",
+                413: f"the request body is over {MAX_BODY} bytes"}.get(exc.code or 500, exc.name)
+        answer = _refuse(what, exc.code or 500)
+        if exc.code == 405 and exc.valid_methods:
+            answer.headers["Allow"] = ", ".join(exc.valid_methods)
+        return answer
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        """A bug: logged with its traceback on the console's side; the page gets one line."""
+        log.exception("console: %s %s failed", request.method, request.path)
+        return _refuse(f"the console failed on this request ({type(exc).__name__}); see its log", 500)
 
     @app.after_request
     def headers(response: Response) -> Response:
@@ -152,7 +173,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         return _act(actions.rollback)
 
     def _act(action: Any) -> Response:
-        body = request.get_json(silent=True)
+        try:
+            body = request.get_json(silent=True)
+        except RecursionError:  # nested thousands deep: not an action's body
+            body = None
         if not isinstance(body, dict):
             return jsonify(ok=False, error="send a JSON object"), 400
         try:
@@ -181,5 +205,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
-def _refuse(message: str) -> Response:
-    return Response(json.dumps({"ok": False, "error": message}), 403, mimetype="application/json")
+def _refuse(message: str, status: int = 403) -> Response:
+    """``{"ok": false, "error": message}`` on one line."""
+    return Response(json.dumps({"ok": False, "error": " ".join(message.split())}), status,
+                    mimetype="application/json")

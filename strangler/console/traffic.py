@@ -11,7 +11,6 @@ turn two of them into rates and quantiles.
 
 from __future__ import annotations
 
-import math
 import re
 import threading
 import time
@@ -21,6 +20,8 @@ from dataclasses import dataclass, field
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+
+from strangler.promote.metrics import histogram_quantile
 
 REQUESTS = "traefik_router_requests"  # the parser drops the counter's _total
 DURATION = "traefik_router_request_duration_seconds"
@@ -77,26 +78,9 @@ def parse_all(text: str) -> tuple[Scrape, Services]:
 
 
 def quantile(q: float, buckets: Mapping[float, float]) -> float | None:
-    """PURE: the ``q`` quantile (0..1) of a cumulative histogram, interpolated in its bucket.
-
-    None without observations. Above the last finite bound the answer is
-    that bound (the histogram knows no more), as Prometheus does.
-    """
-    bounds = sorted(buckets)
-    total = buckets[bounds[-1]] if bounds else 0.0
-    if total <= 0:
-        return None
-    rank = q * total
-    lower, below = 0.0, 0.0
-    for bound in bounds:
-        count = buckets[bound]
-        if count >= rank:
-            if math.isinf(bound):
-                return lower
-            inside = count - below
-            return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0)
-        lower, below = bound, count
-    return lower
+    """PURE: the ``q`` quantile (0..1) of a cumulative histogram ``{upper bound: count}``, interpolated
+    in its bucket as PromQL does (promotion's verdicts use the same function); None without observations."""
+    return histogram_quantile(q, buckets.items())
 
 
 def between(old: RouterCounts | None, new: RouterCounts, seconds: float) -> dict[str, float | None]:

@@ -43,6 +43,9 @@ def state_path(plan: Plan, service: str, reverse: bool = False) -> Path:
     return plan.run_dir / "sync" / f"{service}-{'reverse' if reverse else 'forward'}.json"
 
 
+MAX_MESSAGE = 200  # a revision's -m: its docstring's first line and (cut short) its file name
+
+
 def _fail(exc: MigrateError) -> click.ClickException:
     return click.ClickException(str(exc))
 
@@ -93,8 +96,16 @@ def revision(plan: Plan, only: str, message: str, autogenerate: bool) -> None:
     """Write a new revision script in one database's alembic environment (alembic revision)."""
     if not message.strip():
         raise click.BadParameter("give the revision a message", param_hint="-m")
+    # the message lands inside the script's """docstring""": a quote or a backslash could end it
+    # or make it an invalid escape, and every later migrate command would fail to load the script
+    if len(message) > MAX_MESSAGE or not message.isprintable() or any(c in message for c in '"\\'):
+        raise click.BadParameter(f"one line of at most {MAX_MESSAGE} characters without \" or \\, "
+                                 "e.g. -m 'add books.isbn'", param_hint="-m")
     try:
         db = schema.databases(plan, only)[0]
+    except MigrateError as exc:  # --db names no database of the plan: a usage error
+        raise click.BadParameter(str(exc), param_hint="--db") from None
+    try:
         for path in schema.revision(db, message, autogenerate):
             click.echo(f"{db.name}: wrote {path}")
     except MigrateError as exc:
@@ -262,6 +273,22 @@ def verify(plan: Plan, service: str) -> None:
         raise click.ClickException(f"{service}: {', '.join(bad)} differ from the monolith's")
 
 
+def _check_url(name: str, url: str) -> None:
+    """A ``--database NAME=URL`` SQLAlchemy can open: its form, and its driver installed."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(url).get_dialect().import_dbapi()
+    except ArgumentError:
+        raise click.BadParameter(f"{name}={display_url(url)[:200]}: not a database URL "
+                                 "(e.g. postgresql+psycopg2://user:password@host/db)",
+                                 param_hint="--database") from None
+    except ImportError as exc:  # a dialect or its driver that is not installed
+        raise click.BadParameter(f"{name}={display_url(url)[:200]}: {exc}; name an installed driver, "
+                                 "e.g. postgresql+psycopg2://", param_hint="--database") from None
+
+
 def with_databases(plan: Plan, overrides: tuple[str, ...]) -> Plan:
     """*plan* with ``NAME=URL`` database overrides (a deployment's URLs instead of the plan's)."""
     backends = dict(plan.backends)
@@ -271,6 +298,7 @@ def with_databases(plan: Plan, overrides: tuple[str, ...]) -> Plan:
             raise click.BadParameter(f"{item.split('=')[0]!r}: write NAME=URL", param_hint="--database")
         if name not in backends:
             raise click.BadParameter(f"{name!r} is not a backend of the plan", param_hint="--database")
+        _check_url(name, url)
         # as given: the plan's {run_dir} / {name} placeholders are not a deployment's
         backends[name] = replace(backends[name], database=url.replace("{", "{{").replace("}", "}}"))
     return replace(plan, backends=backends)
@@ -304,9 +332,12 @@ def link(plan: Plan, services: tuple[str, ...], etcd_url: str | None, databases:
     if read_state(plan.run_dir):
         raise click.ClickException(f"a local stack runs from {plan.run_dir}; `strangler up` links its "
                                    "services' data itself (down and up again to link a new one)")
-    try:
-        for service in services:
+    for service in services:
+        try:
             service_data(plan, service)
+        except MigrateError as exc:  # a SERVICE that is not one, or owns no data: a usage error
+            raise click.BadParameter(str(exc), param_hint="SERVICE") from None
+    try:
         etcd = Etcd(etcd_url or stack_url(plan, "etcd"))
         for name in dict.fromkeys((plan.monolith, *services)):
             schema.upgrade(schema.databases(plan, name)[0])

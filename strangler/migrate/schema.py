@@ -9,6 +9,7 @@ password, no traceback) for an unreachable database or an unknown revision.
 from __future__ import annotations
 
 import contextlib
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -20,10 +21,9 @@ from alembic.util.exc import CommandError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from datalink.locks import LockTimeout
+from datalink.locks import LockTimeout, migration_lock
 from datalink.tables import MigrateError, display_url, first_line, open_engine
 from migrations import alembic_config, script_location
-from monolith.db import migration_lock
 from strangler.plan import Plan
 
 
@@ -93,6 +93,12 @@ def _run(db: Database, action, *args, locked: bool = False) -> None:  # noqa: AN
     except (OperationalError, DBAPIError) as exc:
         raise MigrateError(
             f"{db.name} at {display_url(db.url)}: {first_line(exc)}"
+        ) from None
+    except Exception as exc:  # the environment's own code (env.py, the models it loads) failed
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        raise MigrateError(
+            f"{db.name}: its alembic environment failed: {type(exc).__name__}: {first_line(exc)} "
+            f"({where.filename}:{where.lineno})"
         ) from None
 
 

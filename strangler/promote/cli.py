@@ -217,7 +217,11 @@ def follow(conn: Connection, promotion_id: int, poll: float = 0.2) -> int:
     shown = 0
     try:
         while True:
-            found = records.get(etcd, promotion_id)
+            try:
+                found = records.get(etcd, promotion_id)
+            except records.MalformedPromotion as exc:
+                console.print(str(exc), highlight=False)
+                return 1
             if found is None:
                 console.print(f"promotion {promotion_id} is gone")
                 return 1
@@ -249,10 +253,13 @@ def _styled(entry: dict[str, Any]) -> str:
 def promotions(plan_path: Path, etcd_url: str | None, traefik_url: str | None, as_json: bool) -> None:
     """List running and recent promotions: endpoints, target, step, state, last figures."""
     conn = _connection(plan_path, etcd_url, traefik_url)
+    malformed: list[str] = []
     try:
-        found = records.all_promotions(conn.etcd())
+        found = records.all_promotions(conn.etcd(), malformed)
     except EtcdError as exc:
         raise click.ClickException(" ".join(str(exc).split())) from None
+    for line in malformed:
+        click.echo(f"warning: {line}", err=True)
     if as_json:
         click.echo(json.dumps([json.loads(p.to_json()) for p in found], indent=2))
         return

@@ -65,6 +65,9 @@ class Controller:
         self.tick = tick
         self.confirm_timeout = confirm_timeout
         self.lease = None
+        self.lost: str | None = None  # why this controller stopped for another one
+        self.malformed: set[str] = set()  # records already reported as not promotions (said once each)
+        self.failing: dict[int, str] = {}  # promotion id -> its last unexpected failure (logged once)
 
     # -- the process ----------------------------------------------------------------------
 
@@ -103,30 +106,44 @@ class Controller:
                 self.lease.revoke()
             except EtcdError:
                 pass
+        if self.lost:
+            raise ControllerBusy(self.lost)
 
     def _keep_alive(self, stop: threading.Event) -> None:
         while not stop.wait(LEASE_TTL / 3):
             try:
                 if self.lease.refresh() <= 0:  # it expired (etcd unreachable for a while): claim again
                     self.claim()
-            except (EtcdError, ControllerBusy) as exc:
+            except EtcdError as exc:
                 log.warning("controller lease: %s", exc)
+            except ControllerBusy as exc:  # another controller took over meanwhile: it carries them now
+                self.lost = f"lost the controller key while out of touch with etcd: {exc}"
+                stop.set()
 
     def pass_once(self) -> None:
         """One move for every running promotion (a failure in one never stops the others)."""
+        malformed: list[str] = []
         try:
-            running = [p for p in all_promotions(self.etcd) if p.state == RUNNING]
+            running = [p for p in all_promotions(self.etcd, malformed) if p.state == RUNNING]
         except EtcdError as exc:
             log.warning("cannot read promotions: %s", exc)
             return
+        for line in set(malformed) - self.malformed:
+            log.warning("%s", line)
+        self.malformed = set(malformed)
         for promotion in running:
             try:
                 self.move(promotion.id)
+                self.failing.pop(promotion.id, None)
             except (EtcdError, TraefikError, metrics.MetricsError, routing.RoutingError,
                     table.ConcurrentChange) as exc:
                 log.warning("promotion %s: %s (retrying)", promotion.id, exc)
-            except Exception:  # a bug in one promotion must not stop the others: logged, retried
-                log.exception("promotion %s: unexpected failure (retrying)", promotion.id)
+            except Exception as exc:  # a bug in one promotion must not stop the others: logged, retried
+                said = f"{type(exc).__name__}: {exc}"
+                if self.failing.get(promotion.id) != said:  # once, not every tick
+                    self.failing[promotion.id] = said
+                    log.exception("promotion %s: unexpected failure (retrying every pass, "
+                                  "logged again if it changes)", promotion.id)
         if running:
             return
         try:

@@ -13,6 +13,7 @@ Keys (docs/etcd-keys.md):
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -21,6 +22,7 @@ from typing import Any
 from router.etcd import Compare, Etcd
 from router.keys import META_PREFIX, parse_endpoint
 
+log = logging.getLogger(__name__)
 PROMOTIONS_PREFIX = "strangler/promotions/"
 LOCKS_PREFIX = "strangler/promoting/"
 LAST_KEY = META_PREFIX + "last-promotion"
@@ -36,6 +38,21 @@ KEEP_LINES = 200
 
 class PromotionRefused(Exception):
     """A promotion cannot start (or be aborted); the message is one line saying why."""
+
+
+class MalformedPromotion(PromotionRefused):
+    """A record under the promotions' keys is not a promotion (hand-edited, another version...)."""
+
+
+REQUIRED = ("id", "endpoints", "target", "steps", "interval", "thresholds", "who")
+# field -> the types its JSON value may have (a record that breaks these is MalformedPromotion)
+_TYPES: dict[str, tuple[type, ...]] = {
+    "id": (int,), "endpoints": (list,), "target": (str,), "steps": (list,), "interval": (int, float),
+    "thresholds": (dict,), "who": (str,), "mode": (str,), "reads": (list,), "before": (dict,),
+    "state": (str,), "step": (int,), "phase": (str,), "step_started": (int, float, type(None)),
+    "baseline": (dict, type(None)), "waits": (int,), "abort": (str, type(None)),
+    "created": (int, float), "ended": (int, float, type(None)), "outcome": (str,), "log": (list,),
+}
 
 
 @dataclass
@@ -89,8 +106,28 @@ class Promotion:
 
     @classmethod
     def from_json(cls, text: str) -> Promotion:
-        """Inverse of to_json (unknown fields are ignored)."""
-        data = json.loads(text)
+        """Inverse of to_json (unknown fields are ignored); MalformedPromotion if it is not one."""
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise MalformedPromotion("not JSON") from None
+        if not isinstance(data, dict):
+            raise MalformedPromotion(f"a JSON {type(data).__name__}, not an object")
+        for name, types in _TYPES.items():
+            if name in data and (not isinstance(data[name], types) or isinstance(data[name], bool)):
+                raise MalformedPromotion(f"its {name} is a {type(data[name]).__name__}")
+        if not all(isinstance(s, str) for s in data.get("endpoints", []) + data.get("reads", [])):
+            raise MalformedPromotion("its endpoints are not all strings")
+        if not data.get("endpoints", [""]) or not data.get("steps", [0]) or not all(
+                isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= 100 for s in data.get("steps", [])):
+            raise MalformedPromotion("it has no endpoints, or no steps from 0 to 100")
+        if not all(isinstance(e, dict) and isinstance(e.get("line"), str)
+                   and isinstance(e.get("time"), int | float) and isinstance(e.get("n", 0), int)
+                   for e in data.get("log", [])):
+            raise MalformedPromotion("its log lines are not objects with a line and a time")
+        missing = [name for name in REQUIRED if name not in data]
+        if missing:
+            raise MalformedPromotion(f"it lacks {', '.join(missing)}")
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
     def note(self, line: str, **extra: Any) -> None:
@@ -120,15 +157,15 @@ def create(etcd: Etcd, make: Callable[[int], Promotion]) -> Promotion:
     """
     for _attempt in range(5):
         last = etcd.get_entry(LAST_KEY)
-        promotion = make(int(last.value) + 1 if last else 1)
+        promotion = make(_number(LAST_KEY, last.value) + 1 if last else 1)
         locks = [lock_key(spec) for spec in promotion.endpoints + promotion.reads]
         for key in locks:
             holder = etcd.get(key)
             if holder is not None:
                 spec = next(s for s in promotion.endpoints + promotion.reads if lock_key(s) == key)
                 raise PromotionRefused(
-                    f"promotion {holder} is running on {spec}; wait for it, or stop it with "
-                    f"`strangler promote --abort {int(holder)}`")
+                    f"promotion {_number(key, holder)} is running on {spec}; wait for it, or stop it "
+                    f"with `strangler promote --abort '{spec}'`")
         compares = [Compare(LAST_KEY, last.mod_revision if last else 0)] + [Compare(k, 0) for k in locks]
         puts = {promotion.key: promotion.to_json(), LAST_KEY: str(promotion.id)}
         puts |= {k: str(promotion.id) for k in locks}
@@ -139,16 +176,38 @@ def create(etcd: Etcd, make: Callable[[int], Promotion]) -> Promotion:
 
 def get(etcd: Etcd, promotion_id: int) -> tuple[Promotion, int] | None:
     """The promotion and its record's mod revision (for CAS), or None."""
-    entry = etcd.get_entry(promotion_key(promotion_id))
+    key = promotion_key(promotion_id)
+    entry = etcd.get_entry(key)
     if entry is None:
         return None
-    return Promotion.from_json(entry.value), entry.mod_revision
+    try:
+        return Promotion.from_json(entry.value), entry.mod_revision
+    except MalformedPromotion as exc:
+        raise MalformedPromotion(f"{key} in etcd is not a promotion ({exc}); delete that key") from None
 
 
-def all_promotions(etcd: Etcd) -> list[Promotion]:
-    """Every stored promotion, oldest first."""
+def all_promotions(etcd: Etcd, malformed: list[str] | None = None) -> list[Promotion]:
+    """Every stored promotion, oldest first; a record that is not one is skipped (its key
+    and why go to ``malformed`` when given, else to the log)."""
     entries, _ = etcd.get_prefix_entries(PROMOTIONS_PREFIX)
-    return [Promotion.from_json(e.value) for _, e in sorted(entries.items())]
+    found = []
+    for key, entry in sorted(entries.items()):
+        try:
+            found.append(Promotion.from_json(entry.value))
+        except MalformedPromotion as exc:
+            line = f"{key} in etcd is not a promotion ({exc}); skipped"
+            if malformed is None:
+                log.warning("%s", line)
+            else:
+                malformed.append(line)
+    return found
+
+
+def _number(key: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise MalformedPromotion(f"{key} in etcd holds {text[:40]!r}, not a promotion id; delete it") from None
 
 
 def save(etcd: Etcd, promotion: Promotion, mod_revision: int) -> int | None:
@@ -176,15 +235,16 @@ def update(etcd: Etcd, promotion_id: int, change: Callable[[Promotion], None]) -
 def running_on(etcd: Etcd, specs: list[str]) -> int | None:
     """The id of the promotion running on any of ``specs`` (None: none)."""
     for spec in specs:
-        holder = etcd.get(lock_key(spec))
+        key = lock_key(spec)
+        holder = etcd.get(key)
         if holder is not None:
-            return int(holder)
+            return _number(key, holder)
     return None
 
 
 def prune(etcd: Etcd, keep: int = KEEP_ENDED) -> None:
     """Delete finished promotions beyond the ``keep`` most recent (bounded storage)."""
-    ended = [p for p in all_promotions(etcd) if p.state in ENDED]
+    ended = [p for p in all_promotions(etcd, malformed=[]) if p.state in ENDED]
     for promotion in ended[:-keep] if len(ended) > keep else []:
         etcd.delete(promotion.key)
 

@@ -261,6 +261,9 @@ def flip(conn: Connection, endpoints: tuple[str, ...], service: str | None, targ
         routing.parse_match(target, match, cookie, weight)
     except routing.RoutingError as exc:
         raise click.BadParameter(str(exc)) from None
+    if sticky is not None and weight is None:  # it was taken and silently ignored
+        raise click.BadParameter("--sticky/--no-sticky is for a canary: give --weight N too",
+                                 param_hint="--sticky")
     chosen = routing.resolve(conn.plan, endpoints, service)
     outcome = routing.flip(conn.etcd(), conn.plan, chosen, target, weight=weight, match=match,
                            cookie=cookie, sticky=sticky, api=conn.api(not no_wait), timeout=timeout)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import keyword
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -21,6 +23,8 @@ from strangler.plan.cli import open_plan, plan_option, scan_monolith, write_atom
 from strangler.plan.scan import ScanError, ScannedEndpoint, load_factory, update_inventory
 from strangler.scaffold.init import check_app_spec, check_name, choose_health, plan_text
 from strangler.scaffold.service import Column, plan_entry, plan_views, service_files
+
+TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
 class Refused(click.ClickException):
@@ -68,7 +72,10 @@ def init(app: str, name: str, force: bool, plan_path: Path) -> None:
         raise Refused(str(exc)) from None
     from flask import Flask
 
-    scanned = scan_monolith(app, plan_path)
+    try:
+        scanned = scan_monolith(app, plan_path)
+    except click.ClickException as exc:  # --app names no Flask app, or one that fails to build
+        raise Refused(exc.message) from None
     health = choose_health(scanned)
     doc = tomlkit.parse(plan_text(app, name, health, is_factory=not isinstance(factory, Flask)))
     update_inventory(doc, scanned)
@@ -139,6 +146,31 @@ def _columns(plan: Plan, tables: list[str]) -> tuple[dict[str, list[Column]], st
             for t in tables}, ""
 
 
+def _write_all(root: Path, files: dict[str, str], then: Callable[[], None]) -> None:
+    """Write ``files`` under ``root``, then call ``then``; if anything fails (OSError), every file
+    and folder made here is removed again before the error goes on: all or nothing."""
+    made: list[Path] = []
+    try:
+        for relative, content in files.items():
+            target = root / relative
+            missing = [d for d in (target.parent, *target.parent.parents) if d.is_relative_to(root)
+                       and not d.exists()]
+            for folder in reversed(missing):
+                folder.mkdir()
+                made.append(folder)
+            with open(target, "x", encoding="utf-8") as handle:  # never over an existing file
+                made.append(target)
+                handle.write(content)
+        then()
+    except BaseException:
+        for path in reversed(made):
+            if path.is_dir():
+                path.rmdir()
+            else:
+                path.unlink(missing_ok=True)
+        raise
+
+
 @click.command("service")
 @click.argument("name")
 @click.argument("more", nargs=-1, metavar="[ENDPOINT]...")
@@ -160,12 +192,20 @@ def new_service(name: str, more: tuple[str, ...], endpoints: tuple[str, ...],
         check_name(name)
     except ValueError as exc:
         raise Refused(str(exc).replace("--name", "NAME")) from None
+    if not name.isidentifier() or keyword.iskeyword(name):
+        # extracted.NAME.wsgi:app is what gunicorn imports: books-api or class could never start
+        raise Refused(f"NAME {name!r}: the service is the Python package extracted.{name}; use letters, "
+                      f"digits and _ only, not a Python keyword (e.g. {name.replace('-', '_')}_svc)")
     plan = open_plan(plan_path)
     if name in plan.backends:
         raise Refused(f"the plan already has a backend {name!r}; pick another NAME")
     root = plan_path.resolve().parent
     owned = _resolve(plan, _split(endpoints) + list(more))
     taken = _split(tables)
+    for table in taken:  # it becomes a name in models.py and in the plan
+        if not TABLE_NAME.fullmatch(table):
+            raise Refused(f"--tables {table[:80]!r}: a table name is letters, digits and _, "
+                          "starting with a letter or _, at most 63 characters")
     if taken and plan.database_url(plan.monolith) is None:
         raise Refused(f"--tables: the plan gives the monolith no database to take them from; add "
                       f'database = "..." to [backends.{plan.monolith}] first')
@@ -185,11 +225,11 @@ def new_service(name: str, more: tuple[str, ...], endpoints: tuple[str, ...],
     files = service_files(name, plan_views(owned, names), columns)
     if not (root / "extracted").exists():  # a project of its own: extracted/ is its package
         files["extracted/__init__.py"] = '"""The services carved out of the monolith."""\n'
-    for relative, content in files.items():
-        target = root / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(content, encoding="utf-8")
-    write_atomically(plan_path, text)
+    try:
+        _write_all(root, files, lambda: write_atomically(plan_path, text))
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        raise Refused(f"cannot write{where}: {exc.strerror or exc}; nothing was written") from None
     click.echo(f"wrote {', '.join(f + '/' for f in written)} and [backends.{name}] in {plan_path} "
                f"({len(owned)} endpoint(s), answering 501 until written)")
     if why:

@@ -18,6 +18,7 @@ from strangler.plan.schema import STACK_DEFAULTS
 HEALTH_PATHS = ("/healthz", "/health", "/livez", "/_health", "/ping", "/status")
 _APP_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 _NAME = re.compile(r"[a-z][a-z0-9_-]*")
+MAX_NAME = 63  # a folder, a package and a Traefik service are named after it
 
 
 class Health(NamedTuple):
@@ -36,8 +37,9 @@ def check_app_spec(spec: str) -> str:
 
 def check_name(name: str) -> str:
     """A backend name as the plan allows it; ValueError otherwise."""
-    if not _NAME.fullmatch(name):
-        raise ValueError(f"--name {name!r}: use lower-case letters, digits, - and _, starting with a letter")
+    if not _NAME.fullmatch(name) or len(name) > MAX_NAME:
+        raise ValueError(f"--name {name[:80]!r}: use lower-case letters, digits, - and _, starting with a "
+                         f"letter, at most {MAX_NAME} characters")
     return name
 
 

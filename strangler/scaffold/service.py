@@ -125,14 +125,14 @@ def not_written(endpoint):
 def _models_text(name: str, tables: Mapping[str, Sequence[Column]]) -> str:
     blocks = []
     for table, columns in tables.items():
-        lines = [f'    sa.Column("{c.name}", sa.{c.type_code}'
+        lines = [f'    sa.Column({json.dumps(c.name)}, sa.{c.type_code}'
                  + (", primary_key=True" if c.primary_key else "")
                  + ("" if c.nullable or c.primary_key else ", nullable=False") + "),"
                  for c in columns] or [
             '    sa.Column("id", sa.Integer(), primary_key=True),',
             "    # TODO: the monolith's columns, with the same names and types",
         ]
-        blocks.append(f'{_identifier(table)} = sa.Table(\n    "{table}",\n    metadata,\n'
+        blocks.append(f'{_identifier(table)} = sa.Table(\n    {json.dumps(table)},\n    metadata,\n'
                       + "\n".join(lines) + "\n)\n")
     return f'''"""The {name} service's tables, in its own database: the same names and columns as
 the monolith's, so rows copy across by id (strangler migrate copy {name}).
@@ -222,18 +222,17 @@ def on_starting(server):
     url = os.environ.get("DATABASE_URL")
     if not url:
         return
-    from contextlib import nullcontext
-
     from alembic import command
     from alembic.config import Config
 
-    from datalink.locks import advisory_lock, has_advisory_lock
+    from datalink.locks import migration_lock
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["url"] = url
-    # one migration at a time across instances and hosts (strangler migrate takes it too)
-    with advisory_lock(url, str(MIGRATIONS)) if has_advisory_lock(url) else nullcontext():
+    # one migration at a time across instances and hosts (strangler migrate takes it too):
+    # in the database on a server, beside the file on SQLite
+    with migration_lock(url, name=str(MIGRATIONS)):
         command.upgrade(config, "head")
 ''' if migrate else ""
     imports = "import os\nfrom pathlib import Path\n\n" if migrate else ""

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from sqlalchemy.engine import make_url
 
 from router.traefik import static_config, static_env
 from strangler.plan import Plan, load_plan
@@ -107,7 +108,10 @@ def test_backend_environment_matches_what_strangler_up_sets(compose: dict, plan:
         has_database = plan.database_url(launch.backend) is not None
         assert ("DATABASE_URL" in env) == has_database, launch.backend
         if has_database:
-            assert env["DATABASE_URL"].startswith("postgresql://") and "@db:5432/" in env["DATABASE_URL"]
+            url = env["DATABASE_URL"]
+            assert url.startswith("postgresql") and "@db:5432/" in url
+            # the image has psycopg2 (pyproject); SQLAlchemy 2.1 takes postgresql:// as psycopg 3
+            make_url(url).get_dialect().import_dbapi()
 
 
 def test_each_owner_of_data_gets_its_own_database(compose: dict, plan: Plan) -> None:
@@ -195,6 +199,14 @@ def test_every_referenced_file_exists(compose: dict) -> None:
         if "command" in service and "build" in service:
             program = argv(service["command"])[0]
             assert program in from_pip or program in dockerfile, f"{name} runs {program}, which the image lacks"
+    # `pip install .` in the image builds the packages pyproject names: each must be copied in first
+    import tomllib
+
+    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    copied = {path for source in re.findall(r"^COPY\s+(.+?)\s+\S+$", dockerfile, re.M) for path in source.split()}
+    for pattern in packages["include"]:
+        package = pattern.rstrip("*")
+        assert package in copied, f"the image installs {package} without copying it (COPY {package} ./{package})"
     entrypoint = REPO / "docker/entrypoint.sh"
     assert entrypoint.read_text().startswith("#!/bin/sh") and "STRANGLER_INSTANCE_URL" in entrypoint.read_text()
 

@@ -99,6 +99,9 @@ def test_a_canary_is_not_sticky_unless_asked_for_an_exact_endpoint(run, traefik_
     ["--cookie", "novalue"],
     ["--header", "X-Canary: 1", "--cookie", "a=b"],
     ["--header", "X-Canary: 1", "--weight", "10"],
+    ["--sticky"],
+    ["--no-sticky"],
+    ["--header", "X-Canary: 1", "--sticky"],
 ])
 def test_bad_match_is_a_usage_error_and_writes_nothing(run, etcd_server, args):
     before = etcd_server.client().get_prefix("strangler/")[0]

@@ -51,13 +51,18 @@ def test_link_refuses_what_owns_no_data_and_a_running_local_stack(tmp_path, etcd
     with databases(tmp_path, "sqlite", "sqlite") as urls:
         plan = write_plan(tmp_path, urls)
         result = link(plan, etcd_server.url, "tokens")
-        assert result.exit_code == 1 and "service 'tokens' owns no data" in result.output
+        assert result.exit_code == 2 and "service 'tokens' owns no data" in result.output
         result = link(plan, etcd_server.url, "nope")
-        assert result.exit_code == 1 and "unknown service 'nope'" in result.output
+        assert result.exit_code == 2 and "unknown service 'nope'" in result.output
         result = link(plan, etcd_server.url, "users", "--database", "users")
         assert result.exit_code == 2 and "'users': write NAME=URL" in result.output
         result = link(plan, etcd_server.url, "users", "--database", "nope=sqlite:///x")
         assert result.exit_code == 2 and "'nope' is not a backend of the plan" in result.output
+        for url, message in (("garbage", "not a database URL"), ("postgresql+nodriver://u@h/db", "nodriver"),
+                             ("mysql+nosuchdbapi://u@h/db", "nosuchdbapi")):
+            result = link(plan, etcd_server.url, "users", "--database", f"users={url}")
+            assert result.exit_code == 2 and message in result.output, result.output
+            assert len(result.output.strip().splitlines()) == 1
         (tmp_path / "run").mkdir()
         (tmp_path / "run" / "state.json").write_text(json.dumps({"etcd": etcd_server.url}))
         result = link(plan, etcd_server.url, "users")

@@ -293,7 +293,7 @@ def test_killing_the_controller_mid_promotion_ends_promoted_or_rolled_back(w):
         run(w, "promote", USER, "--to", "users", "--steps", "20,50,100", *FAST, "--detach")
         procs.wait_until(lambda: promotion(w).get("phase") == "watch", 20, "the first step")
         w["controllers"].kill()
-        time.sleep(0.5)  # the promotion sits in etcd, its route half-way: nobody carries it
+        # killed mid-way: the promotion sits in etcd, its route half-way, and nobody carries it
         assert promotion(w)["state"] == "running" and route(w)["state"] == "canary"
         w["controllers"].start()
         procs.wait_until(lambda: promotion(w)["state"] in records.ENDED, 40, "the promotion's end")

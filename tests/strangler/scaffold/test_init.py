@@ -72,6 +72,18 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message
     assert not (project / "strangler.toml").exists()
 
 
+def test_an_app_that_is_not_flask_or_fails_to_build_is_refused_in_one_line(tmp_path):
+    module = f"odd_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(
+        "def number():\n    return 5\n\ndef boom():\n    raise RuntimeError('no database configured')\n")
+    for factory, message in (("number", "returned int, not a Flask app"),
+                             ("boom", "failed to start: RuntimeError: no database configured")):
+        result = run(tmp_path, "init", "--app", f"{module}:{factory}")
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+        assert not (tmp_path / "strangler.toml").exists()
+
+
 def test_an_app_object_and_its_own_health_endpoint_are_used_as_they_are(tmp_path):
     module = f"app_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{module}.py").write_text(
