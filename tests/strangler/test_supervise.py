@@ -156,6 +156,49 @@ def test_logs_over_the_plan_size_are_rotated_and_traefik_goes_on_in_a_fresh_acce
 
 
 @pytest.mark.integration
+def test_redis_killed_is_restarted_http_keeps_working_and_pushes_resume(stack: dict) -> None:
+    import queue
+    import uuid
+
+    import socketio
+
+    web, run_dir = stack["state"]["web"], stack["run_dir"]
+    nickname = f"r{uuid.uuid4().hex[:8]}"
+    assert requests.post(f"{web}/api/users", json={"nickname": nickname, "password": "pw"},
+                         timeout=10).status_code == 201
+    token = requests.post(f"{web}/api/tokens", auth=(nickname, "pw"), timeout=10).json()["token"]
+    events: queue.Queue = queue.Queue()
+    client = socketio.Client(reconnection=False)
+    client.on("updated_model", events.put)
+    client.connect(web, transports=["websocket"], wait_timeout=10)
+    try:
+        old = procs.read_pidfiles(run_dir)["redis"]
+        os.kill(old.pid, signal.SIGKILL)
+        wait_for(lambda: procs.read_pidfiles(run_dir)["redis"].pid != old.pid
+                 and procs.read_pidfiles(run_dir)["redis"].running(), 30, "redis restarted")
+        began, statuses = time.monotonic(), []
+        while time.monotonic() - began < 60:  # a listener reconnects after 1, 2, 4, 8 ... s
+            source = f"after redis {uuid.uuid4().hex[:6]}"
+            posted = requests.post(f"{web}/api/messages", json={"source": source},
+                                   headers={"Authorization": f"Bearer {token}"}, timeout=10)
+            statuses.append(posted.status_code)
+            try:
+                while True:
+                    event = events.get(timeout=1.0)
+                    if event["class"] == "Message" and event["model"]["source"] == source:
+                        break
+                break
+            except queue.Empty:
+                continue
+        else:
+            pytest.fail("no push arrived within 60 s of Redis coming back")
+        print(f"pushes resumed {time.monotonic() - began:.1f}s after Redis was restarted")
+        assert set(statuses) == {201}, statuses  # HTTP kept working all along
+    finally:
+        client.disconnect()
+
+
+@pytest.mark.integration
 def test_a_backend_that_exits_at_once_ends_crashlooping_and_the_stack_stays_up(stack: dict) -> None:
     assert "broken.0" in stack["up"] and "the supervisor retries it" in stack["up"]
 
