@@ -12,21 +12,17 @@ import os
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import tomlkit
-from tomlkit.exceptions import TOMLKitError
 
 from strangler.options import LazyGroup
 from strangler.plan import Plan, PlanError, check_plan, load_plan, parse_plan_text, read_plan_data
-from strangler.plan.scan import (
-    InventoryChange,
-    ScanError,
-    create_scan_app,
-    scan_app,
-    update_inventory,
-)
+
+if TYPE_CHECKING:
+    import tomlkit
+
+    from strangler.plan.scan import InventoryChange
 
 PLAN_ENVVAR = "STRANGLER_PLAN"
 
@@ -94,6 +90,10 @@ def _app_spec(doc: tomlkit.TOMLDocument, path: Path) -> str:
 
 
 def _scan_into(doc: tomlkit.TOMLDocument, path: Path) -> InventoryChange:
+    # The scanner and tomlkit load only for scan: every routing command imports
+    # this module for --plan, and must not pay for them at start-up.
+    from strangler.plan.scan import ScanError, create_scan_app, scan_app, update_inventory
+
     spec = _app_spec(doc, path)
     with tempfile.TemporaryDirectory(prefix="strangler-scan-", ignore_cleanup_errors=True) as tmp:
         try:
@@ -123,6 +123,9 @@ def scan(plan_path: Path, dry_run: bool) -> None:
         text = plan_path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise click.ClickException(f"{plan_path}: no such plan file (pass --plan or set {PLAN_ENVVAR})") from None
+    import tomlkit
+    from tomlkit.exceptions import TOMLKitError
+
     try:
         doc = tomlkit.parse(text)
     except TOMLKitError as exc:

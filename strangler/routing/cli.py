@@ -16,11 +16,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from router import table
 from router.etcd import Etcd, EtcdError
@@ -30,6 +28,9 @@ from strangler.plan import Plan, PlanError
 from strangler.plan.cli import open_plan, plan_option
 from strangler.routing import apply as routing_plan
 from strangler.stack.state import read_state
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 REFUSALS = (
     PlanError,
@@ -142,6 +143,8 @@ def wait_options(command: Callable) -> Callable:
 
 
 def _console() -> Console:
+    from rich.console import Console  # ~40 ms to import: only the commands that print tables
+
     # Piped output (grep, less, tests) gets whole lines instead of an 80-column wrap.
     return Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
@@ -177,6 +180,8 @@ def routes(conn: Connection, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
+    from rich.table import Table
+
     grid = Table(title=f"routes (strategy {conn.plan.strategy})")
     for column in ("method", "path", "serving", "state", "owner", "plan"):
         grid.add_column(column)
@@ -246,6 +251,8 @@ def history(conn: Connection, as_json: bool) -> None:
                 for c in changes]
         click.echo(json.dumps(rows, indent=2))
         return
+    from rich.table import Table
+
     grid = Table(title="routing history")
     for column in ("id", "time", "who", "what", "revision"):
         grid.add_column(column)
