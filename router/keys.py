@@ -370,6 +370,109 @@ def entrypoints_of(endpoint: Endpoint | None, entrypoint: str, internal: str | N
     return (entrypoint, internal)
 
 
+def endpoint_prefixes(endpoint: Endpoint) -> tuple[str, ...]:
+    """PURE: the key prefixes holding every key :func:`route_keys` derives for ``endpoint``:
+    its router, and the weighted (canary) and mirroring (shadow) services named after it.
+
+    A change that touches a few endpoints reads only these (and the shared keys,
+    :func:`shared_prefixes`), not the whole ``traefik/`` tree.
+    """
+    name = endpoint.id
+    return (f"{ROOT}/http/routers/{name}/", f"{ROOT}/http/services/{canary_service(name)}/",
+            f"{ROOT}/http/services/{shadow_service(name)}/")
+
+
+def route_keys(
+    route: Route,
+    *,
+    monolith: str = MONOLITH,
+    entrypoint: str = "web",
+    internal_entrypoint: str | None = None,
+    mirror_secret: str | None = None,
+) -> dict[str, str]:
+    """PURE: the keys of one route, all under :func:`endpoint_prefixes`: its router, and its
+    weighted service (a canary) and mirroring service (a shadow) when it has them.
+
+    See :func:`traefik_keys` for what the options mean; a new dict each call.
+    """
+
+    def svc(backend: str) -> str:
+        return traefik_service(backend, monolith)
+
+    name = route.endpoint.id
+    keys: dict[str, str] = {}
+    service = svc(route.backend)
+    if route.weights:
+        service = canary_service(name)
+        base = f"{ROOT}/http/services/{service}/weighted/services/"
+        for i, (backend, weight) in enumerate(sorted(route.weights.items())):
+            keys[f"{base}{i}/name"] = svc(backend)
+            keys[f"{base}{i}/weight"] = str(weight)
+    if route.mirror:
+        main, service = service, shadow_service(name)
+        base = f"{ROOT}/http/services/{service}/mirroring/"
+        keys[base + "service"] = main
+        keys[base + "mirrors/0/name"] = svc(route.mirror)
+        keys[base + "mirrors/0/percent"] = "100"
+        # Traefik buffers a body to copy it: bounded, and a larger one is not mirrored.
+        keys[base + "maxBodySize"] = str(MIRROR_MAX_BODY)
+    keys |= _endpoint_router(route.endpoint, service,
+                             entrypoints_of(route.endpoint, entrypoint, internal_entrypoint),
+                             bool(route.mirror and mirror_secret))
+    return keys
+
+
+def shared_backends(routes: Iterable[Route], monolith: str = MONOLITH,
+                    healthchecks: Mapping[str, str] | None = None) -> set[str]:
+    """PURE: the Traefik services whose load balancers :func:`shared_keys` declares."""
+    backends = {monolith} | set(healthchecks or {})
+    for route in routes:
+        backends |= {traefik_service(b, monolith) for b in route.backends}
+    return backends
+
+
+def shared_prefixes(backends: Iterable[str]) -> tuple[str, ...]:
+    """PURE: the key prefixes holding every key :func:`shared_keys` derives for ``backends``
+    (the load balancers' prefixes also hold the registry's server keys, never ours)."""
+    return (f"{ROOT}/http/middlewares/", f"{ROOT}/http/routers/{CATCHALL}/",
+            *(service_key(b) for b in sorted(backends)))
+
+
+def shared_keys(
+    routes: Iterable[Route],
+    *,
+    monolith: str = MONOLITH,
+    entrypoint: str = "web",
+    internal_entrypoint: str | None = None,
+    mirror_secret: str | None = None,
+    healthchecks: Mapping[str, str] | None = None,
+    healthcheck_interval: str = "2s",
+    healthcheck_timeout: str = "1s",
+) -> dict[str, str]:
+    """PURE: the keys not of one route: the retry (and mirror-mark) middleware, the catch-all
+    router, and a load balancer (with its health check) per backend any route uses.
+
+    See :func:`traefik_keys` for what the options mean.
+    """
+    middleware = f"{ROOT}/http/middlewares/{RETRY}/retry/"
+    keys: dict[str, str] = {middleware + "attempts": str(RETRY_ATTEMPTS),
+                            middleware + "initialInterval": RETRY_INTERVAL}
+    keys |= {f"{middleware}status/{i}": status for i, status in enumerate(RETRY_STATUS)}
+    keys |= _router(CATCHALL, "PathPrefix(`/`)", 1, monolith,
+                    entrypoints_of(None, entrypoint, internal_entrypoint), middlewares=())
+    if mirror_secret:
+        keys[f"{ROOT}/http/middlewares/{MIRROR_MARK}/headers/customRequestHeaders/{MIRROR_HEADER}"] = mirror_secret
+    for backend in sorted(shared_backends(routes, monolith, healthchecks)):
+        # Declares the load balancer even before any instance registers, so
+        # routers pointing at it resolve (503, not 404) while it is empty.
+        keys[service_key(backend) + "passhostheader"] = "true"
+    for backend, path in sorted((healthchecks or {}).items()):
+        keys[service_key(backend) + "healthcheck/path"] = path
+        keys[service_key(backend) + "healthcheck/interval"] = healthcheck_interval
+        keys[service_key(backend) + "healthcheck/timeout"] = healthcheck_timeout
+    return keys
+
+
 def traefik_keys(
     routes: Iterable[Route],
     *,
@@ -384,9 +487,10 @@ def traefik_keys(
     """Every key/value Traefik needs (under root ``traefik``) for these routes.
 
     One router per endpoint, a weighted service per canary, a mirroring
-    service per shadow, the catch-all router to the monolith, the retry
-    middleware, and per backend load balancer its health check (when
-    `healthchecks` maps backend -> path). The backend "monolith" is Traefik's
+    service per shadow (:func:`route_keys`), and the catch-all router to the
+    monolith, the retry middleware, and per backend load balancer its health
+    check (when `healthchecks` maps backend -> path) (:func:`shared_keys`).
+    The backend "monolith" is Traefik's
     service `monolith`. Instance servers are not here: they
     register themselves with leases (router.registry.server_key). Routers
     listen on ``entrypoint``, and on ``internal_entrypoint`` as
@@ -396,21 +500,13 @@ def traefik_keys(
     copies carrying it. Raises ValueError when two endpoints would share a
     router name.
     """
-
-    def svc(backend: str) -> str:
-        return traefik_service(backend, monolith)
-
-    middleware = f"{ROOT}/http/middlewares/{RETRY}/retry/"
-    keys: dict[str, str] = {middleware + "attempts": str(RETRY_ATTEMPTS),
-                            middleware + "initialInterval": RETRY_INTERVAL}
-    keys |= {f"{middleware}status/{i}": status for i, status in enumerate(RETRY_STATUS)}
-    keys |= _router(CATCHALL, "PathPrefix(`/`)", 1, monolith,
-                    entrypoints_of(None, entrypoint, internal_entrypoint), middlewares=())
-    if mirror_secret:
-        keys[f"{ROOT}/http/middlewares/{MIRROR_MARK}/headers/customRequestHeaders/{MIRROR_HEADER}"] = mirror_secret
-    backends = {monolith}
+    routes = sorted(routes, key=lambda r: r.endpoint.id)
+    keys = shared_keys(routes, monolith=monolith, entrypoint=entrypoint,
+                       internal_entrypoint=internal_entrypoint, mirror_secret=mirror_secret,
+                       healthchecks=healthchecks, healthcheck_interval=healthcheck_interval,
+                       healthcheck_timeout=healthcheck_timeout)
     seen: dict[str, Endpoint] = {}
-    for route in sorted(routes, key=lambda r: r.endpoint.id):
+    for route in routes:
         name = route.endpoint.id
         if name in seen:
             raise ValueError(
@@ -418,31 +514,6 @@ def traefik_keys(
                 f"router name {name!r}; rename one of them"
             )
         seen[name] = route.endpoint
-        backends |= {svc(b) for b in route.backends}
-        service = svc(route.backend)
-        if route.weights:
-            service = canary_service(name)
-            base = f"{ROOT}/http/services/{service}/weighted/services/"
-            for i, (backend, weight) in enumerate(sorted(route.weights.items())):
-                keys[f"{base}{i}/name"] = svc(backend)
-                keys[f"{base}{i}/weight"] = str(weight)
-        if route.mirror:
-            main, service = service, shadow_service(name)
-            base = f"{ROOT}/http/services/{service}/mirroring/"
-            keys[base + "service"] = main
-            keys[base + "mirrors/0/name"] = svc(route.mirror)
-            keys[base + "mirrors/0/percent"] = "100"
-            # Traefik buffers a body to copy it: bounded, and a larger one is not mirrored.
-            keys[base + "maxBodySize"] = str(MIRROR_MAX_BODY)
-        keys |= _endpoint_router(route.endpoint, service,
-                                 entrypoints_of(route.endpoint, entrypoint, internal_entrypoint),
-                                 bool(route.mirror and mirror_secret))
-    for backend in sorted(backends | set(healthchecks or {})):
-        # Declares the load balancer even before any instance registers, so
-        # routers pointing at it resolve (503, not 404) while it is empty.
-        keys[service_key(backend) + "passhostheader"] = "true"
-    for backend, path in sorted((healthchecks or {}).items()):
-        keys[service_key(backend) + "healthcheck/path"] = path
-        keys[service_key(backend) + "healthcheck/interval"] = healthcheck_interval
-        keys[service_key(backend) + "healthcheck/timeout"] = healthcheck_timeout
+        keys |= route_keys(route, monolith=monolith, entrypoint=entrypoint,
+                           internal_entrypoint=internal_entrypoint, mirror_secret=mirror_secret)
     return keys
