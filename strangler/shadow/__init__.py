@@ -68,7 +68,20 @@ def comparator_from_env(env: Mapping[str, str] | None = None) -> Comparator:
     store = ShadowStore(env.get("STRANGLER_SHADOW_DB") or run_dir / DB_NAME)
     return Comparator(directory, store, rules,
                       queue_size=number("STRANGLER_SHADOW_QUEUE", "1000"),
-                      workers=number("STRANGLER_SHADOW_WORKERS", "4")).start()
+                      workers=number("STRANGLER_SHADOW_WORKERS", "4"),
+                      sample=sample_from(env)).start()
+
+
+def sample_from(env: Mapping[str, str]) -> float:
+    """STRANGLER_SHADOW_SAMPLE: the share of copies compared (0 < share <= 1, default 1); ValueError naming it."""
+    raw = env.get("STRANGLER_SHADOW_SAMPLE", "1")
+    try:
+        share = float(raw)
+    except ValueError:
+        share = -1.0
+    if not 0 < share <= 1:
+        raise ValueError(f"STRANGLER_SHADOW_SAMPLE={raw!r} must be a share above 0 and at most 1, e.g. 0.25")
+    return share
 
 
 def max_body_from(env: Mapping[str, str]) -> int:

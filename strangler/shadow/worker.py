@@ -115,8 +115,15 @@ class Comparator:
 
     def __init__(self, directory: Directory, store: ShadowStore, rules: Rules = lambda e: CompareRule(),
                  *, queue_size: int = 1000, workers: int = 4, timeout: float = 5.0,
-                 flush_every: float = 0.5) -> None:
+                 flush_every: float = 0.5, sample: float = 1.0) -> None:
+        if not 0 < sample <= 1:
+            raise ValueError(f"sample={sample!r} must be a share above 0 and at most 1")
         self.directory = directory
+        # The share of replayable copies compared; the others are counted "sampled_out".
+        # Deterministic (every 1/sample-th copy), so the counts are exact, never a guess.
+        self.sample = sample
+        self._credit = 1.0 - sample
+        self._sample_lock = threading.Lock()
         self.store = store
         self.rules = rules
         self.queue: queue.Queue[tuple[Endpoint, str, Mirrored] | None] = queue.Queue(queue_size)
@@ -132,7 +139,8 @@ class Comparator:
     # -- the request thread ----------------------------------------------------------------
 
     def submit(self, item: Mirrored) -> str:
-        """Take one mirrored request; returns "queued", "dropped" (queue full) or "skipped"."""
+        """Take one mirrored request; returns "queued", "dropped" (queue full), "sampled out"
+        (beyond the configured share) or "skipped"."""
         found = self.directory.lookup(item.method, item.path)
         if found is None:
             self.store.count(UNROUTED, "seen")
@@ -148,12 +156,25 @@ class Comparator:
             # Replaying a write would do it twice more; the plan must allow it (shadow_unsafe).
             self.store.count(name, "skipped")
             return "skipped"
+        if not self._sampled():
+            self.store.count(name, "sampled_out")
+            return "sampled out"
         try:
             self.queue.put_nowait((endpoint, target, item))
         except queue.Full:
             self.store.count(name, "dropped")
             return "dropped"
         return "queued"
+
+    def _sampled(self) -> bool:
+        if self.sample >= 1:
+            return True
+        with self._sample_lock:
+            self._credit += self.sample
+            if self._credit < 1:
+                return False
+            self._credit -= 1
+            return True
 
     # -- the worker threads ------------------------------------------------------------------
 
