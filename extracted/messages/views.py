@@ -21,7 +21,7 @@ from extracted.common.auth import mark_seen, token_auth, token_optional_auth
 from extracted.messages.models import Message, db, save
 from monolith.api import common
 from monolith.api.common import created, json_object
-from monolith.api.messages import messages_query, set_source
+from monolith.api.messages import listed_messages, set_source
 from monolith.models import ValidationError
 from monolith.tokens import user_id_of
 from router.lbclient import ServiceUnavailable
@@ -125,8 +125,7 @@ def get_messages():  # noqa: ANN201
     updated_at then id; ``?updated_since=<epoch>`` (strictly greater) and
     ``?user_id=`` narrow it.
     """
-    rows = db.session.scalars(messages_query(Message))
-    return jsonify({"messages": [message.to_dict() for message in rows]})
+    return jsonify({"messages": listed_messages(db.session, Message)})
 
 
 @bp.get("/messages/<int:id>")
