@@ -134,6 +134,25 @@ def test_a_flip_repairs_the_keys_it_touches_and_reads_no_others(ready):
     assert ready.get(ROUTER + "priority") != "7"
 
 
+def test_a_change_of_some_endpoints_reads_their_routes_only_and_writes_the_same(ready):
+    seen = []
+
+    def canary(routes):
+        seen.append(set(routes))
+        return {**routes, LIST: Route(LIST, "monolith", {"users": 10, "monolith": 90})}
+
+    table.apply(ready, flip(USERS, "users"), who="t@h", what="flip", only=[USERS])
+    table.apply(ready, canary, who="t@h", what="canary", only=[LIST])
+    assert seen == [{LIST}]
+    routes, _ = table.load(ready)
+    assert routes[USERS].backend == "users" and routes[LIST].weights == {"users": 10, "monolith": 90}
+    wanted = table.load_options(ready).derive(routes.values())
+    assert {k: v for k, v in traefik(ready).items() if not is_server_key(k)} == wanted
+    with pytest.raises(ValueError, match="not given"):
+        table.apply(ready, flip(USERS, "monolith"), who="t@h", what="stray", only=[LIST])
+    assert table.load(ready)[0][USERS].backend == "users"
+
+
 def test_applying_options_repairs_drifted_traefik_keys_everywhere(ready):
     ready.put(ROUTER + "service", "tampered")
     options = table.load_options(ready)
