@@ -131,6 +131,32 @@ def test_a_user_is_marked_seen_in_users_once_a_second(client, make_user, users_u
     assert shown["online"] is True and shown["last_seen_at"] > began
 
 
+def test_reads_do_not_wait_for_another_writer_on_sqlite(tmp_path, client, make_user):
+    """A writer holding the messages database's lock (another connection) holds up no GET."""
+    import sqlite3
+    import threading
+
+    _user, token = make_user()
+    assert post(client, token, "hello").status_code == 201
+    writer = sqlite3.connect(tmp_path / "messages.sqlite", isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")
+    released = threading.Event()
+
+    def release_later() -> None:
+        released.wait(20)
+        released.set()
+        writer.execute("ROLLBACK")
+        writer.close()
+
+    threading.Thread(target=release_later, daemon=True).start()
+    try:
+        for path in ("/api/messages", "/api/messages/1"):
+            answer = client.get(path)
+            assert answer.status_code == 200 and not released.is_set(), path
+    finally:
+        released.set()
+
+
 def test_seen_marks_are_kept_per_user_and_second_and_bounded():
     from extracted.messages.views import SeenMarks
 
