@@ -155,8 +155,12 @@ def defer_reads(app: Flask) -> None:
     In WAL mode a deferred transaction that only reads never waits for a
     writer. A read request that must also write (marking the user seen) does
     that in a transaction of its own, under :func:`writing`. Socket.IO events
-    and everything outside a request keep ``BEGIN IMMEDIATE``.
+    and everything outside a request keep ``BEGIN IMMEDIATE``. Other engines
+    need none of this: nothing is installed for them.
     """
+    with app.app_context():
+        if app.extensions["sqlalchemy"].engine.dialect.name != "sqlite":
+            return
 
     @app.before_request
     def _reads_defer() -> None:
@@ -171,11 +175,14 @@ def writing() -> Iterator[None]:
     A deferred transaction that has read cannot safely turn into a write on
     SQLite (it fails at once if another writer got in between), so a read
     request writes in a fresh, immediate one. The caller commits inside.
+    Outside a deferred read (other engines, writes) it does nothing.
     """
+    if not (has_app_context() and g.get(_READING, False)):
+        yield
+        return
     db.session.commit()  # nothing pending: this only ends the read transaction
-    was = g.pop(_READING, False) if has_app_context() else False
+    g.pop(_READING)
     try:
         yield
     finally:
-        if was:
-            g.setdefault(_READING, True)
+        g.setdefault(_READING, True)
