@@ -93,10 +93,22 @@ def max_body_from(env: Mapping[str, str]) -> int:
 
 
 def from_traefik(comparator: Comparator) -> bool:
-    """True when the request carries the mirror secret Traefik adds (compared in constant time)."""
-    secret = comparator.directory.secret
-    given = request.headers.get(MIRROR_HEADER, "")
-    return bool(secret) and hmac.compare_digest(given.encode(), secret.encode())
+    """True when the request carries the mirror secret Traefik adds (compared in constant time).
+
+    A mark that does not match reads etcd again first (``reread``, when the
+    directory has it: at most one read per 50 ms for marks that stay wrong),
+    so copies marked with a secret stored since the last read are taken.
+    """
+    given = request.headers.get(MIRROR_HEADER, "").encode()
+
+    def matches() -> bool:
+        secret = comparator.directory.secret
+        return bool(secret) and hmac.compare_digest(given, secret.encode())
+
+    if matches():
+        return True
+    reread = getattr(comparator.directory, "reread", None)
+    return bool(given and reread is not None and reread() and matches())
 
 
 def read_body(limit: int) -> bytes:
