@@ -14,9 +14,16 @@ applies it. Then it flips ``GET /api/users/<id>`` to ``users`` and back,
    until Traefik's API shows the new routing (``wait_live``);
 2. the real command, ``strangler flip ... --to ...``, as a subprocess
    (``--cli-flips`` runs), next to the bare interpreter start
-   (``python -c "import strangler.cli"``, and ``python -c pass``) measured
-   in the same run, so the reader sees which part is the flip and which is
-   Python starting and importing the CLI.
+   (``python -c "import strangler.cli, strangler.routing.cli"``, and
+   ``python -c pass``) measured in the same run, so the reader sees which
+   part is the flip and which is Python starting and importing the CLI.
+
+Before both, the **limit** in the same run: one raw etcd put of the flipped
+router's service key until Traefik's API shows it (nothing of the toolkit
+involved), so the figures read "flip = N x the limit". The table grows to its
+size in steps of 500 endpoints (one transaction of 2000 endpoints' keys is
+above etcd's default request size); ``--throttle`` sets Traefik's
+``providersThrottleDuration``.
 
 After each flip one request through Traefik's web port checks that the new
 backend answers. Every process is stopped by its PID, also on failure or
@@ -70,6 +77,10 @@ SYNTHETIC_METHODS = ("GET", "POST", "PUT", "DELETE")
 TARGETS_MS = {"p50": 150.0, "p99": 300.0}
 TARGET_P99_LARGE_MS = 500.0  # with 2000 endpoints
 STRANGLER = str(Path(sys.executable).parent / "strangler")
+APPLY_STEP = 500
+# The limit: a raw put of the flipped router's service key until Traefik's API shows it.
+LIMIT_KEY = "traefik/http/routers/get-api-users-id/service"
+LIMIT_ROUTER = "get-api-users-id@etcd"
 
 
 # -- the world the flips run in -------------------------------------------------------------------
@@ -149,15 +160,15 @@ def plan_text(count: int) -> str:
 class Platform:
     """etcd, Traefik and the two registered backends for one table size; ``close()`` stops all."""
 
-    def __init__(self, workdir: Path, endpoints: int, fsync: bool = True) -> None:
+    def __init__(self, workdir: Path, endpoints: int, fsync: bool = True, throttle: str = "50ms") -> None:
         self.stack = ExitStack()
         try:
-            self._start(workdir, endpoints, fsync)
+            self._start(workdir, endpoints, fsync, throttle)
         except BaseException:
             self.close()
             raise
 
-    def _start(self, workdir: Path, endpoints: int, fsync: bool) -> None:
+    def _start(self, workdir: Path, endpoints: int, fsync: bool, throttle: str) -> None:
         etcd_proc = procs.start_etcd(workdir / "etcd", procs.free_port(), procs.free_port(),
                                      max_txn_ops=20000, unsafe_no_fsync=not fsync)
         self.stack.callback(etcd_proc.stop)
@@ -166,7 +177,8 @@ class Platform:
         web_port, api_port = procs.free_port(), procs.free_port()
         config = write_static_config(workdir / "traefik.yml", static_config(
             web_port=web_port, api_port=api_port, etcd_endpoints=[etcd_proc.url],
-            access_log_path=str(workdir / "access.log"), internal_port=procs.free_port()))
+            access_log_path=str(workdir / "access.log"), internal_port=procs.free_port(),
+            throttle=throttle))
         seed_root_key(self.etcd)
         traefik = procs.start_traefik(config)
         self.stack.callback(traefik.stop)
@@ -179,10 +191,14 @@ class Platform:
             registration = Registration(self.etcd, name, server.url, ttl=10).start()
             self.stack.callback(registration.stop)
         self.plan_path = workdir / "strangler.toml"
-        self.plan_path.write_text(plan_text(endpoints))
-        self.plan = load_plan(self.plan_path)
         began = time.monotonic()
-        routing_plan.apply_plan(self.etcd, self.plan, api=self.api, timeout=120)
+        # The table grows in steps of APPLY_STEP endpoints: one transaction adding
+        # 2000 endpoints' keys at once is larger than etcd's default request limit
+        # (1.5 MiB), which a flip never comes near.
+        for size in [*range(APPLY_STEP, endpoints, APPLY_STEP), endpoints]:
+            self.plan_path.write_text(plan_text(size))
+            self.plan = load_plan(self.plan_path)
+            routing_plan.apply_plan(self.etcd, self.plan, api=self.api, timeout=120)
         self.apply_s = time.monotonic() - began
 
     def served_by(self, path: str, method: str = "GET") -> str:
@@ -259,7 +275,7 @@ def by_cli(platform: Platform, runs: int, pause: float) -> dict[str, list[float]
         target = SERVICE if i % 2 == 0 else "monolith"
         seconds, _ = timed_run([sys.executable, "-c", "pass"])
         times["bare python"].append(seconds)
-        seconds, _ = timed_run([sys.executable, "-c", "import strangler.cli"])
+        seconds, _ = timed_run([sys.executable, "-c", "import strangler.cli, strangler.routing.cli"])
         times["python start"].append(seconds)
         seconds, out = timed_run([STRANGLER, "flip", FLIPPED, "--to", target, *conn])
         times["command"].append(seconds)
@@ -269,6 +285,34 @@ def by_cli(platform: Platform, runs: int, pause: float) -> dict[str, list[float]
         if platform.served_by("/api/users/7") != target:
             print(f"  !! strangler flip --to {target} returned, yet the old backend still answers")
         time.sleep(pause)
+    return times
+
+
+def limit(platform: Platform, runs: int, pause: float, interval: float = 0.01) -> list[float]:
+    """Seconds from ONE raw etcd put (the flipped router's service key) until Traefik's API shows it.
+
+    Nothing of the toolkit is involved: no checks, no table, no history;
+    Traefik's API is polled for that one router every ``interval``. It is
+    what any flip must wait for at least, at this table size, on this machine
+    now. Puts go in pairs (users, then monolith), leaving the keys as the
+    route table has them.
+    """
+    times = []
+    for i in range(runs):
+        service = SERVICE if i % 2 == 0 else "monolith"
+        began = time.perf_counter()
+        platform.etcd.put(LIMIT_KEY, service)
+        while True:
+            router = platform.api._get(f"/api/http/routers/{LIMIT_ROUTER}") or {}
+            if router.get("service") == service:
+                break
+            if time.perf_counter() - began > 30:
+                raise SystemExit(f"Traefik did not show the raw put of {LIMIT_KEY} within 30 s")
+            time.sleep(interval)
+        times.append(time.perf_counter() - began)
+        time.sleep(pause)
+    if runs % 2:
+        platform.etcd.put(LIMIT_KEY, "monolith")
     return times
 
 
@@ -300,7 +344,7 @@ def row(label: str, values: list[float], targets: dict[str, float] | None = None
 
 def bench_size(workdir: Path, count: int, args: argparse.Namespace) -> None:
     """Everything for one table size: start, measure, print, stop."""
-    platform = Platform(workdir, count, fsync=not args.no_fsync)
+    platform = Platform(workdir, count, fsync=not args.no_fsync, throttle=args.throttle)
     try:
         plan_s = []
         for _ in range(3):
@@ -315,6 +359,8 @@ def bench_size(workdir: Path, count: int, args: argparse.Namespace) -> None:
         flip_once(platform, platform.plan, SERVICE)  # warm-up, not counted
         flip_once(platform, platform.plan, "monolith")
         print(f"  {'':<40}{'n':>4}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
+        limit_s = limit(platform, args.flips + args.flips % 2, args.pause)
+        print(row("limit: raw etcd put -> Traefik's API", limit_s))
         times = in_process(platform, args.flips, args.pause)
         print(row("in-process flip (routing.flip)", times["total"], target_for(count)))
         print(row("  checks (plan, health, Traefik)", times["checks"]))
@@ -323,15 +369,20 @@ def bench_size(workdir: Path, count: int, args: argparse.Namespace) -> None:
         if args.cli_flips:
             cli = by_cli(platform, args.cli_flips, args.pause)
             print(row("strangler flip (subprocess)", cli["command"]))
-            print(row("  python -c 'import strangler.cli'", cli["python start"]))
+            print(row("  python -c 'import <the flip's modules>'", cli["python start"]))
             print(row("  python -c 'pass'", cli["bare python"]))
             print(row("  its own 'after the command started'", cli["inside"], target_for(count)))
             command, start = (statistics.median(cli[k]) * 1000 for k in ("command", "python start"))
             bare = statistics.median(cli["bare python"]) * 1000
             print(f"  medians: the command {command:.0f} ms = interpreter {bare:.0f} ms + importing "
-                  f"strangler.cli {start - bare:.0f} ms + the rest {command - start:.0f} ms "
+                  f"the flip's modules {start - bare:.0f} ms + the rest {command - start:.0f} ms "
                   f"(plan file, clients, the flip; differences of medians, noisy on a busy machine); "
                   f"{command / start:.2f}x the import alone")
+        limit_p50 = statistics.median(limit_s) * 1000
+        flip_p50 = statistics.median(times["total"]) * 1000
+        print(f"  p50: in-process flip = {flip_p50 / limit_p50:.2f} x the limit ({limit_p50:.0f} ms)"
+              + (f"; strangler flip (subprocess) = {command / limit_p50:.2f} x the limit"
+                 if args.cli_flips else ""))
     finally:
         platform.close()
 
@@ -343,6 +394,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--endpoints", type=int, nargs="+", default=[15, 2000],
                         help="table sizes to measure (each 3..5000)")
     parser.add_argument("--pause", type=float, default=0.2, help="seconds between flips")
+    parser.add_argument("--throttle", default="50ms",
+                        help="Traefik's providersThrottleDuration (the toolkit's default: 50ms)")
     parser.add_argument("--no-fsync", action="store_true",
                         help="run etcd with --unsafe-no-fsync (strangler up keeps fsync on)")
     args = parser.parse_args(argv)
@@ -365,7 +418,7 @@ def main(argv: list[str] | None = None) -> None:
     stop_on_sigterm()
     print(f"flip latency: {args.flips} in-process flips and {args.cli_flips} CLI runs per size, "
           f"{args.pause:g} s apart; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; "
-          f"etcd fsync {'off' if args.no_fsync else 'on'}")
+          f"etcd fsync {'off' if args.no_fsync else 'on'}; Traefik throttle {args.throttle}")
     with tempfile.TemporaryDirectory(prefix="strangler-bench-") as tmp:
         for count in args.endpoints:
             bench_size(Path(tmp) / f"n{count}", count, args)

@@ -1,18 +1,23 @@
 """Benchmark the monolith's JSON API under the production server.
 
 Starts the documented gunicorn command on a free loopback port with a
-temporary SQLite database, seeds messages through the API, then drives a
-bounded load from separate worker processes (one `requests.Session` each)
-against `GET /api/messages` and `POST /api/messages`, and prints requests/s,
-p50 and p99 latency and the error count per scenario. The server is stopped
-by its PID at the end, also on failure or Ctrl-C.
+temporary SQLite database (or a fresh PostgreSQL one, ``--engine
+postgresql``), seeds messages through the API, then drives a bounded load
+from separate worker processes (one `requests.Session` each) against the
+**floor** (``GET /bench/floor/messages``: the same JSON bytes, precomputed,
+from the same server; see bench/monolith_floor.py), `GET /api/messages` and
+`POST /api/messages`, and prints requests/s, p50 and p99 latency and the
+error count per scenario, and the API's req/s as a share of the floor's. The
+server is stopped by its PID at the end, also on failure or Ctrl-C.
 
     .venv/bin/python bench/monolith_api.py --requests 2000 --concurrency 8 --duration 20
+    .venv/bin/python bench/monolith_api.py --engine postgresql
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import secrets
@@ -22,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -51,18 +57,45 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(data_dir: Path, port: int, workers: int | None) -> subprocess.Popen:
-    """Start the production command in its own process group; wait for /healthz."""
+PG_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432"
+
+
+@contextlib.contextmanager
+def database(engine: str, data_dir: Path) -> Iterator[str]:
+    """A fresh database URL on *engine* (a PostgreSQL database is created, then dropped)."""
+    if engine == "sqlite":
+        yield f"sqlite:///{data_dir}/bench.sqlite"
+        return
+    import sqlalchemy
+
+    name = "bench_" + secrets.token_hex(4)
+    admin = sqlalchemy.create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    except sqlalchemy.exc.OperationalError as exc:
+        raise SystemExit(f"no PostgreSQL at {PG_SERVER}: {exc.orig}") from None
+    try:
+        yield f"{PG_SERVER}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.dispose()
+
+
+def start_server(data_dir: Path, port: int, workers: int | None, url: str) -> subprocess.Popen:
+    """Start the production command (plus the floor view) in its own process group; wait for /healthz."""
     env = dict(os.environ)
     env.pop("SOCKETIO_MESSAGE_QUEUE", None)
     env.update({
         "STRANGLER_DATA_DIR": str(data_dir),
-        "DATABASE_URL": f"sqlite:///{data_dir}/bench.sqlite",
+        "DATABASE_URL": url,
         "SECRET_KEY": secrets.token_hex(16),
         "JWT_SECRET_KEY": secrets.token_hex(32),
     })
     cmd = [str(Path(sys.executable).parent / "gunicorn"), "-c", "python:monolith.gunicorn_conf",
-           "monolith.wsgi:app", "--bind", f"127.0.0.1:{port}"]
+           "--pythonpath", str(Path(__file__).resolve().parent),
+           "monolith_floor:app", "--bind", f"127.0.0.1:{port}"]
     if workers:
         cmd += ["--workers", str(workers)]
     log = (data_dir / "server.log").open("wb")
@@ -165,6 +198,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=MAX_DURATION,
                         help=f"time limit per scenario in seconds (at most {MAX_DURATION:g})")
     parser.add_argument("--seed", type=int, default=200, help="messages posted before measuring")
+    parser.add_argument("--engine", choices=("sqlite", "postgresql"), default="sqlite",
+                        help=f"the database: a temporary SQLite file, or a fresh database at {PG_SERVER}")
     parser.add_argument("--workers", type=int, default=None,
                         help="gunicorn workers (default: monolith.gunicorn_conf's)")
     args = parser.parse_args(argv)
@@ -175,26 +210,50 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run both scenarios against a fresh production server and print a table."""
+    """Run the scenarios against a fresh production server and print a table."""
     args = parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="strangler-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="strangler-bench-") as tmp, \
+            database(args.engine, Path(tmp)) as url:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        proc = start_server(Path(tmp), port, args.workers)
+        proc = start_server(Path(tmp), port, args.workers, url)
         try:
             token = seed(base, args.seed)
-            print(f"server: gunicorn (monolith.gunicorn_conf) on {base}, SQLite, "
+            same = same_bytes(base, token)
+            print(f"server: gunicorn (monolith.gunicorn_conf) on {base}, {args.engine}, "
                   f"{args.seed} messages seeded; {args.concurrency} client processes, "
-                  f"up to {args.requests} requests or {args.duration:g}s per scenario")
-            print(f"{'scenario':<22}{'requests':>9}{'errors':>8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
+                  f"up to {args.requests} requests or {args.duration:g}s per scenario; "
+                  f"load average {os.getloadavg()[0]:.2f}")
+            print(f"the floor answers the same bytes as GET /api/messages: {'yes' if same else 'NO'}")
+            print(f"{'scenario':<28}{'requests':>9}{'errors':>8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
+            scenarios = [("GET", "/bench/floor/messages", "GET floor (same bytes)"),
+                         ("GET", "/api/messages", "GET /api/messages"),
+                         ("POST", "/api/messages", "POST /api/messages")]
+            results = {}
             with multiprocessing.get_context("spawn").Pool(args.concurrency) as pool:
-                for method in ("GET", "POST"):
-                    stats = run_scenario(pool, method, f"{base}/api/messages", token,
+                for method, path, label in scenarios:
+                    stats = run_scenario(pool, method, base + path, token,
                                          args.requests, args.concurrency, args.duration)
-                    print(f"{method + ' /api/messages':<22}{stats['requests']:>9}{stats['errors']:>8}"
+                    results[label] = stats
+                    print(f"{label:<28}{stats['requests']:>9}{stats['errors']:>8}"
                           f"{stats['rps']:>9.1f}{stats['p50']:>9.1f}{stats['p99']:>9.1f}")
+            floor, api = results["GET floor (same bytes)"], results["GET /api/messages"]
+            if floor["rps"]:
+                print(f"GET /api/messages = {100 * api['rps'] / floor['rps']:.0f} % of the floor's req/s; "
+                      f"p50 {api['p50'] / floor['p50']:.2f}x, p99 {api['p99'] / max(floor['p99'], 1e-9):.2f}x "
+                      f"the floor's; p99/p50 {api['p99'] / max(api['p50'], 1e-9):.1f}")
+            print(f"load average at the end: {os.getloadavg()[0]:.2f}")
         finally:
             stop_server(proc)
+
+
+def same_bytes(base: str, token: str) -> bool:
+    """Whether the floor and the API answer the same body (both asked once, now)."""
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+    with requests.Session() as session:
+        floor = session.get(f"{base}/bench/floor/messages", headers=headers, timeout=10)
+        api = session.get(f"{base}/api/messages", headers=headers, timeout=10)
+    return floor.status_code == api.status_code == 200 and floor.content == api.content
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # handlers must be registered before the first init_app copies them
     from monolith import events, socketio_guard
     from monolith.config import Config
-    from monolith.db import configure_engine, ensure_schema
+    from monolith.db import configure_engine, defer_reads, ensure_schema
     from monolith.limits import init_rate_limits
     from monolith.links import LinkExpander
 
@@ -57,6 +57,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     socketio_guard.guard(app, socketio)
     with app.app_context():
         configure_engine(db.engine)
+    defer_reads(app)
     if app.config.get("AUTO_MIGRATE", True):
         ensure_schema(settings.database_url, settings.data_dir / "migrate.lock")
     _platform_settings(app, config)

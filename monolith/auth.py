@@ -17,6 +17,7 @@ from werkzeug.exceptions import ServiceUnavailable
 from werkzeug.security import check_password_hash
 
 from monolith import db
+from monolith.db import writing
 from monolith.models import User
 from monolith.revocation import is_token_revoked
 from monolith.tokens import InvalidToken, decode_token, user_id_of
@@ -93,9 +94,25 @@ def _authenticate_token(required: bool) -> None:
             raise AuthError("a token is required; get one with POST /api/tokens")
         g.current_user, g.token_claims = None, None
         return
-    g.current_user, g.token_claims = user_from_token(token)
-    g.current_user.ping()
-    db.session.commit()
+    user, g.token_claims = user_from_token(token)
+    g.current_user = mark_seen(user)
+
+
+def mark_seen(user: User) -> User:
+    """Mark *user* online and seen now, in a write transaction of its own when that changes anything.
+
+    Nothing is written when they were marked this second already, so a busy
+    client's reads stay reads. Returns the user (re-read by the write).
+    """
+    if not user.needs_ping():
+        return user
+    with writing():
+        user = db.session.get(User, user.id)
+        if user is None:
+            raise AuthError("token names a user that does not exist")
+        user.ping()
+        db.session.commit()
+    return user
 
 
 def token_auth(view: View) -> View:

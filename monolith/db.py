@@ -15,6 +15,7 @@ import sqlite3
 from pathlib import Path
 
 from alembic import command
+from flask import Flask, g, has_app_context, request
 from flask_sqlalchemy import SQLAlchemy
 from flask_sqlalchemy.session import Session as _FlaskSession
 from sqlalchemy import create_engine, event, inspect
@@ -72,7 +73,10 @@ def configure_engine(engine: Engine) -> None:
     SQLite transactions start with ``BEGIN IMMEDIATE``: a deferred transaction
     that reads and then writes can fail at once with "database is locked" when
     another writer got in between, while an immediate one waits its turn (up
-    to the busy timeout). WAL lets readers of other processes carry on.
+    to the busy timeout). WAL lets readers of other processes carry on. Reads
+    (see :func:`defer_reads`) start deferred instead: an immediate transaction
+    takes the one write lock, so every GET would queue behind every other
+    request, writes and reads alike.
     """
     if engine.dialect.name != "sqlite" or getattr(engine, "_monolith_configured", False):
         return
@@ -97,4 +101,49 @@ def configure_engine(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection):  # noqa: ANN001
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        reading = has_app_context() and g.get(_READING, False)
+        connection.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
+
+
+# flask.g flag: this request only reads, so its SQLite transactions start deferred.
+_READING = "db_reading"
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def defer_reads(app: Flask) -> None:
+    """Let *app*'s GET, HEAD and OPTIONS requests read in deferred SQLite transactions.
+
+    In WAL mode a deferred transaction that only reads never waits for a
+    writer. A read request that must also write (marking the user seen) does
+    that in a transaction of its own, under :func:`writing`. Socket.IO events
+    and everything outside a request keep ``BEGIN IMMEDIATE``. Other engines
+    need none of this: nothing is installed for them.
+    """
+    with app.app_context():
+        if app.extensions["sqlalchemy"].engine.dialect.name != "sqlite":
+            return
+
+    @app.before_request
+    def _reads_defer() -> None:
+        if request.method in READ_METHODS:
+            g.setdefault(_READING, True)
+
+
+@contextlib.contextmanager
+def writing() -> Iterator[None]:
+    """End the session's (read) transaction; the ones begun inside start ``BEGIN IMMEDIATE``.
+
+    A deferred transaction that has read cannot safely turn into a write on
+    SQLite (it fails at once if another writer got in between), so a read
+    request writes in a fresh, immediate one. The caller commits inside.
+    Outside a deferred read (other engines, writes) it does nothing.
+    """
+    if not (has_app_context() and g.get(_READING, False)):
+        yield
+        return
+    db.session.commit()  # nothing pending: this only ends the read transaction
+    g.pop(_READING)
+    try:
+        yield
+    finally:
+        g.setdefault(_READING, True)

@@ -115,6 +115,11 @@ class User(UserColumns, db.Model):
         """Tell whether *password* is this user's password."""
         return check_password_hash(self.password_hash, password)
 
+    def needs_ping(self, now: int | None = None) -> bool:
+        """Tell whether :meth:`ping` at *now* would change anything."""
+        now = timestamp() if now is None else now
+        return self.last_seen_at != now or not self.online
+
     def ping(self, now: int | None = None) -> None:
         """Mark the user online and seen now (writes only what changed)."""
         now = timestamp() if now is None else now
@@ -166,6 +171,19 @@ class MessageColumns:
     html: Mapped[str] = mapped_column(Text)
 
 
+def message_dict(message: Any) -> dict[str, Any]:
+    """The public representation of a message: an ORM object or a plain row of its columns."""
+    return {
+        "id": message.id,
+        "created_at": message.created_at,
+        "updated_at": message.updated_at,
+        "source": message.source,
+        "html": message.html,
+        "user_id": message.user_id,
+        "_links": {"self": f"/api/messages/{message.id}", "user": f"/api/users/{message.user_id}"},
+    }
+
+
 class Message(MessageColumns, db.Model):
     """A chat message: its markdown source and the sanitised HTML shown."""
 
@@ -176,15 +194,7 @@ class Message(MessageColumns, db.Model):
 
     def to_dict(self) -> dict[str, Any]:
         """Return the public representation."""
-        return {
-            "id": self.id,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-            "source": self.source,
-            "html": self.html,
-            "user_id": self.user_id,
-            "_links": {"self": f"/api/messages/{self.id}", "user": f"/api/users/{self.user_id}"},
-        }
+        return message_dict(self)
 
     def from_dict(self, data: Mapping[str, Any]) -> None:
         """Set the source from client *data*; raise :class:`ValidationError`."""

@@ -36,7 +36,14 @@ class RevocationStore(Protocol):
 
 
 def is_token_revoked(store: RevocationStore, claims: dict) -> bool:
-    """Tell whether a verified token's claims are refused by *store*."""
+    """Tell whether a verified token's claims are refused by *store*.
+
+    A store with ``refuses(claims)`` answers the whole question itself (the
+    database store in one query instead of two).
+    """
+    refuses = getattr(store, "refuses", None)
+    if refuses is not None:
+        return refuses(claims)
     if store.is_revoked(claims["jti"]):
         return True
     revoked_at = store.user_revoked_at(int(claims["sub"]))
@@ -82,6 +89,17 @@ class DatabaseRevocationStore:
         """See :class:`RevocationStore`."""
         row = db.session.get(RevokedToken, f"{USER_KEY_PREFIX}{user_id}")
         return None if row is None else row.revoked_at
+
+    def refuses(self, claims: dict) -> bool:
+        """:func:`is_token_revoked` in one query: the token's row and its user's, if any."""
+        user_key = f"{USER_KEY_PREFIX}{int(claims['sub'])}"
+        rows = db.session.execute(select(RevokedToken.jti, RevokedToken.revoked_at)
+                                  .where(RevokedToken.jti.in_([claims["jti"], user_key]))).all()
+        found = dict(rows)
+        if claims["jti"] in found:
+            return True
+        revoked_at = found.get(user_key)
+        return revoked_at is not None and float(claims["iat"]) <= revoked_at
 
     def prune(self, now: float | None = None) -> int:
         """Delete revocations whose tokens have expired; return how many went."""

@@ -485,6 +485,130 @@ def _sticky(base: str, service: str) -> dict[str, str]:
             base + "sticky/cookie/sameSite": "lax"}
 
 
+def endpoint_prefixes(endpoint: Endpoint) -> tuple[str, ...]:
+    """PURE: the key prefixes holding every key :func:`route_keys` derives for ``endpoint``:
+    its router and A/B router, and the weighted (canary) and mirroring (shadow) services named after it.
+
+    A change that touches a few endpoints reads only these (and the shared keys,
+    :func:`shared_prefixes`), not the whole ``traefik/`` tree.
+    """
+    name = endpoint.id
+    return (f"{ROOT}/http/routers/{name}/", f"{ROOT}/http/routers/{ab_router(name)}/",
+            f"{ROOT}/http/services/{canary_service(name)}/", f"{ROOT}/http/services/{shadow_service(name)}/")
+
+
+def route_keys(
+    route: Route,
+    *,
+    monolith: str = MONOLITH,
+    entrypoint: str = "web",
+    internal_entrypoint: str | None = None,
+    mirror_secret: str | None = None,
+) -> dict[str, str]:
+    """PURE: the keys of one route, all under :func:`endpoint_prefixes`: its router, and its
+    weighted service (a canary) and mirroring service (a shadow) when it has them.
+
+    See :func:`traefik_keys` for what the options mean; a new dict each call.
+    """
+
+    def svc(backend: str) -> str:
+        return traefik_service(backend, monolith)
+
+    name = route.endpoint.id
+    keys: dict[str, str] = {}
+    service = svc(route.backend)
+    if route.weights:
+        service = canary_service(name)
+        base = f"{ROOT}/http/services/{service}/weighted/services/"
+        for i, (backend, weight) in enumerate(sorted(route.weights.items())):
+            keys[f"{base}{i}/name"] = svc(backend)
+            keys[f"{base}{i}/weight"] = str(weight)
+        if route.sticky or holds_sessions(route):
+            # Traefik remembers the side it chose in this cookie: one user (or one
+            # Socket.IO session), one side.
+            cookie = f"{ROOT}/http/services/{service}/weighted/sticky/cookie/"
+            keys[cookie + "name"] = sticky_cookie(name)
+            keys[cookie + "httpOnly"] = "true"
+            keys[cookie + "sameSite"] = "lax"
+    if route.mirror:
+        main, service = service, shadow_service(name)
+        base = f"{ROOT}/http/services/{service}/mirroring/"
+        keys[base + "service"] = main
+        keys[base + "mirrors/0/name"] = svc(route.mirror)
+        keys[base + "mirrors/0/percent"] = "100"
+        # Traefik buffers a body to copy it: bounded, and a larger one is not mirrored.
+        keys[base + "maxBodySize"] = str(MIRROR_MAX_BODY)
+    entrypoints = entrypoints_of(route.endpoint, entrypoint, internal_entrypoint)
+    keys |= _endpoint_router(route.endpoint, service, entrypoints, bool(route.mirror and mirror_secret))
+    if route.match:
+        retry = (RETRY,) if route.endpoint.method in IDEMPOTENT else ()
+        keys |= _router(ab_router(name), match_rule(route.endpoint, route.match),
+                        ab_priority(route.endpoint), svc(route.match.backend), entrypoints, retry)
+    return keys
+
+
+def holds_sessions(route: Route) -> bool:
+    """PURE: whether the route's clients hold a session across requests (Socket.IO long-polling)."""
+    return route.endpoint.is_prefix and route.endpoint.path in SESSION_PREFIXES
+
+
+def shared_backends(routes: Iterable[Route], monolith: str = MONOLITH,
+                    healthchecks: Mapping[str, str] | None = None) -> set[str]:
+    """PURE: the Traefik services whose load balancers :func:`shared_keys` declares."""
+    backends = {monolith} | set(healthchecks or {})
+    for route in routes:
+        backends |= {traefik_service(b, monolith) for b in route.backends}
+    return backends
+
+
+def shared_prefixes(backends: Iterable[str]) -> tuple[str, ...]:
+    """PURE: the key prefixes holding every key :func:`shared_keys` derives for ``backends``
+    (the load balancers' prefixes also hold the registry's server keys, never ours)."""
+    return (f"{ROOT}/http/middlewares/", f"{ROOT}/http/routers/{CATCHALL}/",
+            *(service_key(b) for b in sorted(backends)))
+
+
+def shared_keys(
+    routes: Iterable[Route],
+    *,
+    monolith: str = MONOLITH,
+    entrypoint: str = "web",
+    internal_entrypoint: str | None = None,
+    mirror_secret: str | None = None,
+    healthchecks: Mapping[str, str] | None = None,
+    healthcheck_interval: str = "2s",
+    healthcheck_timeout: str = "1s",
+) -> dict[str, str]:
+    """PURE: the keys not of one route: the retry (and mirror-mark) middleware, the catch-all
+    router, and a load balancer (with its health check) per backend any route uses, sticky
+    for the backends of a route holding sessions.
+
+    See :func:`traefik_keys` for what the options mean.
+    """
+    middleware = f"{ROOT}/http/middlewares/{RETRY}/retry/"
+    keys: dict[str, str] = {middleware + "attempts": str(RETRY_ATTEMPTS),
+                            middleware + "initialInterval": RETRY_INTERVAL}
+    keys |= {f"{middleware}status/{i}": status for i, status in enumerate(RETRY_STATUS)}
+    keys |= _router(CATCHALL, "PathPrefix(`/`)", 1, monolith,
+                    entrypoints_of(None, entrypoint, internal_entrypoint), middlewares=())
+    if mirror_secret:
+        keys[f"{ROOT}/http/middlewares/{MIRROR_MARK}/headers/customRequestHeaders/{MIRROR_HEADER}"] = mirror_secret
+    routes = list(routes)
+    for backend in sorted(shared_backends(routes, monolith, healthchecks)):
+        # Declares the load balancer even before any instance registers, so
+        # routers pointing at it resolve (503, not 404) while it is empty.
+        keys[service_key(backend) + "passhostheader"] = "true"
+    sticky = {traefik_service(b, monolith) for r in routes if holds_sessions(r)
+              for b in {r.backend, *(r.weights or {})}}
+    for backend in sorted(sticky):
+        keys |= _sticky(service_key(backend), backend)
+    for backend, path in sorted((healthchecks or {}).items()):
+        keys[service_key(backend) + "healthcheck/path"] = path
+        keys[service_key(backend) + "healthcheck/interval"] = healthcheck_interval
+        keys[service_key(backend) + "healthcheck/timeout"] = healthcheck_timeout
+    return keys
+
+
 def traefik_keys(
     routes: Iterable[Route],
     *,
@@ -500,9 +624,10 @@ def traefik_keys(
 
     One router per endpoint (and an A/B router beside it for a route with a
     ``match``), a weighted service per canary (sticky when asked), a mirroring
-    service per shadow, the catch-all router to the monolith, the retry
-    middleware, and per backend load balancer its health check (when
-    `healthchecks` maps backend -> path). The backend "monolith" is Traefik's
+    service per shadow (:func:`route_keys`), and the catch-all router to the
+    monolith, the retry middleware, and per backend load balancer its health
+    check (when `healthchecks` maps backend -> path) (:func:`shared_keys`).
+    The backend "monolith" is Traefik's
     service `monolith`. Instance servers are not here: they
     register themselves with leases (router.registry.server_key). Routers
     listen on ``entrypoint``, and on ``internal_entrypoint`` as
@@ -512,22 +637,13 @@ def traefik_keys(
     copies carrying it. Raises ValueError when two endpoints would share a
     router name.
     """
-
-    def svc(backend: str) -> str:
-        return traefik_service(backend, monolith)
-
-    middleware = f"{ROOT}/http/middlewares/{RETRY}/retry/"
-    keys: dict[str, str] = {middleware + "attempts": str(RETRY_ATTEMPTS),
-                            middleware + "initialInterval": RETRY_INTERVAL}
-    keys |= {f"{middleware}status/{i}": status for i, status in enumerate(RETRY_STATUS)}
-    keys |= _router(CATCHALL, "PathPrefix(`/`)", 1, monolith,
-                    entrypoints_of(None, entrypoint, internal_entrypoint), middlewares=())
-    if mirror_secret:
-        keys[f"{ROOT}/http/middlewares/{MIRROR_MARK}/headers/customRequestHeaders/{MIRROR_HEADER}"] = mirror_secret
-    backends = {monolith}
-    sticky: set[str] = set()
+    routes = sorted(routes, key=lambda r: r.endpoint.id)
+    keys = shared_keys(routes, monolith=monolith, entrypoint=entrypoint,
+                       internal_entrypoint=internal_entrypoint, mirror_secret=mirror_secret,
+                       healthchecks=healthchecks, healthcheck_interval=healthcheck_interval,
+                       healthcheck_timeout=healthcheck_timeout)
     seen: dict[str, Endpoint] = {}
-    for route in sorted(routes, key=lambda r: r.endpoint.id):
+    for route in routes:
         name = route.endpoint.id
         if name in seen:
             raise ValueError(
@@ -535,46 +651,6 @@ def traefik_keys(
                 f"router name {name!r}; rename one of them"
             )
         seen[name] = route.endpoint
-        backends |= {svc(b) for b in route.backends}
-        service = svc(route.backend)
-        sessions = route.endpoint.is_prefix and route.endpoint.path in SESSION_PREFIXES
-        if sessions:
-            sticky |= {svc(b) for b in {route.backend, *(route.weights or {})}}
-        if route.weights:
-            service = canary_service(name)
-            base = f"{ROOT}/http/services/{service}/weighted/services/"
-            for i, (backend, weight) in enumerate(sorted(route.weights.items())):
-                keys[f"{base}{i}/name"] = svc(backend)
-                keys[f"{base}{i}/weight"] = str(weight)
-            if route.sticky or sessions:
-                # Traefik remembers the side it chose in this cookie: one user (or one
-                # Socket.IO session), one side.
-                cookie = f"{ROOT}/http/services/{service}/weighted/sticky/cookie/"
-                keys[cookie + "name"] = sticky_cookie(name)
-                keys[cookie + "httpOnly"] = "true"
-                keys[cookie + "sameSite"] = "lax"
-        if route.mirror:
-            main, service = service, shadow_service(name)
-            base = f"{ROOT}/http/services/{service}/mirroring/"
-            keys[base + "service"] = main
-            keys[base + "mirrors/0/name"] = svc(route.mirror)
-            keys[base + "mirrors/0/percent"] = "100"
-            # Traefik buffers a body to copy it: bounded, and a larger one is not mirrored.
-            keys[base + "maxBodySize"] = str(MIRROR_MAX_BODY)
-        entrypoints = entrypoints_of(route.endpoint, entrypoint, internal_entrypoint)
-        keys |= _endpoint_router(route.endpoint, service, entrypoints, bool(route.mirror and mirror_secret))
-        if route.match:
-            retry = (RETRY,) if route.endpoint.method in IDEMPOTENT else ()
-            keys |= _router(ab_router(name), match_rule(route.endpoint, route.match),
-                            ab_priority(route.endpoint), svc(route.match.backend), entrypoints, retry)
-    for backend in sorted(backends | set(healthchecks or {})):
-        # Declares the load balancer even before any instance registers, so
-        # routers pointing at it resolve (503, not 404) while it is empty.
-        keys[service_key(backend) + "passhostheader"] = "true"
-    for backend in sorted(sticky):
-        keys |= _sticky(service_key(backend), backend)
-    for backend, path in sorted((healthchecks or {}).items()):
-        keys[service_key(backend) + "healthcheck/path"] = path
-        keys[service_key(backend) + "healthcheck/interval"] = healthcheck_interval
-        keys[service_key(backend) + "healthcheck/timeout"] = healthcheck_timeout
+        keys |= route_keys(route, monolith=monolith, entrypoint=entrypoint,
+                           internal_entrypoint=internal_entrypoint, mirror_secret=mirror_secret)
     return keys

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 from functools import cache
-from importlib.metadata import PackageNotFoundError, version
 
 
 @cache
 def release() -> str:
     """The installed ``strangler`` distribution's version, or "" when it is not installed."""
+    # importlib.metadata costs ~40 ms to import: only when a release is asked for.
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("strangler")
     except PackageNotFoundError:

@@ -8,14 +8,14 @@ The API client lets a flip wait until Traefik actually routes as asked.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import requests
-import yaml
+import urllib3
 
 from router.keys import INTERNAL_ENTRYPOINT
 
@@ -146,6 +146,8 @@ def write_static_config(path: Path | str, cfg: dict) -> Path:
     The file is its owner's only (0600): the config may carry credentials
     (etcd's, the API's). A missing parent is created 0700.
     """
+    import yaml  # only the stack's start writes YAML; routing commands skip its import
+
     path = Path(path)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -176,18 +178,25 @@ class TraefikAPI:
     def __init__(self, base_url: str, timeout: float = 2.0) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        # One keep-alive connection, reused by every poll of wait_live. urllib3
+        # rather than requests: the etcd client loads it anyway, and a routing
+        # command then never pays for importing requests.
+        self._pool = urllib3.PoolManager(maxsize=2, retries=False)
 
     def _get(self, path: str) -> Any:
         url = f"{self.base_url}{path}"
         try:
-            response = requests.get(url, timeout=self.timeout)
-        except requests.RequestException as exc:
+            response = self._pool.request("GET", url, timeout=self.timeout)
+        except urllib3.exceptions.HTTPError as exc:
             raise TraefikError(f"Traefik API at {self.base_url} unreachable: {exc.__class__.__name__}") from exc
-        if response.status_code == 404:
+        if response.status == 404:
             return None
-        if not response.ok:
-            raise TraefikError(f"Traefik API {url} answered {response.status_code}")
-        return response.json()
+        if not 200 <= response.status < 400:
+            raise TraefikError(f"Traefik API {url} answered {response.status}")
+        try:
+            return json.loads(response.data)
+        except ValueError as exc:
+            raise TraefikError(f"Traefik API {url} answered something that is not JSON") from exc
 
     def _by_name(self, path: str) -> dict[str, dict]:
         # The list endpoints page at 100 by default; ask for enough in one go.
@@ -217,17 +226,22 @@ class TraefikAPI:
     def named(self, spec: RoutingSpec) -> tuple[dict[str, dict], dict[str, dict]]:
         """The routers ``spec`` names and the services they point at, by qualified name.
 
-        Two small requests per router instead of the whole lists, which run
-        to megabytes with thousands of endpoints; missing ones are left out.
+        Small requests by name instead of the whole lists, which run to
+        megabytes with thousands of endpoints; missing ones are left out. A
+        service is asked for only once its router points at the one ``spec``
+        wants (a weighted one always): until then the router alone proves the
+        change is not live yet, so a poll costs one request per router.
         """
         routers: dict[str, dict] = {}
         services: dict[str, dict] = {}
-        for name in spec:
+        for name, wanted in spec.items():
             router = self.router(name)
             if router is None:
                 continue
             routers[qualify(name)] = router
             service_name = router.get("service", "")
+            if isinstance(wanted, str) and qualify(service_name) != qualify(wanted):
+                continue
             if service_name and qualify(service_name) not in services:
                 service = self.service(service_name)
                 if service is not None:
@@ -247,13 +261,13 @@ class TraefikAPI:
         -> ``{service: weight}`` for a weighted service. Raises TraefikError
         saying what was still missing when ``timeout`` passes.
 
-        A spec of up to NAMED_MAX routers is polled by name every 20 ms
-        (default ``interval``); a predicate or a larger spec reads the whole
-        lists every 50 ms.
+        A spec of up to NAMED_MAX routers is polled by name every 10 ms
+        (default ``interval``; a poll is one small request per router); a
+        predicate or a larger spec reads the whole lists every 50 ms.
         """
         by_name = not callable(expect) and len(expect) <= NAMED_MAX
         read = (lambda: self.named(expect)) if by_name else (lambda: (self.routers(), self.services()))
-        interval = interval if interval is not None else (0.02 if by_name else 0.05)
+        interval = interval if interval is not None else (0.01 if by_name else 0.05)
         check = expect if callable(expect) else (lambda r, s: not spec_mismatches(expect, r, s))
         start = time.monotonic()
         last_problem = "nothing read yet"

@@ -2,4 +2,10 @@
 
 from router.release import release
 
-__version__ = release() or "0.1.0"  # the package metadata is the one authority
+
+def __getattr__(name: str) -> str:
+    # Computed on first use: reading the package metadata costs ~40 ms, which
+    # every command would otherwise pay at start-up.
+    if name == "__version__":
+        return release() or "0.1.0"  # the package metadata is the one authority
+    raise AttributeError(f"module 'strangler' has no attribute {name!r}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import click
 
-from strangler import __version__
 from strangler.options import LazyGroup
 
 # command name -> "module:attribute"; the module owns the command.
@@ -47,7 +46,8 @@ COMMANDS = {
     commands=COMMANDS,
     context_settings={"auto_envvar_prefix": "STRANGLER", "help_option_names": ["-h", "--help"]},
 )
-@click.version_option(__version__, prog_name="strangler")
+# The version is read from the package metadata only when --version is asked for.
+@click.version_option(prog_name="strangler", package_name="strangler")
 def cli() -> None:
     """Move a monolith's endpoints to extracted services, one at a time, behind Traefik."""
 

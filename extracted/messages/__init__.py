@@ -24,12 +24,17 @@ def create_app(config: Any = None) -> Flask:
     is false, and starts the link expander.
     """
     from extracted.common.service import init_database, make_app
-    from extracted.messages.views import bp, mark_seen_if_up
+    from extracted.messages.views import SeenMarks, bp, mark_seen_if_up
+    from monolith.db import defer_reads
     from monolith.links import LinkExpander
 
     app = make_app("messages", config)
     init_database(app, db)
+    # Its GETs write nothing here (the user is marked seen in users, over HTTP), so on
+    # SQLite they read in deferred transactions, never queued behind a writer.
+    defer_reads(app)
     app.extensions["token_hook"] = mark_seen_if_up
+    app.extensions["seen_marks"] = SeenMarks()
     app.extensions["link_expander"] = LinkExpander(
         allow_private=app.config["LINK_EXPANSION_ALLOW_PRIVATE"],
         timeout=app.config["LINK_EXPANSION_TIMEOUT"],

@@ -18,7 +18,7 @@ from monolith import db
 from monolith.api import bp
 from monolith.api.common import created, get_or_404, int_arg, json_object
 from monolith.auth import token_auth, token_optional_auth
-from monolith.models import Message, User, ValidationError, timestamp
+from monolith.models import Message, User, ValidationError, message_dict, timestamp
 from monolith.render import render_html
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,16 @@ def messages_query(model: Any) -> Select:
     if user_id is not None:
         query = query.where(model.user_id == user_id)
     return query.order_by(model.updated_at, model.id)
+
+
+def listed_messages(session: Any, model: Any) -> list[dict[str, Any]]:
+    """The listing (:func:`messages_query`) of *model* as public dicts.
+
+    Read as plain rows of the table's columns, not ORM objects: building
+    200 tracked objects per request cost more than the query itself.
+    """
+    rows = session.execute(messages_query(model).with_only_columns(*model.__table__.columns))
+    return [message_dict(row) for row in rows]
 
 
 def post_message(user: User, data: Mapping[str, Any]) -> Message:
@@ -105,8 +115,7 @@ def get_messages():  # noqa: ANN201
     updated_at then id; ``?updated_since=<epoch>`` (strictly greater) and
     ``?user_id=`` narrow it.
     """
-    rows = db.session.scalars(messages_query(Message))
-    return jsonify({"messages": [message.to_dict() for message in rows]})
+    return jsonify({"messages": listed_messages(db.session, Message)})
 
 
 @bp.get("/messages/<int:id>")

@@ -12,22 +12,17 @@ import os
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import tomlkit
-from tomlkit.exceptions import TOMLKitError
 
 from strangler.options import LazyGroup
 from strangler.plan import Plan, PlanError, check_plan, load_plan, parse_plan_text, read_plan_data
-from strangler.plan.scan import (
-    InventoryChange,
-    ScanError,
-    ScannedEndpoint,
-    create_scan_app,
-    scan_app,
-    update_inventory,
-)
+
+if TYPE_CHECKING:
+    import tomlkit
+
+    from strangler.plan.scan import InventoryChange, ScannedEndpoint
 
 PLAN_ENVVAR = "STRANGLER_PLAN"
 
@@ -95,6 +90,8 @@ def _app_spec(doc: tomlkit.TOMLDocument, path: Path) -> str:
 
 
 def _scan_into(doc: tomlkit.TOMLDocument, path: Path) -> InventoryChange:
+    from strangler.plan.scan import update_inventory
+
     return update_inventory(doc, scan_monolith(_app_spec(doc, path), path))
 
 
@@ -103,6 +100,10 @@ def scan_monolith(spec: str, path: Path) -> list[ScannedEndpoint]:
 
     ClickException (one line) when the app cannot be imported or built.
     """
+    # The scanner loads only for scan: every routing command imports this
+    # module for --plan, and must not pay for it at start-up.
+    from strangler.plan.scan import ScanError, create_scan_app, scan_app
+
     with tempfile.TemporaryDirectory(prefix="strangler-scan-", ignore_cleanup_errors=True) as tmp:
         try:
             app = create_scan_app(spec, Path(tmp), search_path=path.resolve().parent)
@@ -130,6 +131,9 @@ def scan(plan_path: Path, dry_run: bool) -> None:
         text = plan_path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise click.ClickException(f"{plan_path}: no such plan file (pass --plan or set {PLAN_ENVVAR})") from None
+    import tomlkit
+    from tomlkit.exceptions import TOMLKitError
+
     try:
         doc = tomlkit.parse(text)
     except TOMLKitError as exc:

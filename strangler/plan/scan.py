@@ -17,11 +17,13 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import tomlkit
-from flask import Flask
 from tomlkit.items import Table
+
+if TYPE_CHECKING:  # Flask costs ~0.1 s to import; only scanning needs it
+    from flask import Flask
 
 from strangler.plan.schema import METHODS, Endpoint, normalise_rule, parse_endpoint_spec
 
@@ -199,6 +201,8 @@ def create_scan_app(spec: str, workdir: Path, search_path: Path | None = None) -
     apps on plain ``sqlite3`` as Flask's tutorial writes them. ``spec`` may
     also name an app object rather than a factory (``"module:app"``).
     """
+    from flask import Flask  # here, not at the top: every command imports this module (plan_option)
+
     factory = load_factory(spec, search_path)
     if isinstance(factory, Flask):  # an app built at import time: nothing to configure
         return factory
@@ -212,7 +216,7 @@ def create_scan_app(spec: str, workdir: Path, search_path: Path | None = None) -
     with _temporary_environ(settings):
         takes_config = bool(inspect.signature(factory).parameters)
         app = factory({**settings, "TESTING": True, "SQLALCHEMY_DATABASE_URI": url,
-                                                   "DATABASE": str(workdir / "scan.sqlite")}) if takes_config else factory()
+                       "DATABASE": str(workdir / "scan.sqlite")}) if takes_config else factory()
     if not isinstance(app, Flask):
         raise ScanError(f'app "{spec}" returned {type(app).__name__}, not a Flask app')
     return app

@@ -331,10 +331,12 @@ def write(
     who: str,
     timeout: float,
     options: table.Options | None = None,
+    only: Sequence[Endpoint] | None = None,
 ) -> Outcome:
-    """Apply ``change`` (see router.table.apply) and confirm it live; returns the Outcome."""
+    """Apply ``change`` (see router.table.apply; ``only``: the endpoints it touches, whose routes
+    alone are read) and confirm it live; returns the Outcome."""
     start = time.monotonic()
-    done = table.apply(etcd, change, who=who, what=what, options=options)
+    done = table.apply(etcd, change, who=who, what=what, options=options, only=only)
     outcome = Outcome(done, write_s=time.monotonic() - start)
     if done is not None:
         outcome.live_s = confirm(etcd, api, done, timeout)
@@ -388,7 +390,8 @@ def flip(
 
     share = f"{weight}% of " if weight is not None else f"requests with {ab} of " if ab else ""
     what = f"flip {share}{summary(endpoints)} to {target}"
-    return write(etcd, api, change, what=what, who=who or table.current_user(), timeout=timeout)
+    return write(etcd, api, change, what=what, who=who or table.current_user(), timeout=timeout,
+                 only=endpoints)
 
 
 def parse_match(backend: str, header: str | None, cookie: str | None,

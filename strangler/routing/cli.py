@@ -16,11 +16,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from router import table
 from router.etcd import Etcd, EtcdError, EtcdUnavailable
@@ -30,6 +28,9 @@ from strangler.plan import Plan, PlanError
 from strangler.plan.cli import open_plan, plan_option
 from strangler.routing import apply as routing_plan
 from strangler.stack.state import read_state
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 REFUSALS = (
     PlanError,
@@ -155,6 +156,8 @@ def wait_options(command: Callable) -> Callable:
 
 
 def _console() -> Console:
+    from rich.console import Console  # ~40 ms to import: only the commands that print tables
+
     # Piped output (grep, less, tests) gets whole lines instead of an 80-column wrap.
     return Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
@@ -209,8 +212,10 @@ def routes(conn: Connection, as_json: bool, watch: bool, interval: float) -> Non
     _console().print(_routes_grid(conn, current))
 
 
-def _routes_grid(conn: Connection, current: dict) -> Table:
+def _routes_grid(conn: Connection, current: dict) -> Any:
     """``strangler routes``'s table for the route table ``current``."""
+    from rich.table import Table
+
     rows = routing_plan.route_rows(conn.plan, current)
     grid = Table(title=f"routes (strategy {conn.plan.strategy})")
     for column in ("method", "path", "serving", "state", "owner", "plan"):
@@ -297,6 +302,8 @@ def history(conn: Connection, as_json: bool) -> None:
                 for c in changes]
         click.echo(json.dumps(rows, indent=2))
         return
+    from rich.table import Table
+
     grid = Table(title="routing history")
     for column in ("id", "time", "who", "what", "revision"):
         grid.add_column(column)

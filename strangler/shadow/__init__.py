@@ -70,7 +70,20 @@ def comparator_from_env(env: Mapping[str, str] | None = None) -> Comparator:
     store = ShadowStore(env.get("STRANGLER_SHADOW_DB") or run_dir / DB_NAME)
     return Comparator(directory, store, rules,
                       queue_size=number("STRANGLER_SHADOW_QUEUE", "1000"),
-                      workers=number("STRANGLER_SHADOW_WORKERS", "4")).start()
+                      workers=number("STRANGLER_SHADOW_WORKERS", "4"),
+                      sample=sample_from(env)).start()
+
+
+def sample_from(env: Mapping[str, str]) -> float:
+    """STRANGLER_SHADOW_SAMPLE: the share of copies compared (0 < share <= 1, default 1); ValueError naming it."""
+    raw = env.get("STRANGLER_SHADOW_SAMPLE", "1")
+    try:
+        share = float(raw)
+    except ValueError:
+        share = -1.0
+    if not 0 < share <= 1:
+        raise ValueError(f"STRANGLER_SHADOW_SAMPLE={raw!r} must be a share above 0 and at most 1, e.g. 0.25")
+    return share
 
 
 def max_body_from(env: Mapping[str, str]) -> int:
@@ -82,10 +95,22 @@ def max_body_from(env: Mapping[str, str]) -> int:
 
 
 def from_traefik(comparator: Comparator) -> bool:
-    """True when the request carries the mirror secret Traefik adds (compared in constant time)."""
-    secret = comparator.directory.secret
-    given = request.headers.get(MIRROR_HEADER, "")
-    return bool(secret) and hmac.compare_digest(given.encode(), secret.encode())
+    """True when the request carries the mirror secret Traefik adds (compared in constant time).
+
+    A mark that does not match reads etcd again first (``reread``, when the
+    directory has it: at most one read per 50 ms for marks that stay wrong),
+    so copies marked with a secret stored since the last read are taken.
+    """
+    given = request.headers.get(MIRROR_HEADER, "").encode()
+
+    def matches() -> bool:
+        secret = comparator.directory.secret
+        return bool(secret) and hmac.compare_digest(given, secret.encode())
+
+    if matches():
+        return True
+    reread = getattr(comparator.directory, "reread", None)
+    return bool(given and reread is not None and reread() and matches())
 
 
 def read_body(limit: int) -> bytes:

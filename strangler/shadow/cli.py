@@ -104,14 +104,20 @@ def diffs(plan_path: Path, endpoint: str | None, as_json: bool, examples: int, r
     console = Console(soft_wrap=True, highlight=False, width=None if os.isatty(1) else 200)
     grid = Table(title="shadow comparisons (monolith vs candidate)")
     for column in ("endpoint", "candidate", "seen", "compared", "differing", "diff rate",
-                   "dropped", "skipped", "errors", "noise"):
+                   "dropped", "sampled out", "skipped", "errors", "noise"):
         grid.add_column(column)
     for e in entries:
         rate = _rate(e) if not e["differing"] else f"[red]{_rate(e)}[/red]"
+        dropped = f"[red]{e['dropped']}[/red]" if e["dropped"] else "0"
         grid.add_row(e["endpoint"], e["target"] or "-", *(str(e[k]) for k in (
-            "seen", "compared", "differing")), rate, str(e["dropped"]), str(e["skipped"]),
+            "seen", "compared", "differing")), rate, dropped, str(e["sampled_out"]), str(e["skipped"]),
             str(e["errors"]), str(len(e["noise"])))
     console.print(grid)
+    dropped = sum(e["dropped"] for e in entries)
+    if dropped:
+        console.print(f"[yellow]{dropped} copies dropped: the comparator's queue was full. Compare a "
+                      "share of them (STRANGLER_SHADOW_SAMPLE=0.5) or give it more workers "
+                      "(STRANGLER_SHADOW_WORKERS).[/yellow]")
     for e in entries:
         _print_details(console, e)
 

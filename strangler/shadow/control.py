@@ -82,7 +82,7 @@ def shadow_on(etcd: Etcd, plan: Plan, endpoints: Sequence[Endpoint], target: str
         return routes
 
     return routing.write(etcd, api, change, what=f"shadow {summary(endpoints)} to {target}",
-                         who=who or routing.table.current_user(), timeout=timeout)
+                         who=who or routing.table.current_user(), timeout=timeout, only=endpoints)
 
 
 def shadow_off(etcd: Etcd, plan: Plan, endpoints: Sequence[Endpoint] = (), *,

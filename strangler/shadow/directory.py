@@ -2,7 +2,10 @@
 
 Read from etcd by a background thread every ``refresh`` seconds (the route
 table, whose shadowed routes name their candidate, and the registry), so looking a
-mirrored request up costs no I/O. The plan (compare rules, which backend is
+mirrored request up costs no I/O. A copy of a route the last read did not
+show as shadowed (``strangler shadow`` just returned) reads etcd again at
+once, at most every ``miss_every`` seconds, so no copy is filed unrouted
+for want of a fresh read. The plan (compare rules, which backend is
 the monolith) is read from its file and read again when the file changes.
 """
 
@@ -13,6 +16,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -93,10 +97,15 @@ class PlanRules:
 class EtcdDirectory:
     """Implements ``worker.Directory`` from etcd, refreshed in the background (``start()``)."""
 
-    def __init__(self, etcd: Etcd, rules: PlanRules, refresh: float = 1.0) -> None:
+    def __init__(self, etcd: Etcd, rules: PlanRules, refresh: float = 1.0,
+                 miss_every: float = 0.05) -> None:
         self.etcd = etcd
         self.rules = rules
         self.refresh_every = refresh
+        self.miss_every = miss_every
+        self._read_lock = threading.Lock()
+        self._read_at = float("-inf")  # time.monotonic() when the last read began
+        self._idle_miss_at = float("-inf")  # ... the last read for a miss that changed nothing
         self._routes: dict[Endpoint, Route] = {}
         self._matcher = Matcher([])
         self._urls: dict[str, Iterator[str]] = {}
@@ -112,6 +121,11 @@ class EtcdDirectory:
     def refresh(self) -> None:
         """Read routes (with their candidates), instances and the mirror secret now
         (EtcdError when etcd does not answer)."""
+        with self._read_lock:
+            self._read_at = time.monotonic()
+            self._read()
+
+    def _read(self) -> None:
         routes, _ = table.load(self.etcd)
         self.secret = table.load_options(self.etcd).mirror_secret
         by_backend: dict[str, list[str]] = {}
@@ -144,7 +158,45 @@ class EtcdDirectory:
                 log.warning("could not refresh the shadow directory: %s", exc)
 
     def lookup(self, method: str, path: str) -> tuple[Endpoint, str | None] | None:
-        """See worker.Directory.lookup: only endpoints whose route mirrors to the comparator."""
+        """See worker.Directory.lookup: only endpoints whose route mirrors to the comparator.
+
+        A miss reads etcd again first (see :meth:`reread`): Traefik mirrors only
+        shadowed routes, so a copy the last read cannot place is most likely
+        of a route shadowed since.
+        """
+        found = self._find(method, path)
+        if found is None and self.reread():
+            found = self._find(method, path)
+        return found
+
+    def reread(self) -> bool:
+        """Read etcd again for a copy the view could not place; True when a fresh view came of it.
+
+        Callers arriving during a read wait for it, and use it if it began
+        after they asked. Copies that stay unplaceable (a route just taken off
+        the mirror) cost at most one read per ``miss_every`` seconds.
+        """
+        asked = time.monotonic()
+        with self._read_lock:
+            if self._read_at >= asked:
+                return True  # a read began after we asked: its view is fresh enough
+            if self._idle_miss_at >= asked - self.miss_every:
+                return False
+            self._read_at = time.monotonic()
+            before = self._shadowed()
+            try:
+                self._read()
+            except EtcdError as exc:
+                log.warning("could not read the shadow directory on a miss: %s", exc)
+                return False
+            if self._shadowed() == before:
+                self._idle_miss_at = self._read_at
+            return True
+
+    def _shadowed(self) -> dict[Endpoint, str | None]:
+        return {ep: r.candidate for ep, r in self._routes.items() if r.mirror == COMPARATOR}
+
+    def _find(self, method: str, path: str) -> tuple[Endpoint, str | None] | None:
         endpoint = self._matcher.match(method, path)
         route = self._routes.get(endpoint) if endpoint else None
         if route is None or route.mirror != COMPARATOR:

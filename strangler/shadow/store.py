@@ -24,14 +24,17 @@ from typing import Any
 from datalink.files import private_file
 from strangler.shadow.redact import redact_example, redact_text
 
-COUNTERS = ("seen", "compared", "differing", "dropped", "skipped", "errors")
+# dropped: the queue was full (the comparator cannot keep up); sampled_out: left out on
+# purpose, beyond the configured share (STRANGLER_SHADOW_SAMPLE).
+COUNTERS = ("seen", "compared", "differing", "dropped", "sampled_out", "skipped", "errors")
 OTHER = "(other patterns)"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS endpoints (
     endpoint TEXT PRIMARY KEY, target TEXT, updated REAL,
     seen INTEGER DEFAULT 0, compared INTEGER DEFAULT 0, differing INTEGER DEFAULT 0,
-    dropped INTEGER DEFAULT 0, skipped INTEGER DEFAULT 0, errors INTEGER DEFAULT 0,
+    dropped INTEGER DEFAULT 0, sampled_out INTEGER DEFAULT 0, skipped INTEGER DEFAULT 0,
+    errors INTEGER DEFAULT 0,
     last_error TEXT);
 CREATE TABLE IF NOT EXISTS patterns (
     endpoint TEXT, pattern TEXT, kind TEXT, count INTEGER DEFAULT 0,
@@ -49,6 +52,14 @@ def _connect(path: Path) -> sqlite3.Connection:
     return db
 
 
+def _add_missing_counters(db: sqlite3.Connection) -> None:
+    # A file written before a counter existed gets its column (0 so far).
+    have = {row[1] for row in db.execute("PRAGMA table_info(endpoints)")}
+    for name in COUNTERS:
+        if name not in have:
+            db.execute(f"ALTER TABLE endpoints ADD COLUMN {name} INTEGER DEFAULT 0")
+
+
 class ShadowStore:
     """Counts in memory, written to SQLite by ``flush()``; any thread may call any method."""
 
@@ -64,6 +75,7 @@ class ShadowStore:
         self._reset()
         with _connect(self.path) as db:
             db.executescript(SCHEMA)
+            _add_missing_counters(db)
         self._known_patterns: dict[str, set[str]] = defaultdict(set)
         self._example_counts: Counter[tuple[str, str]] = Counter()
         self._load_bounds()

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 
-import requests
+import urllib3
 
 from router.keys import MIRROR_HEADER, SAFE, Endpoint
 from strangler.compare.diff import Answer, Rule, diff, noise_between
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 COMPARATOR = "comparator"  # the comparator's backend name (its Traefik service)
 UNROUTED = "(unrouted)"
-# Not replayed: hop-by-hop headers, what requests sets itself, and what Traefik added.
+# Not replayed: hop-by-hop headers, what the HTTP client sets itself, and what Traefik added.
 DROP_HEADERS = frozenset({
     "host", "content-length", "connection", "keep-alive", "transfer-encoding", "te", "trailer",
     "upgrade", "proxy-authorization", "proxy-connection", "x-forwarded-for", "x-forwarded-host",
@@ -97,9 +97,9 @@ class StaticDirectory:
 Rules = Callable[[Endpoint], CompareRule]
 
 
-def answer_of(response: requests.Response) -> Answer:
-    """The diff engine's view of a response."""
-    return Answer(response.status_code, response.headers, response.content)
+def answer_of(response: urllib3.BaseHTTPResponse) -> Answer:
+    """The diff engine's view of a response (its headers look up case-insensitively)."""
+    return Answer(response.status, response.headers, response.data)
 
 
 def _shown(answer: Answer, limit: int) -> dict[str, Any]:
@@ -115,8 +115,15 @@ class Comparator:
 
     def __init__(self, directory: Directory, store: ShadowStore, rules: Rules = lambda e: CompareRule(),
                  *, queue_size: int = 1000, workers: int = 4, timeout: float = 5.0,
-                 flush_every: float = 0.5) -> None:
+                 flush_every: float = 0.5, sample: float = 1.0) -> None:
+        if not 0 < sample <= 1:
+            raise ValueError(f"sample={sample!r} must be a share above 0 and at most 1")
         self.directory = directory
+        # The share of replayable copies compared; the others are counted "sampled_out".
+        # Deterministic (every 1/sample-th copy), so the counts are exact, never a guess.
+        self.sample = sample
+        self._credit = 1.0 - sample
+        self._sample_lock = threading.Lock()
         self.store = store
         self.rules = rules
         self.queue: queue.Queue[tuple[Endpoint, str, Mirrored] | None] = queue.Queue(queue_size)
@@ -125,14 +132,18 @@ class Comparator:
         self.flush_every = flush_every
         self.noise: dict[Endpoint, frozenset[str]] = {}
         self._noise_lock = threading.Lock()
-        self._local = threading.local()
+        # Keep-alive pools shared by the worker threads. urllib3 itself, not requests:
+        # replaying is the comparator's hot path, and requests' layers cost CPU per call.
+        self._http = urllib3.PoolManager(num_pools=32, maxsize=max(workers, 1), retries=False,
+                                         block=False)
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
 
     # -- the request thread ----------------------------------------------------------------
 
     def submit(self, item: Mirrored) -> str:
-        """Take one mirrored request; returns "queued", "dropped" (queue full) or "skipped"."""
+        """Take one mirrored request; returns "queued", "dropped" (queue full), "sampled out"
+        (beyond the configured share) or "skipped"."""
         found = self.directory.lookup(item.method, item.path)
         if found is None:
             self.store.count(UNROUTED, "seen")
@@ -148,12 +159,25 @@ class Comparator:
             # Replaying a write would do it twice more; the plan must allow it (shadow_unsafe).
             self.store.count(name, "skipped")
             return "skipped"
+        if not self._sampled():
+            self.store.count(name, "sampled_out")
+            return "sampled out"
         try:
             self.queue.put_nowait((endpoint, target, item))
         except queue.Full:
             self.store.count(name, "dropped")
             return "dropped"
         return "queued"
+
+    def _sampled(self) -> bool:
+        if self.sample >= 1:
+            return True
+        with self._sample_lock:
+            self._credit += self.sample
+            if self._credit < 1:
+                return False
+            self._credit -= 1
+            return True
 
     # -- the worker threads ------------------------------------------------------------------
 
@@ -200,17 +224,11 @@ class Comparator:
                 log.exception("comparing %s failed", job[0])
                 self.store.error(str(job[0]), "comparator bug; see its log")
 
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-        return session
-
     def _send(self, base: str, item: Mirrored) -> Answer:
         headers = {k: v for k, v in item.headers if k.lower() not in DROP_HEADERS}
-        response = self._session().request(
+        response = self._http.request(
             item.method, base.rstrip("/") + item.target, headers=headers,
-            data=item.body or None, timeout=self.timeout, allow_redirects=False)
+            body=item.body or None, timeout=self.timeout, redirect=False)
         return answer_of(response)
 
     def compare(self, endpoint: Endpoint, target: str, item: Mirrored) -> list:
@@ -227,7 +245,7 @@ class Comparator:
             first = self._send(monolith, item)
             other = self._send(candidate, item)
             second = self._send(monolith, item)
-        except requests.RequestException as exc:
+        except urllib3.exceptions.HTTPError as exc:
             self.store.error(name, redact_text(f"{exc.__class__.__name__}: {exc}"))
             return []
         rule = Rule.from_plan(self.rules(endpoint))

@@ -128,6 +128,25 @@ def wait_registered(world, present: bool, timeout: float = 15) -> None:
                      timeout, "comparator registration")
 
 
+def test_every_request_sent_right_after_shadow_returns_is_compared(world):
+    """The comparator learns shadowed routes from etcd: a copy of a route its last read did not
+    show as shadowed reads again, so traffic sent the moment shadow returns is never unrouted."""
+    wait_registered(world, True)
+    run(world, "plan", "apply")
+    run(world, "shadow", "GET /api/users/<id>", "--to", "users")
+    session = requests.Session()
+    for _ in range(30):
+        assert session.get(world["web"] + "/api/users/1", timeout=5).status_code == 200
+    deadline = time.monotonic() + 20
+    while (found := diffs(world)).get("GET /api/users/<id>", {}).get("compared", 0) < 30:
+        assert "(unrouted)" not in found, found["(unrouted)"]
+        assert time.monotonic() < deadline, found
+        time.sleep(0.1)
+    assert "(unrouted)" not in found
+    entry = found["GET /api/users/<id>"]
+    assert (entry["seen"], entry["compared"], entry["dropped"], entry["skipped"]) == (30, 30, 0, 0)
+
+
 def test_shadow_catches_the_divergence_with_zero_false_positives(world):
     wait_registered(world, True)
     run(world, "plan", "apply")

@@ -145,3 +145,35 @@ def test_models_and_migrations_agree(tmp_path):
 
 def test_models_and_migrations_agree_on_server(server_url):
     assert _schema_diff(server_url) == []
+
+
+def test_reads_do_not_wait_for_another_writer_on_sqlite(app_config, client, make_user):
+    """GETs read in deferred transactions: one writer holding SQLite's lock holds up no reader.
+
+    A writer (another connection, as another process would be) takes the
+    write lock and keeps it until the reads are done, or 20 s: a read that
+    queued behind it (BEGIN IMMEDIATE) would answer only after the release.
+    """
+    import sqlite3
+    import threading
+
+    user, token = make_user("ada")
+    client.post("/api/messages", json={"source": "hello"}, headers={"Authorization": f"Bearer {token}"})
+    writer = sqlite3.connect(app_config["DATABASE_URL"].removeprefix("sqlite:///"), isolation_level=None,
+                             check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")
+    released = threading.Event()
+
+    def release_later() -> None:
+        released.wait(20)
+        released.set()
+        writer.execute("ROLLBACK")
+        writer.close()
+
+    threading.Thread(target=release_later, daemon=True).start()
+    try:
+        for path in ("/api/messages", "/api/users", f"/api/users/{user['id']}", "/api/messages/1"):
+            answer = client.get(path)
+            assert answer.status_code == 200 and not released.is_set(), path
+    finally:
+        released.set()

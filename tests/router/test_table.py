@@ -10,6 +10,7 @@ from router.etcd import Etcd, Put
 from router.keys import (
     LAST_CHANGE_KEY,
     Route,
+    is_server_key,
     parse_endpoint,
     state_key,
     traefik_keys,
@@ -123,10 +124,52 @@ def test_removing_an_endpoint_deletes_its_keys_but_never_the_catch_all(ready):
     assert ready.get_prefix("strangler/routes/")[0] == {}
 
 
-def test_apply_repairs_drifted_traefik_keys(ready):
+def test_a_flip_repairs_the_keys_it_touches_and_reads_no_others(ready):
     ready.put(ROUTER + "service", "tampered")
+    ready.put(ROUTER + "priority", "7")
     table.apply(ready, flip(LIST, "users"), who="t@h", what="flip list")
+    assert ready.get(ROUTER + "service") == "tampered"  # another endpoint's: not read, not written
+    table.apply(ready, flip(USERS, "users"), who="t@h", what="flip one")
+    assert ready.get(ROUTER + "service") == "users"
+    assert ready.get(ROUTER + "priority") != "7"
+
+
+def test_a_change_of_some_endpoints_reads_their_routes_only_and_writes_the_same(ready):
+    seen = []
+
+    def canary(routes):
+        seen.append(set(routes))
+        return {**routes, LIST: Route(LIST, "monolith", {"users": 10, "monolith": 90})}
+
+    table.apply(ready, flip(USERS, "users"), who="t@h", what="flip", only=[USERS])
+    table.apply(ready, canary, who="t@h", what="canary", only=[LIST])
+    assert seen == [{LIST}]
+    routes, _ = table.load(ready)
+    assert routes[USERS].backend == "users" and routes[LIST].weights == {"users": 10, "monolith": 90}
+    wanted = table.load_options(ready).derive(routes.values())
+    assert {k: v for k, v in traefik(ready).items() if not is_server_key(k)} == wanted
+    with pytest.raises(ValueError, match="not given"):
+        table.apply(ready, flip(USERS, "monolith"), who="t@h", what="stray", only=[LIST])
+    assert table.load(ready)[0][USERS].backend == "users"
+
+
+def test_applying_options_repairs_drifted_traefik_keys_everywhere(ready):
+    ready.put(ROUTER + "service", "tampered")
+    options = table.load_options(ready)
+    table.apply(ready, flip(LIST, "users"), who="t@h", what="flip list",
+                options=replace(options, healthchecks={"users": "/health", "monolith": "/healthz"}))
     assert ready.get(ROUTER + "service") == "monolith"
+
+
+def test_a_flip_writes_what_a_whole_table_derivation_would(ready):
+    table.apply(ready, flip(USERS, "users"), who="t@h", what="flip")
+    table.apply(ready, lambda routes: {**routes, LIST: Route(LIST, "monolith", {"users": 10, "monolith": 90})},
+                who="t@h", what="canary")
+    table.apply(ready, lambda routes: {**routes, LIST: Route(LIST, "monolith", mirror="cmp")},
+                who="t@h", what="shadow")
+    routes, _ = table.load(ready)
+    wanted = table.load_options(ready).derive(routes.values())
+    assert {k: v for k, v in traefik(ready).items() if k in wanted or not is_server_key(k)} == wanted
 
 
 def test_noop_change_writes_nothing(ready):

@@ -109,6 +109,66 @@ def test_posting_marks_the_user_online_in_users(client, make_user, users_url):
     assert shown["online"] is True and shown["last_seen_at"] >= int(time.time()) - 2
 
 
+def test_a_user_is_marked_seen_in_users_once_a_second(client, make_user, users_url):
+    user, token = make_user()
+    shown_url, offline_url = (f"{users_url}/api/users/{user['id']}",
+                              f"{users_url}/internal/users/{user['id']}/offline")
+    for _attempt in range(5):  # until two requests land in one wall-clock second
+        began = int(time.time())
+        assert client.get("/api/messages", headers=bearer(token)).status_code == 200
+        assert requests.put(offline_url, timeout=10).status_code == 204
+        assert client.get("/api/messages", headers=bearer(token)).status_code == 200
+        if int(time.time()) == began:
+            break
+    else:
+        pytest.fail("no two requests within one second in 5 tries")
+    # the second request of that second did not call users again...
+    assert requests.get(shown_url, timeout=10).json()["online"] is False
+    while int(time.time()) == began:  # ...the first of the next second does
+        time.sleep(0.01)
+    assert client.get("/api/messages", headers=bearer(token)).status_code == 200
+    shown = requests.get(shown_url, timeout=10).json()
+    assert shown["online"] is True and shown["last_seen_at"] > began
+
+
+def test_reads_do_not_wait_for_another_writer_on_sqlite(tmp_path, client, make_user):
+    """A writer holding the messages database's lock (another connection) holds up no GET."""
+    import sqlite3
+    import threading
+
+    _user, token = make_user()
+    assert post(client, token, "hello").status_code == 201
+    writer = sqlite3.connect(tmp_path / "messages.sqlite", isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")
+    released = threading.Event()
+
+    def release_later() -> None:
+        released.wait(20)
+        released.set()
+        writer.execute("ROLLBACK")
+        writer.close()
+
+    threading.Thread(target=release_later, daemon=True).start()
+    try:
+        for path in ("/api/messages", "/api/messages/1"):
+            answer = client.get(path)
+            assert answer.status_code == 200 and not released.is_set(), path
+    finally:
+        released.set()
+
+
+def test_seen_marks_are_kept_per_user_and_second_and_bounded():
+    from extracted.messages.views import SeenMarks
+
+    marks = SeenMarks(limit=2)
+    assert marks.due(1, 100)
+    marks.done(1, 100)
+    assert not marks.due(1, 100) and marks.due(1, 101) and marks.due(2, 100)
+    marks.done(2, 100)
+    marks.done(3, 100)  # past the limit: starts afresh
+    assert marks.due(1, 100) and not marks.due(3, 100)
+
+
 # ------------------------------------------------------------------ listing
 
 

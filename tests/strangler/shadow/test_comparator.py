@@ -172,6 +172,56 @@ def test_a_full_queue_drops_and_counts_instead_of_growing(tmp_path, backends):
     assert (entry["seen"], entry["dropped"]) == (10, 7)
 
 
+def test_a_sampling_share_compares_exactly_that_share_and_counts_the_rest(tmp_path, backends):
+    comp = comparator(tmp_path, backends, "users", sample=0.25).start()
+    client = mirror_client(comp)
+    outcomes = [client.get(f"/api/users/{i}").headers["X-Shadow"] for i in range(20)]
+    assert outcomes.count("queued") == 5 and outcomes.count("sampled out") == 15
+    entry = wait_compared(comp, str(USER), 5)
+    comp.stop()
+    assert (entry["seen"], entry["compared"], entry["sampled_out"], entry["dropped"]) == (20, 5, 15, 0)
+    assert len(backends["users"].hits) == 5
+
+
+@pytest.mark.parametrize("share", [0, -0.5, 1.5])
+def test_a_sampling_share_outside_0_to_1_is_refused(tmp_path, backends, share):
+    with pytest.raises(ValueError, match="share above 0 and at most 1"):
+        comparator(tmp_path, backends, "users", sample=share)
+
+
+def test_drops_show_in_strangler_diffs_with_what_to_do(tmp_path, backends):
+    from click.testing import CliRunner
+
+    from strangler.cli import cli
+
+    comp = comparator(tmp_path, backends, "users", queue_size=1)  # not started: the queue fills
+    client = mirror_client(comp)
+    for i in range(4):
+        client.get(f"/api/users/{i}")
+    comp.store.flush()
+    result = CliRunner().invoke(cli, ["diffs", "--run-dir", str(tmp_path), "--plan", str(tmp_path / "none.toml")])
+    assert result.exit_code == 0, result.output
+    assert "3 copies dropped" in result.output and "STRANGLER_SHADOW_SAMPLE" in result.output
+
+
+def test_a_store_written_before_sampling_existed_gets_the_counter(tmp_path):
+    import sqlite3
+
+    old = sqlite3.connect(tmp_path / "shadow.sqlite")
+    old.execute("CREATE TABLE endpoints (endpoint TEXT PRIMARY KEY, target TEXT, updated REAL, "
+                "seen INTEGER DEFAULT 0, compared INTEGER DEFAULT 0, differing INTEGER DEFAULT 0, "
+                "dropped INTEGER DEFAULT 0, skipped INTEGER DEFAULT 0, errors INTEGER DEFAULT 0, "
+                "last_error TEXT)")
+    old.execute("INSERT INTO endpoints (endpoint, seen) VALUES ('GET /x', 3)")
+    old.commit()
+    old.close()
+    store = ShadowStore(tmp_path / "shadow.sqlite")
+    store.count("GET /x", "sampled_out", 2)
+    store.flush()
+    (entry,) = read_report(store.path)
+    assert (entry["seen"], entry["sampled_out"]) == (3, 2)
+
+
 def test_copies_are_answered_at_once_while_backends_are_slow(tmp_path):
     slow = {"monolith": Backend(user_answer, delay=0.5), "users": Backend(user_answer, delay=0.5)}
     try:
