@@ -10,8 +10,10 @@ a SQLite file); the second one then finds the schema at head and does nothing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 from alembic import command
