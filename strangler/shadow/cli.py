@@ -89,7 +89,8 @@ def _rate(entry: dict) -> str:
 @plan_option
 def diffs(plan_path: Path, endpoint: str | None, as_json: bool, examples: int, run_dir: Path | None) -> None:
     """Show what shadowing found, per endpoint: requests seen, compared, differing, the top
-    differing fields (learned noise left out) and example request/answer pairs.
+    differing fields (noise left out: fields the monolith lately disagrees with
+    itself on, shown with their rates) and example request/answer pairs.
     """
     where, plan = _run_dir(plan_path, run_dir)
     name = _endpoint_name(plan, endpoint) if endpoint else None
@@ -125,8 +126,11 @@ def diffs(plan_path: Path, endpoint: str | None, as_json: bool, examples: int, r
 def _print_details(console: Console, entry: dict) -> None:
     if entry["last_error"]:
         console.print(f"[yellow]{entry['endpoint']}: last error: {entry['last_error']}[/yellow]")
-    if entry["noise"]:
-        console.print(f"{entry['endpoint']}: learned noise (left out): {', '.join(entry['noise'])}")
+    if entry.get("noise_rates"):
+        shown = ", ".join(f"{p} {rate:.0%}" + (" (noise)" if p in entry["noise"] else "")
+                          for p, rate in entry["noise_rates"].items())
+        console.print(f"{entry['endpoint']}: the monolith disagrees with itself lately on: {shown}; "
+                      "a field marked noise is left out, the others only where it disagreed")
     if not entry["patterns"]:
         return
     fields = Table(title=f"{entry['endpoint']}: top differing fields")

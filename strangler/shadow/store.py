@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS endpoints (
 CREATE TABLE IF NOT EXISTS patterns (
     endpoint TEXT, pattern TEXT, kind TEXT, count INTEGER DEFAULT 0,
     PRIMARY KEY (endpoint, pattern));
-CREATE TABLE IF NOT EXISTS noise (endpoint TEXT, pattern TEXT, PRIMARY KEY (endpoint, pattern));
+CREATE TABLE IF NOT EXISTS noise_rates (
+    endpoint TEXT, pattern TEXT, rate REAL, noisy INTEGER, PRIMARY KEY (endpoint, pattern));
 CREATE TABLE IF NOT EXISTS examples (
     id INTEGER PRIMARY KEY AUTOINCREMENT, endpoint TEXT, pattern TEXT, time REAL, data TEXT);
 """
@@ -85,7 +86,7 @@ class ShadowStore:
         self._targets: dict[str, str] = {}
         self._errors: dict[str, str] = {}
         self._patterns: Counter[tuple[str, str, str]] = Counter()
-        self._noise: set[tuple[str, str]] = set()
+        self._noise: dict[str, dict[str, tuple[float, bool]]] = {}
         self._examples: list[tuple[str, str, float, str]] = []
 
     def _load_bounds(self) -> None:
@@ -114,10 +115,11 @@ class ShadowStore:
             self._counts[endpoint]["errors"] += 1
             self._errors[endpoint] = message[:300]
 
-    def learn_noise(self, endpoint: str, patterns: Iterable[str]) -> None:
-        """Remember patterns found to differ between two monolith answers (for the report)."""
+    def noise_rates(self, endpoint: str, rates: Mapping[str, float], noisy: Iterable[str] = ()) -> None:
+        """The endpoint's recent self-disagreement rate per field, and which are noise for it now."""
+        noisy = set(noisy)
         with self._lock:
-            self._noise.update((endpoint, p) for p in patterns)
+            self._noise[endpoint] = {p: (rate, p in noisy) for p, rate in rates.items()}
 
     def comparison(self, endpoint: str, target: str, differences: list, example: dict[str, Any]) -> None:
         """Count one finished comparison; with differences, count their patterns and keep examples."""
@@ -166,7 +168,10 @@ class ShadowStore:
                     db.execute("INSERT INTO patterns (endpoint, pattern, kind, count) VALUES (?, ?, ?, ?) "
                                "ON CONFLICT (endpoint, pattern) DO UPDATE SET count = count + excluded.count",
                                (endpoint, pattern, kind, n))
-                db.executemany("INSERT OR IGNORE INTO noise VALUES (?, ?)", sorted(noise))
+                for endpoint, rates in noise.items():  # the window as it is now, not a history
+                    db.execute("DELETE FROM noise_rates WHERE endpoint = ?", (endpoint,))
+                    db.executemany("INSERT INTO noise_rates VALUES (?, ?, ?, ?)",
+                                   [(endpoint, p, round(r, 4), int(n)) for p, (r, n) in sorted(rates.items())])
                 db.executemany("INSERT INTO examples (endpoint, pattern, time, data) VALUES (?, ?, ?, ?)",
                                examples)
                 db.execute("COMMIT")
@@ -184,7 +189,9 @@ def read_report(path: Path | str, endpoint: str | None = None, *, top: int = 10,
     """The stored report, one dict per endpoint (only ``endpoint`` if given), busiest first.
 
     Each has the counters, ``diff_rate`` (differing / compared, None before
-    the first comparison), ``noise`` (learned patterns), ``patterns`` (top
+    the first comparison), ``noise`` (the fields noisy for the endpoint now),
+    ``noise_rates`` (every field the monolith recently disagreed with itself
+    on, with the share of comparisons), ``patterns`` (top
     ``top`` as ``{pattern, kind, count}``) and ``examples``. [] when the
     file does not exist yet.
     """
@@ -203,8 +210,10 @@ def read_report(path: Path | str, endpoint: str | None = None, *, top: int = 10,
             if entry["last_error"]:
                 entry["last_error"] = redact_text(entry["last_error"])
             entry["diff_rate"] = round(row["differing"] / row["compared"], 4) if row["compared"] else None
-            entry["noise"] = [r[0] for r in db.execute(
-                "SELECT pattern FROM noise WHERE endpoint = ? ORDER BY pattern", (name,))]
+            rates = db.execute("SELECT pattern, rate, noisy FROM noise_rates WHERE endpoint = ? "
+                               "ORDER BY rate DESC, pattern", (name,)).fetchall()
+            entry["noise"] = [r[0] for r in rates if r[2]]
+            entry["noise_rates"] = {r[0]: r[1] for r in rates}
             entry["patterns"] = [dict(r) for r in db.execute(
                 "SELECT pattern, kind, count FROM patterns WHERE endpoint = ? ORDER BY count DESC, pattern "
                 "LIMIT ?", (name, top))]

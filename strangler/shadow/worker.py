@@ -7,7 +7,9 @@ mirrored request (or Traefik) up. Worker threads then ask the monolith
 twice and the candidate once, directly (not through Traefik), learn the
 endpoint's noise from the two monolith answers (Diffy's idea: what differs
 between two answers of the same backend to the same request is noise), and
-diff the candidate against the monolith with that noise left out.
+diff the candidate against the monolith with that noise left out: a field
+is noise for the endpoint only while the monolith disagrees with itself on
+it often enough lately (strangler.shadow.noise), else only where it did.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import urllib3
 
 from router.keys import MIRROR_HEADER, SAFE, Endpoint
 from strangler.compare.diff import Answer, Rule, diff, noise_between
+from strangler.shadow.noise import NoiseRule, NoiseWindow
 from strangler.plan import CompareRule
 from strangler.shadow.matching import Matcher
 from strangler.shadow.redact import redact_difference, redact_headers, redact_target, redact_text
@@ -130,7 +133,8 @@ class Comparator:
         self.workers = workers
         self.timeout = timeout
         self.flush_every = flush_every
-        self.noise: dict[Endpoint, frozenset[str]] = {}
+        self.noise_rule = NoiseRule()
+        self.noise: dict[Endpoint, NoiseWindow] = {}  # what the monolith disagrees with itself on, lately
         self._noise_lock = threading.Lock()
         # Keep-alive pools shared by the worker threads. urllib3 itself, not requests:
         # replaying is the comparator's hot path, and requests' layers cost CPU per call.
@@ -249,13 +253,14 @@ class Comparator:
             self.store.error(name, redact_text(f"{exc.__class__.__name__}: {exc}"))
             return []
         rule = Rule.from_plan(self.rules(endpoint))
-        fresh = noise_between(first, second, rule)
         with self._noise_lock:
-            known = self.noise.get(endpoint, frozenset())
-            learned = self.noise[endpoint] = known | fresh
-        if fresh - known:
-            self.store.learn_noise(name, fresh - known)
-        differences = diff(first, other, rule, noise=learned)
+            window = self.noise.get(endpoint)
+            if window is None:
+                window = self.noise[endpoint] = NoiseWindow(self.noise_rule)
+            left_out = window.observe(noise_between(first, second, rule))
+            rates = window.rates()
+        self.store.noise_rates(name, rates, noisy=window.noisy())
+        differences = diff(first, other, rule, noise=left_out)
         example = {}
         if differences:
             limit = self.store.body_limit

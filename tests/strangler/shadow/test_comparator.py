@@ -363,3 +363,46 @@ def test_credentials_are_redacted_in_what_is_stored_and_printed(tmp_path):
     finally:
         candidate.stop()
         monolith.stop()
+
+
+def test_noise_expires_so_a_later_real_difference_in_that_field_is_reported(tmp_path):
+    from click.testing import CliRunner
+
+    from strangler.cli import cli
+    from strangler.shadow.noise import NoiseRule
+
+    phase = {"now": "renaming", "calls": 0}
+
+    def monolith(path: str) -> dict:
+        phase["calls"] += 1  # renames racing the replays: the two monolith answers disagree
+        renaming = phase["now"] == "renaming" and phase["calls"] % 2
+        return {"id": 1, "nickname": "susanna" if renaming else "susan"}
+
+    def service(path: str) -> dict:
+        return {"id": 1, "nickname": "SUSAN" if phase["now"] == "diverged" else "susan"}
+
+    made = {"monolith": Backend(monolith), "users": Backend(service)}
+    comp = comparator(tmp_path, made, "users")
+    comp.noise_rule = NoiseRule(size=20, max_age=600, min_rate=0.1, min_count=3)
+    comp.start()
+    client = mirror_client(comp)
+    try:
+        sent = 0
+        for now, count in (("renaming", 10), ("settled", 20), ("diverged", 5)):
+            phase["now"] = now
+            for _ in range(count):  # one at a time: each replay sees its own phase
+                assert client.get("/api/users/1").status_code == 204
+                sent += 1
+                wait_compared(comp, str(USER), sent)
+            if now == "renaming":
+                shown = CliRunner().invoke(cli, ["diffs", "--run-dir", str(tmp_path),
+                                                 "--plan", str(tmp_path / "none.toml")]).output
+                assert "nickname 100% (noise)" in shown, shown
+        entry = wait_compared(comp, str(USER), sent)
+    finally:
+        comp.stop()
+        for backend in made.values():
+            backend.stop()
+    assert (entry["compared"], entry["differing"]) == (35, 5)
+    assert [(p["pattern"], p["count"]) for p in entry["patterns"]] == [("nickname", 5)]
+    assert entry["noise"] == [] and entry["noise_rates"] == {}
