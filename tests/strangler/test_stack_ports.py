@@ -62,7 +62,7 @@ def test_a_taken_port_is_refused_naming_the_option_and_the_holder(tmp_path: Path
     message = str(refused.value)
     assert message.startswith(f"port {port} (web_port) is already in use")
     assert "--web-port or [stack] web_port in strangler.toml" in message
-    assert f"(pid {os.getpid()})" in message  # this test's own socket, found through /proc
+    assert f"(pid {os.getpid()})" in message  # this test's own socket, found through psutil
 
 
 def test_a_backend_port_clashing_with_the_stack_names_the_plan_key(tmp_path: Path) -> None:
