@@ -13,7 +13,8 @@ the lease expires after the TTL. Configured from the environment:
 - ``STRANGLER_BACKEND`` — the backend name (Traefik service), e.g. ``monolith``;
 - ``STRANGLER_INSTANCE_URL`` — the URL Traefik should use, e.g.
   ``http://127.0.0.1:5001``; default: gunicorn's first bound address;
-- ``STRANGLER_REGISTRY_TTL`` — lease TTL in seconds (default 5);
+- ``STRANGLER_REGISTRY_TTL`` — lease TTL in seconds (default 20: a registration rides
+  through an etcd outage or lost quorum shorter than that);
 - ``STRANGLER_HEALTH_PATH`` — health check path (default ``/healthz``);
 - ``STRANGLER_RELEASE`` — the release label registered beside the instance;
 - ``STRANGLER_DEREGISTER_WAIT`` — seconds between leaving the registry and
@@ -69,7 +70,7 @@ def registration_from_env(
         raise RegistryConfigError(
             "set STRANGLER_INSTANCE_URL to the URL Traefik should use for this instance"
         )
-    raw_ttl = env.get("STRANGLER_REGISTRY_TTL", "5")
+    raw_ttl = env.get("STRANGLER_REGISTRY_TTL", "20")
     try:
         ttl = int(raw_ttl)
     except ValueError:

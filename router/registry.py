@@ -39,6 +39,7 @@ TRAEFIK_ROOT = "traefik"
 INSTANCES_PREFIX = "strangler/instances/"
 # A drained instance's marker: its registration does not come back when its lease is revoked.
 DRAINED_PREFIX = "strangler/drained/"
+RETRY_AFTER_FAILURE = 1.0  # seconds between keep-alive attempts while etcd does not answer
 DRAINED_TTL = 600  # seconds the marker outlives the drain (the instance has stopped by then)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -241,9 +242,12 @@ class Registration:
         return self
 
     def _keep_alive(self) -> None:
-        # Refresh three times per TTL so one lost refresh never lets the lease lapse.
+        # Refresh three times per TTL so one lost refresh never lets the lease lapse;
+        # after a failure, every second, so a registration that did lapse is back at once.
         interval = self.ttl / 3
-        while not self._stop.wait(interval):
+        wait = interval
+        while not self._stop.wait(wait):
+            wait = interval
             try:
                 lease = self.lease
                 if lease is None or lease.refresh() <= 0:
@@ -258,6 +262,7 @@ class Registration:
             except EtcdError as exc:
                 # etcd briefly unreachable: keep trying; the lease may still be alive.
                 log.warning("registry keep-alive for %s failed: %s", self.instance_id, exc)
+                wait = min(interval, RETRY_AFTER_FAILURE)
 
     def _was_drained(self) -> bool:
         return self.etcd.get(drained_key(self.instance.backend, self.instance_id)) is not None

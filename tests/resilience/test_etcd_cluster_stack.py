@@ -117,3 +117,87 @@ def test_killing_the_leader_under_load_loses_no_request_and_no_flip(stack: dict)
     assert len(after) - len(before) == FLIPS  # each applied exactly once
     rows = {p["name"]: p for p in json.loads(strangler("status", "--json", "--plan", plan).stdout)["processes"]}
     assert rows[leader["name"]]["restarts"] == 1
+
+
+class Load:
+    """Two clients sending anonymous GETs through Traefik until stopped (bounded: 5000 each)."""
+
+    def __init__(self, web: str) -> None:
+        self.web, self.sent, self.failures = web, 0, []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(2)]
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+    def _run(self) -> None:
+        session = requests.Session()
+        for _ in range(5000):
+            if self._stop.is_set():
+                return
+            try:
+                answer = session.get(f"{self.web}/api/users", timeout=10)
+                if answer.status_code != 200:
+                    self.failures.append(f"{answer.status_code} {answer.text[:100]}")
+            except requests.RequestException as exc:
+                self.failures.append(repr(exc))
+            self.sent += 1
+            time.sleep(0.02)
+
+
+def _signal_members(stack: dict, names: list[str], sig: int) -> None:
+    records = procs.read_pidfiles(stack["run_dir"])
+    for name in names:
+        os.kill(records[name].pid, sig)
+
+
+def test_without_quorum_a_flip_never_half_applies_and_traffic_flows(stack: dict) -> None:
+    plan, web = str(stack["plan"]), stack["state"]["web"]
+    before = json.loads(strangler("history", "--json", "--plan", plan).stdout)
+    frozen = ["etcd-2", "etcd-3"]  # stopped, not killed: no quorum, and the supervisor sees them alive
+    outcome: dict = {}
+
+    def flip() -> None:
+        outcome["result"] = strangler("flip", "GET /api/users", "--to", "users", "--plan", plan, timeout=120)
+
+    with Load(web) as load:
+        _signal_members(stack, frozen, signal.SIGSTOP)
+        attempt = threading.Thread(target=flip)
+        try:
+            attempt.start()
+            attempt.join(8)  # quorum is lost for 8 s at most: well within the registrations' TTL
+        finally:
+            _signal_members(stack, frozen, signal.SIGCONT)
+        attempt.join(120)
+        wait_for(lambda: all(r["healthy"] for r in members(stack)), 60, "quorum back")
+    result = outcome["result"]
+    after = json.loads(strangler("history", "--json", "--plan", plan).stdout)
+    if result.returncode == 0:  # it waited for quorum and went through: exactly once
+        assert len(after) == len(before) + 1
+        assert strangler("rollback", "--plan", plan).returncode == 0
+    else:  # refused: one line, and nothing written
+        assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert len(after) == len(before)
+    assert load.sent > 20 and load.failures == [], load.failures[:5]
+
+
+def test_etcd_wholly_down_for_10s_fails_no_request_to_routed_endpoints(stack: dict) -> None:
+    names = [r["name"] for r in members(stack)]
+    with Load(stack["state"]["web"]) as load:
+        _signal_members(stack, names, signal.SIGSTOP)
+        try:
+            time.sleep(10)  # the state under test is "etcd gone for 10 s": it is the duration itself
+        finally:
+            _signal_members(stack, names, signal.SIGCONT)
+        wait_for(lambda: all(r["healthy"] for r in members(stack)), 60, "etcd back")
+        sent_back = load.sent
+        wait_for(lambda: load.sent > sent_back + 50, 30, "more traffic after etcd came back")
+    assert load.failures == [], load.failures[:5]
+    assert members(stack) and all(r["healthy"] for r in members(stack))

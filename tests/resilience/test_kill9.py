@@ -29,8 +29,8 @@ pytestmark = pytest.mark.integration
 
 CLIENTS = 4
 BEFORE_KILL = 3.0  # seconds of load before the kill
-AFTER_KILL = 8.0  # and after it: past the TTL, so Traefik has dropped the dead server
-TTL = 5  # router.gunicorn_hooks' default STRANGLER_REGISTRY_TTL
+AFTER_KILL = 23.0  # and after it: past the TTL, so Traefik has dropped the dead server
+TTL = 20  # router.gunicorn_hooks' default STRANGLER_REGISTRY_TTL
 
 
 @pytest.fixture(scope="module")
