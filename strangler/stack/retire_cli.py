@@ -24,8 +24,13 @@ def _linked_services(plan, etcd) -> list[str]:  # noqa: ANN001
     return [s for s in plan.data_services() if plan.backend(s).start and is_linked(plan, s, links)]
 
 
-def _roll(plan, etcd, where: Path, service: str, env: dict[str, str], who: str):  # noqa: ANN001, ANN202
-    """The upgrade intent that rolls ``service`` onto ``env`` (UpgradeRefused when one is pending)."""
+def _roll(plan, etcd, where: Path, service: str, env: dict[str, str], who: str, suffix: str):  # noqa: ANN001, ANN202
+    """The upgrade intent that rolls ``service`` onto ``env`` (UpgradeRefused when one is pending).
+
+    The release is named ``<label>-<suffix>``: write-through is not part of
+    the label, so after an ``up`` of a retired stack the plain label already
+    runs without it, and a roll needs a name of its own.
+    """
     from strangler.stack.release import release_label
     from strangler.stack.supervise import read_status
     from strangler.stack.upgrade import Intent, decide, stamp, upgrade_key
@@ -33,7 +38,8 @@ def _roll(plan, etcd, where: Path, service: str, env: dict[str, str], who: str):
     running = [p["release"] for p in read_status(where).values()
                if p.get("backend") == service and p.get("state") != "draining"]
     current = Intent.from_json(etcd.get(upgrade_key(service)))
-    return stamp(decide("roll", current, release_label(plan, service, env, fresh=True), env, running, True), who)
+    release = f"{release_label(plan, service, env, fresh=True)}-{suffix}"
+    return stamp(decide("roll", current, release, env, running, True), who)
 
 
 def _wait(where: Path, etcd, monolith: str, want: int, rolls: dict, timeout: float) -> float:  # noqa: ANN001
@@ -133,7 +139,7 @@ def retire(plan_path: Path, run_dir: Path | None, backend: str | None, window: s
                 f"{monolith} still serves {len(served)} endpoint(s)/prefix(es): {', '.join(served)}; "
                 "flip them first (`strangler cutover --all`)")
         services = _linked_services(plan, etcd)
-        rolls = {s: _roll(plan, etcd, where, s, WRITE_THROUGH_OFF, who) for s in services}
+        rolls = {s: _roll(plan, etcd, where, s, WRITE_THROUGH_OFF, who, "standalone") for s in services}
     except UpgradeRefused as exc:
         raise click.ClickException(f"cannot turn write-through off: {exc}") from None
     except EtcdError as exc:
@@ -234,7 +240,7 @@ def unretire(plan_path: Path, run_dir: Path | None, timeout: float) -> None:
         services = _linked_services(plan, etcd)
         for service in services:  # the monolith's database catches up on what the services wrote
             link_service(plan, etcd, service, click.echo)
-        rolls = {s: _roll(plan, etcd, where, s, {}, who) for s in services}
+        rolls = {s: _roll(plan, etcd, where, s, {}, who, "linked") for s in services}
         count = plan.backends[monolith].instances
         what = f"unretire {monolith}: {count} instance(s), data re-linked, write-through and followers on"
         puts = {scale_key(monolith): _scale_value(count, who),

@@ -30,10 +30,49 @@ import flack_contract as fc  # noqa: E402
 from platform_stack import Platform, down, up  # noqa: E402
 
 from router.etcd import Etcd  # noqa: E402
-from strangler.stack.retire import RETIRED_KEY  # noqa: E402
+from router.keys import Endpoint, Route  # noqa: E402
+from strangler.stack.retire import (  # noqa: E402
+    RETIRED_KEY,
+    parse_window,
+    requests_besides,
+    router_requests,
+    served_by_monolith,
+)
 
 STRANGLER = str(Path(sys.executable).parent / "strangler")
 CONTRACT = ("register", "get_user", "list_users", "new_token", "new_message", "list_messages", "get_message")
+
+
+def test_windows_parse_to_seconds_within_bounds() -> None:
+    assert [parse_window(t) for t in ("10m", "5s", "30", "1.5h", " 2m ")] == [600, 5, 30, 5400, 120]
+    for bad in ("", "m", "10 m", "-5s", "0s", "25h", "1d", "5x"):
+        with pytest.raises(ValueError, match="window|duration"):
+            parse_window(bad)
+
+
+def test_served_leaves_out_the_monolith_health_path_and_counts_every_share() -> None:
+    health = Endpoint("GET", "/healthz")
+    routes = [Route(health), Route(Endpoint("GET", "/api/users"), backend="users"),
+              Route(Endpoint("PREFIX", "/static/")),
+              Route(Endpoint("GET", "/api/messages"), backend="messages", weights={"messages": 90, "monolith": 10}),
+              Route(Endpoint("POST", "/api/tokens"), backend="tokens", mirror="monolith")]
+    assert served_by_monolith(routes, health) == ["GET /api/messages", "POST /api/tokens", "PREFIX /static/"]
+
+
+METRICS = """# TYPE traefik_router_requests_total counter
+traefik_router_requests_total{code="200",method="GET",protocol="http",router="get-healthz@etcd",service="monolith@etcd"} %d
+traefik_router_requests_total{code="404",method="GET",protocol="http",router="catch-all@etcd",service="monolith@etcd"} %d
+traefik_router_requests_total{code="200",method="GET",protocol="http",router="get-api-users@etcd",service="users@etcd"} 50
+traefik_service_requests_total{code="200",method="GET",protocol="http",service="monolith@etcd"} 99
+"""
+
+
+def test_requests_besides_health_checks_by_router() -> None:
+    before = router_requests(METRICS % (10, 3), "monolith")
+    assert before == {"get-healthz": 10, "catch-all": 3}
+    assert requests_besides(before, router_requests(METRICS % (40, 3), "monolith"), "get-healthz") == 0
+    assert requests_besides(before, router_requests(METRICS % (40, 5), "monolith"), "get-healthz") == 2
+    assert requests_besides(before, router_requests(METRICS % (1, 3), "monolith"), "get-healthz") is None
 
 
 @pytest.fixture(scope="module")
@@ -219,3 +258,25 @@ def test_unretire_refuses_when_the_monolith_database_is_gone(stack: Platform) ->
         assert instances(stack, "monolith") == []
     finally:
         moved.rename(monolith_db(stack))
+
+
+def test_up_of_a_retired_stack_starts_no_monolith_and_unretire_relinks(stack: Platform) -> None:
+    if Etcd(stack.state["etcd"]).get(RETIRED_KEY) is None:
+        pytest.skip("needs a retired stack (the test before)")
+    down(stack.run_dir)
+    result = subprocess.run([STRANGLER, "up", "--detach", "--plan", str(stack.plan), "--run-dir", str(stack.run_dir)],
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "monolith is retired: not started" in result.stdout
+    assert "data:" not in result.stdout  # nothing linked, nothing caught up
+    stack.state = json.loads((stack.run_dir / "state.json").read_text())
+    assert instances(stack, "monolith") == []
+    assert not {n for n in processes(stack) if n.startswith("sync-")}
+    user = fc.Flack(stack.web).register()
+    assert user["nickname"] not in nicknames(monolith_db(stack))  # no write-through either
+    result = cli(stack, "unretire")
+    assert result.returncode == 0, result.stdout + result.stderr
+    unchanged(stack)
+    assert user["nickname"] in nicknames(monolith_db(stack))
+    again = fc.Flack(stack.web).register()
+    wait_for(lambda: again["nickname"] in nicknames(monolith_db(stack)), 10, "write-through or the followers")
