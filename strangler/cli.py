@@ -18,6 +18,8 @@ COMMANDS = {
     "status": "strangler.stack.cli:status",
     "scale": "strangler.stack.scale_cli:scale",
     "upgrade": "strangler.stack.scale_cli:upgrade",
+    "retire": "strangler.stack.retire_cli:retire",
+    "unretire": "strangler.stack.retire_cli:unretire",
     "logs": "strangler.stack.cli:logs",
     "monolith": "monolith.server:monolith_command",
     "init": "strangler.scaffold.cli:init",

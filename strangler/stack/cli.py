@@ -257,6 +257,12 @@ def _status_parts(data: dict) -> list[Any]:
     if data.get("console"):
         links += f"   console {data['console']}"
     parts.append(Text(links))
+    if data.get("retired"):
+        retired = data["retired"]
+        parts.append(Text.from_markup(f"[bold]{data.get('monolith', 'the monolith')} retired[/bold]: the plan is "
+                                      f"done (by {retired.get('by', '?')}, "
+                                      f"{_age(time.time() - retired.get('at', time.time()))} ago; "
+                                      "`strangler unretire` brings it back)"))
     backends = Table("backend", "state", "instance", "pid", "release", "version", "age", "health",
                      "traefik", "lifecycle", "restarts", "last exit", title="backends")
     for row in data["backends"]:

@@ -40,6 +40,7 @@ from strangler.stack.drain import drain, in_parallel
 from strangler.stack.launch import HOST, Launch, _resolve_argv, backend_launches
 from strangler.stack.ports import PORT_OPTIONS, Ports, check_ports, resolve_ports
 from strangler.stack.procs import StackError
+from strangler.stack.retire import read_retired
 from strangler.stack.scale import reconcile, write_counts
 from strangler.stack.state import STATE_FILE, read_state
 from strangler.stack.supervise import STATUS_FILE
@@ -161,7 +162,8 @@ class Stack:
         self.client = client
         _forget_old_instances(client)
         began = time.monotonic()
-        linked = link_all(self.plan, client, self.echo)  # before any backend can write
+        retired = read_retired(client) is not None  # strangler retire: no linking, no monolith
+        linked = [] if retired else link_all(self.plan, client, self.echo)  # before any backend can write
         if linked:
             self.echo(f"data ready ({time.monotonic() - began:.1f}s) {', '.join(linked)} linked")
         self._write_routes(client)
@@ -202,8 +204,13 @@ class Stack:
         self.launch_args = {"etcd_url": etcd_url, "redis_url": procs.redis_url(ports.redis, redis_password),
                             "secrets": app_secrets, "lb_url": internal, "linked": linked}
         launches = backend_launches(self.plan, backend_ports, **self.launch_args)
+        counts = {name: len(ports_) for name, ports_ in backend_ports.items()}
+        if retired:
+            launches = [launch for launch in launches if launch.backend != self.plan.monolith]
+            counts[self.plan.monolith] = 0
+            self.echo(f"{self.plan.monolith} is retired: not started (`strangler unretire` brings it back)")
         # the plan's counts are where a fresh stack starts; `strangler scale` changes them
-        write_counts(client, {name: len(ports_) for name, ports_ in backend_ports.items()}, who="up")
+        write_counts(client, counts, who="up")
         self.api = TraefikAPI(traefik.url)
         self._start_backends(launches, client, self.api, web)
         self._start_console(ports.console, etcd_url, traefik.url)

@@ -21,6 +21,7 @@ from strangler.plan import Plan
 from strangler.stack import procs
 from strangler.stack.drain import drain
 from strangler.stack.launch import Launch, instance_launch
+from strangler.stack.retire import enforce
 from strangler.stack.upgrade import Intent, Seen, actions, finished, read_intents, upgrade_key
 
 SCALE_PREFIX = "strangler/stack/scale/"
@@ -141,6 +142,7 @@ def reconcile(stack: Any, supervisor: Any) -> None:
     if now - getattr(stack, "_intents_read", 0.0) < POLL:
         return
     stack._intents_read = now
+    enforce(stack, supervisor)  # a retired monolith's followers stay stopped
     try:
         wanted = read_counts(stack.client)
         intents = read_intents(stack.client)

@@ -22,6 +22,7 @@ from router.traefik import TraefikAPI, TraefikError
 from strangler.plan import Plan
 from strangler.stack import procs
 from strangler.stack.launch import write_through_reports
+from strangler.stack.retire import read_retired
 from strangler.stack.supervise import SUPERVISOR
 from strangler.stack.supervise import read_status as read_supervised
 
@@ -272,6 +273,8 @@ def collect(
         etcd = Etcd(state["etcd"], timeout=2)
         found = registry.instances(etcd)
         routes, _ = table.load(etcd)
+        result["retired"] = read_retired(etcd)  # strangler retire: the plan is done
+        result["monolith"] = monolith
     except EtcdError as exc:
         result["problems"].append(f"etcd at {state['etcd']} unreachable: {exc}")
         found, routes = [], {}

@@ -1,0 +1,282 @@
+"""``strangler retire`` and ``unretire`` on one real stack (``up --detach`` of the repository's plan).
+
+In order, each test building on the last: bad input (exit 2) and retiring
+while the monolith still serves (exit 1) change nothing; every service is
+flipped; traffic on the catch-all in the window refuses; health checks
+through Traefik do not; retire stops the monolith's instances and the
+followers, turns write-through off and the contract still passes through
+Traefik; ``status`` and ``history`` say so; ``unretire`` catches the
+monolith's database up and brings the monolith back; a missing database
+refuses ``unretire``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "contract"))
+pytest.register_assert_rewrite("flack_contract")
+import flack_contract as fc  # noqa: E402
+from platform_stack import Platform, down, up  # noqa: E402
+
+from router.etcd import Etcd  # noqa: E402
+from router.keys import Endpoint, Route  # noqa: E402
+from strangler.stack.retire import (  # noqa: E402
+    RETIRED_KEY,
+    parse_window,
+    requests_besides,
+    router_requests,
+    served_by_monolith,
+)
+
+STRANGLER = str(Path(sys.executable).parent / "strangler")
+CONTRACT = ("register", "get_user", "list_users", "new_token", "new_message", "list_messages", "get_message")
+
+
+def test_windows_parse_to_seconds_within_bounds() -> None:
+    assert [parse_window(t) for t in ("10m", "5s", "30", "1.5h", " 2m ")] == [600, 5, 30, 5400, 120]
+    for bad in ("", "m", "10 m", "-5s", "0s", "25h", "1d", "5x"):
+        with pytest.raises(ValueError, match="window|duration"):
+            parse_window(bad)
+
+
+def test_served_leaves_out_the_monolith_health_path_and_counts_every_share() -> None:
+    health = Endpoint("GET", "/healthz")
+    routes = [Route(health), Route(Endpoint("GET", "/api/users"), backend="users"),
+              Route(Endpoint("PREFIX", "/static/")),
+              Route(Endpoint("GET", "/api/messages"), backend="messages", weights={"messages": 90, "monolith": 10}),
+              Route(Endpoint("POST", "/api/tokens"), backend="tokens", mirror="monolith")]
+    assert served_by_monolith(routes, health) == ["GET /api/messages", "POST /api/tokens", "PREFIX /static/"]
+
+
+METRICS = """# TYPE traefik_router_requests_total counter
+traefik_router_requests_total{code="200",method="GET",protocol="http",router="get-healthz@etcd",service="monolith@etcd"} %d
+traefik_router_requests_total{code="404",method="GET",protocol="http",router="catch-all@etcd",service="monolith@etcd"} %d
+traefik_router_requests_total{code="200",method="GET",protocol="http",router="get-api-users@etcd",service="users@etcd"} 50
+traefik_service_requests_total{code="200",method="GET",protocol="http",service="monolith@etcd"} 99
+"""
+
+
+def test_requests_besides_health_checks_by_router() -> None:
+    before = router_requests(METRICS % (10, 3), "monolith")
+    assert before == {"get-healthz": 10, "catch-all": 3}
+    assert requests_besides(before, router_requests(METRICS % (40, 3), "monolith"), "get-healthz") == 0
+    assert requests_besides(before, router_requests(METRICS % (40, 5), "monolith"), "get-healthz") == 2
+    assert requests_besides(before, router_requests(METRICS % (1, 3), "monolith"), "get-healthz") is None
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    platform = up(tmp_path_factory.mktemp("retire"))
+    try:
+        yield platform
+    finally:
+        down(platform.run_dir)
+
+
+def cli(stack: Platform, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    """The real CLI against the module's stack."""
+    return subprocess.run([STRANGLER, *args, "--plan", str(stack.plan), "--run-dir", str(stack.run_dir)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def status(stack: Platform) -> dict:
+    result = cli(stack, "status", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def instances(stack: Platform, backend: str) -> list[dict]:
+    rows = [row for row in status(stack)["backends"] if row["backend"] == backend]
+    return rows[0]["instances"] if rows else []
+
+
+def processes(stack: Platform) -> dict[str, dict]:
+    return {p["name"]: p for p in status(stack)["processes"]}
+
+
+def wait_for(check: Callable[[], object], timeout: float, what: str) -> None:
+    began = time.monotonic()
+    while not check():
+        assert time.monotonic() - began < timeout, f"{what}: not within {timeout}s"
+        time.sleep(0.1)
+
+
+def nicknames(db: Path) -> set[str]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return {row[0] for row in conn.execute("SELECT nickname FROM users")}
+
+
+def monolith_db(stack: Platform) -> Path:
+    return stack.run_dir / "data" / "monolith.sqlite"
+
+
+def unchanged(stack: Platform) -> None:
+    """Nothing was retired: no record, the monolith healthy, its followers running."""
+    assert Etcd(stack.state["etcd"]).get(RETIRED_KEY) is None
+    assert [i["healthy"] for i in instances(stack, "monolith")] == [True]
+    assert {"sync-users", "sync-messages"} <= {n for n, p in processes(stack).items() if p["running"]}
+
+
+@pytest.mark.parametrize(("args", "hint"), [
+    (["--window", "5x"], "--window"), (["--window", "0s"], "--window"), (["--window", "25h"], "--window"),
+    (["users"], "BACKEND"), (["--allow", "-1"], "--allow"),
+])
+def test_bad_input_is_a_usage_error_and_changes_nothing(stack: Platform, args: list[str], hint: str) -> None:
+    result = cli(stack, "retire", *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert hint in result.stderr and "Traceback" not in result.stderr
+    assert Etcd(stack.state["etcd"]).get(RETIRED_KEY) is None
+
+
+def test_retire_refuses_while_the_monolith_serves(stack: Platform) -> None:
+    result = cli(stack, "retire", "--window", "1s")
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "still serves" in lines[0] and "GET /api/users" in lines[0]
+    assert "GET /healthz" not in lines[0]  # the monolith's own health path never moves
+    unchanged(stack)
+
+
+def test_unretire_refuses_when_not_retired(stack: Platform) -> None:
+    result = cli(stack, "unretire")
+    assert result.returncode == 1 and "not retired" in result.stderr
+    unchanged(stack)
+
+
+def test_traffic_the_monolith_still_answers_refuses(stack: Platform) -> None:
+    stack.flip_every_service()
+    assert "monolith" not in {b for e, b in stack.serving().items() if e != "GET /healthz"}
+    done = threading.Event()
+
+    def catch_all() -> None:  # a path no endpoint covers: the catch-all sends it to the monolith
+        for _ in range(200):
+            if done.is_set():
+                return
+            requests.get(stack.web + "/no-such-page", timeout=5)
+            time.sleep(0.05)
+
+    caller = threading.Thread(target=catch_all)
+    caller.start()
+    try:
+        result = cli(stack, "retire", "--window", "3s")
+    finally:
+        done.set()
+        caller.join()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "answered" in result.stderr and "--allow 0" in result.stderr
+    unchanged(stack)
+
+
+def test_retire_stops_the_monolith_and_the_contract_still_holds(stack: Platform) -> None:
+    pid = instances(stack, "monolith")[0]["pid"]
+    done = threading.Event()
+    health = []
+
+    def health_checks() -> None:  # through Traefik: left out of the count
+        for _ in range(100):
+            if done.is_set():
+                return
+            health.append(requests.get(stack.web + "/healthz", timeout=5).status_code)
+            time.sleep(0.05)
+
+    checker = threading.Thread(target=health_checks)
+    checker.start()
+    try:
+        result = cli(stack, "retire", "--window", "3s")
+    finally:
+        done.set()
+        checker.join()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert 200 in health
+    assert "monolith: 0 request(s) in the last 3s besides health checks" in result.stdout
+    assert "users: users ok" in result.stdout and "messages: messages ok" in result.stdout
+    assert "monolith retired in" in result.stdout
+    # its instances and the followers are gone, and stay gone
+    assert instances(stack, "monolith") == []
+    assert not Path(f"/proc/{pid}").exists()
+    time.sleep(1.5)  # several supervisor passes: nothing restarts them
+    assert instances(stack, "monolith") == []
+    assert not {"sync-users", "sync-messages"} & {n for n, p in processes(stack).items() if p["running"]}
+    # the app answers its contract through Traefik without the monolith
+    for name in CONTRACT:
+        fc.run_check(name, stack.web, "")
+    # write-through is off: a user registered now is only in the service's database
+    user = fc.Flack(stack.web).register()
+    assert user["nickname"] in nicknames(stack.run_dir / "data" / "users.sqlite")
+    assert user["nickname"] not in nicknames(monolith_db(stack))
+    stack.state["retired_user"] = user["nickname"]
+    # status and history say so
+    shown = status(stack)
+    assert shown["retired"]["requests"] == 0 and shown["retired"]["services"] == ["users", "messages"]
+    text = cli(stack, "status").stdout
+    assert "monolith retired" in text and "the plan is done" in text
+    assert "retire monolith: 0 request(s) in 3s" in stack.strangler("history").output
+    again = cli(stack, "retire", "--window", "1s")
+    assert again.returncode == 0 and "already retired" in again.stdout
+
+
+def test_unretire_relinks_and_brings_the_monolith_back(stack: Platform) -> None:
+    nickname = stack.state.get("retired_user")
+    if nickname is None:
+        pytest.skip("needs the retire test before it")
+    result = cli(stack, "unretire")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "monolith is back in" in result.stdout
+    unchanged(stack)
+    assert nickname in nicknames(monolith_db(stack))  # re-linked: what the services wrote meanwhile
+    assert requests.get(stack.web + "/healthz", timeout=5).status_code == 200
+    assert "monolith retired" not in cli(stack, "status").stdout
+    # write-through is on again
+    user = fc.Flack(stack.web).register()
+    wait_for(lambda: user["nickname"] in nicknames(monolith_db(stack)), 10, "the new user in the monolith's db")
+    assert status(stack).get("retired") is None
+    assert "unretire monolith" in stack.strangler("history").output
+
+
+def test_unretire_refuses_when_the_monolith_database_is_gone(stack: Platform) -> None:
+    if cli(stack, "retire", "--window", "1s").returncode != 0:
+        pytest.fail("retire again failed")
+    moved = monolith_db(stack).with_suffix(".moved")
+    monolith_db(stack).rename(moved)
+    try:
+        result = cli(stack, "unretire")
+        assert result.returncode == 1, result.stdout + result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "cannot bring monolith back" in lines[0] and "is gone" in lines[0]
+        assert Etcd(stack.state["etcd"]).get(RETIRED_KEY) is not None
+        assert instances(stack, "monolith") == []
+    finally:
+        moved.rename(monolith_db(stack))
+
+
+def test_up_of_a_retired_stack_starts_no_monolith_and_unretire_relinks(stack: Platform) -> None:
+    if Etcd(stack.state["etcd"]).get(RETIRED_KEY) is None:
+        pytest.skip("needs a retired stack (the test before)")
+    down(stack.run_dir)
+    result = subprocess.run([STRANGLER, "up", "--detach", "--plan", str(stack.plan), "--run-dir", str(stack.run_dir)],
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "monolith is retired: not started" in result.stdout
+    assert "data:" not in result.stdout  # nothing linked, nothing caught up
+    stack.state = json.loads((stack.run_dir / "state.json").read_text())
+    assert instances(stack, "monolith") == []
+    assert not {n for n in processes(stack) if n.startswith("sync-")}
+    user = fc.Flack(stack.web).register()
+    assert user["nickname"] not in nicknames(monolith_db(stack))  # no write-through either
+    result = cli(stack, "unretire")
+    assert result.returncode == 0, result.stdout + result.stderr
+    unchanged(stack)
+    assert user["nickname"] in nicknames(monolith_db(stack))
+    again = fc.Flack(stack.web).register()
+    wait_for(lambda: again["nickname"] in nicknames(monolith_db(stack)), 10, "write-through or the followers")
