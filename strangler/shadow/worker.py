@@ -26,9 +26,9 @@ import urllib3
 
 from router.keys import MIRROR_HEADER, SAFE, Endpoint
 from strangler.compare.diff import Answer, Rule, diff, noise_between
-from strangler.shadow.noise import NoiseRule, NoiseWindow
 from strangler.plan import CompareRule
 from strangler.shadow.matching import Matcher
+from strangler.shadow.noise import NoiseRule, NoiseWindow
 from strangler.shadow.redact import redact_difference, redact_headers, redact_target, redact_text
 from strangler.shadow.store import ShadowStore
 
