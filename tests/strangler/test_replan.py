@@ -1,0 +1,168 @@
+"""Plan changes on a running stack: a second ``strangler up`` reconciles instead of refusing.
+
+One real stack (``up --detach`` of the repository's plan on free ports). In
+order: the same plan changes nothing; a backend added to the plan (the tokens
+service's code under another name, owning ``DELETE /api/tokens``) is started,
+registered, listed by ``status`` and flipped to; removing it from the plan is
+refused while it serves that route, and after ``rollback`` it is drained and
+stopped; added again, ``down`` stops it with the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from router import registry
+from router.etcd import Etcd
+from strangler.stack import procs
+
+REPO = Path(__file__).resolve().parents[2]
+STRANGLER = str(Path(sys.executable).parent / "strangler")
+
+TOKENS_ENDPOINTS = 'endpoints = ["POST /api/tokens", "DELETE /api/tokens"]'
+ADDED = '''
+[backends.revocations]
+command = "gunicorn -c python:extracted.tokens.gunicorn_conf --bind {host}:{port} extracted.tokens.wsgi:app"
+health = "/healthz"
+endpoints = ["DELETE /api/tokens"]
+'''
+
+
+def strangler(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    """Run the real CLI as a user would."""
+    return subprocess.run([STRANGLER, *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """``strangler up --detach`` of the repository's plan on free ports; ``down`` at the end."""
+    base = tmp_path_factory.mktemp("replan")
+    text = re.sub(r"^(\w+_port) = \d+", r"\1 = 0", (REPO / "strangler.toml").read_text(), flags=re.M)
+    assert TOKENS_ENDPOINTS in text
+    plan = base / "strangler.toml"
+    plan.write_text(text)
+    run_dir = base / "run"
+    result = strangler("up", "--detach", "--plan", str(plan), "--run-dir", str(run_dir))
+    try:
+        assert result.returncode == 0, result.stdout + result.stderr
+        state = json.loads((run_dir / "state.json").read_text())
+        yield {"state": state, "run_dir": run_dir, "plan": plan, "original": text,
+               "with_added": text.replace(TOKENS_ENDPOINTS, 'endpoints = ["POST /api/tokens"]') + ADDED,
+               "etcd": Etcd(state["etcd"])}
+    finally:
+        strangler("down", "--run-dir", str(run_dir))
+        for record in procs.read_pidfiles(run_dir).values():  # only if down itself failed
+            record.stop()
+
+
+def up(stack: dict) -> subprocess.CompletedProcess:
+    return strangler("up", "--detach", "--plan", str(stack["plan"]), "--run-dir", str(stack["run_dir"]))
+
+
+def routing(stack: dict) -> tuple[str, ...]:
+    return ("--plan", str(stack["plan"]), "--etcd", stack["state"]["etcd"],
+            "--traefik-api", stack["state"]["traefik_api"])
+
+
+def status(stack: dict) -> dict:
+    result = strangler("status", "--json", "--plan", str(stack["plan"]), "--run-dir", str(stack["run_dir"]))
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def row(stack: dict, backend: str) -> dict | None:
+    return next((r for r in status(stack)["backends"] if r["backend"] == backend), None)
+
+
+def supervised(stack: dict, backend: str) -> list[dict]:
+    data = json.loads((stack["run_dir"] / "supervisor.json").read_text())
+    return [p for p in data["processes"].values() if p["backend"] == backend]
+
+
+def start_revocations(stack: dict) -> procs.PidRecord:
+    stack["plan"].write_text(stack["with_added"])
+    result = up(stack)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "started revocations (1 instance)" in result.stdout
+    record = procs.read_pidfiles(stack["run_dir"])["revocations.0"]
+    assert record.running()
+    (found,) = registry.instances(stack["etcd"], "revocations")
+    assert found.pid == record.pid and procs.http_ok(found.url + "/healthz")
+    assert [p["state"] for p in supervised(stack, "revocations")] == ["healthy"]
+    return record
+
+
+@pytest.mark.integration
+def test_up_with_the_same_plan_on_a_running_stack_changes_nothing(stack: dict) -> None:
+    before = {name: r.pid for name, r in procs.read_pidfiles(stack["run_dir"]).items()}
+    result = up(stack)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "nothing to do: the stack matches the plan"
+    assert {name: r.pid for name, r in procs.read_pidfiles(stack["run_dir"]).items()} == before
+
+
+@pytest.mark.integration
+def test_a_backend_added_to_the_plan_is_started_supervised_listed_and_can_be_flipped_to(stack: dict) -> None:
+    record = start_revocations(stack)
+    listed = row(stack, "revocations")
+    assert listed is not None and listed["state"] == "1/1 healthy", listed
+    (instance,) = listed["instances"]
+    assert instance["registered"] and instance["pid"] == record.pid
+    state = json.loads((stack["run_dir"] / "state.json").read_text())
+    assert [i["pid"] for i in state["backends"]["revocations"]["instances"]] == [record.pid]
+
+    flipped = strangler("flip", "DELETE /api/tokens", "--to", "revocations", *routing(stack))
+    assert flipped.returncode == 0, flipped.stdout + flipped.stderr
+    routes = {r["backend"]: r["endpoints"] for r in status(stack)["routes"]}
+    assert routes.get("revocations") == 1, routes
+    # served through Traefik by the new backend: no token, so the tokens code refuses it
+    answer = requests.delete(f"{stack['state']['web']}/api/tokens", timeout=10)
+    assert answer.status_code == 401, answer.text
+
+
+@pytest.mark.integration
+def test_a_backend_removed_from_the_plan_is_refused_while_it_serves_then_drained(stack: dict) -> None:
+    record = procs.read_pidfiles(stack["run_dir"])["revocations.0"]
+    stack["plan"].write_text(stack["original"])
+    refused = up(stack)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "revocations" in refused.stderr and "DELETE /api/tokens" in refused.stderr
+    assert "nothing changed" in refused.stderr
+    assert record.running() and registry.instances(stack["etcd"], "revocations")
+
+    undone = strangler("rollback", *routing(stack))
+    assert undone.returncode == 0, undone.stdout + undone.stderr
+    stopped = up(stack)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert "stopped revocations (drained)" in stopped.stdout
+    assert not record.running()
+    assert "revocations.0" not in procs.read_pidfiles(stack["run_dir"])
+    assert registry.instances(stack["etcd"], "revocations") == []
+    assert supervised(stack, "revocations") == []
+    assert row(stack, "revocations") is None
+    assert "revocations" not in json.loads((stack["run_dir"] / "state.json").read_text())["backends"]
+    # the rest still serves, and the plan now matches
+    assert requests.get(f"{stack['state']['web']}/healthz", timeout=10).status_code == 200
+    again = up(stack)
+    assert again.returncode == 0 and "nothing to do" in again.stdout, again.stdout + again.stderr
+
+
+@pytest.mark.integration
+def test_down_stops_a_backend_added_on_the_running_stack(stack: dict) -> None:
+    record = start_revocations(stack)
+    others = procs.read_pidfiles(stack["run_dir"])
+    result = strangler("down", "--run-dir", str(stack["run_dir"]))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(rf"stopped revocations\.0 \(pid {record.pid}\)", result.stdout), result.stdout
+    assert not record.running()
+    assert not [name for name, r in others.items() if r.running()]
+    assert procs.read_pidfiles(stack["run_dir"]) == {}
