@@ -134,6 +134,10 @@ def _link_new(plan: Plan, etcd: Etcd, change: Change, echo: Echo) -> list[str]:
     except MigrateError as exc:
         raise StackError(f"cannot link the services' data: {exc}") from None
     echo(f"data ready: {', '.join(services)} linked")
+    # the monolith's instances got their write-through peers and id lane when they started
+    echo(f"the running {plan.monolith} instances write through to {', '.join(services)} once replaced: "
+         f"`strangler upgrade {plan.monolith} roll` before flipping writes to "
+         f"{'them' if len(services) > 1 else services[0]}")
     return services
 
 

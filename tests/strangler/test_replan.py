@@ -1,7 +1,9 @@
 """Plan changes on a running stack: a second ``strangler up`` reconciles instead of refusing.
 
-One real stack (``up --detach`` of the repository's plan on free ports). In
-order: the same plan changes nothing; a backend added to the plan (the tokens
+One real stack (``up --detach`` of the repository's plan on free ports, the
+users service at first ``start = false``). In order: the same plan changes
+nothing; users started (a backend with tables: linked, its follower started,
+and the monolith rolled to write through to it); a backend added to the plan (the tokens
 service's code under another name, owning ``DELETE /api/tokens``) is started,
 registered, listed by ``status`` and flipped to; removing it from the plan is
 refused while it serves that route, and after ``rollback`` it is drained and
@@ -28,6 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 STRANGLER = str(Path(sys.executable).parent / "strangler")
 
 TOKENS_ENDPOINTS = 'endpoints = ["POST /api/tokens", "DELETE /api/tokens"]'
+USERS = "[backends.users]\n"
 ADDED = '''
 [backends.revocations]
 command = "gunicorn -c python:extracted.tokens.gunicorn_conf --bind {host}:{port} extracted.tokens.wsgi:app"
@@ -46,9 +49,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """``strangler up --detach`` of the repository's plan on free ports; ``down`` at the end."""
     base = tmp_path_factory.mktemp("replan")
     text = re.sub(r"^(\w+_port) = \d+", r"\1 = 0", (REPO / "strangler.toml").read_text(), flags=re.M)
-    assert TOKENS_ENDPOINTS in text
+    assert TOKENS_ENDPOINTS in text and USERS in text
     plan = base / "strangler.toml"
-    plan.write_text(text)
+    plan.write_text(text.replace(USERS, USERS + "start = false\n"))
     run_dir = base / "run"
     result = strangler("up", "--detach", "--plan", str(plan), "--run-dir", str(run_dir))
     try:
@@ -107,6 +110,42 @@ def test_up_with_the_same_plan_on_a_running_stack_changes_nothing(stack: dict) -
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip().splitlines()[-1] == "nothing to do: the stack matches the plan"
     assert {name: r.pid for name, r in procs.read_pidfiles(stack["run_dir"]).items()} == before
+
+
+@pytest.mark.integration
+def test_a_backend_with_tables_is_linked_before_it_starts_and_the_monolith_rolled_writes_through(
+        stack: dict) -> None:
+    assert row(stack, "users")["state"] == "not started"
+    stack["plan"].write_text(stack["original"])
+    result = up(stack)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "users linked" in result.stdout and "strangler upgrade monolith roll" in result.stdout
+    assert "started users (1 instance)" in result.stdout
+    records = procs.read_pidfiles(stack["run_dir"])
+    assert records["users.0"].running() and records["sync-users"].running()
+    data = status(stack)
+    users = [r for r in data["data"] if r["service"] == "users"]
+    assert [r["follower"] for r in users] == ["running", "running"], data["data"]
+    assert next(r for r in data["backends"] if r["backend"] == "users")["state"] == "1/1 healthy"
+
+    def write_through(pid: int) -> dict:
+        env = dict(item.split("=", 1) for item in
+                   Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in item)
+        return json.loads(env.get("STRANGLER_WRITE_THROUGH", "{}"))
+
+    assert "users" in write_through(records["users.0"].pid)
+    assert "users" not in write_through(records["monolith.0"].pid)  # started before the link
+    rolled = strangler("upgrade", "monolith", "roll", "--plan", str(stack["plan"]),
+                       "--run-dir", str(stack["run_dir"]))
+    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+
+    def monoliths() -> list[procs.PidRecord]:
+        return [r for name, r in procs.read_pidfiles(stack["run_dir"]).items() if name.startswith("monolith.")]
+
+    procs.wait_until(lambda: len(monoliths()) == 1, 60, "the old monolith instance drained")
+    (monolith,) = monoliths()
+    assert "users" in write_through(monolith.pid)
+    assert requests.get(f"{stack['state']['web']}/healthz", timeout=10).status_code == 200
 
 
 @pytest.mark.integration
