@@ -24,7 +24,9 @@ import requests
 
 from router import registry
 from router.etcd import Etcd
+from strangler.plan import load_plan
 from strangler.stack import procs
+from strangler.stack.replan import Change, diff, summary
 
 REPO = Path(__file__).resolve().parents[2]
 STRANGLER = str(Path(sys.executable).parent / "strangler")
@@ -37,6 +39,18 @@ command = "gunicorn -c python:extracted.tokens.gunicorn_conf --bind {host}:{port
 health = "/healthz"
 endpoints = ["DELETE /api/tokens"]
 '''
+
+
+def test_diff_names_what_the_plan_adds_and_drops(tmp_path: Path) -> None:
+    text = (REPO / "strangler.toml").read_text().replace(USERS, USERS + "start = false\n")
+    (tmp_path / "strangler.toml").write_text(text.replace("[backends.messages]\n", "[backends.messages]\ninstances = 2\n"))
+    plan = load_plan(tmp_path / "strangler.toml")
+    running = ["monolith", "users", "tokens", "socketio", "ui", "comparator", "legacy"]
+    assert diff(plan, running) == Change({"messages": 2}, ["legacy", "users"])
+    assert diff(plan, [*plan.backends]) == Change({}, ["users"])
+    assert summary(Change({"messages": 2, "reviews": 1}, ["legacy"])) == \
+        "started messages (2 instances); started reviews (1 instance); stopped legacy (drained)"
+    assert summary(Change({}, [])) == "nothing to do: the stack matches the plan"
 
 
 def strangler(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
