@@ -79,12 +79,19 @@ def up(plan_path: Path, run_dir: Path | None, detach: bool, etcd_members: int | 
        **ports: int | None) -> None:
     """Start etcd, Redis, Traefik, the monolith and the plan's services on 127.0.0.1.
 
-    Waits until each is healthy, then prints the app's URL. A supervisor
+    Waits until each is healthy, then prints the app's URL. On a stack that
+    already runs from the run dir it reconciles instead: starts the backends
+    the plan adds, drains and stops the ones it drops (refused while they
+    serve routes), applies the plan's routes keeping live flips. A supervisor
     restarts whatever ends unexpectedly (with back-off). In the foreground
     this command is the supervisor and Ctrl-C stops everything; with
     --detach a supervisor process stays behind and `strangler down` stops it all.
     """
     plan = open_plan(plan_path)
+    where = (run_dir or plan.run_dir).resolve()
+    if stack_mod.running_records(where):
+        _reconcile(plan, where)
+        return
     overrides = {name.removesuffix("_port"): value for name, value in ports.items()}
     overrides["etcd_members"] = etcd_members
     if detach:
@@ -102,6 +109,17 @@ def up(plan_path: Path, run_dir: Path | None, detach: bool, etcd_members: int | 
     _print_ready(state, plan)
     click.echo("press Ctrl-C to stop")
     _run_foreground(stack)
+
+
+def _reconcile(plan: Plan, where: Path) -> None:
+    """A stack already runs from ``where``: start what the plan adds, drain what it drops (strangler.stack.replan)."""
+    from strangler.stack.replan import reconcile_running
+
+    try:
+        line = reconcile_running(plan, where, echo=_progress)
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(line)
 
 
 def _up_detached(plan: Plan, run_dir: Path | None, overrides: dict) -> None:

@@ -40,6 +40,7 @@ from strangler.stack.drain import drain, in_parallel
 from strangler.stack.launch import HOST, Launch, _resolve_argv, backend_launches
 from strangler.stack.ports import PORT_OPTIONS, Ports, check_ports, resolve_ports
 from strangler.stack.procs import StackError
+from strangler.stack.replan import carry_out
 from strangler.stack.retire import read_retired
 from strangler.stack.scale import reconcile, write_counts
 from strangler.stack.state import STATE_FILE, read_state
@@ -320,7 +321,8 @@ class Stack:
         return self.releases.get(backend, (None, {}))[1]
 
     def reconcile(self, supervisor: Any) -> None:
-        """Carry out the intents written in etcd (scale; see strangler.stack.scale)."""
+        """Carry out the intents written in etcd (plan changes, then scale; see strangler.stack.replan, .scale)."""
+        carry_out(self, supervisor)
         reconcile(self, supervisor)
 
     def ended(self, name: str) -> None:
