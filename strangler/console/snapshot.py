@@ -337,7 +337,7 @@ class Snapshots:
         per instance, the followers' watermark files, the comparator's file.
         """
         from strangler.stack.launch import write_through_reports
-        from strangler.stack.lifecycle import running_records
+        from strangler.stack.state import running_records
         from strangler.stack.status import (
             _last_passes,
             backend_rows,

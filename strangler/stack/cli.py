@@ -19,8 +19,8 @@ from strangler.plan.cli import open_plan, plan_option
 from strangler.stack import lifecycle as stack_mod
 from strangler.stack import procs
 from strangler.stack.lifecycle import Stack, StackError
-from strangler.stack.state import read_state
-from strangler.stack.supervise import FAILED, READY, SPEC_ENV, SUPERVISOR, Supervisor
+from strangler.stack.state import SUPERVISOR, read_state
+from strangler.stack.supervise import FAILED, READY, SPEC_ENV, Supervisor
 
 
 def run_dir_option(command: Any) -> Any:

@@ -17,8 +17,7 @@ from router.etcd import Etcd
 from router.traefik import TraefikAPI
 from strangler.stack import procs
 from strangler.stack.drain import drain, in_parallel
-from strangler.stack.state import STATE_FILE, read_state
-from strangler.stack.supervise import STATUS_FILE, SUPERVISOR
+from strangler.stack.state import STATE_FILE, STATUS_FILE, SUPERVISOR, read_state
 
 CORE = ("etcd", "redis", "traefik")  # start order; stopped in reverse after everything else
 

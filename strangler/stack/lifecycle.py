@@ -43,15 +43,9 @@ from strangler.stack.procs import StackError
 from strangler.stack.replan import carry_out
 from strangler.stack.retire import read_retired
 from strangler.stack.scale import reconcile, write_counts
-from strangler.stack.state import STATE_FILE, read_state
-from strangler.stack.supervise import STATUS_FILE
+from strangler.stack.state import STATE_FILE, STATUS_FILE, read_state, running_records
 
 Echo = Callable[[str], None]
-
-
-def running_records(run_dir: Path) -> dict[str, procs.PidRecord]:
-    """The pid records in ``run_dir`` whose process still runs."""
-    return {name: r for name, r in procs.read_pidfiles(run_dir).items() if r.running()}
 
 
 def _already_running(run_dir: Path, records: Mapping[str, procs.PidRecord]) -> str:

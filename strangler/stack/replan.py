@@ -72,9 +72,7 @@ def reconcile_running(plan: Plan, run_dir: Path, echo: Echo, timeout: float = 18
     """
     from router import table
     from strangler.routing.apply import apply_plan
-    from strangler.stack.lifecycle import running_records
-    from strangler.stack.state import read_state
-    from strangler.stack.supervise import SUPERVISOR
+    from strangler.stack.state import SUPERVISOR, read_state, running_records
 
     state = read_state(run_dir)
     live = running_records(run_dir)
@@ -143,7 +141,7 @@ def _link_new(plan: Plan, etcd: Etcd, change: Change, echo: Echo) -> list[str]:
 
 def _wait(run_dir: Path, change: Change, echo: Echo, timeout: float) -> None:
     """Until the new backends are healthy and the removed ones have no process left."""
-    from strangler.stack.supervise import read_status
+    from strangler.stack.state import read_status
 
     began = time.monotonic()
     shown: set[str] = set()

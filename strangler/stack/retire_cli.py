@@ -32,7 +32,7 @@ def _roll(plan, etcd, where: Path, service: str, env: dict[str, str], who: str, 
     runs without it, and a roll needs a name of its own.
     """
     from strangler.stack.release import release_label
-    from strangler.stack.supervise import read_status
+    from strangler.stack.state import read_status
     from strangler.stack.upgrade import Intent, decide, stamp, upgrade_key
 
     running = [p["release"] for p in read_status(where).values()
@@ -45,7 +45,7 @@ def _roll(plan, etcd, where: Path, service: str, env: dict[str, str], who: str, 
 def _wait(where: Path, etcd, monolith: str, want: int, rolls: dict, timeout: float) -> float:  # noqa: ANN001
     """Wait until the monolith has ``want`` healthy instances (none at all for 0) and every roll is done."""
     from strangler.stack.scale import progress
-    from strangler.stack.supervise import read_status
+    from strangler.stack.state import read_status
     from strangler.stack.upgrade import Intent, upgrade_key
 
     began = time.monotonic()

@@ -13,9 +13,7 @@ import click
 
 from strangler.plan.cli import open_plan, plan_option
 from strangler.stack.cli import run_dir_option
-from strangler.stack.lifecycle import running_records
-from strangler.stack.state import read_state
-from strangler.stack.supervise import SUPERVISOR
+from strangler.stack.state import SUPERVISOR, read_state, running_records
 
 
 def _running_stack(run_dir: Path) -> dict:
@@ -51,7 +49,7 @@ def scale(plan_path: Path, run_dir: Path | None, counts: tuple[str, ...], timeou
         routes_served,
         write_counts,
     )
-    from strangler.stack.supervise import read_status
+    from strangler.stack.state import read_status
     from strangler.stack.upgrade import Intent, upgrade_key
 
     plan = open_plan(plan_path)
@@ -142,7 +140,7 @@ def upgrade(plan_path: Path, run_dir: Path | None, backend: str, step: str, rele
     from router.etcd import Etcd, EtcdError
     from strangler.stack.release import check_name, release_label
     from strangler.stack.scale import check_backend
-    from strangler.stack.supervise import read_status
+    from strangler.stack.state import read_status
     from strangler.stack.upgrade import Intent, UpgradeRefused, decide, stamp, upgrade_key
 
     plan = open_plan(plan_path)

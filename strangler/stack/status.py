@@ -23,8 +23,8 @@ from strangler.plan import Plan
 from strangler.stack import procs
 from strangler.stack.launch import write_through_reports
 from strangler.stack.retire import read_retired
-from strangler.stack.supervise import SUPERVISOR
-from strangler.stack.supervise import read_status as read_supervised
+from strangler.stack.state import SUPERVISOR
+from strangler.stack.state import read_status as read_supervised
 
 
 def route_summary(routes: Iterable[Route], monolith: str = MONOLITH) -> list[dict[str, Any]]:

@@ -33,14 +33,13 @@ from typing import Any
 from datalink.files import write_private
 from strangler.stack import procs
 from strangler.stack.rotate import rotate_logs
+from strangler.stack.state import STATUS_FILE, SUPERVISOR
 
 FAST = 10.0  # seconds: ending sooner than this after a start is a fast failure
 CRASHLOOP_AFTER = 5  # fast failures in a row before giving up
 BACKOFF_FIRST = 0.25  # seconds before the first restart
 BACKOFF_CAP = 8.0
 HEALTHY_AFTER = 1.0  # a process with no health check counts as healthy after running this long
-SUPERVISOR = "supervisor"  # its pid file's name
-STATUS_FILE = "supervisor.json"
 STATES = ("starting", "healthy", "draining", "crashlooping")
 ROTATE_EVERY = 5.0  # seconds between two looks at the logs' sizes
 ACCESS_LOG = "traefik-access.log"  # Traefik reopens it on SIGUSR1; the other logs are copied, then cut
@@ -79,15 +78,6 @@ class Watched:
                 "url": self.proc.url, "release": self.release, "state": self.state,
                 "restarts": self.restarts, "last_exit": self.last_exit,
                 "log": str(self.proc.log_path), "last_lines": self.last_lines}
-
-
-def read_status(run_dir: Path | str) -> dict[str, Any]:
-    """``supervisor.json``'s processes by name ({} without one)."""
-    try:
-        data = json.loads((Path(run_dir) / STATUS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data.get("processes", {}) if isinstance(data, dict) else {}
 
 
 class Supervisor:
