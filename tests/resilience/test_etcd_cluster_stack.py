@@ -2,7 +2,7 @@
 
 ``strangler up --detach --etcd-members 3`` of the repository's plan on free
 ports. Under steady bounded load through Traefik, the member that leads is
-killed (SIGKILL, by PID) while flips and rollbacks go on through the CLI;
+killed (SIGKILL, by PID) while 50 flips and rollbacks go on through the CLI;
 the supervisor restarts the member, which rejoins from its data dir.
 """
 
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 STRANGLER = str(Path(sys.executable).parent / "strangler")
-FLIPS = 10  # flips and rollbacks, each confirmed live through Traefik
+FLIPS = 50  # flips and rollbacks, each confirmed live through Traefik
 
 
 def strangler(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
