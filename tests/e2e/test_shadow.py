@@ -99,7 +99,9 @@ def world(tmp_path_factory, etcd_server, traefik_server):
 def start_comparator(base: Path, plan: Path, etcd_url: str) -> procs.Proc:
     port = procs.free_port()
     env = {"STRANGLER_ETCD": etcd_url, "STRANGLER_BACKEND": "comparator", "STRANGLER_PLAN": str(plan),
-           "STRANGLER_RUN_DIR": str(base / "run"), "STRANGLER_INSTANCE_URL": f"http://127.0.0.1:{port}"}
+           "STRANGLER_RUN_DIR": str(base / "run"), "STRANGLER_INSTANCE_URL": f"http://127.0.0.1:{port}",
+           # a short lease: the kill test waits for it to run out (the default rides out etcd outages)
+           "STRANGLER_REGISTRY_TTL": "5"}
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
     proc = procs.Proc("comparator", [gunicorn, "-c", "python:strangler.shadow.gunicorn_conf", "--bind",
                                      f"127.0.0.1:{port}", "strangler.shadow.wsgi:app"],
