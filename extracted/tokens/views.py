@@ -36,10 +36,11 @@ def authenticate(nickname: str, password: str) -> dict[str, Any] | None:
     )
     if response.status_code == 200:
         return response.json()
-    if response.status_code == 401:
+    if response.status_code in (400, 401):
+        # 400: credentials no user can have (a NUL in the nickname): wrong, like any other
         return None
-    # users answers 200 or 401 here; anything else (a 404 from a misrouted path,
-    # a 500) means users could not check the password
+    # users answers 200, 400 or 401 here; anything else (a 404 from a misrouted
+    # path, a 500) means users could not check the password
     raise ServiceUnavailable(
         f"users is unavailable: POST /internal/users/authenticate answered {response.status_code}"
     )

@@ -114,7 +114,8 @@ def test_token_is_accepted_by_users_and_by_the_monolith(client, users_url, monol
 @pytest.mark.parametrize("headers", [{"Authorization": "Basic Y3k6d3Jvbmc="},  # cy:wrong
                                      {"Authorization": "Basic bm9ib2R5OnB3"},  # nobody:pw
                                      {}, {"Authorization": "Basic !!!notbase64"},
-                                     {"Authorization": "Bearer something"}])
+                                     {"Authorization": "Bearer something"},
+                                     {"Authorization": "Basic Y3kAOnB3"}])  # "cy\0": text users refuses
 def test_bad_credentials_answer_exactly_as_the_monolith(client, users_url, monolith, headers):
     if not any(u["nickname"] == "cy" for u in requests.get(f"{users_url}/api/users", timeout=5).json()["users"]):
         register(users_url, "cy")
