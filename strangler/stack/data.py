@@ -128,7 +128,12 @@ def data_state(plan: Plan, linked: Iterable[str]) -> dict[str, Any]:
 
 
 def link_all(plan: Plan, etcd: Etcd, echo: Echo = lambda line: None) -> list[str]:
-    """Upgrade the schemas, then link every data service the stack starts; return their names.
+    """Link every data service the stack starts (see :func:`link_services`); return their names."""
+    return link_services(plan, etcd, [s for s in plan.data_services() if plan.backend(s).start], echo)
+
+
+def link_services(plan: Plan, etcd: Etcd, services: list[str], echo: Echo = lambda line: None) -> list[str]:
+    """Upgrade the monolith's and ``services``' schemas, then link each; return ``services``.
 
     Raises DataError (one line) when a database is unreachable, schemas
     differ or a service's database has diverged from the monolith's.
@@ -136,7 +141,6 @@ def link_all(plan: Plan, etcd: Etcd, echo: Echo = lambda line: None) -> list[str
     from datalink.tables import MigrateError
     from strangler.migrate import schema
 
-    services = [s for s in plan.data_services() if plan.backend(s).start]
     if not services:
         return []
     if plan.database_url(plan.monolith) is None:

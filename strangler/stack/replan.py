@@ -114,23 +114,15 @@ def reconcile_running(plan: Plan, run_dir: Path, echo: Echo, timeout: float = 18
 
 def _link_new(plan: Plan, etcd: Etcd, change: Change, echo: Echo) -> list[str]:
     """Link the data of new backends that own tables, as ``up`` does, before they start."""
-    from datalink.tables import MigrateError
-    from strangler.migrate import schema
-    from strangler.stack.data import link_service
+    from strangler.stack.data import DataError, link_services
 
-    services = [name for name in plan.data_services() if name in change.added]
+    try:
+        services = link_services(plan, etcd, [name for name in plan.data_services() if name in change.added],
+                                 echo)
+    except DataError as exc:
+        raise StackError(str(exc)) from None
     if not services:
         return []
-    if plan.database_url(plan.monolith) is None:
-        raise StackError(f"{', '.join(services)} own data but the monolith has no database in the plan; "
-                         f"add database = \"...\" to [backends.{plan.monolith}]")
-    try:
-        for name in [plan.monolith, *services]:
-            schema.upgrade(schema.databases(plan, name)[0])
-        for service in services:
-            link_service(plan, etcd, service, echo)
-    except MigrateError as exc:
-        raise StackError(f"cannot link the services' data: {exc}") from None
     echo(f"data ready: {', '.join(services)} linked")
     # the monolith's instances got their write-through peers and id lane when they started
     echo(f"the running {plan.monolith} instances write through to {', '.join(services)} once replaced: "
