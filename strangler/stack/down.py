@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from router.etcd import Etcd
@@ -20,6 +21,19 @@ from strangler.stack.drain import drain, in_parallel
 from strangler.stack.state import STATE_FILE, STATUS_FILE, SUPERVISOR, read_state
 
 CORE = ("etcd", "redis", "traefik")  # start order; stopped in reverse after everything else
+MEMBER_PREFIX = "etcd-"  # the other members of an etcd cluster (etcd-2 ...), stopped with etcd
+
+
+def stop_order(names: Iterable[str]) -> tuple[list[str], list[str]]:
+    """PURE: ``names`` as (everything else, then the core in stop order: Traefik, Redis, etcd).
+
+    Every etcd member is core: stopping a cluster's members alongside the
+    backends would take quorum away while the backends leave the registry.
+    """
+    names = list(names)
+    members = sorted(n for n in names if n.startswith(MEMBER_PREFIX))
+    core = [n for n in ("traefik", "redis", *members, "etcd") if n in names]
+    return [n for n in names if n not in core], core
 
 
 def down(run_dir: Path | str) -> list[tuple[str, int, str]]:
@@ -54,9 +68,9 @@ def down(run_dir: Path | str) -> list[tuple[str, int, str]]:
             procs.remove_pidfile(run_dir, record.name)  # at once: a foreground `up` watches these
         return record.name, record.pid, outcome
 
-    others = [r for name, r in records.items() if name not in CORE]
-    results += in_parallel(others, stop)
-    results += [stop(records[name]) for name in reversed(CORE) if name in records]
+    others, core = stop_order(records)
+    results += in_parallel([records[name] for name in others], stop)
+    results += [stop(records[name]) for name in core]
     if not procs.read_pidfiles(run_dir):
         (run_dir / STATE_FILE).unlink(missing_ok=True)
         (run_dir / STATUS_FILE).unlink(missing_ok=True)

@@ -35,7 +35,7 @@ from router.traefik import (
 from strangler.plan import Plan
 from strangler.stack import cluster, procs
 from strangler.stack.data import DataError, data_state, follower_command, link_all
-from strangler.stack.down import CORE, down
+from strangler.stack.down import down, stop_order
 from strangler.stack.drain import drain, in_parallel
 from strangler.stack.launch import HOST, Launch, _resolve_argv, backend_launches
 from strangler.stack.ports import PORT_OPTIONS, Ports, check_ports, resolve_ports
@@ -407,9 +407,9 @@ class Stack:
                 return proc.name, proc.pid, proc.stop(timeout=10)
             return proc.name, proc.pid, drain(client, api, launch.backend, launch.url, proc.stop)
 
-        others = [p for name, p in self.procs.items() if name not in CORE]
-        core = [self.procs[name] for name in reversed(CORE) if name in self.procs]
-        results = in_parallel(others, stop_one)
+        others, core_names = stop_order(self.procs)
+        core = [self.procs[name] for name in core_names]
+        results = in_parallel([self.procs[name] for name in others], stop_one)
         results += [(p.name, p.pid, p.stop(timeout=10)) for p in core]
         for name, _, outcome in results:
             if outcome != "still running":

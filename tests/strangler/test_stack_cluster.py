@@ -51,3 +51,11 @@ def test_a_stack_keeps_its_members_and_refuses_another_size(tmp_path):
     (tmp_path / "single" / "member-data").mkdir(parents=True)
     with pytest.raises(ValueError, match="holds a single etcd member and the plan asks for 3"):
         cluster.stack_members(tmp_path / "single", 3, 2379, 2380)
+
+
+def test_down_stops_every_etcd_member_last_so_backends_leave_the_registry_with_quorum():
+    from strangler.stack.down import stop_order
+
+    others, core = stop_order(["etcd", "etcd-2", "redis", "users.0", "etcd-3", "traefik", "console"])
+    assert others == ["users.0", "console"]
+    assert core == ["traefik", "redis", "etcd-2", "etcd-3", "etcd"]
