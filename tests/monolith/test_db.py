@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from databases import SERVERS, database
+from databases import SERVERS, database, sqlite_write_lock_held
 from flack_helpers import basic_auth, bearer
 from sqlalchemy import create_engine, inspect, text
 
@@ -154,26 +154,9 @@ def test_reads_do_not_wait_for_another_writer_on_sqlite(app_config, client, make
     write lock and keeps it until the reads are done, or 20 s: a read that
     queued behind it (BEGIN IMMEDIATE) would answer only after the release.
     """
-    import sqlite3
-    import threading
-
     user, token = make_user("ada")
     client.post("/api/messages", json={"source": "hello"}, headers={"Authorization": f"Bearer {token}"})
-    writer = sqlite3.connect(app_config["DATABASE_URL"].removeprefix("sqlite:///"), isolation_level=None,
-                             check_same_thread=False)
-    writer.execute("BEGIN IMMEDIATE")
-    released = threading.Event()
-
-    def release_later() -> None:
-        released.wait(20)
-        released.set()
-        writer.execute("ROLLBACK")
-        writer.close()
-
-    threading.Thread(target=release_later, daemon=True).start()
-    try:
+    with sqlite_write_lock_held(app_config["DATABASE_URL"].removeprefix("sqlite:///")) as released:
         for path in ("/api/messages", "/api/users", f"/api/users/{user['id']}", "/api/messages/1"):
             answer = client.get(path)
             assert answer.status_code == 200 and not released.is_set(), path
-    finally:
-        released.set()

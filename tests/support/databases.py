@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,3 +55,28 @@ def database(kind: str, tmp_path: Path, name: str) -> Iterator[str]:
         admin.dispose()
 
 
+
+
+@contextlib.contextmanager
+def sqlite_write_lock_held(path: Path | str, for_at_most: float = 20) -> Iterator[threading.Event]:
+    """Hold SQLite's write lock on the file at *path* (``BEGIN IMMEDIATE`` from another connection).
+
+    Yields an event set when the lock is let go: after *for_at_most* seconds at
+    the latest, or on leaving the block. A read that finishes while the event
+    is still unset did not wait behind the writer.
+    """
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")
+    released = threading.Event()
+
+    def release_later() -> None:
+        released.wait(for_at_most)
+        released.set()
+        writer.execute("ROLLBACK")
+        writer.close()
+
+    threading.Thread(target=release_later, daemon=True).start()
+    try:
+        yield released
+    finally:
+        released.set()

@@ -12,6 +12,7 @@ import time
 
 import pytest
 import requests
+from databases import sqlite_write_lock_held
 from hostile import hostile_source
 from messages_helpers import SECRET, bearer, post, set_updated_at
 
@@ -133,28 +134,12 @@ def test_a_user_is_marked_seen_in_users_once_a_second(client, make_user, users_u
 
 def test_reads_do_not_wait_for_another_writer_on_sqlite(tmp_path, client, make_user):
     """A writer holding the messages database's lock (another connection) holds up no GET."""
-    import sqlite3
-    import threading
-
     _user, token = make_user()
     assert post(client, token, "hello").status_code == 201
-    writer = sqlite3.connect(tmp_path / "messages.sqlite", isolation_level=None, check_same_thread=False)
-    writer.execute("BEGIN IMMEDIATE")
-    released = threading.Event()
-
-    def release_later() -> None:
-        released.wait(20)
-        released.set()
-        writer.execute("ROLLBACK")
-        writer.close()
-
-    threading.Thread(target=release_later, daemon=True).start()
-    try:
+    with sqlite_write_lock_held(tmp_path / "messages.sqlite") as released:
         for path in ("/api/messages", "/api/messages/1"):
             answer = client.get(path)
             assert answer.status_code == 200 and not released.is_set(), path
-    finally:
-        released.set()
 
 
 def test_seen_marks_are_kept_per_user_and_second_and_bounded():
