@@ -71,9 +71,10 @@ class LBClient:
         self,
         base_url: str,
         *,
-        # 0.1+0.2+0.4+0.8+1+1 s of back-off: longer than a service's restart
-        # (measured 0.9 s idle, 2.3 s under load), still inside total_timeout
-        retries: int = 6,
+        # 0.1+0.2+0.4+0.8+1+1+1+1 s = 5.5 s of back-off: longer than a service's
+        # restart (measured 0.9 s idle, 2.3 s under load, 4-5 s on a 2-core machine
+        # running three test workers), still inside total_timeout
+        retries: int = 8,
         backoff: float = 0.1,
         max_backoff: float = 1.0,
         timeout: float = 5.0,

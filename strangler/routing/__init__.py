@@ -231,8 +231,13 @@ def flipped(route: Route, target: str, weight: int | None, *, match: Match | Non
 # -- the world ---------------------------------------------------------------------------------
 
 
-def check_healthy(etcd: Etcd, plan: Plan, backends: Iterable[str], timeout: float = 1.0) -> None:
-    """Refuse unless every plan backend in ``backends`` has a registered instance answering health."""
+def check_healthy(etcd: Etcd, plan: Plan, backends: Iterable[str], timeout: float = 3.0) -> None:
+    """Refuse unless every plan backend in ``backends`` has a registered instance answering health.
+
+    The probes run in parallel and a healthy instance answers in milliseconds, so
+    the timeout costs only when an instance is hung; 3 s, not 1 s, because a busy
+    instance on a loaded machine (four writers, two cores) took over a second.
+    """
     missing = [
         name
         for name in dict.fromkeys(backends)

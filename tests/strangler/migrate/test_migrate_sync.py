@@ -98,9 +98,12 @@ def test_reverse_carries_service_changes_and_forward_keeps_them(copied, tmp_path
     finally:
         with users.app_context():
             db.engine.dispose()
-    # a later edit there than anything the monolith did (updated_at is in whole seconds)
-    execute(urls["users"], "UPDATE users SET nickname = 'renamed-there', updated_at = updated_at + 30"
-            " WHERE id = :id", id=renamed)
+    # the monolith's row changed now (so the forward pass reads it, however long the set-up
+    # took) and the service's 30 s later (updated_at is in whole seconds): the service's wins
+    now = int(time.time())
+    execute(urls["monolith"], "UPDATE users SET updated_at = :now WHERE id = :id", now=now, id=renamed)
+    execute(urls["users"], "UPDATE users SET nickname = 'renamed-there', updated_at = :later"
+            " WHERE id = :id", later=now + 30, id=renamed)
     forward = run(path, "sync", "users")
     assert "users +0 ~0 (kept 1 newer)" in forward.output, forward.output
     back = run(path, "sync", "users", "--reverse")
