@@ -130,3 +130,10 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield RedisServer(url=proc.url, port=port, proc=proc)
     finally:
         proc.stop()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Group tests for parallel workers and send the longest groups first (tests/support/spread.py)."""
+    import spread
+
+    spread.spread(items, spread.read_durations())
