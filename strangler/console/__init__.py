@@ -172,6 +172,16 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         """Roll back one change by id, as ``strangler rollback ID`` (CSRF-checked)."""
         return _act(actions.rollback)
 
+    @app.post("/api/promote")
+    def promote() -> Response:
+        """Start a promotion with the default analysis, as ``strangler promote --detach`` (CSRF-checked)."""
+        return _act(actions.promote)
+
+    @app.post("/api/promotions/abort")
+    def abort_promotion() -> Response:
+        """Abort the promotion running on endpoints, as ``strangler promote --abort`` (CSRF-checked)."""
+        return _act(actions.abort_promotion)
+
     def _act(action: Any) -> Response:
         try:
             body = request.get_json(silent=True)

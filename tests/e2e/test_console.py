@@ -255,6 +255,67 @@ def test_logs_merge_every_process_and_follow(stack: Platform) -> None:
         assert access.interrupt() == 0
 
 
+def promotions(stack: Platform) -> dict[int, dict]:
+    return {p["id"]: p for p in json.loads(stack.strangler("promotions", "--json").output)}
+
+
+def test_a_promotion_starts_and_aborts_from_the_page_as_console(stack: Platform, page) -> None:
+    endpoint = "GET /api/users/<id>"
+    assert stack.serving()[endpoint] == "monolith"
+    page.click(f"{row(endpoint)} button.promote")
+    page.wait_for_selector("#message.ok", timeout=15_000)
+    started = page.inner_text("#message")
+    promotion_id = int(re.match(r"promotion (\d+): ", started)[1])
+    assert f"{endpoint} to users, steps 5,25,50,100%" in started
+    # the row offers to abort it, the promotions table lists it, the CLI sees who started it
+    page.wait_for_selector(f"{row(endpoint)} button.abort", timeout=5000)
+    stored = promotions(stack)[promotion_id]
+    assert stored["who"].startswith("console@") and stored["endpoints"] == [endpoint]
+    # the controller sets the first step: its change is recorded as the console's
+    deadline = time.monotonic() + 15
+    while not any(c["what"].startswith(f"promotion {promotion_id}: ")
+                  for c in json.loads(stack.strangler("history", "--json").output)):
+        assert time.monotonic() < deadline, "the controller never set the first step"
+        time.sleep(0.2)
+    steps = [c for c in json.loads(stack.strangler("history", "--json").output)
+             if c["what"].startswith(f"promotion {promotion_id}: ")]
+    assert all(c["who"].startswith("console@") for c in steps), steps
+    # a second one on the same endpoint: the CLI's refusal, on one line, on the page
+    known = promotions(stack)
+    page.evaluate("spec => promote(spec, 'users', null)", endpoint)
+    page.wait_for_selector("#message.refused", timeout=15_000)
+    refused = page.inner_text("#message")
+    assert f"promotion {promotion_id} is running on these endpoints" in refused and "\n" not in refused
+    assert promotions(stack).keys() == known.keys()  # nothing new stored
+
+    page.click(f'#promotions tr[data-promotion="{promotion_id}"] button.abort')
+    page.wait_for_selector("#message.ok", timeout=15_000)
+    assert "abort asked" in page.inner_text("#message")
+    page.wait_for_function(
+        """sel => (document.querySelector(sel)?.innerText || '').includes('rolled back')""",
+        arg=f'#promotions tr[data-promotion="{promotion_id}"] td.state', timeout=20_000)
+    ended = promotions(stack)[promotion_id]
+    assert ended["state"] == "rolled back" and ended["abort"].startswith("console@")
+    assert stack.serving()[endpoint] == "monolith"
+    page.wait_for_selector(f"{row(endpoint)} button.promote", timeout=5000)
+
+
+def test_a_cross_site_promotion_is_refused_and_stores_nothing(stack: Platform) -> None:
+    before = promotions(stack)
+    console = stack.state["console"]
+    with requests.Session() as browser:
+        page = browser.get(console, timeout=10)
+        token = page.text.split('name="csrf-token" content="')[1].split('"')[0]
+        for path, body in (("api/promote", {"service": "users", "to": "users"}),
+                           ("api/promotions/abort", {"service": "users"})):
+            foreign = browser.post(console + path, json=body, timeout=10,
+                                   headers={"Origin": "http://evil.example", "X-CSRF-Token": token})
+            assert foreign.status_code == 403 and "cross-site" in foreign.json()["error"]
+            tokenless = requests.post(console + path, json=body, timeout=10)
+            assert tokenless.status_code == 403 and "CSRF" in tokenless.json()["error"]
+    assert promotions(stack) == before
+
+
 def test_a_killed_instance_shows_as_not_healthy(stack: Platform, page) -> None:
     instance = stack.state["backends"]["tokens"]["instances"][0]
     cell = f'#instances tr[data-address="{instance["url"]}"] td.health'
