@@ -35,7 +35,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
 from strangler.console import actions
-from strangler.console.metrics import registry_for
+from strangler.console.metrics import registry_for, relayed_urls
 from strangler.console.snapshot import Snapshots, Sources
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
                       Path(app.config["PLAN"]) if app.config["PLAN"] else None,
                       app.config["ETCD"], app.config["TRAEFIK_API"])
     snapshots = Snapshots(sources)
-    registry, counted = registry_for(snapshots.get)
+    registry, counted = registry_for(snapshots.get, lambda: relayed_urls(sources.state()))
     app.extensions["console"] = snapshots
 
     @app.before_request

@@ -50,6 +50,16 @@ def documented_metrics() -> set[str]:
 DOCUMENTED = documented_metrics()
 
 
+def documented_own_metrics() -> set[str]:
+    """The names docs/console.md promises for the followers' and the supervisor's own /metrics."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "console.md").read_text()
+    table = text.split("### The followers' and the supervisor's own")[1].split("###")[0]
+    return {cell for cell in re.findall(r"^\| `(strangler_[^`{]+)` \|", table, re.M)}
+
+
+DOCUMENTED_OWN = documented_own_metrics()
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     platform = up(tmp_path_factory.mktemp("console"))
@@ -314,6 +324,54 @@ def test_a_cross_site_promotion_is_refused_and_stores_nothing(stack: Platform) -
             tokenless = requests.post(console + path, json=body, timeout=10)
             assert tokenless.status_code == 403 and "CSRF" in tokenless.json()["error"]
     assert promotions(stack) == before
+
+
+def scrape(url: str) -> dict[tuple[str, tuple], float]:
+    """Prometheus text at ``url``, parsed by prometheus-client: (sample name, sorted labels) -> value."""
+    text = requests.get(url, timeout=10).text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_followers_and_the_supervisor_serve_their_own_metrics_and_the_console_relays_them(
+        stack: Platform) -> None:
+    state = json.loads((stack.run_dir / "state.json").read_text())
+    follower = state["data"]["users"]["metrics"]
+    supervisor = state["supervisor_metrics"]
+    assert follower.startswith("http://127.0.0.1:") and supervisor.startswith("http://127.0.0.1:")
+    names = {name for name, _ in scrape(follower)} | {name for name, _ in scrape(supervisor)}
+    own = DOCUMENTED_OWN - {"strangler_console_relay_up"}  # the console's, relaying them
+    assert own <= names, own - names
+    forward = (("direction", "monolith -> users"), ("service", "users"))
+    # a follower killed: the supervisor restarts it, counts it, and it serves on the same port again
+    pid = next(p["pid"] for p in json.loads((stack.run_dir / "supervisor.json").read_text())["processes"].values()
+               if p["name"] == "sync-users")
+    os.kill(pid, signal.SIGKILL)
+    restarted = ("strangler_supervisor_restarts_total", (("backend", ""), ("process", "sync-users")))
+    deadline = time.monotonic() + 20
+    while scrape(supervisor).get(restarted, 0) < 1:
+        assert time.monotonic() < deadline, "the supervisor never counted the restart"
+        time.sleep(0.2)
+    while True:
+        try:
+            if scrape(follower).get(("strangler_sync_passes_total", (forward[0], ("result", "ok"), forward[1]))):
+                break
+        except requests.RequestException:
+            pass  # not listening yet
+        assert time.monotonic() < deadline, "the restarted follower never served a good pass"
+        time.sleep(0.2)
+    ended = {p["state"] for p in json.loads(stack.strangler("promotions", "--json").output)}
+    by_state = scrape(supervisor)
+    for state_ in ("running", "promoted", "rolled back"):
+        assert (by_state[("strangler_promotions", (("state", state_),))] > 0) == (state_ in ended), state_
+    # one target for everything: the console's /metrics carries them, each family once
+    text = requests.get(stack.state["console"] + "metrics", timeout=10).text
+    relayed = scrape(stack.state["console"] + "metrics")
+    assert relayed[restarted] >= 1
+    assert relayed[("strangler_console_relay_up", (("target", "supervisor"),))] == 1
+    assert relayed[("strangler_console_relay_up", (("target", "sync-users"),))] == 1
+    assert relayed[("strangler_sync_lag_seconds", (("direction", "messages -> monolith"), ("service", "messages")))] >= 0
+    assert text.count("# TYPE strangler_sync_rows_total counter") == 1
 
 
 def test_a_killed_instance_shows_as_not_healthy(stack: Platform, page) -> None:
