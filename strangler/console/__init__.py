@@ -34,7 +34,7 @@ from flask import Flask, Response, jsonify, render_template, request, session
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
-from strangler.console import actions
+from strangler.console import actions, events
 from strangler.console.metrics import registry_for, relayed_urls
 from strangler.console.snapshot import Snapshots, Sources
 
@@ -76,7 +76,15 @@ def config_from(env: Mapping[str, str]) -> dict[str, Any]:
         "TRAEFIK_API": env.get("STRANGLER_TRAEFIK_API") or None,
         "HOST": env.get("STRANGLER_CONSOLE_HOST") or "127.0.0.1",
         "PASSWORD": env.get("STRANGLER_CONSOLE_PASSWORD") or None,
+        "MAX_STREAMS": streams_from(env),
     }
+
+
+def streams_from(env: Mapping[str, str]) -> int:
+    """Live streams open at once: each holds one of gunicorn's threads (STRANGLER_THREADS, default 4),
+    and two stay free for the buttons and /metrics (at least one stream)."""
+    raw = env.get("STRANGLER_THREADS") or "4"
+    return max(1, int(raw) - 2) if raw.isdigit() else 2
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -159,8 +167,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     @app.get("/api/state")
     def state() -> Response:
-        """Everything the page shows, as JSON (polled by the page every second)."""
+        """Everything the page shows, as JSON (the page's first view, and its polling fallback)."""
         return jsonify(snapshots.get())
+
+    events.init_app(app, snapshots.get, app.config["MAX_STREAMS"])  # GET /api/events: events.py
 
     @app.post("/api/flip")
     def flip() -> Response:

@@ -135,6 +135,51 @@ def test_a_cli_flip_shows_within_2s_and_the_roll_back_button_undoes_it(stack: Pl
         arg=f"{row(endpoint)} td.serving", timeout=5000)
 
 
+def open_console(browser, stack: Platform):
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.goto(stack.state["console"])
+    page.wait_for_selector("body[data-ready='1'][data-live]", timeout=10_000)
+    return context, page
+
+
+def test_updates_come_as_events_and_a_page_beyond_the_streams_polls(stack: Platform, browser) -> None:
+    """Two live streams at once (four gunicorn threads, two kept for actions and /metrics): a third
+    page is refused one (503) and polls; both kinds show a CLI flip within 2 s without a reload."""
+    opened = []
+    try:
+        deadline = time.monotonic() + 20
+        while True:  # a page closed by an earlier test frees its stream at the stream's next write
+            context, live = open_console(browser, stack)
+            opened.append(context)
+            if live.evaluate("document.body.dataset.live") == "events":
+                break
+            context.close()
+            opened.remove(context)
+            assert time.monotonic() < deadline, "no page ever got a live stream"
+            time.sleep(0.5)
+        pages = [open_console(browser, stack) for _ in range(2)]
+        opened += [context for context, _ in pages]
+        polling = pages[-1][1]
+        assert polling.evaluate("document.body.dataset.live") == "polling"
+        endpoint = "GET /api/users"
+        assert stack.serving()[endpoint] == "monolith"
+        stack.strangler("flip", endpoint, "--to", "users")
+        flipped = time.monotonic()
+        try:
+            for page in (live, polling):
+                page.wait_for_function(
+                    """sel => (document.querySelector(sel)?.innerText || '').includes('users')""",
+                    arg=f"{row(endpoint)} td.serving", timeout=2000)
+            assert time.monotonic() - flipped < 2.0
+            assert live.evaluate("document.body.dataset.live") == "events"
+        finally:
+            stack.strangler("rollback")
+    finally:
+        for context in opened:
+            context.close()
+
+
 def test_a_refused_action_shows_the_clis_one_line(stack: Platform, page) -> None:
     history = json.loads(stack.strangler("history", "--json").output)
     page.click(f'#history tr[data-change="{history[0]["id"]}"] button.rollback')  # plan apply, touched later

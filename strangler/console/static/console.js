@@ -1,4 +1,5 @@
-// The console page: polls /api/state every second and redraws; actions POST with the CSRF token.
+// The console page: redraws from /api/events (server-sent events) as the snapshot changes, or, when no
+// stream is to be had, polls /api/state every second; actions POST with the CSRF token.
 // Plain DOM, text only (never innerHTML): every value shown comes from etcd, Traefik or the comparator.
 "use strict";
 
@@ -298,6 +299,12 @@ function draw(s) {
   section("history", drawHistory, s, "history");
 }
 
+function show(s) {
+  last = s;
+  draw(last);
+  document.body.dataset.ready = "1";
+}
+
 let inFlight = false;
 async function poll() {
   if (inFlight) return;
@@ -305,9 +312,7 @@ async function poll() {
   try {
     const response = await fetch("/api/state", {credentials: "same-origin", cache: "no-store"});
     if (response.ok) {
-      last = await response.json();
-      draw(last);
-      document.body.dataset.ready = "1";
+      show(await response.json());
     } else {
       document.getElementById("updated").textContent = "the console answered " + response.status;
     }
@@ -318,5 +323,29 @@ async function poll() {
   }
 }
 
+// Live: the stream's events; it ends every two minutes and EventSource reconnects by itself. A refused
+// stream (every one taken: 503) or none at all falls back to polling, for good on this page.
+let polling = null;
+function startPolling() {
+  if (polling !== null) return;
+  document.body.dataset.live = "polling";
+  polling = setInterval(poll, POLL_MS);
+}
+
+function listen() {
+  if (!window.EventSource) return startPolling();
+  const source = new EventSource("/api/events");
+  source.onmessage = event => {
+    document.body.dataset.live = "events";
+    show(JSON.parse(event.data));
+  };
+  source.onerror = () => {
+    if (source.readyState === EventSource.CLOSED) {  // refused (not a stream): give up on streams
+      source.close();
+      startPolling();
+    }
+  };
+}
+
 poll();
-setInterval(poll, POLL_MS);
+listen();
