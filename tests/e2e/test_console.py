@@ -3,9 +3,12 @@
 One stack for the module (``strangler up --detach`` of the repository's
 plan on free ports). The page must list every endpoint with its owner,
 show a flip made with the CLI within 2 s without a reload, undo it with its
-Roll back button (recorded as ``console@<host>``), render a shadow example
-side by side, and show a killed instance as not healthy. A cross-site POST
-changes nothing. Screenshots go to the test's temporary directory.
+Roll back button (recorded as ``console@<host>``), start and abort a
+promotion (recorded the same way), render a shadow example side by side,
+update by server-sent events (a page beyond the streams polls), and show a
+killed instance as not healthy. A cross-site POST changes nothing. The
+followers' and the supervisor's own /metrics are scraped over HTTP, and
+through the console's. Screenshots go to the test's temporary directory.
 """
 
 from __future__ import annotations

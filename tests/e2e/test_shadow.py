@@ -6,6 +6,8 @@ timestamp and a token that change on every call; the candidate ``users``
 behaves the same on ``GET /api/users`` and has a planted divergence on
 ``GET /api/users/<id>``. Users' requests go through Traefik's web port and
 must always be answered by the monolith, even when the comparator is killed.
+``strangler diffs`` reads the comparator over HTTP (found in etcd), and its
+file only once the comparator is gone.
 """
 
 from __future__ import annotations
