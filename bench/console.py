@@ -3,8 +3,8 @@
 Starts ``strangler up --detach`` of the repository's plan on free ports in a
 temporary directory, then measures the console's processes (the gunicorn
 master and its worker, from /proc) for ``--seconds`` with no page open (the
-baseline), and again with the page open in headless Chromium (polling every
-second), while a light, bounded trickle of requests goes through Traefik so
+baseline), and again with the page open in headless Chromium (live by
+server-sent events), while a light, bounded trickle of requests goes through Traefik so
 the traffic columns have something to show. Then the first load: from
 navigation to the page's first drawing, ``--loads`` times in fresh contexts.
 Everything on loopback; the stack is stopped by ``strangler down`` at the end.

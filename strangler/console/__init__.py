@@ -34,8 +34,8 @@ from flask import Flask, Response, jsonify, render_template, request, session
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
-from strangler.console import actions
-from strangler.console.metrics import registry_for
+from strangler.console import actions, events
+from strangler.console.metrics import registry_for, relayed_urls
 from strangler.console.snapshot import Snapshots, Sources
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,15 @@ def config_from(env: Mapping[str, str]) -> dict[str, Any]:
         "TRAEFIK_API": env.get("STRANGLER_TRAEFIK_API") or None,
         "HOST": env.get("STRANGLER_CONSOLE_HOST") or "127.0.0.1",
         "PASSWORD": env.get("STRANGLER_CONSOLE_PASSWORD") or None,
+        "MAX_STREAMS": streams_from(env),
     }
+
+
+def streams_from(env: Mapping[str, str]) -> int:
+    """Live streams open at once: each holds one of gunicorn's threads (STRANGLER_THREADS, default 4),
+    and two stay free for the buttons and /metrics (at least one stream)."""
+    raw = env.get("STRANGLER_THREADS") or "4"
+    return max(1, int(raw) - 2) if raw.isdigit() else 2
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -96,7 +104,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
                       Path(app.config["PLAN"]) if app.config["PLAN"] else None,
                       app.config["ETCD"], app.config["TRAEFIK_API"])
     snapshots = Snapshots(sources)
-    registry, counted = registry_for(snapshots.get)
+    registry, counted = registry_for(snapshots.get, lambda: relayed_urls(sources.state()))
     app.extensions["console"] = snapshots
 
     @app.before_request
@@ -159,8 +167,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     @app.get("/api/state")
     def state() -> Response:
-        """Everything the page shows, as JSON (polled by the page every second)."""
+        """Everything the page shows, as JSON (the page's first view, and its polling fallback)."""
         return jsonify(snapshots.get())
+
+    events.init_app(app, snapshots.get, app.config["MAX_STREAMS"])  # GET /api/events: events.py
 
     @app.post("/api/flip")
     def flip() -> Response:
@@ -171,6 +181,16 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     def rollback() -> Response:
         """Roll back one change by id, as ``strangler rollback ID`` (CSRF-checked)."""
         return _act(actions.rollback)
+
+    @app.post("/api/promote")
+    def promote() -> Response:
+        """Start a promotion with the default analysis, as ``strangler promote --detach`` (CSRF-checked)."""
+        return _act(actions.promote)
+
+    @app.post("/api/promotions/abort")
+    def abort_promotion() -> Response:
+        """Abort the promotion running on endpoints, as ``strangler promote --abort`` (CSRF-checked)."""
+        return _act(actions.abort_promotion)
 
     def _act(action: Any) -> Response:
         try:

@@ -1,9 +1,11 @@
-"""What the console's buttons do: the same calls as ``strangler flip`` and ``strangler rollback``.
+"""What the console's buttons do: the same calls as ``strangler flip``, ``rollback`` and ``promote``.
 
-Each action goes through :mod:`strangler.routing` with the CLI's guards
-(strategy, owner, health, data links, Traefik confirming it), is recorded in
-the history as ``console@<host>``, and a refusal comes back as the CLI's
-one line (:class:`Refused`), nothing written.
+Each action goes through :mod:`strangler.routing` (or the promotion
+commands' own functions, :mod:`strangler.promote.cli`) with the CLI's guards
+(strategy, owner, health, data links, a running controller, Traefik
+confirming it), is recorded as ``console@<host>`` (in the history; a
+promotion's author and every change it makes, or who aborted it), and a
+refusal comes back as the CLI's one line (:class:`Refused`), nothing written.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from typing import Any
 from router.traefik import TraefikAPI
 from strangler import routing
 from strangler.console.snapshot import Sources
-from strangler.routing.cli import REFUSALS
+from strangler.promote.cli import Refused as PromoteRefused
+from strangler.promote.cli import request_abort, start
+from strangler.routing.cli import REFUSALS, Connection
 
 MAX_ENDPOINTS = 500  # one flip from the page names at most this many endpoints
 
@@ -27,6 +31,15 @@ class Refused(Exception):
 def who() -> str:
     """``console@<host>``: how the history records a change made from the console."""
     return f"console@{socket.gethostname()}"
+
+
+def _endpoints(body: Mapping[str, Any]) -> tuple[list[str], str | None]:
+    """The body's ``endpoints`` (a list of strings) and ``service``; Refused when malformed."""
+    service = _text(body, "service", required=False)
+    specs = body.get("endpoints") or []
+    if not isinstance(specs, list) or len(specs) > MAX_ENDPOINTS or not all(isinstance(s, str) for s in specs):
+        raise Refused(f"give endpoints as a list of at most {MAX_ENDPOINTS} strings")
+    return specs, service
 
 
 def _text(body: Mapping[str, Any], key: str, required: bool = True) -> str | None:
@@ -49,10 +62,7 @@ def _describe(outcome: routing.Outcome) -> dict[str, Any]:
 def flip(sources: Sources, body: Mapping[str, Any]) -> dict[str, Any]:
     """``{"endpoints": [...]} or {"service": NAME}, "to": BACKEND`` -> routing.flip, as ``strangler flip``."""
     target = _text(body, "to")
-    service = _text(body, "service", required=False)
-    specs = body.get("endpoints") or []
-    if not isinstance(specs, list) or len(specs) > MAX_ENDPOINTS or not all(isinstance(s, str) for s in specs):
-        raise Refused(f"give endpoints as a list of at most {MAX_ENDPOINTS} strings")
+    specs, service = _endpoints(body)
     try:
         plan = sources.plan()
         chosen = routing.resolve(plan, specs, service)
@@ -74,3 +84,42 @@ def rollback(sources: Sources, body: Mapping[str, Any]) -> dict[str, Any]:
     except REFUSALS as exc:
         raise Refused(str(exc)) from None
     return _describe(outcome)
+
+
+def _connection(sources: Sources) -> Connection:
+    return Connection(sources.plan(), sources.etcd_url(), sources.traefik_url())
+
+
+def promote(sources: Sources, body: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"endpoints": [...]} or {"service": NAME}, "to": SERVICE`` -> a promotion with the default
+    analysis (``strangler promote --detach``'s checks and record); the controller carries it."""
+    target = _text(body, "to")
+    specs, service = _endpoints(body)
+    try:
+        promotion = start(_connection(sources), specs, service, target, who=who())
+    except (PromoteRefused, *REFUSALS) as exc:
+        raise Refused(_line(exc)) from None
+    steps = ",".join(str(s) for s in promotion.steps)
+    how = "flip whole (it inserts rows)" if promotion.mode == "whole" else f"steps {steps}%"
+    return {"ok": True, "promotion": promotion.id,
+            "message": f"promotion {promotion.id}: {', '.join(promotion.endpoints)} to {promotion.target}, "
+                       f"{how}, {promotion.interval:g}s each; the controller carries it"}
+
+
+def abort_promotion(sources: Sources, body: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"endpoints": [...]} or {"service": NAME}`` -> ``strangler promote --abort``: the controller
+    rolls back the promotion running there, recorded as aborted by ``console@<host>``."""
+    specs, service = _endpoints(body)
+    if not specs and not service:
+        raise Refused("give the promotion's endpoints or its service")
+    try:
+        promotion_id = request_abort(_connection(sources), specs, service, who=who())
+    except (PromoteRefused, *REFUSALS) as exc:
+        raise Refused(_line(exc)) from None
+    return {"ok": True, "promotion": promotion_id,
+            "message": f"promotion {promotion_id}: abort asked; the controller rolls it back"}
+
+
+def _line(exc: Exception) -> str:
+    text = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    return " ".join(text.split())

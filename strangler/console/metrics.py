@@ -4,6 +4,11 @@ Read from the console's snapshot at scrape time (so no series is older
 than the snapshot's cache): routing, instances, the comparator's counts,
 the data links and write-through. The names are listed in
 docs/console.md; every one starts with ``strangler_``.
+
+It also relays the toolkit's other processes' own ``/metrics`` (the sync
+followers', the supervisor's: their URLs are in ``state.json``), scraped at
+the same moment (:class:`RelayCollector`), so Prometheus needs this one
+target; ``strangler_console_relay_up`` says which answered.
 """
 
 from __future__ import annotations
@@ -11,8 +16,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import requests
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 SHADOW_COUNTERS = ("seen", "compared", "differing", "dropped", "skipped", "errors")
@@ -122,10 +129,54 @@ def _data(snap: dict[str, Any]) -> Iterator[Metric]:
     yield rows
 
 
-def registry_for(snapshot: Callable[[], dict[str, Any]]) -> tuple[CollectorRegistry, Counter]:
+def relayed_urls(state: dict[str, Any]) -> dict[str, str]:
+    """PURE: target name -> ``/metrics`` URL of the processes ``state.json`` records as serving one."""
+    urls = {f"sync-{service}": entry["metrics"] for service, entry in sorted((state.get("data") or {}).items())
+            if isinstance(entry, dict) and entry.get("metrics")}
+    if state.get("supervisor_metrics"):
+        urls["supervisor"] = state["supervisor_metrics"]
+    return urls
+
+
+class RelayCollector(Collector):
+    """The families of every relayed ``/metrics``, merged by name (one HELP/TYPE per family)."""
+
+    def __init__(self, urls: Callable[[], dict[str, str]], timeout: float = 1.0) -> None:
+        self.urls = urls
+        self.timeout = timeout
+        self.http = requests.Session()
+        self.http.trust_env = False  # loopback only: no proxy from the environment
+
+    def collect(self) -> Iterator[Metric]:
+        """Scrape each target now; one that does not answer counts as down, its series left out."""
+        merged: dict[str, Metric] = {}
+        up = GaugeMetricFamily("strangler_console_relay_up",
+                               "1 when a relayed process's /metrics answered this scrape", labels=["target"])
+        for target, url in self.urls().items():
+            try:
+                answer = self.http.get(url, timeout=self.timeout)
+                answer.raise_for_status()
+                families = list(text_string_to_metric_families(answer.text))
+            except (requests.RequestException, ValueError):
+                up.add_metric([target], 0)
+                continue
+            up.add_metric([target], 1)
+            for family in families:
+                if not family.name.startswith("strangler_"):
+                    continue  # the client's own process_/python_ series: not the migration's
+                into = merged.setdefault(family.name, Metric(family.name, family.documentation, family.type))
+                into.samples.extend(x for x in family.samples if not x.name.endswith("_created"))
+        yield from merged.values()
+        yield up
+
+
+def registry_for(snapshot: Callable[[], dict[str, Any]],
+                 relayed: Callable[[], dict[str, str]] | None = None) -> tuple[CollectorRegistry, Counter]:
     """A registry of its own (not the process-wide default), and the console's request counter."""
     registry = CollectorRegistry()
     registry.register(MigrationCollector(snapshot))
+    if relayed is not None:
+        registry.register(RelayCollector(relayed))
     requests = Counter("strangler_console_requests", "Requests the console answered, by view and status",
                        ["view", "status"], registry=registry)
     return registry, requests

@@ -35,6 +35,7 @@ from strangler.compare.render import body_rows
 from strangler.console.traffic import Sampler
 from strangler.links import read_links
 from strangler.plan import Plan, PlanError, load_plan
+from strangler.promote.records import all_promotions
 from strangler.routing import allowed_backends, plan_backend
 from strangler.routing.apply import route_rows as plan_route_rows
 from strangler.shadow import DB_NAME
@@ -95,6 +96,25 @@ def history_rows(changes: Sequence[table.Change], limit: int = 50) -> list[dict[
          "rollback_of": c.rollback_of, "in_effect": c.id in live}
         for c in sorted(changes, key=lambda c: c.id, reverse=True)[:limit]
     ]
+
+
+def promotion_rows(promotions: Sequence[Any], limit: int = 10) -> list[dict[str, Any]]:
+    """PURE: the running promotions and the latest ended ones (``limit`` in all), newest first.
+
+    Each: id, endpoints, target, mode, state (running / promoted / rolled
+    back), ``step`` (the candidate's share now, "shadow" for a shadow-first
+    step), who started it, who aborted it, and its last log line.
+    """
+    ordered = sorted(promotions, key=lambda p: (p.state != "running", -p.id))[:limit]
+    return [{"id": p.id, "endpoints": list(p.endpoints), "target": p.target, "mode": p.mode,
+             "state": p.state, "outcome": p.outcome, "step": "shadow" if p.weight == 0 else f"{p.weight}%",
+             "who": p.who, "abort": p.abort, "last": p.log[-1]["line"] if p.log else ""}
+            for p in ordered]
+
+
+def running_promotions(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """PURE: endpoint -> id of the promotion running on it."""
+    return {e: row["id"] for row in rows if row["state"] == "running" for e in row["endpoints"]}
 
 
 def instance_rows(backends: Sequence[Mapping[str, Any]], started: Mapping[str, Any],
@@ -259,7 +279,8 @@ class Snapshots:
         self._routing: tuple[float, dict] | None = None
         self._rest: tuple[float, dict] | None = None
         self._asked = 0.0
-        self._table: tuple[int, dict, list] | None = None  # (etcd revision, routes, history) last read
+        # (etcd revision, routes, history, promotion rows) last read
+        self._table: tuple[int, dict, list, list] | None = None
         self._thread: threading.Thread | None = None
 
     def invalidate(self) -> None:
@@ -303,8 +324,8 @@ class Snapshots:
             time.sleep(max(0.05, self.fast - (time.monotonic() - now)))
 
     def _gather_routing(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"routes": [], "progress": [], "history": [], "problems": [],
-                               "strategy": None, "monolith": None}
+        out: dict[str, Any] = {"routes": [], "progress": [], "history": [], "promotions": [],
+                               "problems": [], "strategy": None, "monolith": None}
         try:
             plan = self.sources.plan()
         except PlanError as exc:
@@ -320,12 +341,16 @@ class Snapshots:
             revision = etcd.revision()
             if self._table is None or self._table[0] != revision:  # every change moves the revision
                 routes, _ = table.load(etcd)
-                self._table = (revision, routes, table.history(etcd))
-            _, routes, changes = self._table
+                self._table = (revision, routes, table.history(etcd), promotion_rows(all_promotions(etcd)))
+            _, routes, changes, promotions = self._table
         except EtcdError as exc:
             out["problems"].append(f"etcd unreachable: {exc}")
             return out
         out["routes"] = route_rows(plan, routes, traffic)
+        out["promotions"] = promotions
+        running = running_promotions(promotions)
+        for row in out["routes"]:
+            row["promotion"] = running.get(row["endpoint"])
         out["progress"] = progress(out["routes"], plan.monolith)
         out["history"] = history_rows(changes)
         return out

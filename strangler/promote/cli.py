@@ -32,6 +32,9 @@ from strangler.promote.controller import COMPARATOR, Controller, ControllerBusy
 from strangler.routing.cli import Connection, _console, stack_url
 
 EXIT = {records.PROMOTED: 0, records.ROLLED_BACK: 1}
+# the analysis a promotion gets unless told otherwise (the CLI's option defaults, the console's buttons)
+DEFAULTS: dict[str, Any] = {"steps": "5,25,50,100", "interval": "30s", "max_error_rate": "1%",
+                            "max_latency_ratio": "1.5", "max_diff_rate": "1%", "min_requests": 20}
 
 
 class Refused(click.ClickException):
@@ -55,8 +58,12 @@ def connection_options(command: Callable) -> Callable:
 
 def build(conn: Connection, endpoints: tuple[str, ...], service: str | None, target: str,
           steps: str, interval: str, max_error_rate: str, max_latency_ratio: str, max_diff_rate: str,
-          min_requests: int) -> Callable[[int], records.Promotion]:
-    """Check a promotion without writing (Refused, one line) and return what creates its record."""
+          min_requests: int, who: str | None = None) -> Callable[[int], records.Promotion]:
+    """Check a promotion without writing (Refused, one line) and return what creates its record.
+
+    ``who`` is recorded as the promotion's author, and so on every change it
+    makes (default: this user@host).
+    """
     try:
         plan_steps = analysis.parse_steps(steps)
         seconds = analysis.parse_interval(interval)
@@ -98,7 +105,7 @@ def build(conn: Connection, endpoints: tuple[str, ...], service: str | None, tar
     specs = [str(e) for e in chosen]
     before = {str(e): current[e].to_dict() for e in chosen}
     before |= {str(e): route.to_dict() for e, route in current.items() if str(e) in reads}
-    who = table.current_user()
+    who = who or table.current_user()
 
     def make(promotion_id: int) -> records.Promotion:
         return records.Promotion(
@@ -107,6 +114,20 @@ def build(conn: Connection, endpoints: tuple[str, ...], service: str | None, tar
             before=before)
 
     return make
+
+
+def start(conn: Connection, endpoints: tuple[str, ...] | list[str], service: str | None, target: str, *,
+          who: str | None = None, **analysis: Any) -> records.Promotion:
+    """Check and store a promotion (``DEFAULTS`` for the analysis not given); Refused, one line, when
+    anything says no, and then nothing is written. The controller carries it from there."""
+    settings = {**DEFAULTS, **analysis}
+    make = build(conn, tuple(endpoints), service, target, settings["steps"], settings["interval"],
+                 settings["max_error_rate"], settings["max_latency_ratio"], settings["max_diff_rate"],
+                 settings["min_requests"], who=who)
+    try:
+        return records.create(conn.etcd(), make)
+    except (records.PromotionRefused, EtcdError) as exc:
+        raise Refused(str(exc)) from None
 
 
 def _inserting(plan: Plan, chosen: list, etcd: Any) -> bool:
@@ -138,15 +159,15 @@ def _reads(plan: Plan, target: str, current: dict, chosen: list, etcd: Any) -> l
 @click.argument("endpoints", nargs=-1)
 @click.option("--service", metavar="NAME", help="Every endpoint the plan gives to service NAME.")
 @click.option("--to", "target", metavar="BACKEND", help="The service to promote them to.")
-@click.option("--steps", default="5,25,50,100", show_default=True,
+@click.option("--steps", default=DEFAULTS["steps"], show_default=True,
               help="The candidate's share at each step, in %; 100 means flipped.")
-@click.option("--interval", default="30s", show_default=True, help="How long each step is watched (5s, 1m).")
-@click.option("--max-error-rate", default="1%", show_default=True, help="Highest share of 5xx from the candidate.")
-@click.option("--max-latency-ratio", default="1.5", show_default=True,
+@click.option("--interval", default=DEFAULTS["interval"], show_default=True, help="How long each step is watched (5s, 1m).")
+@click.option("--max-error-rate", default=DEFAULTS["max_error_rate"], show_default=True, help="Highest share of 5xx from the candidate.")
+@click.option("--max-latency-ratio", default=DEFAULTS["max_latency_ratio"], show_default=True,
               help="Highest candidate p99 / current p99 over the same interval.")
-@click.option("--max-diff-rate", default="1%", show_default=True,
+@click.option("--max-diff-rate", default=DEFAULTS["max_diff_rate"], show_default=True,
               help="Highest diff rate from the comparator (when the endpoint is shadowed).")
-@click.option("--min-requests", default=20, show_default=True, type=click.IntRange(1, 1_000_000),
+@click.option("--min-requests", default=DEFAULTS["min_requests"], show_default=True, type=click.IntRange(1, 1_000_000),
               help="Fewer candidate requests in an interval: not enough data, wait.")
 @click.option("--detach", is_flag=True, help="Return once the promotion is stored.")
 @click.option("--abort", is_flag=True, help="Stop the promotion running on ENDPOINT/--service: roll it back.")
@@ -165,16 +186,14 @@ def promote(plan_path: Path, etcd_url: str | None, traefik_url: str | None, endp
     """
     conn = _connection(plan_path, etcd_url, traefik_url)
     if abort:
-        promotion_id = _abort(conn, endpoints, service)
+        promotion_id = request_abort(conn, endpoints, service)
+        click.echo(f"promotion {promotion_id}: abort asked; the controller rolls it back")
     else:
         if not target:
             raise Refused("say where to: --to BACKEND")
-        make = build(conn, endpoints, service, target, steps, interval, max_error_rate, max_latency_ratio,
-                     max_diff_rate, min_requests)
-        try:
-            promotion = records.create(conn.etcd(), make)
-        except (records.PromotionRefused, EtcdError) as exc:
-            raise Refused(str(exc)) from None
+        promotion = start(conn, endpoints, service, target, steps=steps, interval=interval,
+                          max_error_rate=max_error_rate, max_latency_ratio=max_latency_ratio,
+                          max_diff_rate=max_diff_rate, min_requests=min_requests)
         promotion_id = promotion.id
         click.echo(_started_line(promotion))
     if detach:
@@ -196,17 +215,22 @@ def _started_line(p: records.Promotion) -> str:
     return f"promotion {p.id}: {what} to {p.target}, steps {steps}%, {p.interval:g}s each"
 
 
-def _abort(conn: Connection, endpoints: tuple[str, ...], service: str | None) -> int:
+def request_abort(conn: Connection, endpoints: tuple[str, ...] | list[str], service: str | None,
+                  who: str | None = None) -> int:
+    """Ask the controller to roll back the promotion running on these endpoints; its id.
+
+    Refused (one line, nothing written) when none runs there. ``who`` is
+    recorded as who aborted it (default: this user@host).
+    """
     try:
         chosen = routing.resolve(conn.plan, endpoints, service)
         etcd = conn.etcd()
         promotion_id = records.running_on(etcd, [str(e) for e in chosen])
         if promotion_id is None:
             raise Refused("no promotion is running on these endpoints; see strangler promotions")
-        records.update(etcd, promotion_id, lambda p: setattr(p, "abort", table.current_user()))
+        records.update(etcd, promotion_id, lambda p: setattr(p, "abort", who or table.current_user()))
     except (PlanError, routing.RoutingError, EtcdError, records.PromotionRefused) as exc:
         raise Refused(" ".join(str(exc).split())) from None
-    click.echo(f"promotion {promotion_id}: abort asked; the controller rolls it back")
     return promotion_id
 
 

@@ -4,7 +4,8 @@
 ``STRANGLER_PLAN``, ``STRANGLER_RUN_DIR``, ``STRANGLER_SHADOW_*``); a test
 passes ``comparator=`` instead. Every mirrored request is answered 204 at
 once and compared later (see :mod:`strangler.shadow.worker`); results go to
-``<run_dir>/shadow.sqlite`` and ``strangler diffs`` prints them.
+``<run_dir>/shadow.sqlite``; ``GET /_shadow/diffs`` serves them
+(:mod:`strangler.shadow.report`) and ``strangler diffs`` prints them.
 Documented in docs/shadow.md.
 
 Only Traefik may send copies: each must carry ``X-Strangler-Mirror`` with
@@ -28,7 +29,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from router.keys import MIRROR_HEADER, MIRROR_MAX_BODY
 from router.release import instance_release
-from strangler.shadow import metrics
+from strangler.shadow import metrics, report
 from strangler.shadow.store import ShadowStore
 from strangler.shadow.worker import Comparator, Mirrored
 
@@ -169,6 +170,7 @@ def create_app(test_config: Mapping | None = None, comparator: Comparator | None
         return jsonify(queued=comparator.queue.qsize(), pending=comparator.store.snapshot())
 
     metrics.init_app(app)  # GET /_shadow/metrics: strangler/shadow/metrics.py
+    report.init_app(app)  # GET /_shadow/diffs (mirror secret): strangler/shadow/report.py
 
     @app.route("/", defaults={"path": ""}, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
     @app.route("/<path:path>", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])

@@ -2,7 +2,8 @@
 
 Thin Click commands over :mod:`strangler.shadow.control` (routing changes,
 with the same --plan/--etcd/--traefik-api options and one-line refusals as
-``strangler flip``) and :mod:`strangler.shadow.store` (the report).
+``strangler flip``) and :mod:`strangler.shadow.source` (the report: from the
+comparator over HTTP, else its file).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from strangler import routing
 from strangler.plan import PlanError, load_plan
 from strangler.plan.cli import plan_option
 from strangler.routing.cli import Connection, report, routing_command, wait_options
-from strangler.shadow import DB_NAME, control
-from strangler.shadow.store import read_report
+from strangler.shadow import DB_NAME, control, source
+from strangler.stack.state import read_state
 
 
 @click.command()
@@ -79,28 +80,58 @@ def _rate(entry: dict) -> str:
     return "-" if entry["diff_rate"] is None else f"{entry['diff_rate']:.1%}"
 
 
+def _etcd_url(plan: Any, where: Path, given: str | None) -> str | None:
+    """--etcd / STRANGLER_ETCD, else the stack's state.json in the run dir, else the plan's fixed port."""
+    if given:
+        return given
+    url = (read_state(where) or {}).get("etcd")
+    if url:
+        return url
+    port = plan.stack.etcd_port if plan else 0
+    return f"http://127.0.0.1:{port}" if port else None
+
+
 @click.command()
 @click.argument("endpoint", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines (the source goes to stderr).")
 @click.option("--examples", type=click.IntRange(0, 50), default=2, show_default=True,
               help="Example request/answer pairs shown per endpoint.")
+@click.option("--comparator", "comparator_url", metavar="URL", envvar="STRANGLER_COMPARATOR", show_envvar=True,
+              help="Ask this comparator [default: the ones registered in etcd].")
+@click.option("--etcd", "etcd_url", envvar="STRANGLER_ETCD", metavar="URL", show_envvar=True,
+              help="etcd's client URL (default: the running stack's, else the plan's etcd_port).")
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), envvar="STRANGLER_RUN_DIR",
-              help="The stack's run dir [default: the plan's run_dir].")
+              help="The stack's run dir, whose shadow.sqlite is read when no comparator answers "
+                   "[default: the plan's run_dir].")
 @plan_option
-def diffs(plan_path: Path, endpoint: str | None, as_json: bool, examples: int, run_dir: Path | None) -> None:
-    """Show what shadowing found, per endpoint: requests seen, compared, differing, the top
+def diffs(plan_path: Path, endpoint: str | None, as_json: bool, examples: int, comparator_url: str | None,
+          etcd_url: str | None, run_dir: Path | None) -> None:
+    """Show what shadowing found, per endpoint: requests seen, compared, differing, dropped, the top
     differing fields (noise left out: fields the monolith lately disagrees with
     itself on, shown with their rates) and example request/answer pairs.
+
+    Asked of the running comparator over HTTP (found in etcd, or --comparator),
+    from any machine or container that reaches etcd; when none answers, read
+    from the run dir's shadow.sqlite as the last run left it. The first line
+    says which.
     """
     where, plan = _run_dir(plan_path, run_dir)
     name = _endpoint_name(plan, endpoint) if endpoint else None
-    entries = read_report(where / DB_NAME, name, examples=examples)
+    try:
+        found = source.read(_etcd_url(plan, where, etcd_url), comparator_url, where / DB_NAME, name, examples)
+    except source.NoSource as exc:
+        raise click.ClickException(str(exc)) from None
+    said = (f"read from {found.source}" if found.live
+            else f"read from {found.source} (as last written: {found.why_not_live})")
+    entries = found.entries
     if as_json:
+        click.echo(said, err=True)
         click.echo(json.dumps(entries, indent=2))
         return
+    click.echo(said)
     if not entries:
         what = f"for {name} " if name else ""
-        click.echo(f"no shadow results {what}in {where} yet; start with strangler shadow ENDPOINT --to SERVICE")
+        click.echo(f"no shadow results {what}yet; start with strangler shadow ENDPOINT --to SERVICE")
         return
     console = Console(soft_wrap=True, highlight=False, width=None if os.isatty(1) else 200)
     grid = Table(title="shadow comparisons (monolith vs candidate)")

@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from strangler.shadow.store import COUNTERS, read_report
+from strangler.shadow.store import COUNTERS, live_report
 
 PATH = "/_shadow/metrics"
 
@@ -32,16 +32,11 @@ class ComparatorCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         """Every family, read now."""
         comparator = self.comparator()
-        store = comparator.store
         totals: dict[str, dict[str, float]] = {}
         targets: dict[str, str] = {}
-        for entry in read_report(store.path, top=0, examples=0):
+        for entry in live_report(comparator.store, top=0, examples=0):
             totals[entry["endpoint"]] = {name: entry[name] or 0 for name in COUNTERS}
             targets[entry["endpoint"]] = entry.get("target") or ""
-        for endpoint, pending in store.snapshot().items():
-            counts = totals.setdefault(endpoint, dict.fromkeys(COUNTERS, 0))
-            for name, n in pending.items():
-                counts[name] = counts.get(name, 0) + n
         for name in COUNTERS:
             family = CounterMetricFamily(f"strangler_comparator_{name}",
                                          f"Mirrored copies {name}, per shadowed endpoint",

@@ -224,3 +224,25 @@ def read_report(path: Path | str, endpoint: str | None = None, *, top: int = 10,
         return report
     finally:
         db.close()
+
+
+def live_report(store: ShadowStore, endpoint: str | None = None, *, top: int = 10,
+                examples: int = 3) -> list[dict[str, Any]]:
+    """``read_report`` of the store's file plus the counts not flushed yet (the comparator's view).
+
+    The counters, ``diff_rate`` and the order (busiest first) take in what the
+    comparator counted since its last flush; an endpoint seen only since then
+    gets an entry with no patterns or examples yet.
+    """
+    entries = {e["endpoint"]: e for e in read_report(store.path, endpoint, top=top, examples=examples)}
+    for name, pending in store.snapshot().items():
+        if endpoint and name != endpoint:
+            continue
+        entry = entries.setdefault(name, {
+            "endpoint": name, "target": None, **dict.fromkeys(COUNTERS, 0), "last_error": None,
+            "diff_rate": None, "noise": [], "noise_rates": {}, "patterns": [], "examples": []})
+        for counter, n in pending.items():
+            entry[counter] = (entry.get(counter) or 0) + n
+        if entry["compared"]:
+            entry["diff_rate"] = round(entry["differing"] / entry["compared"], 4)
+    return sorted(entries.values(), key=lambda e: (-(e["seen"] or 0), e["endpoint"]))

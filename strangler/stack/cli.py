@@ -168,6 +168,7 @@ def _print_ready(state: dict, plan: Plan) -> None:
 def _run_foreground(stack: Stack) -> None:
     """Supervise until Ctrl-C/SIGTERM (then stop everything) or `strangler down` (which stops it)."""
     supervisor = Supervisor(stack, echo=lambda line: click.echo(line, err=True))
+    supervisor.serve_metrics()
     outcome = supervisor.run()
     if outcome == "hand-over":
         click.echo("the stack was stopped by `strangler down`")

@@ -34,8 +34,10 @@ from typing import Any
 from router.etcd import Etcd
 from strangler.links import is_linked, link_key, read_links
 from strangler.plan import Plan
+from strangler.stack import procs
 
 FOLLOW_ENV = "STRANGLER_FOLLOW"
+METRICS_BIND_ENV = "STRANGLER_METRICS_BIND"  # HOST:PORT where the follower serves /metrics
 FOLLOW_INTERVAL = 0.5  # seconds between a follower's passes
 Echo = Callable[[str], None]
 
@@ -102,13 +104,31 @@ def follower_spec(plan: Plan, service: str, interval: float = FOLLOW_INTERVAL) -
     }
 
 
-def follower_command(plan: Plan, service: str) -> tuple[str, list[str], dict[str, str]]:
+def follower_command(plan: Plan, service: str, metrics_port: int = 0) -> tuple[str, list[str], dict[str, str]]:
     """PURE: ``(process name, argv, env)`` of *service*'s follower; database URLs travel in env.
 
     (In the environment rather than argv: ``ps`` shows argv, and URLs may hold passwords.)
+    With ``metrics_port`` it serves its Prometheus metrics on that loopback port.
     """
     spec = follower_spec(plan, service)
-    return f"sync-{service}", [sys.executable, "-m", "strangler.stack.follow"], {FOLLOW_ENV: json.dumps(spec)}
+    env = {FOLLOW_ENV: json.dumps(spec)}
+    if metrics_port:
+        env[METRICS_BIND_ENV] = f"127.0.0.1:{metrics_port}"
+    return f"sync-{service}", [sys.executable, "-m", "strangler.stack.follow"], env
+
+
+def follower_proc(plan: Plan, run_dir: Path, service: str) -> tuple[procs.Proc, str]:
+    """*service*'s follower as a process to start, and the URL of its ``/metrics``.
+
+    The port is free now and kept in the process's environment, so a restart
+    by the supervisor serves the same URL; the caller records it in
+    ``state.json`` (``data.<service>.metrics``).
+    """
+    port = procs.free_port()
+    name, argv, env = follower_command(plan, service, metrics_port=port)
+    proc = procs.Proc(name, argv, Path(run_dir) / "logs" / f"{name}.log", env=env,
+                      cwd=str(plan.path.parent if plan.path else Path.cwd()))
+    return proc, f"http://127.0.0.1:{port}/metrics"
 
 
 def data_state(plan: Plan, linked: Iterable[str]) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from router.traefik import (
 )
 from strangler.plan import Plan
 from strangler.stack import cluster, procs
-from strangler.stack.data import DataError, data_state, follower_command, link_all
+from strangler.stack.data import DataError, data_state, follower_proc, link_all
 from strangler.stack.down import down, stop_order
 from strangler.stack.drain import drain, in_parallel
 from strangler.stack.launch import HOST, Launch, _resolve_argv, backend_launches
@@ -239,10 +239,9 @@ class Stack:
     def _start_followers(self, linked: Sequence[str]) -> None:
         """One sync follower per linked service (both directions), a managed process like the rest."""
         for service in linked:
-            name, argv, env = follower_command(self.plan, service)
-            proc = procs.Proc(name, argv, self.run_dir / "logs" / f"{name}.log", env=env,
-                              cwd=str(self.plan.path.parent if self.plan.path else Path.cwd()))
+            proc, metrics = follower_proc(self.plan, self.run_dir, service)
             self._track(proc.start())
+            self.state["data"][service]["metrics"] = metrics
 
     def _start_console(self, port: int, etcd_url: str, traefik_url: str) -> None:
         """The console (strangler console), on loopback, a managed process like the followers."""

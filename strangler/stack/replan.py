@@ -200,20 +200,20 @@ def carry_out(stack: Any, supervisor: Any) -> None:
 
 def _start_follower(stack: Any, supervisor: Any, service: str) -> None:
     """The sync follower of a newly linked service, supervised like the others."""
-    from strangler.stack.data import data_state, follower_command
+    from strangler.stack.data import data_state, follower_proc
 
     linked = stack.launch_args.setdefault("linked", [])
     if service not in linked:
         linked.append(service)
-    name, argv, env = follower_command(stack.plan, service)
+    name = f"sync-{service}"
     if name in stack.procs and stack.procs[name].alive():
         return
-    proc = procs.Proc(name, argv, stack.run_dir / "logs" / f"{name}.log", env=env,
-                      cwd=str(stack.plan.path.parent if stack.plan.path else Path.cwd()))
+    proc, metrics = follower_proc(stack.plan, stack.run_dir, service)
     with supervisor.lock:
         stack._track(proc.start())
         supervisor.watch(proc)
     stack.state.setdefault("data", {}).update(data_state(stack.plan, [service]))
+    stack.state["data"][service]["metrics"] = metrics
     supervisor.echo(f"{name} started (pid {proc.pid})")
 
 

@@ -192,17 +192,17 @@ def enforce(stack: Any, supervisor: Any) -> None:
     missing = [s for s in links if f"sync-{s}" not in supervisor.watched]
     if not missing:
         return
-    from strangler.stack.data import data_state, follower_command
+    from strangler.stack.data import data_state, follower_proc
 
     stack.launch_args["linked"] = sorted({*stack.launch_args.get("linked", ()), *links})
     for service in missing:
-        name, argv, env = follower_command(stack.plan, service)
-        proc = procs.Proc(name, argv, stack.run_dir / "logs" / f"{name}.log", env=env,
-                          cwd=str(stack.plan.path.parent if stack.plan.path else Path.cwd()))
+        proc, metrics = follower_proc(stack.plan, stack.run_dir, service)
+        name = proc.name
         with supervisor.lock:
             stack._track(proc.start())
             supervisor.watch(proc)
         stack.state.setdefault("data", {}).update(data_state(stack.plan, [service]))
+        stack.state["data"][service]["metrics"] = metrics
         stack.write_state()
         supervisor.echo(f"{name} started (pid {proc.pid}): the monolith is back")
 

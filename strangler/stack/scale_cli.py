@@ -38,10 +38,12 @@ def scale(plan_path: Path, run_dir: Path | None, counts: tuple[str, ...], timeou
     """Run N instances of each BACKEND: start new ones until healthy, drain the surplus.
 
     Draining takes an instance out of the registry, waits until Traefik no
-    longer lists it, lets requests in flight finish, then stops it.
+    longer lists it, lets requests in flight finish, then stops it. A retired
+    monolith is not scaled up: `strangler unretire` brings it back.
     """
     from router import table
     from router.etcd import Etcd, EtcdError
+    from strangler.stack.retire import read_retired
     from strangler.stack.scale import (
         check_backend,
         parse_scale_spec,
@@ -66,6 +68,10 @@ def scale(plan_path: Path, run_dir: Path | None, counts: tuple[str, ...], timeou
     etcd = Etcd(state["etcd"], timeout=5)
     try:
         routes, _ = table.load(etcd)
+        if wanted.get(plan.monolith) and read_retired(etcd) is not None:
+            raise click.ClickException(
+                f"{plan.monolith} is retired: `strangler unretire` brings it back (its database caught up "
+                f"and linked first); scaling it to {wanted[plan.monolith]} would not, so nothing was changed")
         for backend, n in wanted.items():
             served = routes_served(routes.values(), backend, plan.monolith)
             if n == 0 and served:

@@ -10,7 +10,9 @@ environment after a back-off that doubles with each fast failure (from
 and left alone, its last log lines shown. It also carries the scale intents
 ``strangler scale`` writes into etcd (see :mod:`strangler.stack.scale`).
 
-What it sees is written to ``<run_dir>/supervisor.json`` for ``strangler status``.
+What it sees is written to ``<run_dir>/supervisor.json`` for ``strangler status``,
+and served as Prometheus metrics (restarts, states, promotions) on a loopback
+port recorded in ``state.json`` (:mod:`strangler.stack.metrics`).
 
 Signals: SIGINT / SIGTERM stop the whole stack (draining the backends);
 SIGUSR1 (sent by ``strangler down``) ends the supervisor alone, leaving the
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from datalink.files import write_private
-from strangler.stack import procs
+from strangler.stack import metrics, procs
 from strangler.stack.rotate import rotate_logs
 from strangler.stack.state import STATUS_FILE, SUPERVISOR
 
@@ -97,6 +99,14 @@ class Supervisor:
             self.watch(proc, state="healthy" if proc.alive() else "starting")
         procs.write_self_pidfile(stack.run_dir, SUPERVISOR)
         self._write()
+
+    def serve_metrics(self) -> str:
+        """Serve the supervisor's own ``/metrics`` (strangler.stack.metrics) on a free loopback port,
+        and record its URL in ``state.json`` (``supervisor_metrics``); the URL."""
+        url = metrics.serve(self, STATES)
+        self.stack.state[metrics.STATE_KEY] = url
+        self.stack.write_state()
+        return url
 
     def watch(self, proc: procs.Proc, state: str = "starting") -> Watched:
         """Supervise ``proc`` from now on (generic: its health check comes from the stack)."""
@@ -277,6 +287,7 @@ def main() -> int:
         say(FAILED + "interrupted; stopped everything it had started")
         return 1
     supervisor = Supervisor(stack, echo=_log_line)
+    supervisor.serve_metrics()
     say(READY)
     _to_log(stack.run_dir / "logs" / "supervisor.log")
     outcome = supervisor.run()

@@ -174,6 +174,20 @@ def test_the_controller_reads_etcd_traefiks_metrics_and_the_comparators_results(
     assert "STRANGLER_ETCD_PASSWORD" in controller["environment"]
 
 
+def test_strangler_diffs_reaches_the_comparator_over_http_not_its_volume(compose: dict) -> None:
+    """`strangler diffs` run in the routes container (as the file's comment says) finds the comparator
+    in etcd and asks it over the control network: both are on it, the toolkit logs in to etcd, and
+    the comparator's results volume is mounted by nobody else but the controller, read-only."""
+    services = compose["services"]
+    assert "routes strangler diffs --etcd http://etcd:2379" in (REPO / "docker-compose.yml").read_text()
+    assert "control" in services["routes"]["networks"] and "control" in services["comparator"]["networks"]
+    assert "STRANGLER_ETCD_PASSWORD" in services["routes"]["environment"]
+    assert "ports" not in services["comparator"]
+    mounted = {name: v for name, s in services.items() for v in s.get("volumes", [])
+               if v.startswith("comparator-data:")}
+    assert mounted == {"comparator": "comparator-data:/data", "controller": "comparator-data:/data:ro"}
+
+
 def test_the_routes_service_applies_the_plan_to_etcd(compose: dict) -> None:
     command = argv(compose["services"]["routes"]["command"])
     assert command[:3] == ["strangler", "plan", "apply"]

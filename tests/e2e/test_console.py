@@ -3,9 +3,12 @@
 One stack for the module (``strangler up --detach`` of the repository's
 plan on free ports). The page must list every endpoint with its owner,
 show a flip made with the CLI within 2 s without a reload, undo it with its
-Roll back button (recorded as ``console@<host>``), render a shadow example
-side by side, and show a killed instance as not healthy. A cross-site POST
-changes nothing. Screenshots go to the test's temporary directory.
+Roll back button (recorded as ``console@<host>``), start and abort a
+promotion (recorded the same way), render a shadow example side by side,
+update by server-sent events (a page beyond the streams polls), and show a
+killed instance as not healthy. A cross-site POST changes nothing. The
+followers' and the supervisor's own /metrics are scraped over HTTP, and
+through the console's. Screenshots go to the test's temporary directory.
 """
 
 from __future__ import annotations
@@ -48,6 +51,16 @@ def documented_metrics() -> set[str]:
 
 
 DOCUMENTED = documented_metrics()
+
+
+def documented_own_metrics() -> set[str]:
+    """The names docs/console.md promises for the followers' and the supervisor's own /metrics."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "console.md").read_text()
+    table = text.split("### The followers' and the supervisor's own")[1].split("###")[0]
+    return {cell for cell in re.findall(r"^\| `(strangler_[^`{]+)` \|", table, re.M)}
+
+
+DOCUMENTED_OWN = documented_own_metrics()
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +136,51 @@ def test_a_cli_flip_shows_within_2s_and_the_roll_back_button_undoes_it(stack: Pl
     page.wait_for_function(
         """sel => document.querySelector(sel).innerText.includes('monolith')""",
         arg=f"{row(endpoint)} td.serving", timeout=5000)
+
+
+def open_console(browser, stack: Platform):
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.goto(stack.state["console"])
+    page.wait_for_selector("body[data-ready='1'][data-live]", timeout=10_000)
+    return context, page
+
+
+def test_updates_come_as_events_and_a_page_beyond_the_streams_polls(stack: Platform, browser) -> None:
+    """Two live streams at once (four gunicorn threads, two kept for actions and /metrics): a third
+    page is refused one (503) and polls; both kinds show a CLI flip within 2 s without a reload."""
+    opened = []
+    try:
+        deadline = time.monotonic() + 20
+        while True:  # a page closed by an earlier test frees its stream at the stream's next write
+            context, live = open_console(browser, stack)
+            opened.append(context)
+            if live.evaluate("document.body.dataset.live") == "events":
+                break
+            context.close()
+            opened.remove(context)
+            assert time.monotonic() < deadline, "no page ever got a live stream"
+            time.sleep(0.5)
+        pages = [open_console(browser, stack) for _ in range(2)]
+        opened += [context for context, _ in pages]
+        polling = pages[-1][1]
+        assert polling.evaluate("document.body.dataset.live") == "polling"
+        endpoint = "GET /api/users"
+        assert stack.serving()[endpoint] == "monolith"
+        stack.strangler("flip", endpoint, "--to", "users")
+        flipped = time.monotonic()
+        try:
+            for page in (live, polling):
+                page.wait_for_function(
+                    """sel => (document.querySelector(sel)?.innerText || '').includes('users')""",
+                    arg=f"{row(endpoint)} td.serving", timeout=2000)
+            assert time.monotonic() - flipped < 2.0
+            assert live.evaluate("document.body.dataset.live") == "events"
+        finally:
+            stack.strangler("rollback")
+    finally:
+        for context in opened:
+            context.close()
 
 
 def test_a_refused_action_shows_the_clis_one_line(stack: Platform, page) -> None:
@@ -253,6 +311,115 @@ def test_logs_merge_every_process_and_follow(stack: Platform) -> None:
         access.wait_for(rf"traefik-access \| .*{marker}")
     finally:
         assert access.interrupt() == 0
+
+
+def promotions(stack: Platform) -> dict[int, dict]:
+    return {p["id"]: p for p in json.loads(stack.strangler("promotions", "--json").output)}
+
+
+def test_a_promotion_starts_and_aborts_from_the_page_as_console(stack: Platform, page) -> None:
+    endpoint = "GET /api/users/<id>"
+    assert stack.serving()[endpoint] == "monolith"
+    page.click(f"{row(endpoint)} button.promote")
+    page.wait_for_selector("#message.ok", timeout=15_000)
+    started = page.inner_text("#message")
+    promotion_id = int(re.match(r"promotion (\d+): ", started)[1])
+    assert f"{endpoint} to users, steps 5,25,50,100%" in started
+    # the row offers to abort it, the promotions table lists it, the CLI sees who started it
+    page.wait_for_selector(f"{row(endpoint)} button.abort", timeout=5000)
+    stored = promotions(stack)[promotion_id]
+    assert stored["who"].startswith("console@") and stored["endpoints"] == [endpoint]
+    # the controller sets the first step: its change is recorded as the console's
+    deadline = time.monotonic() + 15
+    while not any(c["what"].startswith(f"promotion {promotion_id}: ")
+                  for c in json.loads(stack.strangler("history", "--json").output)):
+        assert time.monotonic() < deadline, "the controller never set the first step"
+        time.sleep(0.2)
+    steps = [c for c in json.loads(stack.strangler("history", "--json").output)
+             if c["what"].startswith(f"promotion {promotion_id}: ")]
+    assert all(c["who"].startswith("console@") for c in steps), steps
+    # a second one on the same endpoint: the CLI's refusal, on one line, on the page
+    known = promotions(stack)
+    page.evaluate("spec => promote(spec, 'users', null)", endpoint)
+    page.wait_for_selector("#message.refused", timeout=15_000)
+    refused = page.inner_text("#message")
+    assert f"promotion {promotion_id} is running on these endpoints" in refused and "\n" not in refused
+    assert promotions(stack).keys() == known.keys()  # nothing new stored
+
+    page.click(f'#promotions tr[data-promotion="{promotion_id}"] button.abort')
+    page.wait_for_selector("#message.ok", timeout=15_000)
+    assert "abort asked" in page.inner_text("#message")
+    page.wait_for_function(
+        """sel => (document.querySelector(sel)?.innerText || '').includes('rolled back')""",
+        arg=f'#promotions tr[data-promotion="{promotion_id}"] td.state', timeout=20_000)
+    ended = promotions(stack)[promotion_id]
+    assert ended["state"] == "rolled back" and ended["abort"].startswith("console@")
+    assert stack.serving()[endpoint] == "monolith"
+    page.wait_for_selector(f"{row(endpoint)} button.promote", timeout=5000)
+
+
+def test_a_cross_site_promotion_is_refused_and_stores_nothing(stack: Platform) -> None:
+    before = promotions(stack)
+    console = stack.state["console"]
+    with requests.Session() as browser:
+        page = browser.get(console, timeout=10)
+        token = page.text.split('name="csrf-token" content="')[1].split('"')[0]
+        for path, body in (("api/promote", {"service": "users", "to": "users"}),
+                           ("api/promotions/abort", {"service": "users"})):
+            foreign = browser.post(console + path, json=body, timeout=10,
+                                   headers={"Origin": "http://evil.example", "X-CSRF-Token": token})
+            assert foreign.status_code == 403 and "cross-site" in foreign.json()["error"]
+            tokenless = requests.post(console + path, json=body, timeout=10)
+            assert tokenless.status_code == 403 and "CSRF" in tokenless.json()["error"]
+    assert promotions(stack) == before
+
+
+def scrape(url: str) -> dict[tuple[str, tuple], float]:
+    """Prometheus text at ``url``, parsed by prometheus-client: (sample name, sorted labels) -> value."""
+    text = requests.get(url, timeout=10).text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_followers_and_the_supervisor_serve_their_own_metrics_and_the_console_relays_them(
+        stack: Platform) -> None:
+    state = json.loads((stack.run_dir / "state.json").read_text())
+    follower = state["data"]["users"]["metrics"]
+    supervisor = state["supervisor_metrics"]
+    assert follower.startswith("http://127.0.0.1:") and supervisor.startswith("http://127.0.0.1:")
+    names = {name for name, _ in scrape(follower)} | {name for name, _ in scrape(supervisor)}
+    own = DOCUMENTED_OWN - {"strangler_console_relay_up"}  # the console's, relaying them
+    assert own <= names, own - names
+    forward = (("direction", "monolith -> users"), ("service", "users"))
+    # a follower killed: the supervisor restarts it, counts it, and it serves on the same port again
+    pid = next(p["pid"] for p in json.loads((stack.run_dir / "supervisor.json").read_text())["processes"].values()
+               if p["name"] == "sync-users")
+    os.kill(pid, signal.SIGKILL)
+    restarted = ("strangler_supervisor_restarts_total", (("backend", ""), ("process", "sync-users")))
+    deadline = time.monotonic() + 20
+    while scrape(supervisor).get(restarted, 0) < 1:
+        assert time.monotonic() < deadline, "the supervisor never counted the restart"
+        time.sleep(0.2)
+    while True:
+        try:
+            if scrape(follower).get(("strangler_sync_passes_total", (forward[0], ("result", "ok"), forward[1]))):
+                break
+        except requests.RequestException:
+            pass  # not listening yet
+        assert time.monotonic() < deadline, "the restarted follower never served a good pass"
+        time.sleep(0.2)
+    ended = {p["state"] for p in json.loads(stack.strangler("promotions", "--json").output)}
+    by_state = scrape(supervisor)
+    for state_ in ("running", "promoted", "rolled back"):
+        assert (by_state[("strangler_promotions", (("state", state_),))] > 0) == (state_ in ended), state_
+    # one target for everything: the console's /metrics carries them, each family once
+    text = requests.get(stack.state["console"] + "metrics", timeout=10).text
+    relayed = scrape(stack.state["console"] + "metrics")
+    assert relayed[restarted] >= 1
+    assert relayed[("strangler_console_relay_up", (("target", "supervisor"),))] == 1
+    assert relayed[("strangler_console_relay_up", (("target", "sync-users"),))] == 1
+    assert relayed[("strangler_sync_lag_seconds", (("direction", "messages -> monolith"), ("service", "messages")))] >= 0
+    assert text.count("# TYPE strangler_sync_rows_total counter") == 1
 
 
 def test_a_killed_instance_shows_as_not_healthy(stack: Platform, page) -> None:

@@ -6,6 +6,8 @@ timestamp and a token that change on every call; the candidate ``users``
 behaves the same on ``GET /api/users`` and has a planted divergence on
 ``GET /api/users/<id>``. Users' requests go through Traefik's web port and
 must always be answered by the monolith, even when the comparator is killed.
+``strangler diffs`` reads the comparator over HTTP (found in etcd), and its
+file only once the comparator is gone.
 """
 
 from __future__ import annotations
@@ -119,10 +121,10 @@ def run(world, *args, ok=True):
 
 
 def diffs(world) -> dict:
-    result = CliRunner().invoke(cli, ["diffs", "--json", "--plan", str(world["plan"]),
+    result = CliRunner().invoke(cli, ["diffs", "--json", "--plan", str(world["plan"]), "--etcd", world["etcd_url"],
                                       "--run-dir", str(world["base"] / "run")])
     assert result.exit_code == 0, result.output
-    return {e["endpoint"]: e for e in json.loads(result.output)}
+    return {e["endpoint"]: e for e in json.loads(result.stdout)}
 
 
 def wait_registered(world, present: bool, timeout: float = 15) -> None:
@@ -171,7 +173,7 @@ def test_shadow_catches_the_divergence_with_zero_false_positives(world):
     assert (many["differing"], many["errors"], many["dropped"]) == (0, 0, 0)
     assert {"token", "users[*].last_seen"} <= set(many["noise"])
     text = CliRunner().invoke(cli, ["diffs", "GET /api/users/<id>", "--plan", str(world["plan"]),
-                                    "--run-dir", str(world["base"] / "run")]).output
+                                    "--etcd", world["etcd_url"], "--run-dir", str(world["base"] / "run")]).output
     assert "nickname" in text and "100.0%" in text
 
 
@@ -212,6 +214,42 @@ def test_shadow_off_and_rollback_are_recorded_in_history(world):
                           f"roll back change {len(whats) - 1} (shadow off GET /api/users)"]
 
 
+def test_diffs_reads_the_running_comparator_over_http_not_its_file(world, tmp_path):
+    """As under docker-compose: the command's run dir holds no shadow.sqlite (the comparator's is
+    out of reach), so what it prints can only have come from the comparator, found in etcd."""
+    stored = world["base"] / "run" / "shadow.sqlite"
+    assert stored.is_file()
+    result = CliRunner().invoke(cli, ["diffs", "--json", "--examples", "1", "--plan", str(world["plan"]),
+                                      "--etcd", world["etcd_url"], "--run-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == f"read from the comparator at {world['comparator'].url}"
+    one = {e["endpoint"]: e for e in json.loads(result.stdout)}["GET /api/users/<id>"]
+    assert one["differing"] >= 15 and one["dropped"] == 0 and len(one["examples"]) == 1
+    assert one["examples"][0]["differences"][0]["right"] == "Susan"
+    text = CliRunner().invoke(cli, ["diffs", "GET /api/users/<id>", "--plan", str(world["plan"]),
+                                    "--etcd", world["etcd_url"], "--run-dir", str(tmp_path)]).output
+    assert text.splitlines()[0] == f"read from the comparator at {world['comparator'].url}"
+    assert "nickname" in text and "dropped" in text
+
+
+def test_the_comparators_report_needs_the_mirror_secret_and_bounded_parameters(world):
+    from router import table
+
+    url = world["comparator"].url + "/_shadow/diffs"
+    secret = table.load_options(world["etcd"]).mirror_secret
+    assert requests.get(url, timeout=5).status_code == 403
+    assert requests.get(url, headers={"X-Strangler-Mirror": "guess"}, timeout=5).status_code == 403
+    for query, named in (("examples=51", "examples"), ("top=-1", "top"), ("limit=5", "limit"),
+                         ("endpoint=" + "x" * 501, "endpoint")):
+        answer = requests.get(f"{url}?{query}", headers={"X-Strangler-Mirror": secret}, timeout=5)
+        assert answer.status_code == 400 and named in answer.json()["error"], query
+    answer = requests.get(url, params={"endpoint": "GET /api/users", "examples": 0},
+                          headers={"X-Strangler-Mirror": secret}, timeout=5)
+    assert answer.status_code == 200
+    (entry,) = answer.json()["endpoints"]
+    assert entry["endpoint"] == "GET /api/users" and entry["examples"] == []
+
+
 def load(web: str, stop: threading.Event, results: list) -> None:
     session = requests.Session()
     while not stop.is_set():
@@ -244,3 +282,23 @@ def test_killing_the_comparator_under_load_fails_no_user_request(world):
     assert refused.exit_code == 1
     (line,) = refused.output.strip().splitlines()
     assert "comparator has no healthy instance" in line
+
+
+def test_diffs_without_a_comparator_reads_the_file_and_says_so(world, tmp_path):
+    """Runs after the comparator was killed: its file is read as last written, the first line says
+    which and why; with neither a comparator nor a file, one line saying what to do."""
+    run_dir = world["base"] / "run"
+    result = CliRunner().invoke(cli, ["diffs", "--plan", str(world["plan"]), "--etcd", world["etcd_url"],
+                                      "--run-dir", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    first = result.output.splitlines()[0]
+    assert first.startswith(f"read from {run_dir / 'shadow.sqlite'} (as last written: no comparator registered")
+    assert "GET /api/users/<id>" in result.output
+    gone = CliRunner().invoke(cli, ["diffs", "--plan", str(world["plan"]), "--etcd", world["etcd_url"],
+                                    "--run-dir", str(tmp_path)])
+    assert gone.exit_code == 1
+    (line,) = gone.output.strip().splitlines()
+    assert "no comparator registered" in line and "no results file" in line and "strangler up" in line
+    named = CliRunner().invoke(cli, ["diffs", "--plan", str(world["plan"]), "--etcd", world["etcd_url"],
+                                     "--comparator", world["comparator"].url, "--run-dir", str(run_dir)])
+    assert named.exit_code == 1 and "did not answer" in named.output

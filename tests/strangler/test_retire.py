@@ -226,6 +226,21 @@ def test_retire_stops_the_monolith_and_the_contract_still_holds(stack: Platform)
     assert again.returncode == 0 and "already retired" in again.stdout
 
 
+def test_scaling_the_retired_monolith_up_is_refused_with_unretire(stack: Platform) -> None:
+    if Etcd(stack.state["etcd"]).get(RETIRED_KEY) is None:
+        pytest.skip("needs the retire test before it")
+    etcd = Etcd(stack.state["etcd"])
+    before = etcd.get("strangler/stack/scale/monolith")
+    result = cli(stack, "scale", "monolith=1", "users=2", timeout=30)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "monolith is retired" in lines[0] and "strangler unretire" in lines[0]
+    # nothing changed: neither count (one transaction refused whole), no monolith instance
+    assert etcd.get("strangler/stack/scale/monolith") == before
+    assert json.loads(etcd.get("strangler/stack/scale/users"))["instances"] == 1
+    assert instances(stack, "monolith") == []
+
+
 def test_unretire_relinks_and_brings_the_monolith_back(stack: Platform) -> None:
     nickname = stack.state.get("retired_user")
     if nickname is None:

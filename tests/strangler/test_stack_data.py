@@ -16,6 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
 from strangler.links import LINKS_PREFIX, is_linked, read_links, unlinked
@@ -23,12 +25,14 @@ from strangler.migrate.sync import Syncer, SyncState
 from strangler.plan import load_plan
 from strangler.stack.data import (
     FOLLOW_ENV,
+    METRICS_BIND_ENV,
     DataError,
     follower_command,
     link_all,
     state_paths,
     write_through,
 )
+from strangler.stack.procs import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -160,7 +164,9 @@ def test_link_all_with_nothing_to_link_touches_no_database(plan, etcd, tmp_path)
 @pytest.mark.integration
 def test_the_follower_syncs_both_ways_until_sigterm(plan, etcd) -> None:
     link_all(plan, etcd)
-    name, argv, env = follower_command(plan, "users")
+    port = free_port()
+    name, argv, env = follower_command(plan, "users", metrics_port=port)
+    assert env[METRICS_BIND_ENV] == f"127.0.0.1:{port}"
     log = plan.run_dir / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:
@@ -180,6 +186,18 @@ def test_the_follower_syncs_both_ways_until_sigterm(plan, etcd) -> None:
         for path in (forward, reverse):
             last = json.loads(path.read_text())["last_pass"]
             assert last["finished_at"] >= last["started_at"] > now - 5 and "error" not in last
+        # its own /metrics, over HTTP: one row inserted each way, good passes, a lag per direction
+        scraped = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for family in text_string_to_metric_families(
+                       requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
+                   for s in family.samples}
+        for direction in ("monolith -> users", "users -> monolith"):
+            labels = (("direction", direction), ("service", "users"))
+            assert scraped[("strangler_sync_rows_total", (*labels[:1], ("outcome", "inserted"), *labels[1:]))] == 1
+            assert scraped[("strangler_sync_rows_total", (*labels[:1], ("outcome", "collision"), *labels[1:]))] == 0
+            assert scraped[("strangler_sync_passes_total", (*labels[:1], ("result", "ok"), *labels[1:]))] >= 1
+            assert scraped[("strangler_sync_lag_seconds", labels)] >= 0
+            assert scraped[("strangler_sync_last_pass_timestamp_seconds", labels)] > now - 5
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(10)

@@ -1,4 +1,5 @@
-// The console page: polls /api/state every second and redraws; actions POST with the CSRF token.
+// The console page: redraws from /api/events (server-sent events) as the snapshot changes, or, when no
+// stream is to be had, polls /api/state every second; actions POST with the CSRF token.
 // Plain DOM, text only (never innerHTML): every value shown comes from etcd, Traefik or the comparator.
 "use strict";
 
@@ -98,6 +99,8 @@ async function act(path, body, button) {
 function flip(spec, to, button) { return act("/api/flip", {endpoints: [spec], to: to}, button); }
 function flipService(service, to, button) { return act("/api/flip", {service: service, to: to}, button); }
 function rollBack(id, button) { return act("/api/rollback", {change: id}, button); }
+function promote(spec, to, button) { return act("/api/promote", {endpoints: [spec], to: to}, button); }
+function abortPromotion(specs, button) { return act("/api/promotions/abort", {endpoints: specs}, button); }
 
 function drawHeader(s) {
   document.getElementById("strategy").textContent = "strategy " + (s.strategy || "?");
@@ -153,24 +156,46 @@ function serving(row) {
 function drawRoutes(s) {
   const rows = (s.routes || []).map(row => {
     const t = row.traffic || {};
-    let action = null;
+    let action = null, promoting = null;
     if (row.owner && row.owner !== s.monolith && (row.allowed || []).length > 1) {
-      action = row.backend === row.owner && !row.weights
+      const onOwner = row.backend === row.owner && !row.weights;
+      action = onOwner
         ? el("button", {onclick: e => flip(row.endpoint, s.monolith, e.target)}, "back to " + s.monolith)
         : el("button", {onclick: e => flip(row.endpoint, row.owner, e.target)}, "flip to " + row.owner);
+      if (row.promotion) {
+        promoting = el("button", {class: "abort", onclick: e => abortPromotion([row.endpoint], e.target)},
+                       "abort promotion " + row.promotion);
+      } else if (!onOwner) {
+        promoting = el("button", {class: "promote", onclick: e => promote(row.endpoint, row.owner, e.target)},
+                       "promote to " + row.owner);
+      }
     }
     const err = t.error_pct;
     return el("tr", {"data-endpoint": row.endpoint},
       el("td", {class: "mono"}, row.method), el("td", {class: "mono"}, row.path),
       el("td", {class: "owner"}, row.owner || "-"), el("td", {class: "serving"}, serving(row)),
-      el("td", {class: "state"}, row.state + (row.plan_agrees ? "" : " (plan disagrees)")),
+      el("td", {class: "state"}, row.state + (row.plan_agrees ? "" : " (plan disagrees)") +
+         (row.promotion ? ` (promotion ${row.promotion})` : "")),
       el("td", {}, row.mirror ? "→ " + row.mirror : ""),
       el("td", {class: "num"}, t.rps === undefined ? "-" : t.rps.toFixed(2)),
       el("td", {class: "num " + (err ? "bad" : "")}, err === null || err === undefined ? "-" : err.toFixed(1)),
       el("td", {class: "num"}, ms(t.p50)), el("td", {class: "num"}, ms(t.p99)),
-      el("td", {}, sparkline(t.spark)), el("td", {}, action));
+      el("td", {}, sparkline(t.spark)), el("td", {class: "actions"}, action, " ", promoting));
   });
   fill(document.querySelector("#routes tbody"), rows);
+}
+
+function drawPromotions(s) {
+  const rows = (s.promotions || []).map(p => el("tr", {"data-promotion": p.id},
+    el("td", {class: "num"}, p.id), el("td", {class: "mono"}, p.endpoints.join(", ")), el("td", {}, p.target),
+    el("td", {}, p.step), el("td", {class: "state " + (p.state === "rolled back" ? "bad" : "")},
+                             p.outcome || p.state),
+    el("td", {class: "who"}, p.who + (p.abort ? `; aborted by ${p.abort}` : "")),
+    el("td", {class: "dim"}, p.last),
+    el("td", {}, p.state === "running" && !p.abort
+      ? el("button", {class: "abort", onclick: e => abortPromotion(p.endpoints, e.target)}, "Abort") : null)));
+  fill(document.querySelector("#promotions tbody"), rows.length ? rows :
+    [el("tr", {}, el("td", {colspan: 8, class: "dim"}, "no promotions yet: a route's \"promote to\" button starts one"))]);
 }
 
 function drawInstances(s) {
@@ -267,10 +292,17 @@ function draw(s) {
   drawHeader(s);
   section("progress", drawProgress, s, "progress", "strategy", "monolith", "answering");
   section("routes", drawRoutes, s, "routes", "monolith");
+  section("promotions", drawPromotions, s, "promotions");
   section("instances", drawInstances, s, "instances");
   section("diffs", drawDiffs, s, "diffs");
   section("data", drawData, s, "data", "links");
   section("history", drawHistory, s, "history");
+}
+
+function show(s) {
+  last = s;
+  draw(last);
+  document.body.dataset.ready = "1";
 }
 
 let inFlight = false;
@@ -280,9 +312,7 @@ async function poll() {
   try {
     const response = await fetch("/api/state", {credentials: "same-origin", cache: "no-store"});
     if (response.ok) {
-      last = await response.json();
-      draw(last);
-      document.body.dataset.ready = "1";
+      show(await response.json());
     } else {
       document.getElementById("updated").textContent = "the console answered " + response.status;
     }
@@ -293,5 +323,29 @@ async function poll() {
   }
 }
 
+// Live: the stream's events; it ends every two minutes and EventSource reconnects by itself. A refused
+// stream (every one taken: 503) or none at all falls back to polling, for good on this page.
+let polling = null;
+function startPolling() {
+  if (polling !== null) return;
+  document.body.dataset.live = "polling";
+  polling = setInterval(poll, POLL_MS);
+}
+
+function listen() {
+  if (!window.EventSource) return startPolling();
+  const source = new EventSource("/api/events");
+  source.onmessage = event => {
+    document.body.dataset.live = "events";
+    show(JSON.parse(event.data));
+  };
+  source.onerror = () => {
+    if (source.readyState === EventSource.CLOSED) {  // refused (not a stream): give up on streams
+      source.close();
+      startPolling();
+    }
+  };
+}
+
 poll();
-setInterval(poll, POLL_MS);
+listen();

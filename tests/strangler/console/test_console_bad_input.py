@@ -94,6 +94,10 @@ def test_json_of_the_wrong_shape_is_refused_in_one_line(client: requests.Session
     for body in ({"to": 5}, {"to": "users", "endpoints": {"GET /x": 1}}, {"to": "users", "endpoints": [1]},
                  {"to": "users", "endpoints": ["GET /x"] * 501}):
         one_line_error(client.post(base + "/api/flip", json=body, timeout=10), 409)
+    for body in ({"to": 5}, {"to": "users", "endpoints": [1]}, {"to": "users", "endpoints": ["GET /x"] * 501}):
+        one_line_error(client.post(base + "/api/promote", json=body, timeout=10), 409)
+    for body in ({}, {"endpoints": "GET /x"}, {"service": 7}):
+        one_line_error(client.post(base + "/api/promotions/abort", json=body, timeout=10), 409)
     for body in ({"change": "1"}, {"change": True}, {"change": 0}, {"change": 1.5}):
         assert "change id" in one_line_error(client.post(base + "/api/rollback", json=body, timeout=10), 409)
 

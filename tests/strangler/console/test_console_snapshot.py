@@ -5,7 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from router.table import Change
-from strangler.console.snapshot import example_rows, history_rows, instance_rows, progress
+from strangler.console.snapshot import (
+    example_rows,
+    history_rows,
+    instance_rows,
+    progress,
+    promotion_rows,
+    running_promotions,
+)
+from strangler.promote.records import Promotion
 
 
 def test_progress_counts_moved_and_canary_endpoints_per_owner() -> None:
@@ -67,3 +75,17 @@ def test_answering_keeps_the_plans_backends_only(tmp_path) -> None:
     plan = load_plan(Path(__file__).resolve().parents[3] / "strangler.toml")
     answered = {"monolith": 9.5, "users": 0.5, "comparator": 9.5, "get-api-users-canary": 1.0, "tokens": 0.0}
     assert answering(plan, answered) == {"monolith": 9.5, "users": 0.5}
+
+
+def test_promotions_running_first_then_the_latest_ended_with_who_and_step() -> None:
+    def made(id_: int, state: str, step: int = 0, abort: str | None = None) -> Promotion:
+        return Promotion(id=id_, endpoints=[f"GET /e{id_}"], target="users", steps=[0, 100] if id_ == 3 else [5, 50],
+                         interval=30, thresholds={}, who="console@host", state=state, step=step, abort=abort,
+                         log=[{"n": 1, "line": f"line of {id_}"}])
+
+    rows = promotion_rows([made(1, "rolled back"), made(2, "running", 1, abort="ann@h"), made(3, "running"),
+                           made(4, "promoted")], limit=3)
+    assert [(r["id"], r["state"], r["step"]) for r in rows] == [(3, "running", "shadow"), (2, "running", "50%"),
+                                                               (4, "promoted", "5%")]
+    assert rows[1]["abort"] == "ann@h" and rows[0]["who"] == "console@host" and rows[0]["last"] == "line of 3"
+    assert running_promotions(rows) == {"GET /e3": 3, "GET /e2": 2}
