@@ -166,7 +166,9 @@ def carry_out(stack: Any, supervisor: Any, backend: str, count: int, intent: Int
         else:
             start(stack, supervisor, next_launch(stack, backend, release=stack.current_release(backend),
                                                  env=stack.current_env(backend), service=intent.base))
-    if not done or not is_live():
+    with supervisor.lock:  # done once the drained set's processes have gone, not just begun to
+        leaving = [w for w in supervisor.watched.values() if w.backend == backend and w.state == "draining"]
+    if not done or leaving or not is_live():
         return
     if intent.step == "finish":
         stack.releases[backend] = (intent.release, dict(intent.env))

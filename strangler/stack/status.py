@@ -285,12 +285,12 @@ def collect(
         etcd = Etcd(state["etcd"], timeout=2)
         found = registry.instances(etcd)
         routes, _ = table.load(etcd)
-        live = {name: services[0] for name, services in table.load_options(etcd).sets.items()}
+        live_sets = {name: services[0] for name, services in table.load_options(etcd).sets.items()}
         result["retired"] = read_retired(etcd)  # strangler retire: the plan is done
         result["monolith"] = monolith
     except EtcdError as exc:
         result["problems"].append(f"etcd at {state['etcd']} unreachable: {exc}")
-        found, routes, live = [], {}, {}
+        found, routes, live_sets = [], {}, {}
     traefik: dict[str, dict[str, str]] = {}
     api = TraefikAPI(state["traefik_api"], timeout=2)
     try:
@@ -298,7 +298,7 @@ def collect(
             traefik[name] = traefik_view(api.service(name) or {})
     except TraefikError as exc:
         result["problems"].append(str(exc))
-    result["backends"] = backend_rows(planned, found, _probe_all(found), traefik, time.time(), supervised, live)
+    result["backends"] = backend_rows(planned, found, _probe_all(found), traefik, time.time(), supervised, live_sets)
     if not result["supervised"]:
         result["problems"].append("no supervisor runs: nothing restarts a process that ends "
                                   "(`strangler down` and `strangler up` again)")
