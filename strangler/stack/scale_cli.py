@@ -168,14 +168,15 @@ def upgrade(plan_path: Path, run_dir: Path | None, backend: str, step: str | Non
         upgrade_key,
     )
 
-    chosen = [name for name, on in (("STEP", step), ("--blue-green", blue_green), ("--finish", finish),
+    chosen = [name for name, on in ((step or "STEP", step), ("--blue-green", blue_green), ("--finish", finish),
                                     ("--rollback", rollback)) if on]
     if len(chosen) != 1:
-        raise click.UsageError("give one of try, roll, abort, --blue-green, --finish or --rollback"
-                               + (f" (not {' and '.join(chosen)})" if chosen else ""))
+        raise click.BadParameter("give one of try, roll, abort, --blue-green, --finish or --rollback"
+                               + (f" (not {' and '.join(chosen)})" if chosen else ""), param_hint="STEP")
     bg_step = BLUE_GREEN if blue_green else "finish" if finish else "rollback" if rollback else None
     if (finish or rollback) and (release_name or env_pairs):
-        raise click.UsageError(f"--{bg_step} takes no --release or --env: it acts on the pending blue/green")
+        raise click.BadParameter(f"--{bg_step} takes no --release or --env: it acts on the pending blue/green",
+                                 param_hint="--release/--env")
     plan = open_plan(plan_path)
     try:
         check_backend(plan, backend)
