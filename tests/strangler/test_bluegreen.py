@@ -210,6 +210,8 @@ def test_a_sticky_backend_sets_the_cookie_and_requests_carrying_it_stay_on_one_i
 def test_down_under_load_fails_no_request_while_the_backend_is_registered(stack: dict) -> None:
     """Last: stops the module's stack. Every request sent while users was still in the registry is answered."""
     assert len(registry.instances(stack["etcd"], "users")) == 2
+    names = [i["name"] for i in json.loads((stack["run_dir"] / "state.json").read_text())["backends"]["users"]
+             ["instances"]]
     seen_registered = time.monotonic()
     with Load(f"{stack['state']['web']}/api/users") as load:
         time.sleep(1)
@@ -229,5 +231,5 @@ def test_down_under_load_fails_no_request_while_the_backend_is_registered(stack:
     assert down.returncode == 0, out
     before = [code for at, code in load.times if at < seen_registered]
     assert len(before) > 20 and set(before) == {200}, Counter(before)
-    assert "users.0" in out and "users.1" in out and not procs.read_pidfiles(stack["run_dir"])
+    assert all(f"stopped {name} " in out for name in names) and not procs.read_pidfiles(stack["run_dir"]), out
     print(f"down: {len(before)} requests sent while users was registered, all 200; {Counter(load.codes)} in all")
