@@ -193,7 +193,7 @@ class Registration:
             started=None,
             health_path=health_path,
             release=release,
-            service=_check_segment("service", service) if service else "",
+            service=_check_segment("service", service) if service and service != backend else "",
         )
         self.ttl = ttl
         self.lease: Lease | None = None
