@@ -3,7 +3,8 @@
 The repository's plan on free ports, plus a backend whose command exits at
 once. In order: a ``kill -9`` is restarted, a crashing backend ends
 crashlooping while the rest serves, SIGTERM deregisters before gunicorn stops
-accepting; ``scale`` and its refusals; ``down`` drains.
+accepting; ``scale`` and its refusals; rolling upgrades. Blue/green, sticky
+backends and ``down`` draining under load are in test_bluegreen.py.
 """
 
 from __future__ import annotations
