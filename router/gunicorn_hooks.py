@@ -17,6 +17,8 @@ the lease expires after the TTL. Configured from the environment:
   through an etcd outage or lost quorum shorter than that);
 - ``STRANGLER_HEALTH_PATH`` — health check path (default ``/healthz``);
 - ``STRANGLER_RELEASE`` — the release label registered beside the instance;
+- ``STRANGLER_SERVICE`` — the Traefik service it registers its URL under (default:
+  the backend's name; a blue/green's second set: ``<backend>-green``);
 - ``STRANGLER_DEREGISTER_WAIT`` — seconds between leaving the registry and
   closing the listeners on SIGTERM (default 1: Traefik's watch needs a moment
   to drop the server; 0 when someone drained the instance first).
@@ -80,7 +82,8 @@ def registration_from_env(
     health_path = env.get("STRANGLER_HEALTH_PATH", "/healthz")
     try:
         return Registration(Etcd(etcd_url), backend, url, ttl=ttl, health_path=health_path,
-                            release=env.get("STRANGLER_RELEASE", "").strip())
+                            release=env.get("STRANGLER_RELEASE", "").strip(),
+                            service=env.get("STRANGLER_SERVICE", "").strip())
     except ValueError as exc:
         raise RegistryConfigError(f"bad registry setting: {exc}") from exc
 

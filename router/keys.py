@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -58,6 +58,9 @@ RETRY_STATUS = ("502",)
 # own 5xx, so one clean 503 took a healthy instance out of rotation.)
 RETRY_INTERVAL = "100ms"
 MONOLITH = "monolith"
+# A blue/green's second set of instances registers under "<backend>-green" (its own Traefik
+# service); backend names are [a-z0-9_-], router services end in -canary / -shadow.
+GREEN_SUFFIX = "-green"
 # Prefixes whose clients hold a session across several requests that must all
 # reach one instance (Socket.IO's long-polling): their backends' load
 # balancers get a sticky cookie, and a canary's weighted service the canary's.
@@ -425,10 +428,32 @@ def _endpoint_router(endpoint: Endpoint, service: str, entrypoints: tuple[str, .
     return _router(endpoint.id, rule(endpoint), priority(endpoint), service, entrypoints, middlewares)
 
 
-def traefik_service(backend: str, monolith: str = MONOLITH) -> str:
+Sets = Mapping[str, Sequence[str]]
+
+
+def traefik_service(backend: str, monolith: str = MONOLITH, sets: Sets | None = None) -> str:
     """PURE: the Traefik service of route backend *backend* (routes call the monolith "monolith";
-    its Traefik service is *monolith*)."""
-    return monolith if backend == MONOLITH else backend
+    its Traefik service is *monolith*).
+
+    ``sets`` (blue/green, see :func:`backend_services`) maps a backend's own
+    service name to its instance sets' services, the live one first: routers
+    point at the live one.
+    """
+    name = monolith if backend == MONOLITH else backend
+    found = (sets or {}).get(name)
+    return found[0] if found else name
+
+
+def backend_services(name: str, sets: Sets | None = None) -> list[str]:
+    """PURE: every Traefik service of the backend whose own service is ``name``: the live set's
+    first, then a blue/green's other set while one is pending (both declared, health-checked)."""
+    return list((sets or {}).get(name) or [name])
+
+
+def colour_service(name: str, live: str) -> str:
+    """PURE: the service a blue/green of backend ``name`` starts its new set under: the backend's
+    own name ("blue") when the live set is ``<name>-green``, ``<name>-green`` otherwise."""
+    return name if live != name else f"{name}{GREEN_SUFFIX}"
 
 
 def canary_service(router: str) -> str:
@@ -441,20 +466,26 @@ def shadow_service(router: str) -> str:
     return f"{router}-shadow"
 
 
-def live_spec(routes: Iterable[Route], monolith: str = MONOLITH) -> dict[str, str | dict[str, int]]:
+def live_spec(routes: Iterable[Route], monolith: str = MONOLITH,
+              sets: Sets | None = None) -> dict[str, str | dict[str, int]]:
     """PURE: what Traefik's API shows once *routes* are live: router -> its service, or the
-    canary's weights per Traefik service (the same names :func:`traefik_keys` writes)."""
+    canary's weights per Traefik service (the same names :func:`traefik_keys` writes).
+
+    A shadowed route's router shows its mirroring service; the service it mirrors
+    from is checked under the mirroring service's name (``{"main": ..., "mirror": ...}``
+    would need another API call, so a blue/green switch confirms shadows by the
+    routers it does see)."""
     spec: dict[str, str | dict[str, int]] = {}
     for route in routes:
         name = route.endpoint.id
         if route.mirror:
             spec[name] = shadow_service(name)
         elif route.weights:
-            spec[name] = {traefik_service(b, monolith): w for b, w in route.weights.items()}
+            spec[name] = {traefik_service(b, monolith, sets): w for b, w in route.weights.items()}
         else:
-            spec[name] = traefik_service(route.backend, monolith)
+            spec[name] = traefik_service(route.backend, monolith, sets)
         if route.match:
-            spec[ab_router(name)] = traefik_service(route.match.backend, monolith)
+            spec[ab_router(name)] = traefik_service(route.match.backend, monolith, sets)
     return spec
 
 
@@ -504,6 +535,8 @@ def route_keys(
     entrypoint: str = "web",
     internal_entrypoint: str | None = None,
     mirror_secret: str | None = None,
+    sets: Sets | None = None,
+    sticky: Iterable[str] = (),
 ) -> dict[str, str]:
     """PURE: the keys of one route, all under :func:`endpoint_prefixes`: its router, and its
     weighted service (a canary) and mirroring service (a shadow) when it has them.
@@ -512,7 +545,7 @@ def route_keys(
     """
 
     def svc(backend: str) -> str:
-        return traefik_service(backend, monolith)
+        return traefik_service(backend, monolith, sets)
 
     name = route.endpoint.id
     keys: dict[str, str] = {}
@@ -523,7 +556,7 @@ def route_keys(
         for i, (backend, weight) in enumerate(sorted(route.weights.items())):
             keys[f"{base}{i}/name"] = svc(backend)
             keys[f"{base}{i}/weight"] = str(weight)
-        if route.sticky or holds_sessions(route):
+        if route.sticky or holds_sessions(route) or needs_sticky(route, monolith, sticky):
             # Traefik remembers the side it chose in this cookie: one user (or one
             # Socket.IO session), one side.
             cookie = f"{ROOT}/http/services/{service}/weighted/sticky/cookie/"
@@ -552,13 +585,27 @@ def holds_sessions(route: Route) -> bool:
     return route.endpoint.is_prefix and route.endpoint.path in SESSION_PREFIXES
 
 
+def needs_sticky(route: Route, monolith: str = MONOLITH, sticky: Iterable[str] = ()) -> bool:
+    """PURE: whether a backend the route sends traffic to is declared sticky (``sticky = true``
+    in the plan; ``sticky`` names their own Traefik services)."""
+    declared = set(sticky)
+    return bool(declared) and any((monolith if b == MONOLITH else b) in declared for b in route.backends)
+
+
 def shared_backends(routes: Iterable[Route], monolith: str = MONOLITH,
-                    healthchecks: Mapping[str, str] | None = None) -> set[str]:
-    """PURE: the Traefik services whose load balancers :func:`shared_keys` declares."""
-    backends = {monolith} | set(healthchecks or {})
+                    healthchecks: Mapping[str, str] | None = None, sets: Sets | None = None) -> set[str]:
+    """PURE: the Traefik services whose load balancers :func:`shared_keys` declares: every set
+    (:func:`backend_services`) of the monolith, of each health-checked backend and of each one a
+    route uses."""
+    return {service for name in _own_names(routes, monolith, healthchecks)
+            for service in backend_services(name, sets)}
+
+
+def _own_names(routes: Iterable[Route], monolith: str, healthchecks: Mapping[str, str] | None) -> set[str]:
+    names = {monolith} | set(healthchecks or {})
     for route in routes:
-        backends |= {traefik_service(b, monolith) for b in route.backends}
-    return backends
+        names |= {monolith if b == MONOLITH else b for b in route.backends}
+    return names
 
 
 def shared_prefixes(backends: Iterable[str]) -> tuple[str, ...]:
@@ -578,34 +625,40 @@ def shared_keys(
     healthchecks: Mapping[str, str] | None = None,
     healthcheck_interval: str = "2s",
     healthcheck_timeout: str = "1s",
+    sets: Sets | None = None,
+    sticky: Iterable[str] = (),
 ) -> dict[str, str]:
     """PURE: the keys not of one route: the retry (and mirror-mark) middleware, the catch-all
     router, and a load balancer (with its health check) per backend any route uses, sticky
-    for the backends of a route holding sessions.
+    for the backends of a route holding sessions and for those declared ``sticky``.
 
-    See :func:`traefik_keys` for what the options mean.
+    Each of a backend's sets (:func:`backend_services`) gets its own load balancer, health
+    check and sticky cookie. See :func:`traefik_keys` for what the options mean.
     """
     middleware = f"{ROOT}/http/middlewares/{RETRY}/retry/"
     keys: dict[str, str] = {middleware + "attempts": str(RETRY_ATTEMPTS),
                             middleware + "initialInterval": RETRY_INTERVAL}
     keys |= {f"{middleware}status/{i}": status for i, status in enumerate(RETRY_STATUS)}
-    keys |= _router(CATCHALL, "PathPrefix(`/`)", 1, monolith,
+    keys |= _router(CATCHALL, "PathPrefix(`/`)", 1, traefik_service(MONOLITH, monolith, sets),
                     entrypoints_of(None, entrypoint, internal_entrypoint), middlewares=())
     if mirror_secret:
         keys[f"{ROOT}/http/middlewares/{MIRROR_MARK}/headers/customRequestHeaders/{MIRROR_HEADER}"] = mirror_secret
     routes = list(routes)
-    for backend in sorted(shared_backends(routes, monolith, healthchecks)):
+    declared = shared_backends(routes, monolith, healthchecks, sets)
+    for backend in sorted(declared):
         # Declares the load balancer even before any instance registers, so
         # routers pointing at it resolve (503, not 404) while it is empty.
         keys[service_key(backend) + "passhostheader"] = "true"
-    sticky = {traefik_service(b, monolith) for r in routes if holds_sessions(r)
-              for b in {r.backend, *(r.weights or {})}}
-    for backend in sorted(sticky):
-        keys |= _sticky(service_key(backend), backend)
-    for backend, path in sorted((healthchecks or {}).items()):
-        keys[service_key(backend) + "healthcheck/path"] = path
-        keys[service_key(backend) + "healthcheck/interval"] = healthcheck_interval
-        keys[service_key(backend) + "healthcheck/timeout"] = healthcheck_timeout
+    held = {monolith if b == MONOLITH else b for r in routes if holds_sessions(r)
+            for b in {r.backend, *(r.weights or {})}}
+    for name in sorted(held | (set(sticky) & _own_names(routes, monolith, healthchecks))):
+        for backend in backend_services(name, sets):
+            keys |= _sticky(service_key(backend), backend)
+    for name, path in sorted((healthchecks or {}).items()):
+        for backend in backend_services(name, sets):
+            keys[service_key(backend) + "healthcheck/path"] = path
+            keys[service_key(backend) + "healthcheck/interval"] = healthcheck_interval
+            keys[service_key(backend) + "healthcheck/timeout"] = healthcheck_timeout
     return keys
 
 
@@ -619,6 +672,8 @@ def traefik_keys(
     healthchecks: Mapping[str, str] | None = None,
     healthcheck_interval: str = "2s",
     healthcheck_timeout: str = "1s",
+    sets: Sets | None = None,
+    sticky: Iterable[str] = (),
 ) -> dict[str, str]:
     """Every key/value Traefik needs (under root ``traefik``) for these routes.
 
@@ -634,14 +689,17 @@ def traefik_keys(
     :func:`entrypoints_of` says. With ``mirror_secret``, a shadowed
     router adds header MIRROR_HEADER (that secret) to the requests it
     mirrors, and to the copy the monolith answers: the comparator takes only
-    copies carrying it. Raises ValueError when two endpoints would share a
+    copies carrying it. ``sets`` (a blue/green) points a backend's routers at
+    its live set's Traefik service and declares every set; ``sticky`` names the
+    backends (their own service names) whose load balancers, and canaries,
+    get the sticky cookie. Raises ValueError when two endpoints would share a
     router name.
     """
     routes = sorted(routes, key=lambda r: r.endpoint.id)
     keys = shared_keys(routes, monolith=monolith, entrypoint=entrypoint,
                        internal_entrypoint=internal_entrypoint, mirror_secret=mirror_secret,
                        healthchecks=healthchecks, healthcheck_interval=healthcheck_interval,
-                       healthcheck_timeout=healthcheck_timeout)
+                       healthcheck_timeout=healthcheck_timeout, sets=sets, sticky=sticky)
     seen: dict[str, Endpoint] = {}
     for route in routes:
         name = route.endpoint.id
@@ -652,5 +710,6 @@ def traefik_keys(
             )
         seen[name] = route.endpoint
         keys |= route_keys(route, monolith=monolith, entrypoint=entrypoint,
-                           internal_entrypoint=internal_entrypoint, mirror_secret=mirror_secret)
+                           internal_entrypoint=internal_entrypoint, mirror_secret=mirror_secret,
+                           sets=sets, sticky=sticky)
     return keys

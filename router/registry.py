@@ -101,6 +101,14 @@ class Instance(NamedTuple):
     started: float | None = None
     health_path: str = "/healthz"
     release: str = ""  # the release label (strangler.stack.release): which build of the backend
+    # the Traefik service it registers its URL under ("" = the backend's own name; a
+    # blue/green's second set registers as "<backend>-green")
+    service: str = ""
+
+    @property
+    def traefik_service(self) -> str:
+        """The Traefik service whose load balancer lists this instance."""
+        return self.service or self.backend
 
     @property
     def health_url(self) -> str:
@@ -118,6 +126,7 @@ class Instance(NamedTuple):
                 "started": self.started,
                 "health_path": self.health_path,
                 "release": self.release,
+                "service": self.traefik_service,
             },
             sort_keys=True,
         )
@@ -140,6 +149,7 @@ class Instance(NamedTuple):
                 started=data.get("started"),
                 health_path=str(data.get("health_path") or "/healthz"),
                 release=str(data.get("release") or ""),
+                service="" if data.get("service") in (None, "", parts[0]) else str(data["service"]),
             )
         except (ValueError, KeyError, TypeError):
             return None
@@ -168,6 +178,7 @@ class Registration:
         ttl: int = 5,
         health_path: str = "/healthz",
         release: str = "",
+        service: str = "",
     ) -> None:
         if ttl < 2:
             raise ValueError(f"ttl {ttl} is too short; use at least 2 seconds")
@@ -182,6 +193,7 @@ class Registration:
             started=None,
             health_path=health_path,
             release=release,
+            service=_check_segment("service", service) if service and service != backend else "",
         )
         self.ttl = ttl
         self.lease: Lease | None = None
@@ -200,7 +212,7 @@ class Registration:
     def keys(self) -> tuple[str, str]:
         """PURE: the two keys this registration writes."""
         return (
-            server_key(self.instance.backend, self.instance_id),
+            server_key(self.instance.traefik_service, self.instance_id),
             instance_key(self.instance.backend, self.instance_id),
         )
 

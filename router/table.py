@@ -39,6 +39,7 @@ from router.keys import (
     shared_prefixes,
     state_key,
     traefik_keys,
+    traefik_service,
 )
 
 Routes = dict[Endpoint, Route]
@@ -70,6 +71,11 @@ class Options:
     # The value Traefik marks mirrored copies with (router.keys.MIRROR_HEADER);
     # None: copies go unmarked, and the comparator refuses them all.
     mirror_secret: str | None = field(default=None, repr=False)
+    # Blue/green: a backend's own service name -> its sets' Traefik services, the live one
+    # first (router.keys.backend_services); absent for a backend with one set under its name.
+    sets: dict[str, list[str]] = field(default_factory=dict)
+    # the backends (their own service names) declared ``sticky = true`` in the plan
+    sticky: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         """Serialise for etcd."""
@@ -82,6 +88,10 @@ class Options:
             data["internal_entrypoint"] = self.internal_entrypoint
         if self.mirror_secret:
             data["mirror_secret"] = self.mirror_secret
+        if self.sets:
+            data["sets"] = self.sets
+        if self.sticky:
+            data["sticky"] = self.sticky
         return json.dumps(data, sort_keys=True)
 
     @classmethod
@@ -94,18 +104,33 @@ class Options:
             healthchecks=dict(data.get("healthchecks") or {}),
             internal_entrypoint=data.get("internal_entrypoint") or None,
             mirror_secret=data.get("mirror_secret") or None,
+            sets={name: list(services) for name, services in (data.get("sets") or {}).items()},
+            sticky=sorted(data.get("sticky") or []),
         )
+
+    def service(self, backend: str) -> str:
+        """The Traefik service route backend ``backend``'s routers point at (its live set's)."""
+        return traefik_service(backend, self.monolith, self.sets)
+
+    def with_live(self, name: str, services: list[str]) -> Options:
+        """These options with backend ``name``'s sets (live first); ``[name]`` alone drops the entry."""
+        sets = {k: list(v) for k, v in self.sets.items() if k != name}
+        if services != [name]:
+            sets[name] = list(services)
+        return replace(self, sets=sets)
 
     def route(self, route: Route) -> dict[str, str]:
         """The Traefik keys of one route under these options (router.keys.route_keys)."""
         return route_keys(route, monolith=self.monolith, entrypoint=self.entrypoint,
-                          internal_entrypoint=self.internal_entrypoint, mirror_secret=self.mirror_secret)
+                          internal_entrypoint=self.internal_entrypoint, mirror_secret=self.mirror_secret,
+                          sets=self.sets, sticky=self.sticky)
 
     def shared(self, routes: Iterable[Route]) -> dict[str, str]:
         """The keys of no one route, for ``routes`` under these options (router.keys.shared_keys)."""
         return shared_keys(routes, monolith=self.monolith, entrypoint=self.entrypoint,
                            internal_entrypoint=self.internal_entrypoint,
-                           mirror_secret=self.mirror_secret, healthchecks=self.healthchecks)
+                           mirror_secret=self.mirror_secret, healthchecks=self.healthchecks,
+                           sets=self.sets, sticky=self.sticky)
 
     def derive(self, routes: Iterable[Route]) -> dict[str, str]:
         """The Traefik keys for `routes` under these options."""
@@ -116,6 +141,8 @@ class Options:
             internal_entrypoint=self.internal_entrypoint,
             mirror_secret=self.mirror_secret,
             healthchecks=self.healthchecks,
+            sets=self.sets,
+            sticky=self.sticky,
         )
 
 
@@ -360,8 +387,9 @@ def _scoped(etcd: Etcd, old: Routes, new: Routes, touched: Sequence[Endpoint], o
         options.derive(new.values())  # raises the ValueError naming the two endpoints
     derived = options.shared(new.values())
     before = set(options.shared(old.values())) if whole else set()
-    prefixes = list(shared_prefixes(shared_backends(old.values(), options.monolith, options.healthchecks)
-                                    | shared_backends(new.values(), options.monolith, options.healthchecks)))
+    prefixes = list(shared_prefixes(
+        shared_backends(old.values(), options.monolith, options.healthchecks, options.sets)
+        | shared_backends(new.values(), options.monolith, options.healthchecks, options.sets)))
     for endpoint in touched:
         prefixes += endpoint_prefixes(endpoint)
         if endpoint in new:

@@ -100,6 +100,9 @@ class Backend:
     # or the name of one under the project's migrations/ (default: the monolith's is
     # "monolith", a service's its own name)
     migrations: str | None = None
+    # its clients hold sessions across requests that must reach one instance: every load
+    # balancer and canary of it gets Traefik's sticky cookie (as PREFIX /socket.io/ routes do)
+    sticky: bool = False
 
 
 @dataclass(frozen=True)
@@ -361,6 +364,7 @@ def _build_backend(name: str, t: Mapping, is_monolith: bool) -> Backend:
         is_monolith=is_monolith,
         start=t.get("start", True),
         migrations=t.get("migrations"),
+        sticky=t.get("sticky", False),
     )
 
 

@@ -113,6 +113,7 @@ _BACKEND = {
     "env": ("env", None),
     "start": ("bool", None),
     "migrations": ("str", None),
+    "sticky": ("bool", None),
 }
 _ENTRY = {"endpoint": ("str", 'e.g. "GET /api/users/<id>"'), "name": ("str", None),
           "gone": ("bool", None), "note": ("str", None)}

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from router import keys, table
+from router import table
 from router.etcd import Compare, Etcd, EtcdError
 from router.keys import Route, parse_endpoint
 from router.traefik import TraefikAPI, TraefikError
@@ -249,7 +249,7 @@ class Controller:
     def _services(self, p: Promotion) -> tuple[str, str]:
         options = table.load_options(self.etcd)
         base = self._route(p, p.endpoints[0]).backend
-        return p.target, keys.traefik_service(base, options.monolith)
+        return options.service(p.target), options.service(base)
 
     def _diffed(self, p: Promotion) -> list[str]:
         """The endpoints whose comparisons count: shadowed to the target before, or by this promotion."""

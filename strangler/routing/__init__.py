@@ -300,7 +300,7 @@ def expectation(routes: Iterable[Route], options: table.Options) -> RoutingSpec:
 
     ``router.keys`` names Traefik's services; this only says which monolith.
     """
-    return keys.live_spec(routes, options.monolith)
+    return keys.live_spec(routes, options.monolith, options.sets)
 
 
 def confirm(etcd: Etcd, api: TraefikAPI | None, change: table.Change, timeout: float) -> float | None:

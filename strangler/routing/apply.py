@@ -41,7 +41,8 @@ def plan_options(plan: Plan, stored: table.Options | None = None) -> table.Optio
     """
     base = stored or table.Options()
     checks = {name: backend.health for name, backend in plan.backends.items()}
-    return replace(base, monolith=plan.monolith, healthchecks=checks,
+    sticky = sorted(name for name, backend in plan.backends.items() if backend.sticky)
+    return replace(base, monolith=plan.monolith, healthchecks=checks, sticky=sticky,
                    internal_entrypoint=base.internal_entrypoint or INTERNAL_ENTRYPOINT,
                    mirror_secret=base.mirror_secret or secrets.token_urlsafe(32))
 
@@ -149,7 +150,8 @@ def options_line(old: table.Options, new: table.Options) -> list[str]:
     internal = f"; /internal/ on entrypoint {new.internal_entrypoint} only" if new.internal_entrypoint else ""
     # the secret itself is never printed
     marked = "; mirrored copies marked for the comparator" if new.mirror_secret else ""
-    return [f"* Traefik options: monolith service {new.monolith}; health checks {checks}{internal}{marked}"]
+    sticky = f"; sticky {', '.join(new.sticky)}" if new.sticky else ""
+    return [f"* Traefik options: monolith service {new.monolith}; health checks {checks}{internal}{marked}{sticky}"]
 
 
 def apply_plan(

@@ -220,6 +220,14 @@ def _age(seconds: float | None) -> str:
     return f"{seconds // 3600}h {seconds % 3600 // 60}m"
 
 
+def _release(inst: dict, backend: str) -> str:
+    """An instance's release, with its blue/green set when the backend has two (``v2 users-green live``)."""
+    release = inst.get("release") or ""
+    if (inst.get("service") or backend) == backend and inst.get("set", "live") == "live":
+        return release
+    return f"{release} {inst.get('service')} {inst.get('set')}".strip()
+
+
 @click.command()
 @plan_option
 @run_dir_option
@@ -293,7 +301,7 @@ def _status_parts(data: dict) -> list[Any]:
             life = inst.get("state") or ""
             backends.add_row(
                 row["backend"] if i == 0 else "", row["state"] if i == 0 else "",
-                inst["address"].removeprefix("http://"), str(inst.get("pid") or ""), inst.get("release") or "",
+                inst["address"].removeprefix("http://"), str(inst.get("pid") or ""), _release(inst, row["backend"]),
                 inst["version"], _age(inst["age"]) if inst["age"] is not None else "", health,
                 inst["traefik"], f"[red]{life}[/red]" if life == "crashlooping" else life,
                 str(inst.get("restarts", 0)), "" if inst.get("last_exit") is None else str(inst["last_exit"]),

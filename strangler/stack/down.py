@@ -53,15 +53,15 @@ def down(run_dir: Path | str) -> list[tuple[str, int, str]]:
         procs.remove_pidfile(run_dir, SUPERVISOR)
     records = procs.read_pidfiles(run_dir)  # again: the supervisor may have restarted one
     state = read_state(run_dir) or {}
-    instances = {i["name"]: (backend, i["url"]) for backend, info in state.get("backends", {}).items()
-                 for i in info.get("instances", [])}
+    instances = {i["name"]: (backend, i["url"], i.get("service") or backend)
+                 for backend, info in state.get("backends", {}).items() for i in info.get("instances", [])}
     client = Etcd(state["etcd"], timeout=2) if state.get("etcd") else None
     api = TraefikAPI(state["traefik_api"], timeout=2) if state.get("traefik_api") else None
 
     def stop(record: procs.PidRecord) -> tuple[str, int, str]:
         if record.name in instances and record.running():
-            backend, url = instances[record.name]
-            outcome = drain(client, api, backend, url, record.stop)
+            backend, url, service = instances[record.name]
+            outcome = drain(client, api, backend, url, record.stop, service=service)
         else:
             outcome = record.stop(timeout=10)
         if outcome != "still running":

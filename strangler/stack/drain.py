@@ -46,8 +46,11 @@ def drain(
     *,
     drop_wait: float = DROP_WAIT,
     grace: float = GRACE,
+    service: str | None = None,
 ) -> str:
-    """Deregister, wait for Traefik to drop ``url``, then ``stop(grace)``; return how it ended."""
+    """Deregister, wait for Traefik to drop ``url``, then ``stop(grace)``; return how it ended.
+
+    ``service``: the Traefik service listing it (default: ``backend``; a blue/green set's)."""
     if client is not None:
         try:
             registry.deregister(client, backend, url)
@@ -55,7 +58,7 @@ def drain(
             pass  # etcd gone (a stopping stack): the lease runs out on its own
     if api is not None:
         deadline = time.monotonic() + drop_wait
-        while listed(api, backend, url) and time.monotonic() < deadline:
+        while listed(api, service or backend, url) and time.monotonic() < deadline:
             time.sleep(0.05)
     return stop(grace)
 

@@ -34,6 +34,12 @@ class Launch:
     log_path: Path
     cwd: str
     health_path: str
+    service: str = ""  # its Traefik service ("": the backend's own name; see STRANGLER_SERVICE)
+
+    @property
+    def traefik_service(self) -> str:
+        """The Traefik service whose load balancer lists this instance."""
+        return self.service or self.backend
 
     @property
     def name(self) -> str:
@@ -60,6 +66,7 @@ def backend_launches(
     secrets: Mapping[str, str],
     lb_url: str = "",
     linked: Sequence[str] = (),
+    services: Mapping[str, str] | None = None,
 ) -> list[Launch]:
     """PURE: every instance of every started backend, with its argv and environment.
 
@@ -69,6 +76,8 @@ def backend_launches(
     Traefik's internal entrypoint: services call each other through it. ``linked`` names
     the services whose data is linked with the monolith's: those and the
     monolith get ``STRANGLER_WRITE_THROUGH`` (see strangler.stack.data).
+    ``services`` maps a backend to the Traefik service its instances register
+    under when that is not its own name (a finished blue/green's live set).
     """
     launches = []
     for name, backend in plan.backends.items():
@@ -76,7 +85,8 @@ def backend_launches(
             continue
         for i, port in enumerate(backend_ports[name]):
             launches.append(instance_launch(plan, name, i, port, etcd_url=etcd_url, redis_url=redis_url,
-                                            secrets=secrets, lb_url=lb_url, linked=linked))
+                                            secrets=secrets, lb_url=lb_url, linked=linked,
+                                            service=(services or {}).get(name)))
     return launches
 
 
@@ -93,12 +103,14 @@ def instance_launch(
     linked: Sequence[str] = (),
     release: str | None = None,
     env: Mapping[str, str] | None = None,
+    service: str | None = None,
 ) -> Launch:
     """PURE but for the code fingerprint: instance ``i`` of backend ``name`` on ``port``.
 
     ``release`` names the instance's release (default: the label
     :func:`strangler.stack.release.release_label` computes); ``env`` adds to
-    the plan's own ``env`` (an upgrade's ``--env``).
+    the plan's own ``env`` (an upgrade's ``--env``); ``service`` the Traefik
+    service it registers under (default: ``name``; a blue/green's set).
     """
     from strangler.stack.release import release_label
 
@@ -109,6 +121,7 @@ def instance_launch(
     environ = {
         "STRANGLER_ETCD": etcd_url,
         "STRANGLER_BACKEND": name,
+        "STRANGLER_SERVICE": service or name,
         "STRANGLER_INSTANCE_URL": f"http://{HOST}:{port}",
         "STRANGLER_HEALTH_PATH": backend.health,
         "STRANGLER_DATA_DIR": str(run_dir / "data"),
@@ -134,6 +147,7 @@ def instance_launch(
         log_path=run_dir / "logs" / f"{name}.{i}.log",
         cwd=str(plan.path.parent if plan.path else Path.cwd()),
         health_path=backend.health,
+        service=service if service and service != name else "",
     )
 
 

@@ -25,6 +25,7 @@ from typing import IO, Any
 from datalink.files import load_or_create_secrets, private_dir, private_file, write_private
 from router import registry
 from router.etcd import Etcd, EtcdError, Lease
+from router.table import load_options
 from router.traefik import (
     TraefikAPI,
     TraefikError,
@@ -198,7 +199,9 @@ class Stack:
             raise StackError(str(exc)) from None
         self.launch_args = {"etcd_url": etcd_url, "redis_url": procs.redis_url(ports.redis, redis_password),
                             "secrets": app_secrets, "lb_url": internal, "linked": linked}
-        launches = backend_launches(self.plan, backend_ports, **self.launch_args)
+        # a finished blue/green left a backend's live set under "<backend>-green": start it there
+        live = {name: services[0] for name, services in load_options(client).sets.items()}
+        launches = backend_launches(self.plan, backend_ports, services=live, **self.launch_args)
         counts = {name: len(ports_) for name, ports_ in backend_ports.items()}
         if retired:
             launches = [launch for launch in launches if launch.backend != self.plan.monolith]
@@ -291,7 +294,7 @@ class Stack:
         self._track(proc.start())
         self.state["backends"].setdefault(launch.backend, {"instances": []})["instances"].append(
             {"name": launch.name, "url": launch.url, "pid": proc.pid, "log": str(launch.log_path),
-             "release": launch.env.get("STRANGLER_RELEASE", "")})
+             "release": launch.env.get("STRANGLER_RELEASE", ""), "service": launch.traefik_service})
         return proc
 
     def forget_instance(self, name: str) -> None:
@@ -372,7 +375,7 @@ class Stack:
 
         def routed() -> bool:
             try:
-                service = api.service(launch.backend) or {}
+                service = api.service(launch.traefik_service) or {}
             except TraefikError:
                 return False
             servers = (service.get("loadBalancer") or {}).get("servers") or []
@@ -404,7 +407,8 @@ class Stack:
             launch = self.launches.get(proc.name)
             if launch is None or not proc.alive():
                 return proc.name, proc.pid, proc.stop(timeout=10)
-            return proc.name, proc.pid, drain(client, api, launch.backend, launch.url, proc.stop)
+            return proc.name, proc.pid, drain(client, api, launch.backend, launch.url, proc.stop,
+                                              service=launch.traefik_service)
 
         others, core_names = stop_order(self.procs)
         core = [self.procs[name] for name in core_names]

@@ -10,18 +10,17 @@ plan's ``instances`` first, so the plan stays the default for a fresh stack.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from router.etcd import Etcd, EtcdError, Put
 from router.keys import Route
+from router.table import load_options
 from strangler.plan import Plan
-from strangler.stack import procs
-from strangler.stack.drain import drain
-from strangler.stack.launch import Launch, instance_launch
+from strangler.stack import bluegreen
 from strangler.stack.retire import enforce
+from strangler.stack.running import next_launch, start, start_drain
 from strangler.stack.upgrade import Intent, Seen, actions, finished, read_intents, upgrade_key
 
 SCALE_PREFIX = "strangler/stack/scale/"
@@ -98,44 +97,6 @@ def progress(processes: Mapping[str, Mapping[str, Any]], backend: str) -> dict[s
 # ---- the supervisor's side ------------------------------------------------------------------
 
 
-def next_launch(stack: Any, backend: str, release: str | None = None,
-                env: Mapping[str, str] | None = None) -> Launch:
-    """A new instance of ``backend``: the lowest free index, a free port."""
-    taken = {launch.instance for name, launch in stack.launches.items()
-             if launch.backend == backend and name in stack.procs}
-    index = next(i for i in range(len(taken) + 1) if i not in taken)
-    return instance_launch(stack.plan, backend, index, procs.free_port(), release=release, env=env,
-                           **stack.launch_args)
-
-
-def start(stack: Any, supervisor: Any, launch: Launch) -> None:
-    """Start ``launch`` and supervise it (it is ``starting`` until healthy and registered)."""
-    with supervisor.lock:
-        proc = stack.start_instance(launch)
-        supervisor.watch(proc)
-        stack.write_state()
-    supervisor.echo(f"{launch.name} started (pid {proc.pid}) {launch.url} release {launch.env['STRANGLER_RELEASE']}")
-
-
-def start_drain(stack: Any, supervisor: Any, name: str) -> threading.Thread:
-    """Mark ``name`` draining and take it out in a thread (the supervisor keeps watching the rest)."""
-    watched = supervisor.watched[name]
-    watched.state = "draining"
-    launch = stack.launches[name]
-
-    def run() -> None:
-        supervisor.echo(f"{name} draining")
-        outcome = drain(stack.client, stack.api, launch.backend, launch.url, watched.proc.stop)
-        with supervisor.lock:
-            supervisor.forget(name)
-            stack.forget_instance(name)
-        supervisor.echo(f"{name} drained: {outcome}")
-
-    thread = threading.Thread(target=run, name=f"drain-{name}", daemon=True)
-    thread.start()
-    return thread
-
-
 def reconcile(stack: Any, supervisor: Any) -> None:
     """Bring each backend's instance count to what etcd asks (called from the supervisor's loop)."""
     now = time.monotonic()
@@ -146,6 +107,7 @@ def reconcile(stack: Any, supervisor: Any) -> None:
     try:
         wanted = read_counts(stack.client)
         intents = read_intents(stack.client)
+        options = load_options(stack.client)
     except EtcdError:
         return  # etcd restarting: next pass
     changed = False
@@ -156,14 +118,18 @@ def reconcile(stack: Any, supervisor: Any) -> None:
             stack.state.setdefault("backends", {}).setdefault(backend, {"instances": []})["desired"] = count
             changed = True
         intent = intents.get(backend)
+        if intent is not None and intent.pending and intent.blue_green:
+            bluegreen.carry_out(stack, supervisor, backend, count, intent)
+            continue
+        live = options.service(backend)
         if intent is not None and intent.pending:
-            _upgrade(stack, supervisor, backend, count, intent)
+            _upgrade(stack, supervisor, backend, count, intent, live)
             continue
         with supervisor.lock:
             mine = [w for w in supervisor.watched.values() if w.backend == backend and w.state != "draining"]
         for _ in range(count - len(mine)):
             start(stack, supervisor, next_launch(stack, backend, release=stack.current_release(backend),
-                                                 env=stack.current_env(backend)))
+                                                 env=stack.current_env(backend), service=live))
         if len(mine) > count:
             # crashlooping ones first, then the newest
             surplus = sorted(mine, key=lambda w: (w.state != "crashlooping", -stack.launches[w.proc.name].instance))
@@ -173,7 +139,7 @@ def reconcile(stack: Any, supervisor: Any) -> None:
         stack.write_state()
 
 
-def _upgrade(stack: Any, supervisor: Any, backend: str, count: int, intent: Intent) -> None:
+def _upgrade(stack: Any, supervisor: Any, backend: str, count: int, intent: Intent, live: str) -> None:
     """One step of a pending upgrade (see strangler.stack.upgrade.actions)."""
     with supervisor.lock:
         seen = [Seen(w.proc.name, w.release, w.state, stack.launches[w.proc.name].instance)
@@ -183,10 +149,11 @@ def _upgrade(stack: Any, supervisor: Any, backend: str, count: int, intent: Inte
         if what == "drain":
             start_drain(stack, supervisor, which)
         elif which == "new":
-            start(stack, supervisor, next_launch(stack, backend, release=intent.release, env=intent.env))
+            start(stack, supervisor, next_launch(stack, backend, release=intent.release, env=intent.env,
+                                                 service=live))
         else:
             start(stack, supervisor, next_launch(stack, backend, release=stack.current_release(backend),
-                                                 env=stack.current_env(backend)))
+                                                 env=stack.current_env(backend), service=live))
     if done and intent.step != "try":
         if intent.step == "roll":
             stack.releases[backend] = (intent.release, dict(intent.env))

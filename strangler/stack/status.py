@@ -47,6 +47,7 @@ def backend_rows(
     traefik: Mapping[str, Mapping[str, str]],
     now: float,
     supervised: Mapping[str, Mapping[str, Any]] | None = None,
+    live: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """PURE: one row per backend (the plan's, in order, then any other that registered).
 
@@ -56,7 +57,10 @@ def backend_rows(
     view (``supervisor.json``: process name -> backend, url, pid, release,
     state, restarts, last_exit). An instance the supervisor runs but that
     is not registered (starting, crashlooping) gets a row too, with
-    ``registered`` false.
+    ``registered`` false. ``traefik`` is keyed by Traefik service; ``live``
+    maps a backend to the service its routers point at when that is not its
+    own name. Each instance says its ``service`` and ``set``: ``live``, or
+    ``standby`` (a blue/green's other set).
     """
     by_url = {(p.get("backend"), p.get("url")): p for p in (supervised or {}).values() if p.get("backend")}
     by_backend: dict[str, list[registry.Instance]] = {}
@@ -76,6 +80,11 @@ def backend_rows(
             up = sum(1 for i in found if health.get(i.instance_id))
             state = f"{up}/{len(found)} healthy"
         instances = []
+        on = (live or {}).get(name, name)
+
+        def role(service: str, on: str = on) -> str:
+            return "live" if service == on else "standby"
+
         for i in found:
             seen = by_url.get((name, i.url), {})
             instances.append({
@@ -88,17 +97,20 @@ def backend_rows(
                 "age": round(now - i.started, 1) if i.started else None,
                 "healthy": bool(health.get(i.instance_id)),
                 "registered": True,
-                "traefik": traefik.get(name, {}).get(i.url, "unknown"),
+                "service": i.traefik_service,
+                "set": role(i.traefik_service),
+                "traefik": traefik.get(i.traefik_service, {}).get(i.url, "unknown"),
                 "state": seen.get("state", "healthy" if health.get(i.instance_id) else "starting"),
                 "restarts": seen.get("restarts", 0),
                 "last_exit": seen.get("last_exit"),
             })
         for seen in unregistered:
+            service = seen.get("service") or name
             instances.append({
                 "id": None, "name": seen["name"], "address": seen["url"], "version": "",
                 "release": seen.get("release", ""), "pid": seen.get("pid"), "age": None,
-                "healthy": False, "registered": False,
-                "traefik": traefik.get(name, {}).get(seen["url"], "unknown"),
+                "healthy": False, "registered": False, "service": service, "set": role(service),
+                "traefik": traefik.get(service, {}).get(seen["url"], "unknown"),
                 "state": seen.get("state", "starting"), "restarts": seen.get("restarts", 0),
                 "last_exit": seen.get("last_exit"), "last_lines": seen.get("last_lines", ""),
             })
@@ -273,19 +285,20 @@ def collect(
         etcd = Etcd(state["etcd"], timeout=2)
         found = registry.instances(etcd)
         routes, _ = table.load(etcd)
+        live_sets = {name: services[0] for name, services in table.load_options(etcd).sets.items()}
         result["retired"] = read_retired(etcd)  # strangler retire: the plan is done
         result["monolith"] = monolith
     except EtcdError as exc:
         result["problems"].append(f"etcd at {state['etcd']} unreachable: {exc}")
-        found, routes = [], {}
+        found, routes, live_sets = [], {}, {}
     traefik: dict[str, dict[str, str]] = {}
     api = TraefikAPI(state["traefik_api"], timeout=2)
     try:
-        for name in {*planned, *(i.backend for i in found)}:
+        for name in {*planned, *(i.traefik_service for i in found)}:
             traefik[name] = traefik_view(api.service(name) or {})
     except TraefikError as exc:
         result["problems"].append(str(exc))
-    result["backends"] = backend_rows(planned, found, _probe_all(found), traefik, time.time(), supervised)
+    result["backends"] = backend_rows(planned, found, _probe_all(found), traefik, time.time(), supervised, live_sets)
     if not result["supervised"]:
         result["problems"].append("no supervisor runs: nothing restarts a process that ends "
                                   "(`strangler down` and `strangler up` again)")

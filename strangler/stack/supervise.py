@@ -66,6 +66,7 @@ class Watched:
     health: Callable[[], bool] | None = None
     backend: str | None = None
     release: str = ""
+    service: str = ""  # a backend instance's Traefik service (a blue/green set's)
     state: str = "starting"
     restarts: int = 0
     last_exit: int | None = None
@@ -77,7 +78,7 @@ class Watched:
     def to_json(self) -> dict[str, Any]:
         """What ``supervisor.json`` holds for it."""
         return {"name": self.proc.name, "pid": self.proc.pid, "backend": self.backend,
-                "url": self.proc.url, "release": self.release, "state": self.state,
+                "url": self.proc.url, "release": self.release, "service": self.service, "state": self.state,
                 "restarts": self.restarts, "last_exit": self.last_exit,
                 "log": str(self.proc.log_path), "last_lines": self.last_lines}
 
@@ -114,7 +115,7 @@ class Supervisor:
         watched = Watched(proc, health=self.stack.health_check(proc.name),
                           backend=launch.backend if launch else None,
                           release=launch.env.get("STRANGLER_RELEASE", "") if launch else "",
-                          state=state)
+                          service=launch.traefik_service if launch else "", state=state)
         with self.lock:
             self.watched[proc.name] = watched
         return watched

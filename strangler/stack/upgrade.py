@@ -13,6 +13,10 @@ one transaction; the supervisor carries it out (:func:`actions`, called from
   new release is what ``scale`` starts from then on;
 - ``abort``: the new release's instances drained, the old count restored.
   Done: ``aborted``.
+
+Blue/green (``--blue-green``, ``--finish``, ``--rollback``) uses the same key
+with ``mode = "blue-green"``; its steps are carried out by
+:mod:`strangler.stack.bluegreen`.
 """
 
 from __future__ import annotations
@@ -20,13 +24,17 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import NamedTuple
 
 from router.etcd import Etcd
 
 UPGRADE_PREFIX = "strangler/stack/upgrade/"
-PENDING = ("try", "roll", "abort")
+BLUE_GREEN = "blue-green"
+# blue-green: the new set starting, switched to once all healthy; switched: both sets run, the
+# new one live; finish / rollback: the old (new) set draining. Done: finished / rolled-back.
+BLUE_GREEN_PENDING = (BLUE_GREEN, "switched", "finish", "rollback")
+PENDING = ("try", "roll", "abort", *BLUE_GREEN_PENDING)
 STEPS = ("try", "roll", "abort")
 
 
@@ -43,11 +51,19 @@ class Intent:
     env: dict[str, str] = field(default_factory=dict)
     previous: str = ""  # the release it replaces
     by: str = ""
+    mode: str = ""  # "" (rolling: try/roll/abort) or "blue-green"
+    service: str = ""  # blue/green: the new set's Traefik service
+    base: str = ""  # blue/green: the old set's Traefik service (live before the switch)
 
     @property
     def pending(self) -> bool:
         """True until the supervisor has carried it out."""
         return self.step in PENDING
+
+    @property
+    def blue_green(self) -> bool:
+        """A blue/green upgrade (two sets of instances, two Traefik services)."""
+        return self.mode == BLUE_GREEN
 
     def to_json(self) -> str:
         """What the intent key holds."""
@@ -85,6 +101,9 @@ def decide(step: str, current: Intent | None, release: str, env: Mapping[str, st
     """
     pending = current if current is not None and current.pending else None
     previous = ", ".join(sorted(set(running))) or "none"
+    if pending is not None and pending.blue_green:
+        raise UpgradeRefused(f"a blue/green of release {pending.release} is pending ({pending.step}); "
+                             "finish it with --finish or undo it with --rollback first")
     if step == "try":
         if pending is not None:
             raise UpgradeRefused(f"a {pending.step} of release {pending.release} is pending; "
@@ -111,6 +130,39 @@ def decide(step: str, current: Intent | None, release: str, env: Mapping[str, st
     raise UpgradeRefused(f"unknown step {step!r}; use try, roll or abort")
 
 
+def decide_blue_green(step: str, current: Intent | None, release: str, env: Mapping[str, str],
+                      running: Sequence[str], live: str, new: str) -> Intent:
+    """PURE: the intent ``strangler upgrade BACKEND --blue-green|--finish|--rollback`` writes.
+
+    ``step`` is ``blue-green``, ``finish`` or ``rollback``; ``live`` the Traefik
+    service the backend's routers point at now, ``new`` the one a new set
+    starts under. UpgradeRefused (one line) when it makes no sense now.
+    """
+    pending = current if current is not None and current.pending else None
+    if step == BLUE_GREEN:
+        if pending is not None and pending.blue_green:
+            raise UpgradeRefused(f"a blue/green of release {pending.release} is pending ({pending.step}); "
+                                 "finish it with --finish or undo it with --rollback first")
+        if pending is not None:
+            raise UpgradeRefused(f"a {pending.step} of release {pending.release} is pending; "
+                                 "`roll` or `abort` it first")
+        if running and set(running) == {release}:
+            raise UpgradeRefused(f"release {release} already runs; change the code, give --env K=V "
+                                 "or --release NAME")
+        previous = ", ".join(sorted(set(running))) or "none"
+        return Intent(BLUE_GREEN, release, dict(env), previous, mode=BLUE_GREEN, service=new, base=live)
+    if pending is None or not pending.blue_green:
+        what = "finish" if step == "finish" else "roll back"
+        raise UpgradeRefused(f"no blue/green is pending; nothing to {what}")
+    if pending.step in ("finish", "rollback"):
+        raise UpgradeRefused(f"a {pending.step} of the blue/green of release {pending.release} is in "
+                             "progress; wait for it")
+    if step == "finish" and pending.step != "switched":
+        raise UpgradeRefused(f"the blue/green of release {pending.release} has not switched yet; wait "
+                             "for it, or --rollback")
+    return replace(pending, step=step)
+
+
 class Seen(NamedTuple):
     """One instance as the supervisor sees it (draining ones left out)."""
 
@@ -118,6 +170,7 @@ class Seen(NamedTuple):
     release: str
     state: str
     index: int
+    service: str = ""  # its Traefik service (a blue/green set's)
 
 
 def _newest_first(instances: Sequence[Seen]) -> list[Seen]:
@@ -159,11 +212,13 @@ def actions(count: int, intent: Intent, instances: Sequence[Seen]) -> tuple[list
 
 
 def finished(intent: Intent) -> Intent:
-    """PURE: the intent once carried out (``rolled`` / ``aborted``; a try stays pending)."""
-    done = {"roll": "rolled", "abort": "aborted"}.get(intent.step, intent.step)
-    return Intent(done, intent.release, intent.env, intent.previous, intent.by)
+    """PURE: the intent once carried out (``rolled`` / ``aborted``, a blue/green ``switched``,
+    ``finished``, ``rolled-back``; a try stays pending)."""
+    done = {"roll": "rolled", "abort": "aborted", BLUE_GREEN: "switched", "finish": "finished",
+            "rollback": "rolled-back"}.get(intent.step, intent.step)
+    return replace(intent, step=done)
 
 
 def stamp(intent: Intent, who: str) -> Intent:
     """PURE: ``intent`` signed by ``who`` (with the time, for the record)."""
-    return Intent(intent.step, intent.release, intent.env, intent.previous, f"{who} {time.time():.0f}")
+    return replace(intent, by=f"{who} {time.time():.0f}")

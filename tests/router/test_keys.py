@@ -5,7 +5,9 @@ import re
 import pytest
 
 from router.keys import (
+    MONOLITH,
     Endpoint,
+    Match,
     Route,
     history_key,
     is_server_key,
@@ -388,3 +390,42 @@ def test_bad_header_match_is_refused(spec):
 
     with pytest.raises(ValueError, match="Name: value"):
         parse_header_match("users", spec)
+
+
+def test_a_blue_green_set_takes_every_router_of_its_backend_and_both_sets_stay_declared() -> None:
+    from router.keys import colour_service, live_spec, traefik_service
+
+    sets = {"users": ["users-green", "users"], "monolith": ["monolith-green", "monolith"]}
+    flipped = Route(parse_endpoint("GET /api/users"), "users")
+    canary = Route(parse_endpoint("POST /api/users"), weights={"users": 10, MONOLITH: 90})
+    shadow = Route(parse_endpoint("GET /api/users/<id>"), mirror="users", candidate="users")
+    ab = Route(parse_endpoint("PUT /api/users/<id>"), match=Match("users", "X-Canary", "1"))
+    keys = traefik_keys([flipped, canary, shadow, ab], healthchecks={"users": "/healthz", "monolith": "/hz"},
+                        sets=sets)
+    assert keys["traefik/http/routers/get-api-users/service"] == "users-green"
+    weighted = "traefik/http/services/post-api-users-canary/weighted/services/"
+    assert {keys[weighted + "0/name"], keys[weighted + "1/name"]} == {"monolith-green", "users-green"}
+    mirroring = "traefik/http/services/get-api-users-id-shadow/mirroring/"
+    assert (keys[mirroring + "service"], keys[mirroring + "mirrors/0/name"]) == ("monolith-green", "users-green")
+    assert keys["traefik/http/routers/put-api-users-id_ab/service"] == "users-green"
+    assert keys["traefik/http/routers/catchall/service"] == "monolith-green"
+    for service in ("users", "users-green", "monolith", "monolith-green"):
+        assert keys[f"traefik/http/services/{service}/loadbalancer/healthcheck/path"].startswith("/h")
+    assert live_spec([flipped, ab], sets=sets) == {"get-api-users": "users-green", "put-api-users-id":
+                                                   "monolith-green", "put-api-users-id_ab": "users-green"}
+    assert traefik_service("users", sets={"users": ["users-green"]}) == "users-green"
+    assert (colour_service("users", "users"), colour_service("users", "users-green")) == ("users-green", "users")
+
+
+def test_a_backend_declared_sticky_gets_the_cookie_on_every_set_and_canary() -> None:
+    sets = {"users": ["users-green", "users"]}
+    flipped = Route(parse_endpoint("GET /api/users"), "users")
+    canary = Route(parse_endpoint("POST /api/users"), weights={"users": 10, MONOLITH: 90})
+    keys = traefik_keys([flipped, canary], healthchecks={"users": "/healthz"}, sets=sets, sticky=["users"])
+    names = sorted(k for k in keys if k.endswith("/sticky/cookie/name"))
+    assert names == ["traefik/http/services/post-api-users-canary/weighted/sticky/cookie/name",
+                     "traefik/http/services/users-green/loadbalancer/sticky/cookie/name",
+                     "traefik/http/services/users/loadbalancer/sticky/cookie/name"]
+    assert keys["traefik/http/services/users-green/loadbalancer/sticky/cookie/name"] == \
+        "strangler_sticky_users-green"
+    assert not [k for k in traefik_keys([flipped, canary]) if "/sticky/" in k]

@@ -310,3 +310,17 @@ def test_gunicorn_without_strangler_etcd_serves_alone(tmp_path):
         assert "registered" not in server.log_tail(50)
     finally:
         assert server.stop(timeout=10) == "terminated"
+
+
+def test_a_blue_green_set_registers_its_url_under_its_own_service_and_its_description_under_the_backend():
+    env = {"STRANGLER_ETCD": "http://127.0.0.1:1", "STRANGLER_BACKEND": "users",
+           "STRANGLER_INSTANCE_URL": "http://127.0.0.1:5", "STRANGLER_SERVICE": "users-green"}
+    registration = registration_from_env(env)
+    traefik, mine = registration.keys
+    assert traefik.startswith("traefik/http/services/users-green/loadbalancer/servers/")
+    assert mine.startswith("strangler/instances/users/")
+    inst = registration.instance._replace(started=1.0)
+    assert Instance.from_key(mine, inst.to_json()).traefik_service == "users-green"
+    plain = registration_from_env({**env, "STRANGLER_SERVICE": "users"}).instance
+    key = instance_key("users", plain.instance_id)
+    assert Instance.from_key(key, plain.to_json()) == plain and plain.traefik_service == "users"

@@ -3,7 +3,8 @@
 The repository's plan on free ports, plus a backend whose command exits at
 once. In order: a ``kill -9`` is restarted, a crashing backend ends
 crashlooping while the rest serves, SIGTERM deregisters before gunicorn stops
-accepting; ``scale`` and its refusals; ``down`` drains.
+accepting; ``scale`` and its refusals; rolling upgrades. Blue/green, sticky
+backends and ``down`` draining under load are in test_bluegreen.py.
 """
 
 from __future__ import annotations
@@ -13,22 +14,18 @@ import os
 import re
 import signal
 import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
+from lifecycle_stack import REPO, Load, instances, status, strangler, wait_for
 
 from router import registry
 from router.etcd import Etcd
 from strangler.stack import procs
 from strangler.stack.supervise import BACKOFF_CAP, BACKOFF_FIRST, backoff
-
-REPO = Path(__file__).resolve().parents[2]
-STRANGLER = str(Path(sys.executable).parent / "strangler")
 
 BROKEN = '''
 [backends.broken]
@@ -41,21 +38,6 @@ def test_backoff_doubles_from_the_first_delay_and_is_capped() -> None:
     assert [backoff(n) for n in (1, 2, 3, 4)] == [BACKOFF_FIRST, 2 * BACKOFF_FIRST, 4 * BACKOFF_FIRST,
                                                   8 * BACKOFF_FIRST]
     assert backoff(40) == BACKOFF_CAP
-
-
-def strangler(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    """Run the real CLI as a user would."""
-    return subprocess.run([STRANGLER, *args], capture_output=True, text=True, timeout=timeout)
-
-
-def wait_for(check: Callable[[], object], timeout: float, what: str) -> float:
-    """Poll ``check`` until truthy; return the seconds it took, fail naming ``what`` otherwise."""
-    began = time.monotonic()
-    while not check():
-        if time.monotonic() - began > timeout:
-            pytest.fail(f"{what}: not within {timeout}s")
-        time.sleep(0.05)
-    return time.monotonic() - began
 
 
 @pytest.fixture(scope="module")
@@ -77,16 +59,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         strangler("down", "--run-dir", str(run_dir))
         for record in procs.read_pidfiles(run_dir).values():  # only if down itself failed
             record.stop()
-
-
-def status(stack: dict) -> dict:
-    result = strangler("status", "--json", "--plan", str(stack["plan"]), "--run-dir", str(stack["run_dir"]))
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
-
-def instances(stack: dict, backend: str) -> list[dict]:
-    return next(row for row in status(stack)["backends"] if row["backend"] == backend)["instances"]
 
 
 @pytest.mark.integration
@@ -242,36 +214,6 @@ def test_sigterm_leaves_the_registry_before_gunicorn_stops_accepting(stack: dict
     # an instance stopped from outside is restarted like any other end
     wait_for(lambda: procs.read_pidfiles(stack["run_dir"])["ui.0"].pid != record.pid
              and procs.http_ok(url + "/healthz"), 20, "ui.0 restarted")
-
-
-class Load:
-    """Steady, bounded GET load through Traefik in a thread: counts answers by status."""
-
-    def __init__(self, url: str, limit: int = 20000, seconds: float = 120) -> None:
-        self.url, self.limit, self.seconds = url, limit, seconds
-        self.codes: dict[object, int] = {}
-        self.stop = False
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self) -> None:
-        session = requests.Session()
-        began, sent = time.monotonic(), 0
-        while not self.stop and sent < self.limit and time.monotonic() - began < self.seconds:
-            try:
-                code: object = session.get(self.url, timeout=10).status_code
-            except requests.RequestException as exc:
-                code = type(exc).__name__
-            self.codes[code] = self.codes.get(code, 0) + 1
-            sent += 1
-            time.sleep(0.01)
-
-    def __enter__(self) -> Load:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop = True
-        self.thread.join(30)
 
 
 def scale_key_value(stack: dict, backend: str) -> str | None:
