@@ -127,9 +127,14 @@ def data_state(plan: Plan, linked: Iterable[str]) -> dict[str, Any]:
 # ---- linking (I/O) -------------------------------------------------------------------------
 
 
+def services_to_link(plan: Plan) -> list[str]:
+    """PURE: the data services the stack starts, which ``up`` links with the monolith."""
+    return [s for s in plan.data_services() if plan.backend(s).start]
+
+
 def link_all(plan: Plan, etcd: Etcd, echo: Echo = lambda line: None) -> list[str]:
     """Link every data service the stack starts (see :func:`link_services`); return their names."""
-    return link_services(plan, etcd, [s for s in plan.data_services() if plan.backend(s).start], echo)
+    return link_services(plan, etcd, services_to_link(plan), echo)
 
 
 def link_services(plan: Plan, etcd: Etcd, services: list[str], echo: Echo = lambda line: None) -> list[str]:
