@@ -1,7 +1,9 @@
 """The local platform: etcd, Redis, Traefik and the plan's backends, started and stopped together.
 
 No Click here (``strangler.stack.cli`` drives it). ``Stack.up()`` starts
-everything on 127.0.0.1 and waits until each part is healthy; ``stop()`` drains
+everything on 127.0.0.1 and waits until each part is healthy, independent
+parts together (what each part needs: strangler.stack.parts; the loop that
+starts and polls them: strangler.stack.startup); ``stop()`` drains
 and stops what it started; ``down()`` (strangler.stack.down) does the same from
 the pid files, in another process; ``status()`` gathers what ``strangler
 status`` shows. While it runs, strangler.stack.supervise keeps it running. Everything a stack owns lives in its
@@ -15,9 +17,8 @@ from __future__ import annotations
 import fcntl
 import json
 import secrets
-import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
@@ -28,17 +29,12 @@ from router.etcd import Etcd, EtcdError, Lease
 from router.traefik import (
     TraefikAPI,
     TraefikError,
-    seed_root_key,
-    static_config,
-    write_static_config,
 )
 from strangler.plan import Plan
-from strangler.stack import cluster, procs
+from strangler.stack import cluster, parts, procs
 from strangler.stack.data import (
     DataError,
     data_state,
-    follower_command,
-    link_services,
     services_to_link,
 )
 from strangler.stack.down import down, stop_order
@@ -49,7 +45,7 @@ from strangler.stack.procs import StackError
 from strangler.stack.replan import carry_out
 from strangler.stack.retire import read_retired
 from strangler.stack.scale import reconcile, write_counts
-from strangler.stack.startup import Part, bring_up
+from strangler.stack.startup import bring_up
 from strangler.stack.state import STATE_FILE, STATUS_FILE, read_state, running_records
 
 Echo = Callable[[str], None]
@@ -167,8 +163,8 @@ class Stack:
         # A fresh Redis password each `up`: Redis keeps no data across restarts, and the
         # backends get it only in SOCKETIO_MESSAGE_QUEUE (their environment, never argv).
         redis_password = secrets.token_urlsafe(24)
-        etcd_part, etcd_url = self._etcd_part(ports, logs)
-        bring_up([etcd_part, self._redis_part(ports, logs, redis_password)],
+        etcd_part, etcd_url = parts.etcd_part(self, ports, logs)
+        bring_up([etcd_part, parts.redis_part(self, ports, logs, redis_password)],
                  timeout=self.timeout, echo=self.echo)
         client = Etcd.connect(etcd_url, wait=5)
         self.client = client
@@ -207,148 +203,14 @@ class Stack:
         write_counts(client, counts, who="up")
         for launch in launches:  # state.json lists the backends in the plan's order, however they start
             self.state["backends"].setdefault(launch.backend, {"instances": []})
-        parts = [self._data_part(etcd_url, linked)] if linked else []
-        parts += [self._routes_part(etcd_url), self._traefik_part(ports, logs, etcd_url)]
-        parts += [self._backend_part(launch, web, linked) for launch in launches]
-        parts.append(self._console_part(ports.console, etcd_url, traefik_url))
-        seen: dict[tuple[str, str], Any] = {}  # what one polling round read from etcd and Traefik
-        self._seen = seen
-        bring_up(parts, timeout=self.timeout, echo=self.echo, ready=["etcd", "redis"], each_round=seen.clear)
-        self._start_followers(linked)
-        self._start_controller(etcd_url, traefik_url)
-
-    def _etcd_part(self, ports: Ports, logs: Path) -> tuple[Part, str]:
-        """One etcd member, or a cluster of ``[stack] etcd_members``; and every client URL, comma-joined.
-
-        A cluster's members are supervised like any process: one killed is
-        restarted on its data dir and rejoins. Every client (Traefik, the
-        backends, the CLI through ``state.json``) gets all the URLs.
-        """
-        count = self.plan.stack.etcd_members
-        data = self.run_dir / "etcd"
-        if count == 1 and not (data / cluster.MEMBERS_FILE).exists():
-            url = f"http://{HOST}:{ports.etcd}"
-            self.checks["etcd"] = lambda: procs.etcd_ok(url, timeout=0.5)
-            return Part("etcd", lambda: [self._track(procs.start_etcd(
-                data, ports.etcd, ports.etcd_peer, log_path=logs / "etcd.log", wait=False))],
-                checks=[(f"etcd ({url})", self.checks["etcd"])], describe=lambda: url), url
-        try:
-            self.etcd_members = cluster.stack_members(data, count, ports.etcd, ports.etcd_peer)
-        except ValueError as exc:
-            raise StackError(str(exc)) from None
-        urls = [m.url for m in self.etcd_members]
-        checks = []
-        for member in self.etcd_members:
-            self.checks[member.name] = lambda url=member.url: cluster.healthy(url, timeout=0.5)
-            checks.append((f"{member.name} ({member.url})", self.checks[member.name]))
-
-        def start() -> list[procs.Proc]:
-            started: list[procs.Proc] = []
-            try:
-                cluster.start_members(self.etcd_members, data, logs, started)
-            finally:
-                for proc in started:
-                    self._track(proc)
-            return started
-
-        return Part("etcd", start, checks=checks,
-                    describe=lambda: f"{count} members: {' '.join(urls)}"), ",".join(urls)
-
-    def _redis_part(self, ports: Ports, logs: Path, password: str) -> Part:
-        """Redis: Socket.IO's message queue between the backends' processes."""
-        self.checks["redis"] = lambda: procs.redis_ping(ports.redis, 0.5, password=password)
-        return Part("redis", lambda: [self._track(procs.start_redis(
-            ports.redis, self.run_dir / "redis", log_path=logs / "redis.log", password=password, wait=False))],
-            checks=[(f"redis ({procs.redis_url(ports.redis)})", self.checks["redis"])],
-            describe=lambda: procs.redis_url(ports.redis))
-
-    def _data_part(self, etcd_url: str, linked: list[str]) -> Part:
-        """Schemas upgraded and data linked (strangler.stack.data), in a thread, before the backends using it."""
-        part = Part("data", describe=lambda: f"{', '.join(linked)} linked")
-        # its own etcd client: the polling loop's is used meanwhile
-        part.background = lambda: link_services(self.plan, Etcd(etcd_url), linked, part.say)
-        return part
-
-    def _routes_part(self, etcd_url: str) -> Part:
-        """The route table made to match the plan, in a thread (see :meth:`_write_routes`)."""
-        part = Part("routes", needs=["etcd"], describe=lambda: "the plan's")
-        part.background = lambda: self._write_routes(Etcd(etcd_url), part.say)
-        return part
-
-    def _traefik_part(self, ports: Ports, logs: Path, etcd_url: str) -> Part:
-        """Traefik, once the route table is written (so its first read routes the plan's prefixes)."""
-        config = static_config(
-            web_port=ports.web, api_port=ports.dashboard, etcd_endpoints=etcd_url.split(","),
-            access_log_path=str(logs / "traefik-access.log"), host=HOST, internal_port=ports.internal)
-        path = write_static_config(self.run_dir / "traefik.yml", config)
-        url = f"http://{HOST}:{ports.dashboard}"
-        self.checks["traefik"] = lambda: procs.traefik_ok(url, timeout=0.5)
-        return Part("traefik", lambda: [self._track(procs.start_traefik(
-            path, log_path=logs / "traefik.log", wait=False))],
-            checks=[(f"traefik ({url})", self.checks["traefik"])], needs=["routes"], describe=lambda: url)
-
-    def _backend_part(self, launch: Launch, web: str, linked: Sequence[str]) -> Part:
-        """One backend instance: healthy directly, registered in etcd, and served by Traefik.
-
-        It needs Redis (every backend may use Socket.IO's queue) and, when it
-        uses linked data (the monolith, a linked service), the data links.
-        Only the monolith's failure ends the start: another backend that ends
-        while starting is the supervisor's to restart (or mark crashlooping).
-        """
-        uses_data = bool(linked) and (launch.backend == self.plan.monolith or launch.backend in linked)
-        health = launch.url + launch.health_path
-        return Part(
-            launch.name, lambda: [self.start_instance(launch)],
-            checks=[(f"{launch.name} ({health})", lambda: procs.http_ok(health, timeout=0.5)),
-                    (f"{launch.name}'s registration in etcd", lambda: self._registered(launch)),
-                    (f"Traefik routing to {launch.name}", lambda: self._routed(launch, web))],
-            needs=["redis", *(["data"] if uses_data else [])],
-            optional=launch.backend != self.plan.monolith, describe=lambda: launch.url)
-
-    def _console_part(self, port: int, etcd_url: str, traefik_url: str) -> Part:
-        """The console (strangler console), on loopback, a managed process like the backends."""
-        from strangler.console.cli import console_argv, console_env
-
-        env = console_env(run_dir=self.run_dir, plan=self.plan.path, etcd=etcd_url, traefik_api=traefik_url)
-        url = f"http://{HOST}:{port}"
-        self.state["console"] = url + "/"
-        proc = procs.Proc("console", console_argv(HOST, port), self.run_dir / "logs" / "console.log",
-                          env=env, url=url)
-        return Part("console", lambda: [self._track(proc.start())],
-                    checks=[(f"console ({url})", lambda: procs.http_ok(url + "/healthz", timeout=0.5))],
-                    describe=lambda: url)
-
-    def _start_followers(self, linked: Sequence[str]) -> None:
-        """One sync follower per linked service (both directions), a managed process like the rest."""
-        for service in linked:
-            name, argv, env = follower_command(self.plan, service)
-            proc = procs.Proc(name, argv, self.run_dir / "logs" / f"{name}.log", env=env,
-                              cwd=str(self.plan.path.parent if self.plan.path else Path.cwd()))
-            self._track(proc.start())
-
-    def _start_controller(self, etcd_url: str, traefik_url: str) -> None:
-        """The promotion controller (strangler.promote.controller), a managed process like the followers."""
-        argv = [sys.executable, "-m", "strangler.promote", "--etcd", etcd_url,
-                "--traefik-metrics", traefik_url, "--shadow-store", str(self.run_dir / "shadow.sqlite")]
-        proc = procs.Proc("controller", argv, self.run_dir / "logs" / "controller.log",
-                          cwd=str(self.plan.path.parent if self.plan.path else Path.cwd()))
-        self._track(proc.start())
-
-    def _write_routes(self, client: Etcd, echo: Echo) -> None:
-        """Make the route table match the plan (keeping earlier flips) before Traefik reads it.
-
-        The same change as ``strangler plan apply --keep-live``, so the first
-        table already routes the plan's prefixes (Socket.IO, static files) and
-        health checks, and starting a stack never moves a live route: ones
-        the plan would move are named, for ``plan apply --yes``.
-        """
-        from strangler.routing.apply import apply_plan
-
-        held = apply_plan(client, self.plan, moves="keep").moves
-        if held:
-            echo(f"kept {len(held)} live route(s) the plan would move "
-                 f"(strangler plan apply --yes moves them): {'; '.join(held)}")
-        seed_root_key(client)
+        rest = [parts.data_part(self, etcd_url, linked)] if linked else []
+        rest += [parts.routes_part(self, etcd_url), parts.traefik_part(self, ports, logs, etcd_url)]
+        rest += [parts.backend_part(self, launch, web, linked) for launch in launches]
+        rest.append(parts.console_part(self, ports.console, etcd_url, traefik_url))
+        # what one polling round read from etcd and Traefik (parts.registered, parts.routed)
+        bring_up(rest, timeout=self.timeout, echo=self.echo, ready=["etcd", "redis"], each_round=self._seen.clear)
+        parts.start_followers(self, linked)
+        parts.start_controller(self, etcd_url, traefik_url)
 
     def start_instance(self, launch: Launch) -> procs.Proc:
         """Start one backend instance and record it (pid file, state.json's backends); no waiting."""
@@ -412,34 +274,6 @@ class Stack:
             return any(i.url == launch.url for i in registry.instances(self.client, launch.backend))
         except EtcdError:
             return False
-
-    def _registered(self, launch: Launch) -> bool:
-        """``launch`` is registered in etcd (one read per backend per polling round)."""
-        key = ("registered", launch.backend)
-        if key not in self._seen:
-            try:
-                self._seen[key] = {i.url for i in registry.instances(self.client, launch.backend)}
-            except EtcdError:
-                self._seen[key] = set()
-        return launch.url in self._seen[key]
-
-    def _routed(self, launch: Launch, web: str) -> bool:
-        """Traefik balances over ``launch`` (and finds it UP where it health-checks); the monolith end to end too."""
-        key = ("service", launch.backend)
-        if key not in self._seen:
-            try:
-                self._seen[key] = self.api.service(launch.backend) or {}
-            except TraefikError:
-                self._seen[key] = {}
-        service = self._seen[key]
-        servers = (service.get("loadBalancer") or {}).get("servers") or []
-        if launch.url not in [server.get("url") for server in servers]:
-            return False
-        # Traefik health-checks only services a router uses (others have no serverStatus)
-        if service.get("usedBy") and (service.get("serverStatus") or {}).get(launch.url) != "UP":
-            return False
-        # the monolith is also checked end to end, through the catch-all
-        return launch.backend != self.plan.monolith or procs.http_ok(web + launch.health_path, timeout=0.5)
 
     def write_state(self) -> None:
         """Write ``state.json`` (what other commands read to find the stack)."""
