@@ -73,6 +73,7 @@ def etcd_part(stack: Stack, ports: Ports, logs: Path) -> tuple[Part, str]:
     return Part("etcd", start, checks=checks,
                 describe=lambda: f"{count} members: {' '.join(urls)}"), ",".join(urls)
 
+
 def redis_part(stack: Stack, ports: Ports, logs: Path, password: str) -> Part:
     """Redis: Socket.IO's message queue between the backends' processes."""
     stack.checks["redis"] = lambda: procs.redis_ping(ports.redis, 0.5, password=password)
@@ -81,6 +82,7 @@ def redis_part(stack: Stack, ports: Ports, logs: Path, password: str) -> Part:
         checks=[(f"redis ({procs.redis_url(ports.redis)})", stack.checks["redis"])],
         describe=lambda: procs.redis_url(ports.redis))
 
+
 def data_part(stack: Stack, etcd_url: str, linked: list[str]) -> Part:
     """Schemas upgraded and data linked (strangler.stack.data), in a thread, before the backends using it."""
     part = Part("data", describe=lambda: f"{', '.join(linked)} linked")
@@ -88,11 +90,13 @@ def data_part(stack: Stack, etcd_url: str, linked: list[str]) -> Part:
     part.background = lambda: link_services(stack.plan, Etcd(etcd_url), linked, part.say)
     return part
 
+
 def routes_part(stack: Stack, etcd_url: str) -> Part:
-    """The route table made to match the plan, in a thread (see :meth:`_write_routes`)."""
-    part = Part("routes", needs=["etcd"], describe=lambda: "the plan's")
+    """The route table made to match the plan, in a thread (see :func:`write_routes`)."""
+    part = Part("routes", needs=["etcd"], quiet=True)  # Traefik's ready line says it
     part.background = lambda: write_routes(stack, Etcd(etcd_url), part.say)
     return part
+
 
 def traefik_part(stack: Stack, ports: Ports, logs: Path, etcd_url: str) -> Part:
     """Traefik, once the route table is written (so its first read routes the plan's prefixes)."""
@@ -105,6 +109,7 @@ def traefik_part(stack: Stack, ports: Ports, logs: Path, etcd_url: str) -> Part:
     return Part("traefik", lambda: [stack._track(procs.start_traefik(
         path, log_path=logs / "traefik.log", wait=False))],
         checks=[(f"traefik ({url})", stack.checks["traefik"])], needs=["routes"], describe=lambda: url)
+
 
 def backend_part(stack: Stack, launch: Launch, web: str, linked: Sequence[str]) -> Part:
     """One backend instance: healthy directly, registered in etcd, and served by Traefik.
@@ -124,6 +129,7 @@ def backend_part(stack: Stack, launch: Launch, web: str, linked: Sequence[str]) 
         needs=["redis", *(["data"] if uses_data else [])],
         optional=launch.backend != stack.plan.monolith, describe=lambda: launch.url)
 
+
 def console_part(stack: Stack, port: int, etcd_url: str, traefik_url: str) -> Part:
     """The console (strangler console), on loopback, a managed process like the backends."""
     from strangler.console.cli import console_argv, console_env
@@ -137,6 +143,7 @@ def console_part(stack: Stack, port: int, etcd_url: str, traefik_url: str) -> Pa
                 checks=[(f"console ({url})", lambda: procs.http_ok(url + "/healthz", timeout=0.5))],
                 describe=lambda: url)
 
+
 def start_followers(stack: Stack, linked: Sequence[str]) -> None:
     """One sync follower per linked service (both directions), a managed process like the rest."""
     for service in linked:
@@ -145,6 +152,7 @@ def start_followers(stack: Stack, linked: Sequence[str]) -> None:
                           cwd=str(stack.plan.path.parent if stack.plan.path else Path.cwd()))
         stack._track(proc.start())
 
+
 def start_controller(stack: Stack, etcd_url: str, traefik_url: str) -> None:
     """The promotion controller (strangler.promote.controller), a managed process like the followers."""
     argv = [sys.executable, "-m", "strangler.promote", "--etcd", etcd_url,
@@ -152,6 +160,7 @@ def start_controller(stack: Stack, etcd_url: str, traefik_url: str) -> None:
     proc = procs.Proc("controller", argv, stack.run_dir / "logs" / "controller.log",
                       cwd=str(stack.plan.path.parent if stack.plan.path else Path.cwd()))
     stack._track(proc.start())
+
 
 def write_routes(stack: Stack, client: Etcd, echo: Echo) -> None:
     """Make the route table match the plan (keeping earlier flips) before Traefik reads it.
@@ -169,6 +178,7 @@ def write_routes(stack: Stack, client: Etcd, echo: Echo) -> None:
              f"(strangler plan apply --yes moves them): {'; '.join(held)}")
     seed_root_key(client)
 
+
 def registered(stack: Stack, launch: Launch) -> bool:
     """``launch`` is registered in etcd (one read per backend per polling round)."""
     key = ("registered", launch.backend)
@@ -178,6 +188,7 @@ def registered(stack: Stack, launch: Launch) -> bool:
         except EtcdError:
             stack._seen[key] = set()
     return launch.url in stack._seen[key]
+
 
 def routed(stack: Stack, launch: Launch, web: str) -> bool:
     """Traefik balances over ``launch`` (and finds it UP where it health-checks); the monolith end to end too."""

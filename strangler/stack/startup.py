@@ -44,7 +44,8 @@ class Part:
     URL). ``background`` is work with no process (the data links): it runs
     in a thread from the start, and the part is ready once it has returned
     (what it raises ends the start). ``lines`` collects what the part
-    reports while starting; they are printed before its ready line.
+    reports while starting; they are printed before its ready line
+    (``quiet``: no ready line, for a step of another part's start).
     """
 
     name: str
@@ -53,6 +54,7 @@ class Part:
     background: Callable[[], Any] | None = None
     needs: Sequence[str] = ()
     optional: bool = False
+    quiet: bool = False
     describe: Callable[[], str] = lambda: ""
     lines: list[str] = field(default_factory=list)
     procs: Sequence[Proc] = ()
@@ -172,7 +174,7 @@ def _poll(part: Part, timeout: float) -> None:
 def _print(part: Part, echo: Echo) -> None:
     for line in part.lines:
         echo(line)
-    if part.outcome == "ready":
+    if part.outcome == "ready" and not part.quiet:
         echo(f"{part.name} ready ({part.seconds:.1f}s) {part.describe()}".rstrip())
 
 

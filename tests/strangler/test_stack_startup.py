@@ -181,7 +181,7 @@ def test_backends_whose_health_needs_each_other_come_up_together(tmp_path: Path)
     try:
         assert result.returncode == 0, result.stdout + result.stderr
         lines = [line.split()[0] for line in result.stdout.splitlines() if " ready (" in line]
-        assert lines == ["etcd", "redis", "routes", "traefik", "monolith.0", "left.0", "right.0", "console"]
+        assert lines == ["etcd", "redis", "traefik", "monolith.0", "left.0", "right.0", "console"]
         state = json.loads((run_dir / "state.json").read_text())
         assert list(state["backends"]) == ["monolith", "left", "right"]
     finally:
