@@ -45,7 +45,7 @@ from strangler.stack.procs import StackError
 from strangler.stack.replan import carry_out
 from strangler.stack.retire import read_retired
 from strangler.stack.scale import reconcile, write_counts
-from strangler.stack.startup import bring_up
+from strangler.stack.startup import RoundCache, bring_up
 from strangler.stack.state import STATE_FILE, STATUS_FILE, read_state, running_records
 
 Echo = Callable[[str], None]
@@ -83,7 +83,7 @@ class Stack:
         self.checks: dict[str, Callable[[], bool]] = {}  # health checks by process name
         self.etcd_members: list[cluster.Member] = []  # a cluster's (empty: one etcd)
         self.state: dict[str, Any] = {}
-        self._seen: dict[tuple[str, str], Any] = {}  # what one polling round read (see _registered)
+        self._seen = RoundCache()  # what one polling round read (parts.registered, parts.routed)
         self._lock: IO[str] | None = None
 
     # ---- up ----------------------------------------------------------------------------
@@ -207,7 +207,6 @@ class Stack:
         rest += [parts.routes_part(self, etcd_url), parts.traefik_part(self, ports, logs, etcd_url)]
         rest += [parts.backend_part(self, launch, web, linked) for launch in launches]
         rest.append(parts.console_part(self, ports.console, etcd_url, traefik_url))
-        # what one polling round read from etcd and Traefik (parts.registered, parts.routed)
         bring_up(rest, timeout=self.timeout, echo=self.echo, ready=["etcd", "redis"], each_round=self._seen.clear)
         parts.start_followers(self, linked)
         parts.start_controller(self, etcd_url, traefik_url)

@@ -132,15 +132,19 @@ def backend_part(stack: Stack, launch: Launch, web: str, linked: Sequence[str]) 
 
 def console_part(stack: Stack, port: int, etcd_url: str, traefik_url: str) -> Part:
     """The console (strangler console), on loopback, a managed process like the backends."""
-    from strangler.console.cli import console_argv, console_env
-
-    env = console_env(run_dir=stack.run_dir, plan=stack.plan.path, etcd=etcd_url, traefik_api=traefik_url)
     url = f"http://{HOST}:{port}"
     stack.state["console"] = url + "/"
-    proc = procs.Proc("console", console_argv(HOST, port), stack.run_dir / "logs" / "console.log",
-                      env=env, url=url)
-    return Part("console", lambda: [stack._track(proc.start())],
-                checks=[(f"console ({url})", lambda: procs.http_ok(url + "/healthz", timeout=0.5))],
+
+    def start() -> list[procs.Proc]:
+        # imported here, once the backends' processes are on their way (it costs the loop ~0.2 s)
+        from strangler.console.cli import console_argv, console_env
+
+        env = console_env(run_dir=stack.run_dir, plan=stack.plan.path, etcd=etcd_url, traefik_api=traefik_url)
+        proc = procs.Proc("console", console_argv(HOST, port), stack.run_dir / "logs" / "console.log",
+                          env=env, url=url)
+        return [stack._track(proc.start())]
+
+    return Part("console", start, checks=[(f"console ({url})", lambda: procs.http_ok(url + "/healthz", timeout=0.5))],
                 describe=lambda: url)
 
 
@@ -181,24 +185,24 @@ def write_routes(stack: Stack, client: Etcd, echo: Echo) -> None:
 
 def registered(stack: Stack, launch: Launch) -> bool:
     """``launch`` is registered in etcd (one read per backend per polling round)."""
-    key = ("registered", launch.backend)
-    if key not in stack._seen:
+    def read() -> set[str]:
         try:
-            stack._seen[key] = {i.url for i in registry.instances(stack.client, launch.backend)}
+            return {i.url for i in registry.instances(stack.client, launch.backend)}
         except EtcdError:
-            stack._seen[key] = set()
-    return launch.url in stack._seen[key]
+            return set()
+
+    return launch.url in stack._seen.get(("registered", launch.backend), read)
 
 
 def routed(stack: Stack, launch: Launch, web: str) -> bool:
     """Traefik balances over ``launch`` (and finds it UP where it health-checks); the monolith end to end too."""
-    key = ("service", launch.backend)
-    if key not in stack._seen:
+    def read() -> dict:
         try:
-            stack._seen[key] = stack.api.service(launch.backend) or {}
+            return stack.api.service(launch.backend) or {}
         except TraefikError:
-            stack._seen[key] = {}
-    service = stack._seen[key]
+            return {}
+
+    service = stack._seen.get(("service", launch.backend), read)
     servers = (service.get("loadBalancer") or {}).get("servers") or []
     if launch.url not in [server.get("url") for server in servers]:
         return False

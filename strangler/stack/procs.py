@@ -20,13 +20,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 from urllib.parse import quote
 
 import psutil
-import requests
 
 from datalink.files import UMASK, open_private_append, private_dir, write_private
+
+if TYPE_CHECKING:  # imported where a probe is made: `strangler up --detach` itself never makes one
+    import requests
 
 
 class StackError(RuntimeError):
@@ -224,6 +226,8 @@ def wait_until(
 
 def http_ok(url: str, timeout: float = 1.0, expect: Callable[[requests.Response], bool] | None = None) -> bool:
     """True when ``url`` answers 2xx (and ``expect(response)`` holds); False on any network error."""
+    import requests
+
     try:
         response = requests.get(url, timeout=timeout)
     except requests.RequestException:

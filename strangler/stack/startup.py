@@ -5,7 +5,10 @@ links, Redis, Traefik, each backend instance, the console. It names the
 parts it ``needs``; :func:`bring_up` starts every part whose needs are
 ready (so independent parts start together) and then, round after round,
 asks each started part's checks in order (health, then registered, then
-routed) until all pass. A part's process that ends while starting fails
+routed) until all pass. One loop drives every part; within a round the
+parts' probes run side by side (a busy backend's slow answer does not
+hold up the others'), and what several parts ask alike (etcd's
+registrations, Traefik's view) is read once per round (:class:`RoundCache`). A part's process that ends while starting fails
 the whole start at once, in one line naming it and quoting its log's last
 lines, unless the part is ``optional`` (then the line is reported and the
 rest carries on: the supervisor restarts it).
@@ -22,7 +25,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +35,7 @@ from strangler.stack.procs import Proc, StartupError
 Echo = Callable[[str], None]
 Check = tuple[str, Callable[[], bool]]  # (what it waits for, in a message; True once there)
 TAIL = 3  # log lines quoted when a part's process ends while starting
+PROBES = 16  # parts probed side by side within one round, at most
 
 
 @dataclass
@@ -113,6 +118,12 @@ def bring_up(
 
 def _loop(parts: Sequence[Part], timeout: float, echo: Echo, done: set[str],
           each_round: Callable[[], Any], interval: float) -> dict[str, float]:
+    with ThreadPoolExecutor(max_workers=min(PROBES, len(parts)) or 1, thread_name_prefix="probe") as probes:
+        return _rounds(parts, timeout, echo, done, each_round, interval, probes)
+
+
+def _rounds(parts: Sequence[Part], timeout: float, echo: Echo, done: set[str],
+            each_round: Callable[[], Any], interval: float, probes: ThreadPoolExecutor) -> dict[str, float]:
     printed = 0
     while True:
         each_round()
@@ -123,11 +134,11 @@ def _loop(parts: Sequence[Part], timeout: float, echo: Echo, done: set[str],
             waiting = [part.name for part in parts if part.began is None]
             if waiting:  # a cycle of needs (a bug in the caller): nothing could ever start them
                 raise StartupError(f"{', '.join(waiting)} cannot start: what they need never becomes ready")
-        for part in parts:
-            if part.began is not None and not part.outcome:
-                _poll(part, timeout)
-                if part.outcome:
-                    done.add(part.name)
+        polled = [(part, probes.submit(_poll, part, timeout)) for part in parts
+                  if part.began is not None and not part.outcome]
+        for _, future in polled:
+            future.result()  # the first failure, in the parts' order
+        done.update(part.name for part, _ in polled if part.outcome)
         while printed < len(parts) and parts[printed].outcome:
             _print(parts[printed], echo)
             printed += 1
@@ -192,3 +203,23 @@ def _run(work: Callable[[], Any], result: dict[str, Any]) -> None:
         result["value"] = work()
     except BaseException as exc:  # noqa: BLE001 — handed to the polling loop, which raises it
         result["error"] = exc
+
+
+class RoundCache:
+    """What one polling round read, shared by the parts' probes (thread-safe); ``clear`` between rounds."""
+
+    def __init__(self) -> None:
+        self._values: dict[Hashable, Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, fetch: Callable[[], Any]) -> Any:
+        """The value read this round under ``key``, fetched (once, under the lock) if not read yet."""
+        with self._lock:
+            if key not in self._values:
+                self._values[key] = fetch()
+            return self._values[key]
+
+    def clear(self) -> None:
+        """Forget everything: the next round reads afresh."""
+        with self._lock:
+            self._values.clear()
