@@ -132,6 +132,17 @@ def services_to_link(plan: Plan) -> list[str]:
     return [s for s in plan.data_services() if plan.backend(s).start]
 
 
+def preload_linking() -> None:
+    """Import what linking needs (alembic, SQLAlchemy, the copy and sync code): ~0.5 s of CPU.
+
+    ``up`` runs it in a thread while etcd starts, so the link itself, once etcd answers, starts warm.
+    """
+    import datalink.tables  # noqa: F401
+    import strangler.migrate.copy  # noqa: F401
+    import strangler.migrate.schema  # noqa: F401
+    import strangler.migrate.sync  # noqa: F401
+
+
 def link_all(plan: Plan, etcd: Etcd, echo: Echo = lambda line: None) -> list[str]:
     """Link every data service the stack starts (see :func:`link_services`); return their names."""
     return link_services(plan, etcd, services_to_link(plan), echo)

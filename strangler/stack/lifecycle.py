@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import json
 import secrets
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -35,6 +36,7 @@ from strangler.stack import cluster, parts, procs
 from strangler.stack.data import (
     DataError,
     data_state,
+    preload_linking,
     services_to_link,
 )
 from strangler.stack.down import down, stop_order
@@ -163,6 +165,8 @@ class Stack:
         # A fresh Redis password each `up`: Redis keeps no data across restarts, and the
         # backends get it only in SOCKETIO_MESSAGE_QUEUE (their environment, never argv).
         redis_password = secrets.token_urlsafe(24)
+        if services_to_link(self.plan):  # while etcd starts, this process would only be polling it
+            threading.Thread(target=preload_linking, name="preload", daemon=True).start()
         etcd_part, etcd_url = parts.etcd_part(self, ports, logs)
         bring_up([etcd_part, parts.redis_part(self, ports, logs, redis_password)],
                  timeout=self.timeout, echo=self.echo)
