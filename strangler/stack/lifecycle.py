@@ -166,7 +166,7 @@ class Stack:
         # backends get it only in SOCKETIO_MESSAGE_QUEUE (their environment, never argv).
         redis_password = secrets.token_urlsafe(24)
         if services_to_link(self.plan):  # while etcd starts, this process would only be polling it
-            threading.Thread(target=preload_linking, name="preload", daemon=True).start()
+            threading.Thread(target=preload_linking, args=(self.plan,), name="preload", daemon=True).start()
         etcd_part, etcd_url = parts.etcd_part(self, ports, logs)
         bring_up([etcd_part, parts.redis_part(self, ports, logs, redis_password)],
                  timeout=self.timeout, echo=self.echo)
