@@ -33,9 +33,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import Engine, event, func, inspect, select, text
+if TYPE_CHECKING:  # the lanes themselves are pure: `strangler up` computes them without SQLAlchemy
+    from sqlalchemy import Engine
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,8 @@ def lane_of(owner_index: int, stride: int = STRIDE) -> Lane:
 
 def sequence_name(connection: Any, table: str, column: str) -> str | None:
     """The PostgreSQL sequence behind *table*.*column*, or None when it has none."""
+    from sqlalchemy import text
+
     return connection.execute(text("SELECT pg_get_serial_sequence(:t, :c)"),
                               {"t": table, "c": column}).scalar()
 
@@ -90,6 +93,8 @@ def configure_sequence(engine: Engine, table: str, id_column: str, lane: Lane) -
     lane above both the table's largest id and the sequence's last value
     (never backwards). Other engines: nothing to do here (see install_lanes).
     """
+    from sqlalchemy import text
+
     if engine.dialect.name != "postgresql":
         return False
     with engine.begin() as connection:
@@ -135,6 +140,8 @@ def install_lanes(engine: Engine, session_target: Any, lanes: Mapping[str, Lane]
 
 
 def _session_lane(engine: Engine, lanes: Mapping[str, Lane]) -> None:
+    from sqlalchemy import event
+
     distinct = set(lanes.values())
     if len(distinct) != 1:
         raise ValueError(f"on MariaDB every linked table of one database shares a lane, not {lanes}")
@@ -152,6 +159,8 @@ def _session_lane(engine: Engine, lanes: Mapping[str, Lane]) -> None:
 
 
 def _assign_ids(session_target: Any, lanes: Mapping[str, Lane], only: Callable[[], bool]) -> None:
+    from sqlalchemy import event, func, inspect, select
+
     def before_flush(session: Any, flush_context: Any, instances: Any) -> None:
         if not only():
             return

@@ -9,18 +9,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from strangler import options
 from strangler.plan import Plan, PlanError, load_plan
 from strangler.plan.cli import open_plan, plan_option
-from strangler.stack import lifecycle as stack_mod
 from strangler.stack import procs
-from strangler.stack.lifecycle import Stack, StackError
-from strangler.stack.state import SUPERVISOR, read_state
+from strangler.stack.procs import StackError
+from strangler.stack.state import SUPERVISOR, read_state, running_records
 from strangler.stack.supervise import FAILED, READY, SPEC_ENV, Supervisor
+
+if TYPE_CHECKING:  # the stack itself is imported where it is started: `up --detach` leaves that to its child
+    from strangler.stack.lifecycle import Stack
 
 
 def run_dir_option(command: Any) -> Any:
@@ -89,7 +91,7 @@ def up(plan_path: Path, run_dir: Path | None, detach: bool, etcd_members: int | 
     """
     plan = open_plan(plan_path)
     where = (run_dir or plan.run_dir).resolve()
-    if stack_mod.running_records(where):
+    if running_records(where):
         _reconcile(plan, where)
         return
     overrides = {name.removesuffix("_port"): value for name, value in ports.items()}
@@ -97,6 +99,8 @@ def up(plan_path: Path, run_dir: Path | None, detach: bool, etcd_members: int | 
     if detach:
         _up_detached(plan, run_dir, overrides)
         return
+    from strangler.stack.lifecycle import Stack
+
     stack = Stack(plan, run_dir, overrides, echo=_progress)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
@@ -196,7 +200,9 @@ def down(plan_path: Path, run_dir: Path | None) -> None:
     """Stop every process `strangler up` started (by PID) and report how each ended."""
     where, _ = _resolve(plan_path, run_dir)
     began = time.monotonic()
-    results = stack_mod.down(where)
+    from strangler.stack.down import down as stop_stack
+
+    results = stop_stack(where)
     if not results:
         click.echo(f"no stack is running from {where}")
         return
@@ -243,7 +249,9 @@ def status(plan_path: Path, run_dir: Path | None, as_json: bool, watch: bool, in
             raise click.UsageError("give --json or --watch, not both")
         options.watch(lambda: _status_view(where, plan), interval)
         return
-    data = stack_mod.status(where, plan)
+    from strangler.stack.lifecycle import status
+
+    data = status(where, plan)
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -257,7 +265,9 @@ def _status_view(where: Path, plan: Plan | None) -> Any:
     """What --watch redraws: the status tables, or one line while no stack runs."""
     from rich.console import Group
 
-    data = stack_mod.status(where, plan)
+    from strangler.stack.lifecycle import status
+
+    data = status(where, plan)
     if not data["running"]:
         return f"no stack is running from {where}; start one with `strangler up` (Ctrl-C to stop)"
     return Group(*_status_parts(data))

@@ -147,17 +147,30 @@ def start_cluster(
 
     On failure every member started is stopped again and StartupError names the one to read.
     """
-    options.setdefault("token", f"strangler-{Path(data_dir).resolve()}")
     started: list[procs.Proc] = []
     try:
-        for member in members:
-            started.append(start_member(member, members, data_dir, log_dir, **options))
+        start_members(members, data_dir, log_dir, started, **options)
         for proc in started:
             procs.wait_until(lambda url=proc.url: healthy(url), timeout, f"{proc.name} ({proc.url})", proc=proc)
     except BaseException:
         for proc in started:
             proc.stop(timeout=2)
         raise
+    return started
+
+
+def start_members(
+    members: Sequence[Member], data_dir: Path | str, log_dir: Path | str,
+    started: list[procs.Proc] | None = None, **options: Any,
+) -> list[procs.Proc]:
+    """Start every member without waiting; return them (appended to ``started`` as each starts).
+
+    ``started`` lets a caller stop the members already running when a later one fails to start.
+    """
+    options.setdefault("token", f"strangler-{Path(data_dir).resolve()}")
+    started = [] if started is None else started
+    for member in members:
+        started.append(start_member(member, members, data_dir, log_dir, **options))
     return started
 
 

@@ -24,6 +24,7 @@ Only :func:`link_all` does I/O on databases; the routing guards need just
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import time
@@ -147,9 +148,37 @@ def data_state(plan: Plan, linked: Iterable[str]) -> dict[str, Any]:
 # ---- linking (I/O) -------------------------------------------------------------------------
 
 
+def services_to_link(plan: Plan) -> list[str]:
+    """PURE: the data services the stack starts, which ``up`` links with the monolith."""
+    return [s for s in plan.data_services() if plan.backend(s).start]
+
+
+def preload_linking(plan: Plan) -> None:
+    """Import what linking needs: alembic, SQLAlchemy, the copy and sync code, the monolith's app module.
+
+    ``up`` runs it in a thread while etcd starts (measured: linking two
+    services on fresh SQLite databases then takes 0.17 s instead of 0.5 s
+    with only the toolkit's modules warm, and more cold), so the link
+    starts warm once etcd answers. The app module (the plan's ``app``,
+    ``module:factory``) is what the monolith's alembic environment imports
+    for its models.
+    """
+    import datalink.tables  # noqa: F401
+    import strangler.migrate.copy  # noqa: F401
+    import strangler.migrate.schema  # noqa: F401
+    import strangler.migrate.sync  # noqa: F401
+
+    module = (plan.backends[plan.monolith].app or "").partition(":")[0]
+    if module:
+        try:
+            importlib.import_module(module)
+        except Exception:  # noqa: BLE001 — a warm-up only: the link imports it again and reports what fails
+            pass
+
+
 def link_all(plan: Plan, etcd: Etcd, echo: Echo = lambda line: None) -> list[str]:
     """Link every data service the stack starts (see :func:`link_services`); return their names."""
-    return link_services(plan, etcd, [s for s in plan.data_services() if plan.backend(s).start], echo)
+    return link_services(plan, etcd, services_to_link(plan), echo)
 
 
 def link_services(plan: Plan, etcd: Etcd, services: list[str], echo: Echo = lambda line: None) -> list[str]:

@@ -1,7 +1,9 @@
 """The local platform: etcd, Redis, Traefik and the plan's backends, started and stopped together.
 
 No Click here (``strangler.stack.cli`` drives it). ``Stack.up()`` starts
-everything on 127.0.0.1 and waits until each part is healthy; ``stop()`` drains
+everything on 127.0.0.1 and waits until each part is healthy, independent
+parts together (what each part needs: strangler.stack.parts; the loop that
+starts and polls them: strangler.stack.startup); ``stop()`` drains
 and stops what it started; ``down()`` (strangler.stack.down) does the same from
 the pid files, in another process; ``status()`` gathers what ``strangler
 status`` shows. While it runs, strangler.stack.supervise keeps it running. Everything a stack owns lives in its
@@ -15,9 +17,9 @@ from __future__ import annotations
 import fcntl
 import json
 import secrets
-import sys
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
@@ -29,13 +31,15 @@ from router.table import load_options
 from router.traefik import (
     TraefikAPI,
     TraefikError,
-    seed_root_key,
-    static_config,
-    write_static_config,
 )
 from strangler.plan import Plan
-from strangler.stack import cluster, procs
-from strangler.stack.data import DataError, data_state, follower_proc, link_all
+from strangler.stack import cluster, parts, procs
+from strangler.stack.data import (
+    DataError,
+    data_state,
+    preload_linking,
+    services_to_link,
+)
 from strangler.stack.down import down, stop_order
 from strangler.stack.drain import drain, in_parallel
 from strangler.stack.launch import HOST, Launch, _resolve_argv, backend_launches
@@ -44,6 +48,7 @@ from strangler.stack.procs import StackError
 from strangler.stack.replan import carry_out
 from strangler.stack.retire import read_retired
 from strangler.stack.scale import reconcile, write_counts
+from strangler.stack.startup import RoundCache, bring_up
 from strangler.stack.state import STATE_FILE, STATUS_FILE, read_state, running_records
 
 Echo = Callable[[str], None]
@@ -81,7 +86,7 @@ class Stack:
         self.checks: dict[str, Callable[[], bool]] = {}  # health checks by process name
         self.etcd_members: list[cluster.Member] = []  # a cluster's (empty: one etcd)
         self.state: dict[str, Any] = {}
-        self._reported: set[str] = set()
+        self._seen = RoundCache()  # what one polling round read (parts.registered, parts.routed)
         self._lock: IO[str] | None = None
 
     # ---- up ----------------------------------------------------------------------------
@@ -140,57 +145,51 @@ class Stack:
             (self.run_dir / STATE_FILE).unlink(missing_ok=True)
             self.echo(f"removed {len(stale)} stale pid file(s) of a stack that did not stop cleanly")
 
-    def _timed(self, what: str, start: Callable[[], procs.Proc]) -> procs.Proc:
-        began = time.monotonic()
-        proc = start()
-        self._track(proc)
-        self.echo(f"{what} ready ({time.monotonic() - began:.1f}s) {proc.url or ''}".rstrip())
-        return proc
-
-    def _track(self, proc: procs.Proc) -> None:
+    def _track(self, proc: procs.Proc) -> procs.Proc:
         self.procs[proc.name] = proc
         procs.write_pidfile(self.run_dir, proc.name, proc)
+        return proc
 
     def _start_all(self, ports: Ports, backend_ports: Mapping[str, list[int]]) -> None:
+        """Everything, as parts brought up together (strangler.stack.startup) in two steps.
+
+        First etcd (every member) and Redis, which need nothing. Once etcd
+        answers, the rest at once, each when what it needs is ready: the data
+        links (schemas upgraded, tables copied, in a thread) before the
+        backends that use them; the route table before Traefik; Redis before
+        any backend (Socket.IO's queue); the console after etcd. Backends of
+        different names, and instances of one, are independent. The sync
+        followers and the promotion controller, which nothing waits for,
+        start last so they do not compete for the CPU with what ``up`` waits for.
+        """
         logs = self.run_dir / "logs"
-        etcd_url = self._start_etcd(ports, logs)
-        client = Etcd.connect(etcd_url, wait=5)
-        self.client = client
-        _forget_old_instances(client)
-        began = time.monotonic()
-        retired = read_retired(client) is not None  # strangler retire: no linking, no monolith
-        linked = [] if retired else link_all(self.plan, client, self.echo)  # before any backend can write
-        if linked:
-            self.echo(f"data ready ({time.monotonic() - began:.1f}s) {', '.join(linked)} linked")
-        self._write_routes(client)
         # A fresh Redis password each `up`: Redis keeps no data across restarts, and the
         # backends get it only in SOCKETIO_MESSAGE_QUEUE (their environment, never argv).
         redis_password = secrets.token_urlsafe(24)
-        redis = self._timed("redis", lambda: procs.start_redis(
-            ports.redis, self.run_dir / "redis", log_path=logs / "redis.log", timeout=self.timeout,
-            password=redis_password))
-        self.checks["redis"] = lambda: procs.redis_ping(ports.redis, 0.5, password=redis_password)
-        config = static_config(
-            web_port=ports.web, api_port=ports.dashboard, etcd_endpoints=etcd_url.split(","),
-            access_log_path=str(logs / "traefik-access.log"), host=HOST, internal_port=ports.internal)
-        path = write_static_config(self.run_dir / "traefik.yml", config)
-        traefik = self._timed("traefik", lambda: procs.start_traefik(
-            path, log_path=logs / "traefik.log", timeout=self.timeout))
-        self.checks["traefik"] = lambda: procs.http_ok(f"{traefik.url}/api/overview", timeout=0.5)
+        if services_to_link(self.plan):  # while etcd starts, this process would only be polling it
+            threading.Thread(target=preload_linking, args=(self.plan,), name="preload", daemon=True).start()
+        etcd_part, etcd_url = parts.etcd_part(self, ports, logs)
+        bring_up([etcd_part, parts.redis_part(self, ports, logs, redis_password)],
+                 timeout=self.timeout, echo=self.echo)
+        client = Etcd.connect(etcd_url, wait=5)
+        self.client = client
+        _forget_old_instances(client)
+        retired = read_retired(client) is not None  # strangler retire: no linking, no monolith
+        linked = [] if retired else services_to_link(self.plan)
         web = f"http://{HOST}:{ports.web}"
         # Services call each other through the internal entrypoint: the only one routing /internal/.
         internal = f"http://{HOST}:{ports.internal}"
+        traefik_url = f"http://{HOST}:{ports.dashboard}"
+        self.api = TraefikAPI(traefik_url)
         self.state = {
             "run_dir": str(self.run_dir), "plan": str(self.plan.path or ""),
             "strategy": self.plan.strategy, "monolith": self.plan.monolith,
-            "etcd": etcd_url, "traefik_api": traefik.url, "web": web, "internal": internal,
-            "dashboard": f"{traefik.url}/dashboard/", "redis": redis.url,
+            "etcd": etcd_url, "traefik_api": traefik_url, "web": web, "internal": internal,
+            "dashboard": f"{traefik_url}/dashboard/", "redis": procs.redis_url(ports.redis),
             "started": time.time(), "backends": {}, "data": data_state(self.plan, linked),
         }
-        self._start_followers(linked)
         if self.etcd_members:
             self.state["etcd_members"] = [m.to_dict() for m in self.etcd_members]
-        self._start_controller(etcd_url, traefik.url)
         # One set per run dir (the plan's [strangler] secrets), shared by every backend,
         # so a token signed by one is valid on all.
         try:
@@ -209,80 +208,15 @@ class Stack:
             self.echo(f"{self.plan.monolith} is retired: not started (`strangler unretire` brings it back)")
         # the plan's counts are where a fresh stack starts; `strangler scale` changes them
         write_counts(client, counts, who="up")
-        self.api = TraefikAPI(traefik.url)
-        self._start_backends(launches, client, self.api, web)
-        self._start_console(ports.console, etcd_url, traefik.url)
-
-    def _start_etcd(self, ports: Ports, logs: Path) -> str:
-        """One etcd member, or a cluster of ``[stack] etcd_members``; returns every client URL, comma-joined.
-
-        A cluster's members are supervised like any process: one killed is
-        restarted on its data dir and rejoins. Every client (Traefik, the
-        backends, the CLI through ``state.json``) gets all the URLs.
-        """
-        count = self.plan.stack.etcd_members
-        data = self.run_dir / "etcd"
-        if count == 1 and not (data / cluster.MEMBERS_FILE).exists():
-            etcd = self._timed("etcd", lambda: procs.start_etcd(
-                data, ports.etcd, ports.etcd_peer, log_path=logs / "etcd.log", timeout=self.timeout))
-            self.checks["etcd"] = lambda: procs.http_ok(f"{etcd.url}/health", timeout=0.5)
-            return etcd.url
-        try:
-            self.etcd_members = cluster.stack_members(data, count, ports.etcd, ports.etcd_peer)
-        except ValueError as exc:
-            raise StackError(str(exc)) from None
-        began = time.monotonic()
-        for proc in cluster.start_cluster(self.etcd_members, data, logs, timeout=self.timeout):
-            self._track(proc)
-            self.checks[proc.name] = lambda url=proc.url: cluster.healthy(url, timeout=0.5)
-        urls = [m.url for m in self.etcd_members]
-        self.echo(f"etcd ready ({time.monotonic() - began:.1f}s) {count} members: {' '.join(urls)}")
-        return ",".join(urls)
-
-    def _start_followers(self, linked: Sequence[str]) -> None:
-        """One sync follower per linked service (both directions), a managed process like the rest."""
-        for service in linked:
-            proc, metrics = follower_proc(self.plan, self.run_dir, service)
-            self._track(proc.start())
-            self.state["data"][service]["metrics"] = metrics
-
-    def _start_console(self, port: int, etcd_url: str, traefik_url: str) -> None:
-        """The console (strangler console), on loopback, a managed process like the followers."""
-        from strangler.console.cli import console_argv, console_env
-
-        env = console_env(run_dir=self.run_dir, plan=self.plan.path, etcd=etcd_url, traefik_api=traefik_url)
-        url = f"http://{HOST}:{port}"
-        self.state["console"] = url + "/"
-        began = time.monotonic()
-        proc = procs.Proc("console", console_argv(HOST, port), self.run_dir / "logs" / "console.log",
-                          env=env, url=url).start()
-        self._track(proc)
-        procs.wait_until(lambda: procs.http_ok(url + "/healthz"), self.timeout, f"console ({url})", proc=proc)
-        self.echo(f"console ready ({time.monotonic() - began:.1f}s) {url}")
-
-    def _start_controller(self, etcd_url: str, traefik_url: str) -> None:
-        """The promotion controller (strangler.promote.controller), a managed process like the followers."""
-        argv = [sys.executable, "-m", "strangler.promote", "--etcd", etcd_url,
-                "--traefik-metrics", traefik_url, "--shadow-store", str(self.run_dir / "shadow.sqlite")]
-        proc = procs.Proc("controller", argv, self.run_dir / "logs" / "controller.log",
-                          cwd=str(self.plan.path.parent if self.plan.path else Path.cwd()))
-        self._track(proc.start())
-
-    def _write_routes(self, client: Etcd) -> None:
-        """Make the route table match the plan (keeping earlier flips) before Traefik reads it.
-
-        The same change as ``strangler plan apply --keep-live``, so the first
-        table already routes the plan's prefixes (Socket.IO, static files) and
-        health checks, and starting a stack never moves a live route: ones
-        the plan would move are named, for ``plan apply --yes``.
-        """
-        from strangler.routing.apply import apply_plan
-
-        held = apply_plan(client, self.plan, moves="keep").moves
-        if held:
-            self.echo(f"kept {len(held)} live route(s) the plan would move "
-                      f"(strangler plan apply --yes moves them): {'; '.join(held)}")
-        seed_root_key(client)
+        for launch in launches:  # state.json lists the backends in the plan's order, however they start
+            self.state["backends"].setdefault(launch.backend, {"instances": []})
+        rest = [parts.data_part(self, etcd_url, linked)] if linked else []
+        rest += [parts.routes_part(self, etcd_url), parts.traefik_part(self, ports, logs, etcd_url)]
+        rest += [parts.backend_part(self, launch, web, linked) for launch in launches]
+        rest.append(parts.console_part(self, ports.console, etcd_url, traefik_url))
+        bring_up(rest, timeout=self.timeout, echo=self.echo, ready=["etcd", "redis"], each_round=self._seen.clear)
+        parts.start_followers(self, linked)
+        parts.start_controller(self, etcd_url, traefik_url)
 
     def start_instance(self, launch: Launch) -> procs.Proc:
         """Start one backend instance and record it (pid file, state.json's backends); no waiting."""
@@ -346,51 +280,6 @@ class Stack:
             return any(i.url == launch.url for i in registry.instances(self.client, launch.backend))
         except EtcdError:
             return False
-
-    def _start_backends(self, launches: list[Launch], client: Etcd, api: TraefikAPI, web: str) -> None:
-        began = time.monotonic()
-        for launch in launches:
-            self.start_instance(launch)
-        for launch in launches:
-            try:
-                self._wait_backend(launch, client, api, web)
-            except procs.StartupError as exc:
-                # Without the monolith there is no stack; any other backend that ends
-                # while starting is the supervisor's to restart (or mark crashlooping).
-                if launch.backend == self.plan.monolith or self.procs[launch.name].alive():
-                    raise
-                self.echo(f"{exc}; the supervisor retries it")
-                continue
-            self.echo(f"{launch.name} ready ({time.monotonic() - began:.1f}s) {launch.url}")
-
-    def _wait_backend(self, launch: Launch, client: Etcd, api: TraefikAPI, web: str) -> None:
-        """Healthy directly, registered in etcd, and served by Traefik; StartupError otherwise."""
-        proc = self.procs[launch.name]
-
-        def registered() -> bool:
-            try:
-                return any(i.url == launch.url for i in registry.instances(client, launch.backend))
-            except EtcdError:
-                return False
-
-        def routed() -> bool:
-            try:
-                service = api.service(launch.traefik_service) or {}
-            except TraefikError:
-                return False
-            servers = (service.get("loadBalancer") or {}).get("servers") or []
-            if launch.url not in [server.get("url") for server in servers]:
-                return False
-            # Traefik health-checks only services a router uses (others have no serverStatus)
-            if service.get("usedBy") and (service.get("serverStatus") or {}).get(launch.url) != "UP":
-                return False
-            # the monolith is also checked end to end, through the catch-all
-            return launch.backend != self.plan.monolith or procs.http_ok(web + launch.health_path)
-
-        health = launch.url + launch.health_path
-        procs.wait_until(lambda: procs.http_ok(health), self.timeout, f"{launch.name} ({health})", proc=proc)
-        procs.wait_until(registered, self.timeout, f"{launch.name}'s registration in etcd", proc=proc)
-        procs.wait_until(routed, self.timeout, f"Traefik routing to {launch.name}", proc=proc)
 
     def write_state(self) -> None:
         """Write ``state.json`` (what other commands read to find the stack)."""

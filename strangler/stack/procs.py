@@ -20,13 +20,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 from urllib.parse import quote
 
 import psutil
-import requests
 
 from datalink.files import UMASK, open_private_append, private_dir, write_private
+
+if TYPE_CHECKING:  # imported where a probe is made: `strangler up --detach` itself never makes one
+    import requests
 
 
 class StackError(RuntimeError):
@@ -224,6 +226,8 @@ def wait_until(
 
 def http_ok(url: str, timeout: float = 1.0, expect: Callable[[requests.Response], bool] | None = None) -> bool:
     """True when ``url`` answers 2xx (and ``expect(response)`` holds); False on any network error."""
+    import requests
+
     try:
         response = requests.get(url, timeout=timeout)
     except requests.RequestException:
@@ -248,12 +252,14 @@ def start_etcd(
     log_path: Path | str | None = None,
     timeout: float = 30,
     unsafe_no_fsync: bool = False,
+    wait: bool = True,
 ) -> Proc:
     """Start a single-member etcd on 127.0.0.1 and wait until ``/health`` says true.
 
     ``max_txn_ops`` is raised from etcd's 128 because one route-table change
     writes all its Traefik keys in one transaction. ``unsafe_no_fsync`` is
-    for tests only (throwaway data, shared slow disks).
+    for tests only (throwaway data, shared slow disks). ``wait=False``
+    returns at once: the caller polls :func:`etcd_ok` itself.
     """
     data_dir = private_dir(data_dir)
     client = f"http://127.0.0.1:{client_port}"
@@ -273,8 +279,14 @@ def start_etcd(
     if unsafe_no_fsync:
         argv.append("--unsafe-no-fsync")
     proc = Proc("etcd", argv, Path(log_path or data_dir / "etcd.log"), url=client).start()
-    _wait_healthy(proc, lambda: http_ok(f"{client}/health", expect=_etcd_healthy), timeout)
+    if wait:
+        _wait_healthy(proc, lambda: etcd_ok(client), timeout)
     return proc
+
+
+def etcd_ok(url: str, timeout: float = 1.0) -> bool:
+    """True when the etcd member at ``url`` answers ``/health`` with health true."""
+    return http_ok(f"{url}/health", timeout=timeout, expect=_etcd_healthy)
 
 
 def _traefik_api_address(config_path: Path) -> str:
@@ -290,16 +302,25 @@ def _traefik_api_address(config_path: Path) -> str:
 
 
 def start_traefik(
-    config_path: Path | str, *, log_path: Path | str | None = None, timeout: float = 30
+    config_path: Path | str, *, log_path: Path | str | None = None, timeout: float = 30, wait: bool = True,
 ) -> Proc:
-    """Start Traefik with a static config file and wait until its API answers ``/api/overview``."""
+    """Start Traefik with a static config file and wait until its API answers ``/api/overview``.
+
+    ``wait=False`` returns at once: the caller polls :func:`traefik_ok` on ``Proc.url`` itself.
+    """
     config_path = Path(config_path)
     api = _traefik_api_address(config_path)
     argv = [find_binary("traefik"), f"--configFile={config_path}"]
     log = Path(log_path or config_path.with_name("traefik.log"))
     proc = Proc("traefik", argv, log, url=api).start()
-    _wait_healthy(proc, lambda: http_ok(f"{api}/api/overview"), timeout)
+    if wait:
+        _wait_healthy(proc, lambda: traefik_ok(api), timeout)
     return proc
+
+
+def traefik_ok(api: str, timeout: float = 1.0) -> bool:
+    """True when Traefik's API at ``api`` answers ``/api/overview``."""
+    return http_ok(f"{api}/api/overview", timeout=timeout)
 
 
 def redis_url(port: int, password: str | None = None, host: str = "127.0.0.1") -> str:
@@ -346,13 +367,14 @@ def write_redis_config(dir: Path, password: str) -> Path:
 
 def start_redis(
     port: int, dir: Path | str, *, log_path: Path | str | None = None, timeout: float = 20,
-    password: str | None = None,
+    password: str | None = None, wait: bool = True,
 ) -> Proc:
     """Start redis-server on 127.0.0.1:``port`` without persistence; wait until it answers PING.
 
     With ``password`` (letters, digits, ``-`` and ``_``, as ``secrets.token_urlsafe`` makes),
     every client must AUTH first; it is passed in a 0600 config file. ``Proc.url``
     never holds it: clients get :func:`redis_url` through their environment.
+    ``wait=False`` returns at once: the caller polls :func:`redis_ping` itself.
     """
     dir = private_dir(dir)
     if password is not None and not re.fullmatch(r"[A-Za-z0-9_-]{16,}", password):
@@ -371,7 +393,8 @@ def start_redis(
     ]
     proc = Proc("redis", argv, Path(log_path or dir / "redis.log"), url=redis_url(port))
     proc.start()
-    _wait_healthy(proc, lambda: redis_ping(port, password=password), timeout)
+    if wait:
+        _wait_healthy(proc, lambda: redis_ping(port, password=password), timeout)
     return proc
 
 
