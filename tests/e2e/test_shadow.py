@@ -240,7 +240,9 @@ def test_the_comparators_report_needs_the_mirror_secret_and_bounded_parameters(w
     assert requests.get(url, timeout=5).status_code == 403
     assert requests.get(url, headers={"X-Strangler-Mirror": "guess"}, timeout=5).status_code == 403
     for query, named in (("examples=51", "examples"), ("top=-1", "top"), ("limit=5", "limit"),
-                         ("endpoint=" + "x" * 501, "endpoint")):
+                         ("endpoint=" + "x" * 501, "endpoint"),
+                         # digits to str.isdigit but not to int(): a 400 naming it, not a 500
+                         ("examples=%C2%B2", "examples"), ("top=%E2%91%A0", "top")):
         answer = requests.get(f"{url}?{query}", headers={"X-Strangler-Mirror": secret}, timeout=5)
         assert answer.status_code == 400 and named in answer.json()["error"], query
     answer = requests.get(url, params={"endpoint": "GET /api/users", "examples": 0},
