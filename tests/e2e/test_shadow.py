@@ -245,6 +245,10 @@ def test_the_comparators_report_needs_the_mirror_secret_and_bounded_parameters(w
                          ("examples=%C2%B2", "examples"), ("top=%E2%91%A0", "top")):
         answer = requests.get(f"{url}?{query}", headers={"X-Strangler-Mirror": secret}, timeout=5)
         assert answer.status_code == 400 and named in answer.json()["error"], query
+    # a method no route takes, with the secret: one line of JSON, not Werkzeug's HTML page
+    answer = requests.request("PROPFIND", url, headers={"X-Strangler-Mirror": secret}, timeout=5)
+    assert answer.status_code == 405 and answer.headers["Content-Type"] == "application/json"
+    assert "PROPFIND" in answer.json()["error"]
     answer = requests.get(url, params={"endpoint": "GET /api/users", "examples": 0},
                           headers={"X-Strangler-Mirror": secret}, timeout=5)
     assert answer.status_code == 200
