@@ -308,3 +308,19 @@ def test_diffs_without_a_comparator_reads_the_file_and_says_so(world, tmp_path):
     named = CliRunner().invoke(cli, ["diffs", "--plan", str(world["plan"]), "--etcd", world["etcd_url"],
                                      "--comparator", world["comparator"].url, "--run-dir", str(run_dir)])
     assert named.exit_code == 1 and "did not answer" in named.output
+
+
+@pytest.mark.parametrize("option, url", [("--etcd", "http://[::1"), ("--etcd", "http://127.0.0.1:99999"),
+                                         ("--comparator", "http://127.0.0.1:99999"),
+                                         ("--comparator", "not a url")])
+def test_diffs_refuses_a_malformed_url_in_one_line(tmp_path, option, url):
+    """A malformed --etcd or --comparator is a usage error (exit 2, one line naming it), not a traceback."""
+    plan = tmp_path / "strangler.toml"
+    plan.write_text(plan_text("incremental"))
+    args = ["diffs", "--plan", str(plan), "--run-dir", str(tmp_path), option, url]
+    if option == "--comparator":
+        args += ["--etcd", "http://127.0.0.1:1"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert option in result.output.strip().splitlines()[-1]
