@@ -160,7 +160,7 @@ def upgrade(plan_path: Path, run_dir: Path | None, backend: str, step: str | Non
     """
     from router import table
     from router.etcd import Etcd, EtcdError
-    from router.keys import colour_service
+    from router.keys import GREEN_SUFFIX, colour_service
     from strangler.stack.release import check_name, release_label
     from strangler.stack.scale import check_backend
     from strangler.stack.state import read_status
@@ -191,6 +191,10 @@ def upgrade(plan_path: Path, run_dir: Path | None, backend: str, step: str | Non
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="BACKEND" if "backend" in str(exc) else "--release") \
             from None
+    if blue_green and f"{backend}{GREEN_SUFFIX}" in plan.backends:  # its Traefik service would be shared
+        raise click.ClickException(
+            f"a blue/green of {backend} starts its second set as the Traefik service {backend}{GREEN_SUFFIX}, "
+            f"which is the plan's backend {backend}{GREEN_SUFFIX} too: rename that backend first; nothing was changed")
     env = _env_pairs(env_pairs)
     where = (run_dir or plan.run_dir).resolve()
     state = _running_stack(where)
