@@ -47,12 +47,13 @@ def changes(snapshot: Callable[[], dict[str, Any]], *, check: float = CHECK, hea
 
 def init_app(app: Flask, snapshot: Callable[[], dict[str, Any]], max_streams: int) -> None:
     """Add ``GET /api/events`` (at most ``max_streams`` open at once) to the console's app."""
-    slots = threading.BoundedSemaphore(max(1, max_streams))
+    slots = threading.BoundedSemaphore(max_streams) if max_streams > 0 else None
 
     def events() -> Response | tuple[Response, int]:
         """The page's live updates (anyone allowed in, see the console's guard); 503 when all streams
-        are taken: the page then polls /api/state."""
-        if not slots.acquire(blocking=False):
+        are taken (or none may be open: too few threads): the page then polls /api/state."""
+        gate = slots
+        if gate is None or not gate.acquire(blocking=False):
             return jsonify(ok=False, error="every live stream is taken: this page polls instead"), 503
 
         released = threading.Event()
@@ -60,7 +61,7 @@ def init_app(app: Flask, snapshot: Callable[[], dict[str, Any]], max_streams: in
         def release() -> None:  # the server closes the response however the stream ended, once
             if not released.is_set():
                 released.set()
-                slots.release()
+                gate.release()
 
         answer = Response(changes(snapshot), mimetype="text/event-stream")
         answer.call_on_close(release)

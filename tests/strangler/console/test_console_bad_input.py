@@ -120,3 +120,23 @@ def test_a_malformed_host_header_is_refused_not_a_crash(base: str) -> None:
                 reply += chunk
         status = int(reply.split(b" ", 2)[1])
         assert 400 <= status < 500, reply[:300]
+
+
+def test_with_one_thread_a_live_stream_does_not_take_the_pages_only_thread(tmp_path: Path) -> None:
+    """STRANGLER_THREADS=1: a stream would hold the only thread for its whole lifetime, so the page's
+    /api/state and every button would wait two minutes; it is answered 503 (the page polls) instead."""
+    shutil.copy(REPO / "strangler.toml", tmp_path / "strangler.toml")
+    env = {k: v for k, v in os.environ.items() if k != "STRANGLER_CONSOLE_PASSWORD"}
+    env["STRANGLER_THREADS"] = "1"
+    port = procs.free_port()
+    proc = subprocess.Popen([STRANGLER, "console", "--port", str(port)], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        procs.wait_until(lambda: procs.http_ok(url + "/healthz"), 30, "strangler console")
+        with requests.get(url + "/api/events", stream=True, timeout=10) as stream:
+            assert stream.status_code == 503, stream.status_code
+            assert requests.get(url + "/api/state", timeout=10).status_code == 200
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)
