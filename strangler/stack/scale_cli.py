@@ -162,6 +162,7 @@ def upgrade(plan_path: Path, run_dir: Path | None, backend: str, step: str | Non
     from router.etcd import Etcd, EtcdError
     from router.keys import GREEN_SUFFIX, colour_service
     from strangler.stack.release import check_name, release_label
+    from strangler.stack.retire import read_retired
     from strangler.stack.scale import check_backend
     from strangler.stack.state import read_status
     from strangler.stack.upgrade import (
@@ -203,6 +204,10 @@ def upgrade(plan_path: Path, run_dir: Path | None, backend: str, step: str | Non
                if p.get("backend") == backend and p.get("state") != "draining"]
     release = release_name or release_label(plan, backend, env, fresh=True)
     try:
+        if backend == plan.monolith and read_retired(etcd) is not None:  # as scale refuses it
+            raise UpgradeRefused(f"{backend} is retired: `strangler unretire` brings it back (its database "
+                                 "caught up and linked first); an upgrade would start it on a stale database, "
+                                 "so nothing was changed")
         current = Intent.from_json(etcd.get(upgrade_key(backend)))
         if bg_step is None:
             intent = decide(step, current, release, env, running, bool(release_name or env))
