@@ -324,3 +324,44 @@ def test_diffs_refuses_a_malformed_url_in_one_line(tmp_path, option, url):
     assert result.exit_code == 2, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert option in result.output.strip().splitlines()[-1]
+
+
+class Odd(ThreadingHTTPServer):
+    """Something registered or named as the comparator that answers 200 with JSON of another shape."""
+
+    daemon_threads = True
+
+    def __init__(self, body: bytes) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True).start()
+
+
+@pytest.mark.parametrize("body", [b'{"endpoints": [1, 2]}', b'{"endpoints": {"GET /x": 1}}',
+                                  b'{"endpoints": [{"endpoint": "GET /x"}]}', b'{"endpoints": "GET /x"}',
+                                  b'[1]', b'{"endpoints": null}'])
+def test_diffs_refuses_an_answer_of_another_shape_in_one_line(world, tmp_path, body):
+    """A comparator of another version (or not one at all) answering 200: one line saying so, no traceback."""
+    odd = Odd(body)
+    try:
+        for extra in ([], ["--json"]):
+            result = CliRunner().invoke(cli, ["diffs", *extra, "--plan", str(world["plan"]), "--etcd",
+                                              world["etcd_url"], "--comparator", odd.url,
+                                              "--run-dir", str(tmp_path)])
+            assert result.exit_code == 1, (body, result.output, result.exception)
+            (line,) = result.output.strip().splitlines()
+            assert "gave no report" in line, line
+    finally:
+        odd.shutdown()
+        odd.server_close()
