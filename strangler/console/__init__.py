@@ -82,9 +82,9 @@ def config_from(env: Mapping[str, str]) -> dict[str, Any]:
 
 def streams_from(env: Mapping[str, str]) -> int:
     """Live streams open at once: each holds one of gunicorn's threads (STRANGLER_THREADS, default 4),
-    and two stay free for the buttons and /metrics (at least one stream)."""
+    and two stay free for the buttons and /metrics (none below 3 threads: every page then polls)."""
     raw = env.get("STRANGLER_THREADS") or "4"
-    return max(1, int(raw) - 2) if raw.isdigit() else 2
+    return max(0, int(raw) - 2) if raw.isascii() and raw.isdigit() else 2
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:

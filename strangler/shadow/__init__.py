@@ -19,13 +19,14 @@ at most) gets 413. What is stored and printed has credentials redacted
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
 from flask import Flask, Response, jsonify, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from router.keys import MIRROR_HEADER, MIRROR_MAX_BODY
 from router.release import instance_release
@@ -156,6 +157,19 @@ def create_app(test_config: Mapping | None = None, comparator: Comparator | None
         limit = app.config["MAX_CONTENT_LENGTH"]
         return Response(f'{{"error": "mirrored body over {limit} bytes"}}', status=413,
                         mimetype="application/json")
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        """A method no route takes (405) and the like: one line of JSON, not Werkzeug's HTML page."""
+        what = f"{request.method} {request.path[:100]}: {exc.name}"
+        return Response(json.dumps({"error": what}), status=exc.code or 500, mimetype="application/json")
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        """A bug or a store that fails (SQLite locked too long): logged with its traceback here, one line out."""
+        log.exception("comparator: %s %s failed", request.method, request.path)
+        return Response(json.dumps({"error": f"the comparator failed on this request ({type(exc).__name__}); "
+                                             "see its log"}), status=500, mimetype="application/json")
 
     @app.get("/healthz")
     def healthz() -> Response:

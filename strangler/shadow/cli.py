@@ -91,6 +91,28 @@ def _etcd_url(plan: Any, where: Path, given: str | None) -> str | None:
     return f"http://127.0.0.1:{port}" if port else None
 
 
+def _check_urls(etcd_url: str | None, comparator_url: str | None) -> None:
+    """BadParameter (exit 2, one line) for a malformed --etcd or --comparator, before anything is asked."""
+    from urllib.parse import urlsplit
+
+    from router.etcd import Etcd
+
+    try:
+        if etcd_url:
+            Etcd(etcd_url)
+    except ValueError as exc:
+        raise click.BadParameter(" ".join(str(exc).split()), param_hint="--etcd") from None
+    if comparator_url:
+        try:
+            parts = urlsplit(comparator_url)
+            good = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+        except ValueError:  # "http://[::1", a port out of range
+            good = False
+        if not good:
+            raise click.BadParameter(f"{comparator_url!r} is not a comparator's URL: give "
+                                     "http://HOST:PORT", param_hint="--comparator")
+
+
 @click.command()
 @click.argument("endpoint", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for machines (the source goes to stderr).")
@@ -117,6 +139,7 @@ def diffs(plan_path: Path, endpoint: str | None, as_json: bool, examples: int, c
     """
     where, plan = _run_dir(plan_path, run_dir)
     name = _endpoint_name(plan, endpoint) if endpoint else None
+    _check_urls(etcd_url, comparator_url)
     try:
         found = source.read(_etcd_url(plan, where, etcd_url), comparator_url, where / DB_NAME, name, examples)
     except source.NoSource as exc:

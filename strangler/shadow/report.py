@@ -46,7 +46,7 @@ def parse_query(args: Any) -> tuple[str | None, int, int]:
     numbers = []
     for name, (default, highest) in NUMBERS.items():
         raw = args.get(name, str(default))
-        if not raw.isdigit() or int(raw) > highest:
+        if not (raw.isascii() and raw.isdigit()) or int(raw) > highest:  # '²' is a digit to isdigit, not to int
             raise BadQuery(f"{name}={raw!r} must be a whole number from 0 to {highest}")
         numbers.append(int(raw))
     return endpoint, numbers[0], numbers[1]

@@ -26,7 +26,7 @@ from router import registry, table
 from router.etcd import Etcd, EtcdError
 from router.keys import MIRROR_HEADER
 from strangler.shadow.report import PATH
-from strangler.shadow.store import read_report
+from strangler.shadow.store import COUNTERS, read_report
 from strangler.shadow.worker import COMPARATOR
 
 _HTTP = urllib3.PoolManager(num_pools=4, retries=False)
@@ -62,9 +62,23 @@ def fetch(url: str, secret: str, endpoint: str | None, examples: int, timeout: f
     if answer.status != 200:
         raise Unreachable(f"the comparator at {url} answered {answer.status} to {PATH}")
     try:
-        return list(json.loads(answer.data)["endpoints"])
+        entries = json.loads(answer.data)["endpoints"]
     except (ValueError, KeyError, TypeError):
-        raise Unreachable(f"the comparator at {url} gave no report at {PATH}") from None
+        entries = None
+    if not _report_shaped(entries):  # another version, or not a comparator: not printed half-way
+        raise Unreachable(f"the comparator at {url} gave no report at {PATH}")
+    return entries
+
+
+def _report_shaped(entries: Any) -> bool:
+    """PURE: True when ``entries`` has the shape ``strangler diffs`` prints (strangler/shadow/report.py)."""
+    shapes = {"endpoint": str, "noise": list, "noise_rates": dict, "patterns": list, "examples": list}
+    return isinstance(entries, list) and all(
+        isinstance(e, dict) and all(isinstance(e.get(k), t) for k, t in shapes.items())
+        and all(isinstance(e.get(c), int) for c in COUNTERS)
+        and (e.get("diff_rate") is None or isinstance(e["diff_rate"], (int, float)))
+        and all(isinstance(p, dict) for p in e["patterns"]) and all(isinstance(x, dict) for x in e["examples"])
+        for e in entries)
 
 
 def from_comparators(etcd_url: str | None, comparator_url: str | None, endpoint: str | None,

@@ -160,8 +160,9 @@ def upgrade(plan_path: Path, run_dir: Path | None, backend: str, step: str | Non
     """
     from router import table
     from router.etcd import Etcd, EtcdError
-    from router.keys import colour_service
+    from router.keys import GREEN_SUFFIX, colour_service
     from strangler.stack.release import check_name, release_label
+    from strangler.stack.retire import read_retired
     from strangler.stack.scale import check_backend
     from strangler.stack.state import read_status
     from strangler.stack.upgrade import (
@@ -191,6 +192,10 @@ def upgrade(plan_path: Path, run_dir: Path | None, backend: str, step: str | Non
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="BACKEND" if "backend" in str(exc) else "--release") \
             from None
+    if blue_green and f"{backend}{GREEN_SUFFIX}" in plan.backends:  # its Traefik service would be shared
+        raise click.ClickException(
+            f"a blue/green of {backend} starts its second set as the Traefik service {backend}{GREEN_SUFFIX}, "
+            f"which is the plan's backend {backend}{GREEN_SUFFIX} too: rename that backend first; nothing was changed")
     env = _env_pairs(env_pairs)
     where = (run_dir or plan.run_dir).resolve()
     state = _running_stack(where)
@@ -199,6 +204,10 @@ def upgrade(plan_path: Path, run_dir: Path | None, backend: str, step: str | Non
                if p.get("backend") == backend and p.get("state") != "draining"]
     release = release_name or release_label(plan, backend, env, fresh=True)
     try:
+        if backend == plan.monolith and read_retired(etcd) is not None:  # as scale refuses it
+            raise UpgradeRefused(f"{backend} is retired: `strangler unretire` brings it back (its database "
+                                 "caught up and linked first); an upgrade would start it on a stale database, "
+                                 "so nothing was changed")
         current = Intent.from_json(etcd.get(upgrade_key(backend)))
         if bg_step is None:
             intent = decide(step, current, release, env, running, bool(release_name or env))

@@ -240,9 +240,15 @@ def test_the_comparators_report_needs_the_mirror_secret_and_bounded_parameters(w
     assert requests.get(url, timeout=5).status_code == 403
     assert requests.get(url, headers={"X-Strangler-Mirror": "guess"}, timeout=5).status_code == 403
     for query, named in (("examples=51", "examples"), ("top=-1", "top"), ("limit=5", "limit"),
-                         ("endpoint=" + "x" * 501, "endpoint")):
+                         ("endpoint=" + "x" * 501, "endpoint"),
+                         # digits to str.isdigit but not to int(): a 400 naming it, not a 500
+                         ("examples=%C2%B2", "examples"), ("top=%E2%91%A0", "top")):
         answer = requests.get(f"{url}?{query}", headers={"X-Strangler-Mirror": secret}, timeout=5)
         assert answer.status_code == 400 and named in answer.json()["error"], query
+    # a method no route takes, with the secret: one line of JSON, not Werkzeug's HTML page
+    answer = requests.request("PROPFIND", url, headers={"X-Strangler-Mirror": secret}, timeout=5)
+    assert answer.status_code == 405 and answer.headers["Content-Type"] == "application/json"
+    assert "PROPFIND" in answer.json()["error"]
     answer = requests.get(url, params={"endpoint": "GET /api/users", "examples": 0},
                           headers={"X-Strangler-Mirror": secret}, timeout=5)
     assert answer.status_code == 200
@@ -302,3 +308,60 @@ def test_diffs_without_a_comparator_reads_the_file_and_says_so(world, tmp_path):
     named = CliRunner().invoke(cli, ["diffs", "--plan", str(world["plan"]), "--etcd", world["etcd_url"],
                                      "--comparator", world["comparator"].url, "--run-dir", str(run_dir)])
     assert named.exit_code == 1 and "did not answer" in named.output
+
+
+@pytest.mark.parametrize("option, url", [("--etcd", "http://[::1"), ("--etcd", "http://127.0.0.1:99999"),
+                                         ("--comparator", "http://127.0.0.1:99999"),
+                                         ("--comparator", "not a url")])
+def test_diffs_refuses_a_malformed_url_in_one_line(tmp_path, option, url):
+    """A malformed --etcd or --comparator is a usage error (exit 2, one line naming it), not a traceback."""
+    plan = tmp_path / "strangler.toml"
+    plan.write_text(plan_text("incremental"))
+    args = ["diffs", "--plan", str(plan), "--run-dir", str(tmp_path), option, url]
+    if option == "--comparator":
+        args += ["--etcd", "http://127.0.0.1:1"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert option in result.output.strip().splitlines()[-1]
+
+
+class Odd(ThreadingHTTPServer):
+    """Something registered or named as the comparator that answers 200 with JSON of another shape."""
+
+    daemon_threads = True
+
+    def __init__(self, body: bytes) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True).start()
+
+
+@pytest.mark.parametrize("body", [b'{"endpoints": [1, 2]}', b'{"endpoints": {"GET /x": 1}}',
+                                  b'{"endpoints": [{"endpoint": "GET /x"}]}', b'{"endpoints": "GET /x"}',
+                                  b'[1]', b'{"endpoints": null}'])
+def test_diffs_refuses_an_answer_of_another_shape_in_one_line(world, tmp_path, body):
+    """A comparator of another version (or not one at all) answering 200: one line saying so, no traceback."""
+    odd = Odd(body)
+    try:
+        for extra in ([], ["--json"]):
+            result = CliRunner().invoke(cli, ["diffs", *extra, "--plan", str(world["plan"]), "--etcd",
+                                              world["etcd_url"], "--comparator", odd.url,
+                                              "--run-dir", str(tmp_path)])
+            assert result.exit_code == 1, (body, result.output, result.exception)
+            (line,) = result.output.strip().splitlines()
+            assert "gave no report" in line, line
+    finally:
+        odd.shutdown()
+        odd.server_close()

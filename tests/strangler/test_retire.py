@@ -241,6 +241,21 @@ def test_scaling_the_retired_monolith_up_is_refused_with_unretire(stack: Platfor
     assert instances(stack, "monolith") == []
 
 
+def test_upgrading_the_retired_monolith_is_refused_with_unretire(stack: Platform) -> None:
+    """A try (or a blue/green) would start a monolith on the database its followers stopped feeding."""
+    if Etcd(stack.state["etcd"]).get(RETIRED_KEY) is None:
+        pytest.skip("needs the retire test before it")
+    etcd = Etcd(stack.state["etcd"])
+    before = (etcd.get("strangler/stack/upgrade/monolith"), etcd.get("strangler/meta/last-change"))
+    for step in (["try"], ["--blue-green"]):
+        result = cli(stack, "upgrade", "monolith", *step, "--release", "r-retired", "--timeout", "20", timeout=60)
+        assert result.returncode == 1, result.stdout + result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "monolith is retired" in lines[0] and "strangler unretire" in lines[0], lines
+    assert (etcd.get("strangler/stack/upgrade/monolith"), etcd.get("strangler/meta/last-change")) == before
+    assert instances(stack, "monolith") == []
+
+
 def test_unretire_relinks_and_brings_the_monolith_back(stack: Platform) -> None:
     nickname = stack.state.get("retired_user")
     if nickname is None:

@@ -6,6 +6,7 @@ here is refused before a source would be written).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -120,3 +121,61 @@ def test_a_malformed_host_header_is_refused_not_a_crash(base: str) -> None:
                 reply += chunk
         status = int(reply.split(b" ", 2)[1])
         assert 400 <= status < 500, reply[:300]
+
+
+@contextlib.contextmanager
+def own_console(workdir: Path, plan_text: str, **env_extra: str) -> Iterator[str]:
+    """A console of its own (its plan and environment), stopped on the way out; its URL."""
+    (workdir / "strangler.toml").write_text(plan_text)
+    env = {k: v for k, v in os.environ.items() if k != "STRANGLER_CONSOLE_PASSWORD"} | env_extra
+    port = procs.free_port()
+    proc = subprocess.Popen([STRANGLER, "console", "--port", str(port)], cwd=workdir, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        procs.wait_until(lambda: procs.http_ok(url + "/healthz"), 30, "strangler console")
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)
+
+
+def test_with_one_thread_a_live_stream_does_not_take_the_pages_only_thread(tmp_path: Path) -> None:
+    """STRANGLER_THREADS=1: a stream would hold the only thread for its whole lifetime, so the page's
+    /api/state and every button would wait two minutes; it is answered 503 (the page polls) instead."""
+    with own_console(tmp_path, (REPO / "strangler.toml").read_text(), STRANGLER_THREADS="1") as url:
+        with requests.get(url + "/api/events", stream=True, timeout=10) as stream:
+            assert stream.status_code == 503, stream.status_code
+            assert requests.get(url + "/api/state", timeout=10).status_code == 200
+
+
+def test_a_client_that_stops_reading_its_streams_gives_their_slots_back(tmp_path: Path) -> None:
+    """Both streams taken by a client that keeps its connections but never reads: once the socket's
+    buffers are full a write waits, and without a bound the thread and the slot were held past the
+    stream's two minutes, for as long as the client liked. Bounded, the slots come back in seconds."""
+    # a snapshot of ~1 MB (4000 long-named backends): a few writes fill the socket's buffers (the
+    # sender's grows to 4 MB) past a 4 kB receive buffer
+    extra = "".join(f'\n[backends.b{i:04d}{"x" * 200}]\ncommand = "sleep 60"\nhealth = "/healthz"\n'
+                    for i in range(4000))
+    with own_console(tmp_path, (REPO / "strangler.toml").read_text() + extra) as url:
+        port = int(url.rsplit(":", 1)[1])
+        stuck = []
+        try:
+            for _ in range(2):  # the default 4 threads: 2 streams
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.connect(("127.0.0.1", port))
+                sock.sendall(f"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+                stuck.append(sock)
+
+            def events_status() -> int:
+                with requests.get(url + "/api/events", stream=True, timeout=10) as answer:
+                    return answer.status_code
+
+            procs.wait_until(lambda: events_status() == 503, 10, "both streams taken")
+            # the page still polls meanwhile, and a slot comes back well before the 120 s lifetime
+            assert requests.get(url + "/api/state", timeout=10).status_code == 200
+            procs.wait_until(lambda: events_status() == 200, 60, "a stream slot given back")
+        finally:
+            for sock in stuck:
+                sock.close()
