@@ -2,9 +2,9 @@
 
     .venv/bin/python -m pytest --durations=0 > /tmp/run.log; python scripts/test_durations.py /tmp/run.log
 
-Each line of the file is the seconds a group of tests took (setup, call and
-teardown summed) and the group (tests/support/spread.py): the parallel run
-sends the longest groups first. Groups under a second are left out.
+Each line of the file is the seconds a test module took (setup, call and
+teardown summed) and the module (tests/support/spread.py): the parallel run
+sends the longest modules first. Modules under a second are left out.
 """
 
 from __future__ import annotations
@@ -32,15 +32,13 @@ def main(argv: list[str]) -> int:
     for line in text.splitlines():
         found = LINE.match(line)
         if found:
-            nodeid = found.group(2)
-            group = nodeid.split("@", 1)[1] if "@" in nodeid else nodeid.split("::", 1)[0]
-            totals[group] += float(found.group(1))
+            totals[found.group(2).split("::", 1)[0]] += float(found.group(1))
     if not totals:
         print(f"{argv[0]} has no durations; run pytest with --durations=0", file=sys.stderr)
         return 2
-    kept = sorted(((s, g) for g, s in totals.items() if s >= 1.0), reverse=True)
-    OUT.write_text("".join(f"{s:.1f} {g}\n" for s, g in kept))
-    print(f"wrote {len(kept)} groups ({sum(s for s, _ in kept):.0f} s) to {OUT}")
+    kept = sorted(((s, m) for m, s in totals.items() if s >= 1.0), reverse=True)
+    OUT.write_text("".join(f"{s:.1f} {m}\n" for s, m in kept))
+    print(f"wrote {len(kept)} modules ({sum(s for s, _ in kept):.0f} s) to {OUT}")
     return 0
 
 

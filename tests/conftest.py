@@ -133,7 +133,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Group tests for parallel workers and send the longest groups first (tests/support/spread.py)."""
+    """Send the longest test modules to the parallel workers first (tests/support/spread.py)."""
     import spread
 
     spread.spread(items, spread.read_durations())

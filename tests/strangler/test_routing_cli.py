@@ -13,6 +13,7 @@ from router.keys import parse_endpoint
 from strangler.cli import cli
 from strangler.plan import load_plan
 from strangler.stack.lifecycle import Stack, procs
+from strangler.stack.parts import write_routes
 
 pytestmark = pytest.mark.integration
 
@@ -316,13 +317,14 @@ def test_plan_apply_keep_live_applies_the_rest(etcd, run, traefik_server):
 
 
 def test_up_writes_the_plan_but_keeps_live_routes_it_would_move(etcd, run, tmp_path):
-    # strangler up's route step (Stack._write_routes) on a table a previous stack left flipped
+    # strangler up's route step (parts.write_routes) on a table a previous stack left flipped
     ok(run("plan", "apply"))
     ok(run("flip", "api.get_user", "--to", "users"))
     path = tmp_path / "up.toml"
     path.write_text(add_search(give_up_user(plan_text("incremental"))))
     lines = []
-    Stack(load_plan(path), tmp_path / "run", echo=lines.append)._write_routes(etcd)
+    stack = Stack(load_plan(path), tmp_path / "run", echo=lines.append)
+    write_routes(stack, etcd, lines.append)
     rows = routes_json(run)
     assert rows[str(USER)]["backend"] == "users" and "GET /api/search" in rows
     assert lines == ["kept 1 live route(s) the plan would move (strangler plan apply --yes moves "
