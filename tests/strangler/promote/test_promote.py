@@ -224,13 +224,13 @@ def history(world) -> list[dict]:
 
 
 def route(world, spec=USER) -> dict:
-    rows = json.loads(run(world, "routes", "--json").output)
+    rows = json.loads(run(world, "routes", "--json").stdout)  # stderr may carry a warning
     return next(r for r in rows if r["endpoint"] == spec)
 
 
 def promotion(world, promotion_id=None) -> dict:
     """The latest promotion (or ``promotion_id``) as `strangler promotions --json` lists it ({} if none)."""
-    found = json.loads(run(world, "promotions", "--json").output)
+    found = json.loads(run(world, "promotions", "--json").stdout)
     if not found:
         return {}
     return found[-1] if promotion_id is None else next(p for p in found if p["id"] == promotion_id)
