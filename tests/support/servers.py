@@ -42,8 +42,10 @@ def serving(app: Callable) -> Iterator[str]:
 
 
 @contextmanager
-def serving_page(body: bytes, path: str, slow_delay: float = 0.0) -> Iterator[str]:
-    """Serve the HTML *body* at every path from a thread; yield the URL of *path*.
+def serving_page(body: bytes, path: str, slow_delay: float = 0.0,
+                 content_type: str = "text/html; charset=utf-8") -> Iterator[str]:
+    """Serve *body* (HTML unless *content_type* says otherwise) at every path from a thread;
+    yield the URL of *path*.
 
     With *slow_delay*, paths containing ``slow`` answer after that many seconds.
     """
@@ -53,7 +55,7 @@ def serving_page(body: bytes, path: str, slow_delay: float = 0.0) -> Iterator[st
             if slow_delay and "slow" in self.path:
                 time.sleep(slow_delay)
             self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -30,19 +29,8 @@ STRANGLER = str(Path(sys.executable).parent / "strangler")
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    workdir = tmp_path_factory.mktemp("console")
-    shutil.copy(REPO / "strangler.toml", workdir / "strangler.toml")
-    env = {k: v for k, v in os.environ.items() if k != "STRANGLER_CONSOLE_PASSWORD"}
-    port = procs.free_port()
-    proc = subprocess.Popen([STRANGLER, "console", "--port", str(port)], cwd=workdir, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        procs.wait_until(lambda: procs.http_ok(url + "/healthz"), 30, "strangler console")
+    with own_console(tmp_path_factory.mktemp("console"), (REPO / "strangler.toml").read_text()) as url:
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
 
 
 @pytest.fixture
