@@ -344,12 +344,24 @@ def deregister(etcd: Etcd, backend: str, url: str) -> list[str]:
 
 
 def probe(instance: Instance, timeout: float = 1.0) -> bool:
-    """True when ``instance``'s health URL answers 2xx within ``timeout`` seconds."""
-    try:
-        response = _PROBES.request("GET", instance.health_url, timeout=timeout, redirect=False)
-    except urllib3.exceptions.HTTPError:
-        return False
-    return 200 <= response.status < 300
+    """True when ``instance``'s health URL answers 2xx within ``timeout`` seconds.
+
+    A pooled keep-alive connection the instance closed meanwhile (gunicorn
+    closes idle ones after 2 s) fails as a ProtocolError without the request
+    reaching it: that one is tried again, once, on a new connection. A
+    timeout or a refused connection is an answer and is not retried.
+    """
+    for attempt in (1, 2):
+        try:
+            response = _PROBES.request("GET", instance.health_url, timeout=timeout, redirect=False)
+        except urllib3.exceptions.ProtocolError:
+            if attempt == 2:
+                return False
+            continue
+        except urllib3.exceptions.HTTPError:
+            return False
+        return 200 <= response.status < 300
+    return False
 
 
 # Health probes share one pool of keep-alive connections (urllib3, which the etcd

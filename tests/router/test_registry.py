@@ -25,6 +25,7 @@ from router.registry import (
     instance_key,
     instances,
     make_instance_id,
+    probe,
     server_key,
 )
 from strangler.stack import procs
@@ -324,3 +325,35 @@ def test_a_blue_green_set_registers_its_url_under_its_own_service_and_its_descri
     plain = registration_from_env({**env, "STRANGLER_SERVICE": "users"}).instance
     key = instance_key("users", plain.instance_id)
     assert Instance.from_key(key, plain.to_json()) == plain and plain.traefik_service == "users"
+
+
+def test_a_probe_on_a_keep_alive_connection_the_instance_closed_asks_again_on_a_new_one():
+    """gunicorn closes an idle keep-alive connection after 2 s; a probe sent on it just then gets
+    no answer at all. That is not an unhealthy instance: the probe asks once more."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    served: list[str] = []
+
+    def serve() -> None:
+        for _ in range(2):  # the first connection: one answer, then closed as the next request arrives
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                served.append("answered")
+                if len(served) == 1:
+                    connection.recv(65536)  # the second probe, on the kept-alive connection
+                    served.append("closed unanswered")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    instance = Instance(backend="stale", instance_id="stale-1", url=f"http://127.0.0.1:{port}")
+    try:
+        assert probe(instance, 3.0)
+        assert probe(instance, 3.0)  # reuses the first connection, which closes; then a new one
+        thread.join(5)
+        assert served == ["answered", "closed unanswered", "answered"]
+    finally:
+        listener.close()
