@@ -123,17 +123,20 @@ class Lease:
         result = self._etcd._post("lease/keepalive", {"ID": self.id})
         return int(result.get("result", {}).get("TTL", -1))
 
-    def revoke(self) -> None:
+    def revoke(self) -> bool:
         """End the lease now, deleting every key bound to it; a lease already gone counts as ended.
 
-        (A revoke is sent again on another member when the first one's member failed
-        mid-request, and the second then finds the lease gone.)
+        Returns False when etcd found no such lease (it had expired, someone
+        else revoked it, or a revoke sent again on another member after the
+        first one's member failed mid-request found it gone), True otherwise.
         """
         try:
             self._etcd._post("kv/lease/revoke", {"ID": self.id})
         except EtcdError as exc:
             if "lease not found" not in str(exc):
                 raise
+            return False
+        return True
 
     def __repr__(self) -> str:
         return f"Lease(id={self.id}, ttl={self.ttl})"

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -43,6 +44,7 @@ from router.registry import Registration
 log = logging.getLogger(__name__)
 
 _registration: Registration | None = None
+_terminated = False  # stopped by SIGTERM through _leave_first: on_exit may end the process at once
 
 
 class RegistryConfigError(ValueError):
@@ -130,6 +132,8 @@ def deregister_wait(environ: Mapping[str, str] | None = None) -> float:
 def _leave_first(server: Any, graceful_stop: Any) -> Any:
     """Wrap gunicorn's SIGTERM handler: leave the registry, let Traefik notice, then stop."""
     def handle_term() -> None:
+        global _terminated
+        _terminated = True
         if _registration is not None and _registration.stop():
             server.log.info("left the registry as %s; stopping", _registration.instance_id)
             time.sleep(deregister_wait())
@@ -139,12 +143,23 @@ def _leave_first(server: Any, graceful_stop: Any) -> Any:
 
 
 def on_exit(server: Any) -> None:
-    """Gunicorn hook (master, at exit): revoke the registration so Traefik drops it now."""
+    """Gunicorn hook (master, at exit): revoke the registration so Traefik drops it now.
+
+    A master stopped by SIGTERM (exit status 0, its workers gone) then ends
+    at once, skipping the interpreter's teardown of everything it imported:
+    that teardown is pure CPU (0.3 s on an idle machine, over 1.5 s while a
+    whole stack stops together on two cores) and nothing is left to flush.
+    """
     global _registration
     if _registration is not None:
         _registration.stop()
         server.log.info("left the registry as %s", _registration.instance_id)
         _registration = None
+    if _terminated:
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(0)
 
 
 def control_socket_settings(environ: Mapping[str, str] | None = None) -> dict[str, Any]:

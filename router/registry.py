@@ -295,7 +295,12 @@ class Registration:
         if lease is None or self.drained:
             return False
         try:
-            lease.revoke()
+            if lease.revoke():
+                return True
+            # The lease was gone already: drained by someone (``deregister``), who waited for
+            # Traefik to drop us, so there is nothing left to wait for; else it lapsed.
+            self.drained = self._was_drained()
+            return not self.drained
         except EtcdError as exc:
             log.warning(
                 "could not revoke %s's lease (%s); it expires in %ss",
@@ -304,7 +309,6 @@ class Registration:
                 self.ttl,
             )
             return False
-        return True
 
     def __enter__(self) -> Registration:
         return self.start()

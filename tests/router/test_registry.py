@@ -182,6 +182,22 @@ def test_a_deregistered_instance_leaves_at_once_and_does_not_come_back(etcd_serv
 
 
 @pytest.mark.integration
+def test_stop_after_a_drain_its_keep_alive_has_not_seen_yet_says_nothing_was_left(etcd_server):
+    """``deregister`` revoked the lease before the keep-alive's next refresh: ``stop`` finds the
+    lease gone and the drained marker there, so it reports that it revoked nothing (gunicorn's
+    SIGTERM hook then skips its deregister wait: the drainer already waited for Traefik)."""
+    etcd = etcd_server.client()
+    backend = _backend()
+    with Registration(etcd, backend, "http://127.0.0.1:5006", ttl=60) as drained, \
+            Registration(etcd, backend, "http://127.0.0.1:5007", ttl=60) as live:
+        assert deregister(etcd, backend, "http://127.0.0.1:5006") == [drained.instance_id]
+        assert drained.drained is False  # its keep-alive refreshes only every 20 s
+        assert drained.stop() is False and drained.drained is True
+        assert live.stop() is True  # this one it did revoke
+        assert instances(etcd, backend) == []
+
+
+@pytest.mark.integration
 def test_a_killed_process_vanishes_within_the_ttl(etcd_server, tmp_path):
     etcd = etcd_server.client()
     backend = _backend()
@@ -292,6 +308,32 @@ def test_gunicorn_master_registers_once_and_leaves_on_exit(etcd_server, tmp_path
         assert f"registered {backend} as {inst.instance_id}" in server.log_tail(50)
         assert server.stop(timeout=10) == "terminated"
         assert instances(etcd, backend) == []  # revoked on exit, not left to expire
+        # it ends at once after on_exit (no interpreter teardown), yet with status 0 and its log flushed
+        assert server.popen.returncode == 0
+        assert server.log_tail(5).rstrip().endswith(f"left the registry as {inst.instance_id}")
+    finally:
+        server.stop()
+
+
+@pytest.mark.integration
+def test_a_gunicorn_master_drained_first_stops_without_its_deregister_wait(etcd_server, tmp_path):
+    """Drained by someone else (as ``down``, ``scale`` and upgrades do: they wait for Traefik to
+    drop it first), the master does not sleep STRANGLER_DEREGISTER_WAIT before stopping: with a
+    wait of 60 s it still ends on SIGTERM within a 10 s grace, and says it left nothing."""
+    etcd = etcd_server.client()
+    backend = _backend()
+    (tmp_path / "tinyapp.py").write_text(APP)
+    (tmp_path / "gconf.py").write_text(CONFIG)
+    port = procs.free_port()
+    env = {"STRANGLER_ETCD": etcd_server.url, "STRANGLER_BACKEND": backend, "STRANGLER_DEREGISTER_WAIT": "60",
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), os.getcwd()])}
+    argv = [procs.find_binary("gunicorn"), "-c", "gconf.py", "-w", "1", "-b", f"127.0.0.1:{port}", "tinyapp:app"]
+    server = procs.Proc("gunicorn", argv, tmp_path / "g.log", env=env, cwd=str(tmp_path)).start()
+    try:
+        procs.wait_until(lambda: instances(etcd, backend), 20, "registration", proc=server)
+        assert deregister(etcd, backend, f"http://127.0.0.1:{port}") != []
+        assert server.stop(timeout=10) == "terminated"
+        assert "; stopping" not in server.log_tail(50)
     finally:
         server.stop()
 
