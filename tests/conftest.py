@@ -34,6 +34,11 @@ from strangler.stack import procs  # noqa: E402
 # of the limits themselves set low ones and stay within a few calls.
 for _name in ("RATE_LIMIT_LOGIN", "RATE_LIMIT_REGISTER"):
     os.environ.setdefault(_name, "100000 per minute")
+# Each registration, login and password change through a stack's monolith or users
+# service hashes with scrypt (about 70 ms of CPU each, more on a busy machine): the
+# stacks the tests start use the cheap hash the testing profile already uses. That
+# every other profile defaults to scrypt is tested in tests/monolith/test_config.py.
+os.environ.setdefault("PASSWORD_HASH_METHOD", "pbkdf2:sha256:1000")
 
 
 @dataclass

@@ -25,6 +25,16 @@ def test_development_defaults(tmp_path):
     assert config.start_offline_task is True
 
 
+@pytest.mark.parametrize("profile", ["development", "production"])
+def test_passwords_are_hashed_with_scrypt_unless_testing_or_told_otherwise(tmp_path, profile):
+    environ = {"STRANGLER_DATA_DIR": str(tmp_path / "data"), "STRANGLER_ENV": profile,
+               "SECRET_KEY": "s" * 32, "JWT_SECRET_KEY": "j" * 32}
+    assert Config.from_env({}, environ=environ).password_hash_method == "scrypt"
+    assert Config.from_env({}, environ={**environ, "STRANGLER_ENV": "testing"}).password_hash_method != "scrypt"
+    told = Config.from_env({}, environ={**environ, "PASSWORD_HASH_METHOD": "pbkdf2:sha256:600000"})
+    assert told.password_hash_method == "pbkdf2:sha256:600000"
+
+
 def test_data_dir_defaults_under_cwd_and_is_created(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = Config.from_env({}, environ={"STRANGLER_ENV": "testing"})
