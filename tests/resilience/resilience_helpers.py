@@ -7,6 +7,7 @@ Not a test module: ``test_restart_and_503.py`` and ``test_kill9.py`` import it
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -28,9 +29,10 @@ STRANGLER = str(Path(sys.executable).parent / "strangler")
 FLIPPED = ("users", "tokens", "messages")
 
 
-def strangler(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run the real CLI in its own process, as a user would."""
-    return subprocess.run([STRANGLER, *args], capture_output=True, text=True, timeout=timeout)
+def strangler(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the real CLI in its own process, as a user would (*env*: added to the environment)."""
+    return subprocess.run([STRANGLER, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **env} if env else None)
 
 
 def plan_copy(directory: Path, instances: dict[str, int] | None = None) -> Path:
@@ -99,11 +101,13 @@ class RunningStack:
 
 @contextmanager
 def running_stack(directory: Path, instances: dict[str, int] | None = None,
-                  flip: tuple[str, ...] = FLIPPED) -> Iterator[RunningStack]:
-    """``strangler up --detach`` of a plan copy in ``directory``, ``flip`` services flipped; down after."""
+                  flip: tuple[str, ...] = FLIPPED, env: dict[str, str] | None = None) -> Iterator[RunningStack]:
+    """``strangler up --detach`` of a plan copy in ``directory``, ``flip`` services flipped; down after.
+
+    *env*: settings every process of the stack inherits (e.g. ``STRANGLER_REGISTRY_TTL``)."""
     plan_path = plan_copy(directory, instances)
     run_dir = directory / "run"
-    result = strangler("up", "--detach", "--plan", str(plan_path), "--run-dir", str(run_dir))
+    result = strangler("up", "--detach", "--plan", str(plan_path), "--run-dir", str(run_dir), env=env)
     try:
         assert result.returncode == 0, result.stdout + result.stderr
         # These tests make instances stay dead (kill -9, a stop) to see what the rest does
