@@ -13,6 +13,7 @@ from servers import serving_page
 
 from extracted.messages import create_app
 from monolith.tokens import issue_token
+from router.lbclient import LBClient
 from strangler.stack import procs
 
 pytestmark = pytest.mark.integration
@@ -24,7 +25,9 @@ pytestmark = pytest.mark.integration
 def test_users_down_still_answers(tmp_path, etcd_server, make_user):
     _user, token = make_user()
     dead = f"http://127.0.0.1:{procs.free_port()}"
+    # the client gives up after one retry, not the default eight (5.5 s of back-off per call)
     app = create_app(service_config(tmp_path, etcd_server.url, STRANGLER_LB_URL=dead,
+                                    LB_CLIENT=LBClient(dead, retries=1),
                                     DATABASE_URL=f"sqlite:///{tmp_path / 'down.sqlite'}"))
     try:
         client = app.test_client()
