@@ -185,9 +185,9 @@ def test_blue_green_of_users_then_finish_leaves_only_the_new_set(stack: dict) ->
     refused(stack, "upgrade", "users", "--finish", *args(stack), says="nothing to finish")
     # the new set is the backend's from now on: scale starts it as that release, in that set
     assert strangler("scale", "users=3", *args(stack)).returncode == 0
-    assert {(r["release"], r["service"]) for r in instances(stack, "users")} == {("bg-u2", "users-green")}
-    assert strangler("scale", "users=2", *args(stack)).returncode == 0
-    assert old != "bg-u2"
+    rows = instances(stack, "users")
+    assert {(r["release"], r["service"]) for r in rows} == {("bg-u2", "users-green")} and len(rows) == 3, rows
+    assert old != "bg-u2"  # left at 3 (no scale back to 2: a drain the down test below does anyway)
 
 
 @pytest.mark.integration
@@ -198,23 +198,25 @@ def test_a_sticky_backend_sets_the_cookie_and_requests_carrying_it_stay_on_one_i
     assert "strangler_sticky_users-green" in first.cookies, first.headers
     session = requests.Session()
     session.cookies.set("strangler_sticky_users-green", first.cookies["strangler_sticky_users-green"])
+    count = len(registry.instances(stack["etcd"], "users"))
+    assert count >= 2, count
     kept = marked_gets(stack, 20, session)
-    loose = marked_gets(stack, 20)  # no cookie: round robin over both
+    loose = marked_gets(stack, 20)  # no cookie: round robin over all of them
     wait_for(lambda: len(served_by(stack, kept)) == 20 and len(served_by(stack, loose)) == 20, 10,
              "the requests in the access log")
     assert len({url for _, url in served_by(stack, kept)}) == 1
-    assert len({url for _, url in served_by(stack, loose)}) == 2
+    assert len({url for _, url in served_by(stack, loose)}) == count
 
 
 @pytest.mark.integration
 def test_down_under_load_fails_no_request_while_the_backend_is_registered(stack: dict) -> None:
     """Last: stops the module's stack. Every request sent while users was still in the registry is answered."""
-    assert len(registry.instances(stack["etcd"], "users")) == 2
     names = [i["name"] for i in json.loads((stack["run_dir"] / "state.json").read_text())["backends"]["users"]
              ["instances"]]
+    assert len(registry.instances(stack["etcd"], "users")) == len(names) >= 2, names
     seen_registered = time.monotonic()
     with Load(f"{stack['state']['web']}/api/users") as load:
-        time.sleep(1)
+        wait_for(lambda: sum(load.codes.values()) > 20, 30, "the load flowing before down")
         down = subprocess.Popen([STRANGLER, "down", "--run-dir", str(stack["run_dir"])],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
