@@ -73,25 +73,39 @@ def guarded(stack: dict) -> tuple[str | None, str | None, str | None]:
 
 
 def refused(stack: dict, *cli: str, says: str, code: int = 1) -> None:
+    refused_all(stack, [(cli, says, code)])
+
+
+def refused_all(stack: dict, cases: list[tuple[tuple[str, ...], str, int]]) -> None:
+    """Each ``(cli, says, code)`` exits ``code`` with one line containing ``says``, and none of them
+    changes what :func:`guarded` reads. The commands run side by side (each only reads)."""
     before = guarded(stack)
-    result = strangler(*cli)
-    assert result.returncode == code, (cli, result.stdout, result.stderr)
-    (line,) = result.stderr.strip().splitlines()
-    assert says in line and "Traceback" not in result.stderr, line
-    assert guarded(stack) == before, cli
+    procs_ = [subprocess.Popen([STRANGLER, *cli], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for cli, _, _ in cases]
+    try:
+        outputs = [proc.communicate(timeout=180) for proc in procs_]
+    finally:
+        for proc in procs_:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+    for (cli, says, code), proc, (out, err) in zip(cases, procs_, outputs, strict=True):
+        assert proc.returncode == code, (cli, out, err)
+        (line,) = err.strip().splitlines()
+        assert says in line and "Traceback" not in err, line
+    assert guarded(stack) == before, [cli for cli, *_ in cases]
 
 
 @pytest.mark.integration
 def test_upgrade_usage_errors_exit_2_in_one_line(stack: dict) -> None:
-    refused(stack, "upgrade", "users", *args(stack), says="give one of try, roll, abort, --blue-green", code=2)
-    refused(stack, "upgrade", "users", "try", "--blue-green", *args(stack), says="(not try and --blue-green)",
-            code=2)
-    refused(stack, "upgrade", "users", "--finish", "--release", "x", *args(stack), says="takes no --release",
-            code=2)
-    refused(stack, "upgrade", "nosuch", "--blue-green", *args(stack), says="no backend 'nosuch'", code=2)
-    refused(stack, "upgrade", "users", "--finish", *args(stack), says="no blue/green is pending; nothing to finish")
-    refused(stack, "upgrade", "users", "--rollback", *args(stack),
-            says="no blue/green is pending; nothing to roll back")
+    refused_all(stack, [
+        (("upgrade", "users", *args(stack)), "give one of try, roll, abort, --blue-green", 2),
+        (("upgrade", "users", "try", "--blue-green", *args(stack)), "(not try and --blue-green)", 2),
+        (("upgrade", "users", "--finish", "--release", "x", *args(stack)), "takes no --release", 2),
+        (("upgrade", "nosuch", "--blue-green", *args(stack)), "no backend 'nosuch'", 2),
+        (("upgrade", "users", "--finish", *args(stack)), "no blue/green is pending; nothing to finish", 1),
+        (("upgrade", "users", "--rollback", *args(stack)), "no blue/green is pending; nothing to roll back", 1),
+    ])
 
 
 @pytest.mark.integration
@@ -107,11 +121,13 @@ def test_blue_green_of_the_monolith_switches_every_route_then_rolls_back_under_l
         sets = {(i["release"], i["service"], i["set"]) for i in instances(stack, "monolith")}
         assert sets == {(old, "monolith", "standby"), ("bg-2", "monolith-green", "live")}, sets
         # while it is pending: refused, nothing changed
-        for cli, says in ((("roll",), "a blue/green of release bg-2 is pending (switched)"),
-                          (("--blue-green", "--release", "bg-3"), "a blue/green of release bg-2 is pending"),
-                          (("try",), "a blue/green of release bg-2 is pending")):
-            refused(stack, "upgrade", "monolith", *cli, *args(stack), says=says)
-        refused(stack, "scale", "monolith=2", *args(stack), says="a blue/green of monolith is pending")
+        refused_all(stack, [
+            (("upgrade", "monolith", "roll", *args(stack)), "a blue/green of release bg-2 is pending (switched)", 1),
+            (("upgrade", "monolith", "--blue-green", "--release", "bg-3", *args(stack)),
+             "a blue/green of release bg-2 is pending", 1),
+            (("upgrade", "monolith", "try", *args(stack)), "a blue/green of release bg-2 is pending", 1),
+            (("scale", "monolith=2", *args(stack)), "a blue/green of monolith is pending", 1),
+        ])
         # a route written meanwhile points at the live set
         canary = strangler("flip", "GET /api/users/<id>", "--to", "users", "--weight", "10", *routing(stack))
         assert canary.returncode == 0, canary.stdout + canary.stderr
@@ -153,7 +169,7 @@ def marked_gets(stack: dict, n: int, session: requests.Session | None = None) ->
 @pytest.mark.integration
 def test_blue_green_of_users_then_finish_leaves_only_the_new_set(stack: dict) -> None:
     assert strangler("flip", "GET /api/users", "--to", "users", *routing(stack)).returncode == 0
-    (old,) = {i["release"] for i in instances(stack, "users")}
+    (old,) = {i.release for i in registry.instances(stack["etcd"], "users")}
     with Load(f"{stack['state']['web']}/api/users") as load:
         switched = strangler("upgrade", "users", "--blue-green", "--release", "bg-u2", *args(stack))
         assert switched.returncode == 0, switched.stdout + switched.stderr
@@ -174,10 +190,11 @@ def test_blue_green_of_users_then_finish_leaves_only_the_new_set(stack: dict) ->
         finished = strangler("upgrade", "users", "--finish", *args(stack))
         assert finished.returncode == 0, finished.stdout + finished.stderr
     assert sum(load.codes.values()) > 50 and set(load.codes) == {200}, load.codes
-    rows = instances(stack, "users")
+    seen = status(stack)  # one look for the rows and the problems
+    rows = next(row for row in seen["backends"] if row["backend"] == "users")["instances"]
     assert {(r["release"], r["service"], r["set"], r["healthy"]) for r in rows} == {
         ("bg-u2", "users-green", "live", True)} and len(rows) == 2, rows
-    assert not [p for p in status(stack)["problems"]], status(stack)["problems"]
+    assert not seen["problems"], seen["problems"]
     state = json.loads((stack["run_dir"] / "state.json").read_text())
     assert {i["service"] for i in state["backends"]["users"]["instances"]} == {"users-green"}
     assert json.loads(stack["etcd"].get(upgrade_key("users")))["step"] == "finished"
@@ -185,9 +202,9 @@ def test_blue_green_of_users_then_finish_leaves_only_the_new_set(stack: dict) ->
     refused(stack, "upgrade", "users", "--finish", *args(stack), says="nothing to finish")
     # the new set is the backend's from now on: scale starts it as that release, in that set
     assert strangler("scale", "users=3", *args(stack)).returncode == 0
-    assert {(r["release"], r["service"]) for r in instances(stack, "users")} == {("bg-u2", "users-green")}
-    assert strangler("scale", "users=2", *args(stack)).returncode == 0
-    assert old != "bg-u2"
+    rows = instances(stack, "users")
+    assert {(r["release"], r["service"]) for r in rows} == {("bg-u2", "users-green")} and len(rows) == 3, rows
+    assert old != "bg-u2"  # left at 3 (no scale back to 2: a drain the down test below does anyway)
 
 
 @pytest.mark.integration
@@ -198,23 +215,25 @@ def test_a_sticky_backend_sets_the_cookie_and_requests_carrying_it_stay_on_one_i
     assert "strangler_sticky_users-green" in first.cookies, first.headers
     session = requests.Session()
     session.cookies.set("strangler_sticky_users-green", first.cookies["strangler_sticky_users-green"])
+    count = len(registry.instances(stack["etcd"], "users"))
+    assert count >= 2, count
     kept = marked_gets(stack, 20, session)
-    loose = marked_gets(stack, 20)  # no cookie: round robin over both
+    loose = marked_gets(stack, 20)  # no cookie: round robin over all of them
     wait_for(lambda: len(served_by(stack, kept)) == 20 and len(served_by(stack, loose)) == 20, 10,
              "the requests in the access log")
     assert len({url for _, url in served_by(stack, kept)}) == 1
-    assert len({url for _, url in served_by(stack, loose)}) == 2
+    assert len({url for _, url in served_by(stack, loose)}) == count
 
 
 @pytest.mark.integration
 def test_down_under_load_fails_no_request_while_the_backend_is_registered(stack: dict) -> None:
     """Last: stops the module's stack. Every request sent while users was still in the registry is answered."""
-    assert len(registry.instances(stack["etcd"], "users")) == 2
     names = [i["name"] for i in json.loads((stack["run_dir"] / "state.json").read_text())["backends"]["users"]
              ["instances"]]
+    assert len(registry.instances(stack["etcd"], "users")) == len(names) >= 2, names
     seen_registered = time.monotonic()
     with Load(f"{stack['state']['web']}/api/users") as load:
-        time.sleep(1)
+        wait_for(lambda: sum(load.codes.values()) > 20, 30, "the load flowing before down")
         down = subprocess.Popen([STRANGLER, "down", "--run-dir", str(stack["run_dir"])],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
