@@ -89,9 +89,13 @@ def _shift(path: Path, keep: int) -> None:
 
 
 def _copy_truncate(path: Path, target: Path) -> None:
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    """Copy *path* to *target*, cut *path* to nothing; *target* appears only once it is whole
+    (the copy is written under a ``.part`` name, then renamed), so no reader sees half of it."""
+    part = target.with_name(target.name + ".part")
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     with open(path, "r+b") as source, os.fdopen(fd, "wb") as copy:
         shutil.copyfileobj(source, copy)
         # what the writer appended while the bulk was copied, then the cut
         shutil.copyfileobj(source, copy)
         source.truncate(0)
+    part.rename(target)

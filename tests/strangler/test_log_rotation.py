@@ -115,5 +115,8 @@ def test_rotate_logs_rotates_only_big_logs_and_keeps_at_most_keep(tmp_path):
     assert [p.read_text().splitlines()[0] for p in rotated_files(big)] == ["round 4", "round 3", "round 2"]
     assert big.read_text() == "" and small.read_text() == "s\n"
     assert not (tmp_path / "small.log.1").exists()
+    # each copy was written under another name and renamed whole: nothing of it is left over
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.log", "big.log.1", "big.log.2", "big.log.3",
+                                                         "small.log"]
     with pytest.raises(ValueError, match="keep at least 1"):
         rotate(big, keep=0)
