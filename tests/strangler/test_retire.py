@@ -273,7 +273,9 @@ def test_unretire_relinks_and_brings_the_monolith_back(stack: Platform) -> None:
     assert "monolith is back in" in result.stdout
     assert unchanged(stack).get("retired") is None
     assert nickname in nicknames(monolith_db(stack))  # re-linked: what the services wrote meanwhile
-    assert requests.get(stack.web + "/healthz", timeout=5).status_code == 200
+    # healthy means registered in etcd: Traefik reads it from there a moment later
+    wait_for(lambda: requests.get(stack.web + "/healthz", timeout=5).status_code == 200, 10,
+             "the monolith's /healthz through Traefik")
     assert "monolith retired" not in cli(stack, "status").stdout
     # write-through is on again
     user = fc.Flack(stack.web).register()
