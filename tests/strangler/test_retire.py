@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "contract"))
 pytest.register_assert_rewrite("flack_contract")
@@ -32,6 +33,7 @@ from platform_stack import Platform, down, up  # noqa: E402
 
 from router.etcd import Etcd  # noqa: E402
 from router.keys import Endpoint, Route  # noqa: E402
+from strangler.cli import cli as strangler_cli  # noqa: E402
 from strangler.stack.retire import (  # noqa: E402
     RETIRED_KEY,
     parse_window,
@@ -92,9 +94,11 @@ def cli(stack: Platform, *args: str, timeout: float = 240) -> subprocess.Complet
 
 
 def status(stack: Platform) -> dict:
-    result = cli(stack, "status", "--json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    """``status --json``, run in this process: the tests read it often; the commands they test run apart."""
+    result = CliRunner().invoke(strangler_cli, ["status", "--json", "--plan", str(stack.plan),
+                                                "--run-dir", str(stack.run_dir)])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)  # stderr may carry a warning
 
 
 def instances(stack: Platform, backend: str, shown: dict | None = None) -> list[dict]:
