@@ -23,9 +23,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from click.testing import CliRunner
 
 from router import registry
 from router.etcd import Etcd
+from strangler.cli import cli
 from strangler.plan import load_plan
 from strangler.stack import procs
 from strangler.stack.replan import Change, diff, summary
@@ -96,9 +98,11 @@ def routing(stack: dict) -> tuple[str, ...]:
 
 
 def status(stack: dict) -> dict:
-    result = strangler("status", "--json", "--plan", str(stack["plan"]), "--run-dir", str(stack["run_dir"]))
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    """``status --json``, run in this process: the tests read it often; the commands they test run apart."""
+    result = CliRunner().invoke(cli, ["status", "--json", "--plan", str(stack["plan"]),
+                                      "--run-dir", str(stack["run_dir"])])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)  # stderr may carry a warning
 
 
 def row(stack: dict, backend: str) -> dict | None:
