@@ -1,13 +1,15 @@
 """Plan changes on a running stack: a second ``strangler up`` reconciles instead of refusing.
 
 One real stack (``up --detach`` of the repository's plan on free ports, the
-users service at first ``start = false``). In order: the same plan changes
-nothing; users started (a backend with tables: linked, its follower started,
-and the monolith rolled to write through to it); a backend added to the plan (the tokens
-service's code under another name, owning ``DELETE /api/tokens``) is started,
-registered, listed by ``status`` and flipped to; removing it from the plan is
-refused while it serves that route, and after ``rollback`` it is drained and
-stopped; added again, ``down`` stops it with the rest.
+users service at first ``start = false``; of the other services only
+messages, a linked one, starts: the rest would only make ``up`` and ``down``
+longer). In order: the same plan changes nothing; users started (a backend
+with tables: linked, its follower started, and the monolith rolled to write
+through to it); a backend added to the plan (the tokens service's code under
+another name, owning ``DELETE /api/tokens``) is started, registered, listed by
+``status`` and flipped to; removing it from the plan is refused while it
+serves that route, and after ``rollback`` it is drained and stopped; added
+again, ``down`` stops it with the rest.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from click.testing import CliRunner
 
 from router import registry
 from router.etcd import Etcd
+from strangler.cli import cli
 from strangler.plan import load_plan
 from strangler.stack import procs
 from strangler.stack.replan import Change, diff, summary
@@ -31,6 +35,7 @@ from strangler.stack.replan import Change, diff, summary
 REPO = Path(__file__).resolve().parents[2]
 STRANGLER = str(Path(sys.executable).parent / "strangler")
 
+IDLE = ("tokens", "socketio", "ui", "comparator")  # not started: nothing here needs them
 TOKENS_ENDPOINTS = 'endpoints = ["POST /api/tokens", "DELETE /api/tokens"]'
 USERS = "[backends.users]\n"
 ADDED = '''
@@ -63,6 +68,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """``strangler up --detach`` of the repository's plan on free ports; ``down`` at the end."""
     base = tmp_path_factory.mktemp("replan")
     text = re.sub(r"^(\w+_port) = \d+", r"\1 = 0", (REPO / "strangler.toml").read_text(), flags=re.M)
+    for name in IDLE:
+        text, found = re.subn(rf"^\[backends\.{name}\]\n", rf"[backends.{name}]\nstart = false\n", text, flags=re.M)
+        assert found == 1, name
     assert TOKENS_ENDPOINTS in text and USERS in text
     plan = base / "strangler.toml"
     plan.write_text(text.replace(USERS, USERS + "start = false\n"))
@@ -90,9 +98,11 @@ def routing(stack: dict) -> tuple[str, ...]:
 
 
 def status(stack: dict) -> dict:
-    result = strangler("status", "--json", "--plan", str(stack["plan"]), "--run-dir", str(stack["run_dir"]))
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    """``status --json``, run in this process: the tests read it often; the commands they test run apart."""
+    result = CliRunner().invoke(cli, ["status", "--json", "--plan", str(stack["plan"]),
+                                      "--run-dir", str(stack["run_dir"])])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)  # stderr may carry a warning
 
 
 def row(stack: dict, backend: str) -> dict | None:

@@ -13,6 +13,7 @@ refuses ``unretire``.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "contract"))
 pytest.register_assert_rewrite("flack_contract")
@@ -31,6 +33,7 @@ from platform_stack import Platform, down, up  # noqa: E402
 
 from router.etcd import Etcd  # noqa: E402
 from router.keys import Endpoint, Route  # noqa: E402
+from strangler.cli import cli as strangler_cli  # noqa: E402
 from strangler.stack.retire import (  # noqa: E402
     RETIRED_KEY,
     parse_window,
@@ -91,18 +94,26 @@ def cli(stack: Platform, *args: str, timeout: float = 240) -> subprocess.Complet
 
 
 def status(stack: Platform) -> dict:
-    result = cli(stack, "status", "--json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    """``status --json``, run in this process: the tests read it often; the commands they test run apart."""
+    result = CliRunner().invoke(strangler_cli, ["status", "--json", "--plan", str(stack.plan),
+                                                "--run-dir", str(stack.run_dir)])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)  # stderr may carry a warning
 
 
-def instances(stack: Platform, backend: str) -> list[dict]:
-    rows = [row for row in status(stack)["backends"] if row["backend"] == backend]
+def instances(stack: Platform, backend: str, shown: dict | None = None) -> list[dict]:
+    """``backend``'s instances in ``status --json`` (``shown``, or a fresh one)."""
+    rows = [row for row in (shown or status(stack))["backends"] if row["backend"] == backend]
     return rows[0]["instances"] if rows else []
 
 
-def processes(stack: Platform) -> dict[str, dict]:
-    return {p["name"]: p for p in status(stack)["processes"]}
+def processes(stack: Platform, shown: dict | None = None) -> dict[str, dict]:
+    """The stack's processes in ``status --json`` (``shown``, or a fresh one), by name."""
+    return {p["name"]: p for p in (shown or status(stack))["processes"]}
+
+
+def running(stack: Platform, shown: dict | None = None) -> set[str]:
+    return {name for name, p in processes(stack, shown).items() if p["running"]}
 
 
 def wait_for(check: Callable[[], object], timeout: float, what: str) -> None:
@@ -121,11 +132,13 @@ def monolith_db(stack: Platform) -> Path:
     return stack.run_dir / "data" / "monolith.sqlite"
 
 
-def unchanged(stack: Platform) -> None:
-    """Nothing was retired: no record, the monolith healthy, its followers running."""
+def unchanged(stack: Platform) -> dict:
+    """Nothing was retired: no record, the monolith healthy, its followers running; ``status --json``."""
     assert Etcd(stack.state["etcd"]).get(RETIRED_KEY) is None
-    assert [i["healthy"] for i in instances(stack, "monolith")] == [True]
-    assert {"sync-users", "sync-messages"} <= {n for n, p in processes(stack).items() if p["running"]}
+    shown = status(stack)
+    assert [i["healthy"] for i in instances(stack, "monolith", shown)] == [True]
+    assert {"sync-users", "sync-messages"} <= running(stack, shown)
+    return shown
 
 
 @pytest.mark.parametrize(("args", "hint"), [
@@ -160,16 +173,16 @@ def test_traffic_the_monolith_still_answers_refuses(stack: Platform) -> None:
     done = threading.Event()
 
     def catch_all() -> None:  # a path no endpoint covers: the catch-all sends it to the monolith
-        for _ in range(200):
-            if done.is_set():
-                return
-            requests.get(stack.web + "/no-such-page", timeout=5)
-            time.sleep(0.05)
+        while not done.wait(0.05):  # all through the window, however long the CLI takes to start
+            try:
+                requests.get(stack.web + "/no-such-page", timeout=5)
+            except requests.RequestException:
+                continue  # a slow answer under load: the next one counts as well
 
     caller = threading.Thread(target=catch_all)
     caller.start()
     try:
-        result = cli(stack, "retire", "--window", "3s")
+        result = cli(stack, "retire", "--window", "2s")
     finally:
         done.set()
         caller.join()
@@ -183,31 +196,32 @@ def test_retire_stops_the_monolith_and_the_contract_still_holds(stack: Platform)
     done = threading.Event()
     health = []
 
-    def health_checks() -> None:  # through Traefik: left out of the count
-        for _ in range(100):
-            if done.is_set():
-                return
-            health.append(requests.get(stack.web + "/healthz", timeout=5).status_code)
-            time.sleep(0.05)
+    def health_checks() -> None:  # through Traefik, all through the window: left out of the count
+        while not done.wait(0.05):
+            try:
+                health.append(requests.get(stack.web + "/healthz", timeout=5).status_code)
+            except requests.RequestException:
+                continue  # a slow answer under load: the next one counts as well
 
     checker = threading.Thread(target=health_checks)
     checker.start()
     try:
-        result = cli(stack, "retire", "--window", "3s")
+        result = cli(stack, "retire", "--window", "2s")
     finally:
         done.set()
         checker.join()
+    retired_at = time.monotonic()
     assert result.returncode == 0, result.stdout + result.stderr
     assert 200 in health
-    assert "monolith: 0 request(s) in the last 3s besides health checks" in result.stdout
+    counted = re.search(r"monolith: 0 request\(s\) in the last 2s besides health checks \((\d+) on GET /healthz",
+                        result.stdout)
+    assert counted and int(counted[1]) > 0, result.stdout  # health checks did arrive in the window
     assert "users: users ok" in result.stdout and "messages: messages ok" in result.stdout
     assert "monolith retired in" in result.stdout
-    # its instances and the followers are gone, and stay gone
+    # its instances and the followers are gone (and stay gone: checked again at the end)
     assert instances(stack, "monolith") == []
     assert not Path(f"/proc/{pid}").exists()
-    time.sleep(1.5)  # several supervisor passes: nothing restarts them
-    assert instances(stack, "monolith") == []
-    assert not {"sync-users", "sync-messages"} & {n for n, p in processes(stack).items() if p["running"]}
+    wait_for(lambda: not {"sync-users", "sync-messages"} & running(stack), 10, "the followers stopped")
     # the app answers its contract through Traefik without the monolith
     for name in CONTRACT:
         fc.run_check(name, stack.web, "")
@@ -217,13 +231,17 @@ def test_retire_stops_the_monolith_and_the_contract_still_holds(stack: Platform)
     assert user["nickname"] not in nicknames(monolith_db(stack))
     stack.state["retired_user"] = user["nickname"]
     # status and history say so
-    shown = status(stack)
-    assert shown["retired"]["requests"] == 0 and shown["retired"]["services"] == ["users", "messages"]
     text = cli(stack, "status").stdout
     assert "monolith retired" in text and "the plan is done" in text
-    assert "retire monolith: 0 request(s) in 3s" in stack.strangler("history").output
+    assert "retire monolith: 0 request(s) in 2s" in stack.strangler("history").output
     again = cli(stack, "retire", "--window", "1s")
     assert again.returncode == 0 and "already retired" in again.stdout
+    # at least 1.5 s (several supervisor passes) after the retirement: nothing restarted them
+    wait_for(lambda: time.monotonic() - retired_at >= 1.5, 5, "1.5 s since the retirement")
+    shown = status(stack)
+    assert shown["retired"]["requests"] == 0 and shown["retired"]["services"] == ["users", "messages"]
+    assert instances(stack, "monolith", shown) == []
+    assert not {"sync-users", "sync-messages"} & running(stack, shown)
 
 
 def test_scaling_the_retired_monolith_up_is_refused_with_unretire(stack: Platform) -> None:
@@ -263,14 +281,15 @@ def test_unretire_relinks_and_brings_the_monolith_back(stack: Platform) -> None:
     result = cli(stack, "unretire")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "monolith is back in" in result.stdout
-    unchanged(stack)
+    assert unchanged(stack).get("retired") is None
     assert nickname in nicknames(monolith_db(stack))  # re-linked: what the services wrote meanwhile
-    assert requests.get(stack.web + "/healthz", timeout=5).status_code == 200
+    # healthy means registered in etcd: Traefik reads it from there a moment later
+    wait_for(lambda: requests.get(stack.web + "/healthz", timeout=5).status_code == 200, 10,
+             "the monolith's /healthz through Traefik")
     assert "monolith retired" not in cli(stack, "status").stdout
     # write-through is on again
     user = fc.Flack(stack.web).register()
     wait_for(lambda: user["nickname"] in nicknames(monolith_db(stack)), 10, "the new user in the monolith's db")
-    assert status(stack).get("retired") is None
     assert "unretire monolith" in stack.strangler("history").output
 
 
@@ -300,8 +319,9 @@ def test_up_of_a_retired_stack_starts_no_monolith_and_unretire_relinks(stack: Pl
     assert "monolith is retired: not started" in result.stdout
     assert "data:" not in result.stdout  # nothing linked, nothing caught up
     stack.state = json.loads((stack.run_dir / "state.json").read_text())
-    assert instances(stack, "monolith") == []
-    assert not {n for n in processes(stack) if n.startswith("sync-")}
+    shown = status(stack)
+    assert instances(stack, "monolith", shown) == []
+    assert not {n for n in processes(stack, shown) if n.startswith("sync-")}
     user = fc.Flack(stack.web).register()
     assert user["nickname"] not in nicknames(monolith_db(stack))  # no write-through either
     result = cli(stack, "unretire")
