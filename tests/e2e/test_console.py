@@ -149,21 +149,22 @@ def open_console(browser, stack: Platform):
 def test_updates_come_as_events_and_a_page_beyond_the_streams_polls(stack: Platform, browser) -> None:
     """Two live streams at once (four gunicorn threads, two kept for actions and /metrics): a third
     page is refused one (503) and polls; both kinds show a CLI flip within 2 s without a reload."""
-    opened = []
+    opened, streaming = [], []
     try:
         deadline = time.monotonic() + 20
-        while True:  # a page closed by an earlier test frees its stream at the stream's next write
-            context, live = open_console(browser, stack)
+        while len(streaming) < 2:  # a page closed by an earlier test frees its stream at its next write
+            context, page = open_console(browser, stack)
             opened.append(context)
-            if live.evaluate("document.body.dataset.live") == "events":
-                break
+            if page.evaluate("document.body.dataset.live") == "events":
+                streaming.append(page)
+                continue
             context.close()
             opened.remove(context)
-            assert time.monotonic() < deadline, "no page ever got a live stream"
+            assert time.monotonic() < deadline, f"only {len(streaming)} of 2 pages ever got a live stream"
             time.sleep(0.5)
-        pages = [open_console(browser, stack) for _ in range(2)]
-        opened += [context for context, _ in pages]
-        polling = pages[-1][1]
+        live = streaming[0]
+        context, polling = open_console(browser, stack)  # both streams are this test's own now
+        opened.append(context)
         assert polling.evaluate("document.body.dataset.live") == "polling"
         endpoint = "GET /api/users"
         assert stack.serving()[endpoint] == "monolith"
