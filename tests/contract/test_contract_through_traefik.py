@@ -126,10 +126,10 @@ def test_contract(platform, routing: str, page_url: str, check: str) -> None:
 @pytest.mark.parametrize("routing", ["big-bang"], indirect=True)
 def test_one_rollback_undoes_the_big_bang_cutover(platform, routing: str) -> None:
     """The module's last test: one ``strangler rollback`` puts every endpoint back on the monolith."""
-    before = json.loads(platform.strangler("history", "--json").output)
+    before = json.loads(platform.strangler("history", "--json").stdout)
     platform.strangler("rollback", big_bang=True)
     assert platform.serving() == platform.initial()
-    (undo,) = json.loads(platform.strangler("history", "--json").output)[len(before):]
+    (undo,) = json.loads(platform.strangler("history", "--json").stdout)[len(before):]
     assert undo["rollback_of"] == before[-1]["id"] and before[-1]["what"].startswith("cutover --all")
     for name in ("register", "new_token", "new_message", "pushes"):
         fc.run_check(name, platform.web, "")

@@ -125,13 +125,13 @@ def test_a_cli_flip_shows_within_2s_and_the_roll_back_button_undoes_it(stack: Pl
         """sel => { const cell = document.querySelector(sel); return cell && cell.innerText.includes('users'); }""",
         arg=f"{row(endpoint)} td.serving", timeout=2000)
     assert time.monotonic() - flipped < 2.0
-    change = json.loads(stack.strangler("history", "--json").output)[-1]
+    change = json.loads(stack.strangler("history", "--json").stdout)[-1]
     assert change["what"] == f"flip {endpoint} to users" and change["in_effect"]
 
     page.click(f'#history tr[data-change="{change["id"]}"] button.rollback')
     page.wait_for_selector("#message.ok", timeout=15_000)
     assert stack.serving()[endpoint] == "monolith"
-    undo = json.loads(stack.strangler("history", "--json").output)[-1]
+    undo = json.loads(stack.strangler("history", "--json").stdout)[-1]
     assert undo["who"].startswith("console@") and undo["rollback_of"] == change["id"]
     page.wait_for_function(
         """sel => document.querySelector(sel).innerText.includes('monolith')""",
@@ -185,12 +185,12 @@ def test_updates_come_as_events_and_a_page_beyond_the_streams_polls(stack: Platf
 
 
 def test_a_refused_action_shows_the_clis_one_line(stack: Platform, page) -> None:
-    history = json.loads(stack.strangler("history", "--json").output)
+    history = json.loads(stack.strangler("history", "--json").stdout)
     page.click(f'#history tr[data-change="{history[0]["id"]}"] button.rollback')  # plan apply, touched later
     page.wait_for_selector("#message.refused", timeout=15_000)
     text = page.inner_text("#message")
     assert text.startswith("refused: ") and "\n" not in text
-    assert json.loads(stack.strangler("history", "--json").output) == history
+    assert json.loads(stack.strangler("history", "--json").stdout) == history
 
 
 def test_a_cross_site_post_is_refused_and_changes_nothing(stack: Platform) -> None:
@@ -315,7 +315,7 @@ def test_logs_merge_every_process_and_follow(stack: Platform) -> None:
 
 
 def promotions(stack: Platform) -> dict[int, dict]:
-    return {p["id"]: p for p in json.loads(stack.strangler("promotions", "--json").output)}
+    return {p["id"]: p for p in json.loads(stack.strangler("promotions", "--json").stdout)}
 
 
 def test_a_promotion_starts_and_aborts_from_the_page_as_console(stack: Platform, page) -> None:
@@ -333,10 +333,10 @@ def test_a_promotion_starts_and_aborts_from_the_page_as_console(stack: Platform,
     # the controller sets the first step: its change is recorded as the console's
     deadline = time.monotonic() + 15
     while not any(c["what"].startswith(f"promotion {promotion_id}: ")
-                  for c in json.loads(stack.strangler("history", "--json").output)):
+                  for c in json.loads(stack.strangler("history", "--json").stdout)):
         assert time.monotonic() < deadline, "the controller never set the first step"
         time.sleep(0.2)
-    steps = [c for c in json.loads(stack.strangler("history", "--json").output)
+    steps = [c for c in json.loads(stack.strangler("history", "--json").stdout)
              if c["what"].startswith(f"promotion {promotion_id}: ")]
     assert all(c["who"].startswith("console@") for c in steps), steps
     # a second one on the same endpoint: the CLI's refusal, on one line, on the page
@@ -409,7 +409,7 @@ def test_followers_and_the_supervisor_serve_their_own_metrics_and_the_console_re
             pass  # not listening yet
         assert time.monotonic() < deadline, "the restarted follower never served a good pass"
         time.sleep(0.2)
-    ended = {p["state"] for p in json.loads(stack.strangler("promotions", "--json").output)}
+    ended = {p["state"] for p in json.loads(stack.strangler("promotions", "--json").stdout)}
     by_state = scrape(supervisor)
     for state_ in ("running", "promoted", "rolled back"):
         assert (by_state[("strangler_promotions", (("state", state_),))] > 0) == (state_ in ended), state_

@@ -70,7 +70,7 @@ def status(platform: Platform) -> dict:
     result = CliRunner().invoke(cli, ["status", "--json", "--plan", str(platform.plan),
                                       "--run-dir", str(platform.run_dir)])
     assert result.exit_code == 0, result.output
-    return json.loads(result.output)
+    return json.loads(result.stdout)
 
 
 def round_trip(platform: Platform, tag: str) -> None:

@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -28,7 +28,7 @@ from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "strangler"))
 from routing_helpers import clean_routing, plan_text  # noqa: E402
-from servers import serving_page  # noqa: E402
+from servers import QuietHTTPServer, serving_page  # noqa: E402
 
 from router import registry  # noqa: E402
 from router.registry import Registration  # noqa: E402
@@ -44,16 +44,10 @@ health = "/healthz"
 """
 
 
-class Stand(ThreadingHTTPServer):
-    """A registered HTTP backend in a thread: JSON with per-call noise; ``nickname`` is settable."""
+class Stand(QuietHTTPServer):
+    """A registered HTTP backend in a thread: JSON with per-call noise; ``nickname`` is settable.
 
-    daemon_threads = True
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        """A caller that hangs up (Traefik when the comparator is killed) is not an error of the test;
-        socketserver would print its traceback to stderr, into whatever CLI output is captured then."""
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
+    Quiet when a caller hangs up (Traefik, when the comparator is killed)."""
 
     def __init__(self, name: str, nickname: str = "susan") -> None:
         class Handler(BaseHTTPRequestHandler):
@@ -209,13 +203,13 @@ def test_the_comparator_process_takes_copies_marked_by_traefik_only(world):
 
 def test_shadow_off_and_rollback_are_recorded_in_history(world):
     run(world, "shadow", "--off", "GET /api/users")
-    rows = {r["endpoint"]: r for r in json.loads(run(world, "routes", "--json").output)}
+    rows = {r["endpoint"]: r for r in json.loads(run(world, "routes", "--json").stdout)}
     assert rows["GET /api/users"]["mirror"] is None
     assert rows["GET /api/users/<id>"]["mirror"] == "comparator"
     run(world, "rollback")
-    rows = {r["endpoint"]: r for r in json.loads(run(world, "routes", "--json").output)}
+    rows = {r["endpoint"]: r for r in json.loads(run(world, "routes", "--json").stdout)}
     assert rows["GET /api/users"]["mirror"] == "comparator"
-    whats = [c["what"] for c in json.loads(run(world, "history", "--json").output)]
+    whats = [c["what"] for c in json.loads(run(world, "history", "--json").stdout)]
     assert whats[-3:] == ["shadow GET /api/users/<id> and GET /api/users to users",
                           "shadow off GET /api/users",
                           f"roll back change {len(whats) - 1} (shadow off GET /api/users)"]

@@ -71,11 +71,11 @@ def spread(web: str, method: str, path: str, n: int = 20) -> Counter:
 
 
 def history(stack, strategy):
-    return json.loads(stack.run("history", "--json", strategy=strategy).output)
+    return json.loads(stack.run("history", "--json", strategy=strategy).stdout)
 
 
 def routes(stack, strategy):
-    rows = json.loads(stack.run("routes", "--json", strategy=strategy).output)
+    rows = json.loads(stack.run("routes", "--json", strategy=strategy).stdout)
     return {row["endpoint"]: row for row in rows}
 
 

@@ -157,7 +157,7 @@ def test_the_cli_takes_credentials_from_its_environment(etcd: AuthEtcd, tmp_path
     creds = {"STRANGLER_ETCD_USER": STRANGLER[0], "STRANGLER_ETCD_PASSWORD": STRANGLER[1]}
     granted = CliRunner().invoke(cli, args, env=creds)
     assert granted.exit_code == 0, granted.output
-    assert [change["what"] for change in json.loads(granted.output)] == ["route"]
+    assert [change["what"] for change in json.loads(granted.stdout)] == ["route"]
     refused = CliRunner().invoke(cli, args)
     assert refused.exit_code != 0 and "requires authentication" in refused.output
     assert "Traceback" not in refused.output and len(refused.output.strip().splitlines()) == 1

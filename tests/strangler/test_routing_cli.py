@@ -61,7 +61,7 @@ def run(tmp_path, etcd_server, traefik_server):
 def routes_json(run, strategy="incremental"):
     result = run("routes", "--json", strategy=strategy)
     assert result.exit_code == 0, result.output
-    return {row["endpoint"]: row for row in json.loads(result.output)}
+    return {row["endpoint"]: row for row in json.loads(result.stdout)}
 
 
 def ok(result):

@@ -66,7 +66,7 @@ class Platform:
 
     def routes(self) -> dict[str, dict]:
         """``strangler routes --json``, keyed by endpoint (``"GET /api/users"``)."""
-        rows = json.loads(self.strangler("routes", "--json").output)
+        rows = json.loads(self.strangler("routes", "--json").stdout)
         return {row["endpoint"]: row for row in rows}
 
     def serving(self) -> dict[str, str]:

@@ -26,6 +26,21 @@ import requests
 STARTUP_TIMEOUT = 40.0
 
 
+class QuietHTTPServer(http.server.ThreadingHTTPServer):
+    """A threaded HTTP server that keeps quiet when a caller hangs up mid-answer.
+
+    socketserver prints such a caller's traceback to stderr, and a test that
+    captures a CLI's output (click's CliRunner swaps ``sys.stderr`` for the
+    whole process) would find it there.
+    """
+
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 @contextmanager
 def serving(app: Callable) -> Iterator[str]:
     """Serve a WSGI *app* over real HTTP from a thread; yield its base URL."""
@@ -63,8 +78,7 @@ def serving_page(body: bytes, path: str, slow_delay: float = 0.0,
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
+    server = QuietHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}{path}"

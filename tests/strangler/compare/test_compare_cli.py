@@ -191,7 +191,7 @@ def test_identical_behaviour_exits_0_despite_fresh_tokens_and_seen_times(run, se
     login = f"Authorization: {_basic('bob')['Authorization']}"
     result = run("POST /api/tokens", "--header", login, "--allow-writes", "--json")
     assert result.exit_code == 0, result.output
-    found = json.loads(result.output)
+    found = json.loads(result.stdout)
     assert found["same"] and found["results"][0]["ignored"] == ["token"]
 
 
@@ -231,7 +231,7 @@ def test_updated_since_with_greater_or_equal_is_caught_in_json(run, sides, serve
     sides[1].plant = "updated_since>="
     result = run(f"GET /api/users?updated_since={since}", "--json")
     assert result.exit_code == 1, result.output
-    found = json.loads(result.output)
+    found = json.loads(result.stdout)
     differences = found["results"][0]["differences"]
     assert found["results"][0]["endpoint"] == "GET /api/users"
     assert {(d["kind"], d["pattern"]) for d in differences} == {("extra", "users[*]")}

@@ -70,7 +70,7 @@ def test_only_the_services_requests_are_compared_and_the_rest_listed(recorded):
     assert "skipped 2 WebSocket entries" in result.output
     assert "not on users's endpoints" in result.output
     assert "  GET / (2)" in result.output and "PREFIX /static/" in result.output
-    report = json.loads(compare(*recorded, "--allow-writes", "--json").output)
+    report = json.loads(compare(*recorded, "--allow-writes", "--json").stdout)
     compared = {r["endpoint"] for r in report["results"]}
     assert compared <= {"GET /api/users", "POST /api/users", "GET /api/users/<id>", "PUT /api/users/<id>"}
     assert "GET /api/users" in compared
@@ -80,7 +80,7 @@ def test_only_the_services_requests_are_compared_and_the_rest_listed(recorded):
 
 
 def test_every_request_replays_the_reload_without_its_cache_conditions(recorded):
-    report = json.loads(compare(*recorded, "--allow-writes", "--every-request", "--json").output)
+    report = json.loads(compare(*recorded, "--allow-writes", "--every-request", "--json").stdout)
     statics = [r for r in report["results"] if r["endpoint"] == "PREFIX /static/"]
     assert len(statics) >= 6  # three files, twice
     assert {r["left"]["status"] for r in statics} == {200}  # never a bodiless 304

@@ -78,7 +78,7 @@ def run(world, *args, code=0):
 
 def test_the_controller_skips_malformed_records_and_carries_the_others(world) -> None:
     etcd = world["etcd"]
-    current = json.loads(run(world, "routes", "--json").output)
+    current = json.loads(run(world, "routes", "--json").stdout)
     before = next(r for r in current if r["endpoint"] == USER)
     assert before["backend"] == "monolith"
     table_before = {r["endpoint"]: r for r in current}
@@ -103,7 +103,7 @@ def test_the_controller_skips_malformed_records_and_carries_the_others(world) ->
     assert text.count("Traceback") == text.count("promotion 99: unexpected failure") == 1, text[-3000:]
     for key in MALFORMED:
         assert text.count(f"{key} in etcd is not a promotion") == 1, text[-2000:]
-    after = {r["endpoint"]: r for r in json.loads(run(world, "routes", "--json").output)}
+    after = {r["endpoint"]: r for r in json.loads(run(world, "routes", "--json").stdout)}
     assert after == table_before  # rolled back to where it was
 
 

@@ -220,7 +220,7 @@ class Load:
 
 
 def history(world) -> list[dict]:
-    return json.loads(run(world, "history", "--json").output)
+    return json.loads(run(world, "history", "--json").stdout)
 
 
 def route(world, spec=USER) -> dict:
