@@ -371,7 +371,8 @@
     try {
       const sent = storeCount;
       const message = await api("POST", "/api/messages", { token: state.token, body: { source: source } });
-      box.value = "";
+      // what was typed while this one was sending is the next message: keep it
+      if (box.value.trim() === source) box.value = "";
       showError("");
       if (message && message.id !== undefined) {
         upsert(state.messages, message, sent);

@@ -139,6 +139,32 @@ def chat(page1, page2) -> None:
     expect(page1.locator("#users")).not_to_contain_text(bob)
 
 
+def test_what_is_typed_while_a_message_is_sending_is_kept(browser, server: str) -> None:
+    """The answer to a send empties the box only if it still holds what was sent: the next
+    message, typed while the first was on its way (a slow network, a busy server), stays."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=10_000)
+    held: list = []
+    page = browser.new_context().new_page()
+    page.route("**/api/messages", lambda route: held.append(route)
+               if route.request.method == "POST" and not held else route.continue_())
+    page.goto(server + "/")
+    log_in(page, "carol" + uuid.uuid4().hex[:6], "pw-carol")
+    expect(page.locator("#chat-view")).to_be_visible()
+    page.fill("#source", "first")
+    page.press("#source", "Enter")
+    wait_for(page, lambda: held, "the first send")
+    page.fill("#source", "second, typed while the first was sending")
+    held[0].continue_()
+    expect(page.locator("#messages .message", has_text="first")).to_have_count(1)
+    expect(page.locator("#source")).to_have_value("second, typed while the first was sending")
+    page.press("#source", "Enter")
+    expect(page.locator("#messages .message", has_text="second, typed")).to_have_count(1)
+    expect(page.locator("#source")).to_have_value("")
+    page.context.close()
+
+
 def test_two_users_chat_over_long_polling(browser, server: str) -> None:
     from playwright.sync_api import expect
 
