@@ -153,10 +153,17 @@ def page_url() -> Iterator[str]:
 
 
 def test_emit_from_another_emitter_reaches_clients(platform, connect):
+    import redis
     from flask_socketio import SocketIO
 
     client = connect()
     payload = {"class": "User", "model": {"id": -1, "nickname": uuid.uuid4().hex}}
+    # Redis keeps no message for a subscriber still to come: wait until the service listens
+    queue = redis.Redis.from_url(platform.redis)
+    try:
+        wait_until(lambda: dict(queue.pubsub_numsub("flask-socketio")).get(b"flask-socketio", 0) >= 1)
+    finally:
+        queue.close()
     # an emitter with no app of its own: it only publishes to the Redis queue
     SocketIO(message_queue=platform.redis).emit("updated_model", payload)
     assert client.wait_for(lambda e: e == payload)
