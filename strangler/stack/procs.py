@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,11 +41,49 @@ class StartupError(RuntimeError):
     """A process could not be found or started, or did not become healthy (one-line message)."""
 
 
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago (bind to port 0)."""
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+BELOW_EPHEMERAL = 10000  # how many ports under the ephemeral range free_port picks from
+_handed_out: set[int] = set()  # this process's picks: never the same port twice
+_picking = threading.Lock()
+
+
+def _ephemeral_start() -> int:
+    """The first port the kernel hands out for port-0 binds and outgoing connections."""
+    try:
+        return int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago, for a server to bind next.
+
+    It is picked just below the kernel's ephemeral range: a port from inside
+    it (a port-0 bind's) could be taken, between this pick and the server's
+    bind, by any other process's port-0 bind or outgoing connection (seen: a
+    follower's /metrics took a backend's port as both started). Falls back to
+    a port-0 bind when nothing below is free.
+    """
+    top = _ephemeral_start()
+    bottom = max(1024, top - BELOW_EPHEMERAL)
+    with _picking:
+        for _ in range(64):
+            port = random.randrange(bottom, top) if top > bottom else 0
+            if port and port not in _handed_out and _bindable(port):
+                _handed_out.add(port)
+                return port
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
 
 
 def port_is_free(port: int) -> bool:

@@ -216,3 +216,14 @@ def test_a_pid_file_written_before_psutil_is_matched_on_its_argv(tmp_path):
         assert record.stop(timeout=5) == "terminated"
     finally:
         proc.stop()
+
+
+def test_free_ports_come_from_below_the_ephemeral_range_distinct_and_bindable():
+    """No other process's port-0 bind or outgoing connection can take a port picked for a server
+    to bind next: the kernel hands those out from the ephemeral range only."""
+    start = int(procs.EPHEMERAL_RANGE.read_text().split()[0])
+    picked = [procs.free_port() for _ in range(100)]
+    assert len(set(picked)) == 100
+    assert all(start - procs.BELOW_EPHEMERAL <= port < start for port in picked), picked
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", picked[-1]))  # free to bind, as promised
