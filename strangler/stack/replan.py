@@ -210,7 +210,7 @@ def _start_follower(stack: Any, supervisor: Any, service: str) -> None:
         return
     proc, metrics = follower_proc(stack.plan, stack.run_dir, service)
     with supervisor.lock:
-        stack._track(proc.start())
+        stack.launch(proc)
         supervisor.watch(proc)
     stack.state.setdefault("data", {}).update(data_state(stack.plan, [service]))
     stack.state["data"][service]["metrics"] = metrics

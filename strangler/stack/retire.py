@@ -199,7 +199,7 @@ def enforce(stack: Any, supervisor: Any) -> None:
         proc, metrics = follower_proc(stack.plan, stack.run_dir, service)
         name = proc.name
         with supervisor.lock:
-            stack._track(proc.start())
+            stack.launch(proc)
             supervisor.watch(proc)
         stack.state.setdefault("data", {}).update(data_state(stack.plan, [service]))
         stack.state["data"][service]["metrics"] = metrics

@@ -38,6 +38,7 @@ STRANGLER = str(Path(sys.executable).parent / "strangler")
 IDLE = ("tokens", "socketio", "ui", "comparator")  # not started: nothing here needs them
 TOKENS_ENDPOINTS = 'endpoints = ["POST /api/tokens", "DELETE /api/tokens"]'
 USERS = "[backends.users]\n"
+COLD = 'env = { STRANGLER_WARM_START = "0" }\n'
 ADDED = '''
 [backends.revocations]
 command = "gunicorn -c python:extracted.tokens.gunicorn_conf --bind {host}:{port} extracted.tokens.wsgi:app"
@@ -73,6 +74,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         assert found == 1, name
     assert TOKENS_ENDPOINTS in text and USERS in text
     plan = base / "strangler.toml"
+    # users and the monolith start cold (fresh interpreters): a test reads their environment in
+    # /proc, where a process forked warm (strangler.stack.warm) shows the launcher's
+    text = text.replace(USERS, USERS + COLD).replace("[backends.monolith]\n", "[backends.monolith]\n" + COLD)
     plan.write_text(text.replace(USERS, USERS + "start = false\n"))
     run_dir = base / "run"
     result = strangler("up", "--detach", "--plan", str(plan), "--run-dir", str(run_dir))

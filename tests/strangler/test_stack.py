@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 import socketio
@@ -30,6 +31,7 @@ from router import registry
 from router.etcd import Etcd
 from strangler.plan import Plan, load_plan
 from strangler.stack.lifecycle import Stack, StackError, backend_launches, procs
+from strangler.stack.warm import SWITCH as COLD
 
 REPO = Path(__file__).resolve().parents[2]
 STRANGLER = str(Path(sys.executable).parent / "strangler")
@@ -152,7 +154,10 @@ def gone(pid: int, timeout: float = 10) -> bool:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """``strangler up --detach`` of the repository's plan on free ports; ``down`` afterwards."""
     base = tmp_path_factory.mktemp("stack")
-    plan = free_ports_plan(base)
+    # The monolith starts cold (a fresh interpreter), so its environment can be read in /proc;
+    # every other Python part is forked warm (strangler.stack.warm).
+    plan = free_ports_plan(base, (REPO / "strangler.toml").read_text().replace(
+        "[backends.monolith]\n", f"[backends.monolith]\nenv = {{ {COLD} = \"0\" }}\n"))
     run_dir = base / "run"
     began = time.monotonic()
     result = strangler("up", "--detach", "--plan", str(plan), "--run-dir", str(run_dir))
@@ -241,8 +246,30 @@ def test_the_monolith_is_registered_and_revocations_live_in_etcd(stack: dict) ->
     assert keys, "the revocation did not reach etcd"
 
 
+@pytest.mark.integration
+def test_python_parts_are_forked_warm_by_one_launcher_and_one_asked_to_starts_cold(stack: dict) -> None:
+    records = procs.read_pidfiles(stack["run_dir"])
+    supervisor = records.pop("supervisor").pid
+    parents = {name: psutil.Process(record.pid).ppid() for name, record in records.items()}
+    launcher = parents["users.0"]
+    assert launcher != supervisor and psutil.Process(launcher).ppid() == supervisor
+    assert str(stack["run_dir"]) in psutil.Process(launcher).cmdline()  # ps tells whose it is
+    plan = load_plan(stack["plan"])
+    python_parts = {f"{name}.0" for name, b in plan.backends.items() if b.start} - {"monolith.0"}
+    python_parts |= {"console", "controller", *(name for name in records if name.startswith("sync-"))}
+    assert {name for name, parent in parents.items() if parent == launcher} == python_parts
+    # the monolith's env says STRANGLER_WARM_START=0; etcd, Redis and Traefik are not Python
+    assert {name for name, parent in parents.items() if parent == supervisor} == \
+        {"monolith.0", "etcd", "redis", "traefik"}
+    assert psutil.Process(records["users.0"].pid).cmdline()[0] == "gunicorn: master [strangler-users]"
+    assert requests.get(records["users.0"].url + "/healthz", timeout=10).status_code == 200
+
+
 def environ_of(pid: int) -> dict[str, str]:
-    """A process's environment as the kernel shows it (our own processes only)."""
+    """A process's environment as the kernel shows it (our own processes only).
+
+    Only a process started cold shows its own: a warm one shows the launcher's, from its exec.
+    """
     raw = Path(f"/proc/{pid}/environ").read_bytes()
     return dict(item.decode().split("=", 1) for item in raw.split(b"\0") if b"=" in item)
 
