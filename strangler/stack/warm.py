@@ -17,8 +17,8 @@ imported afresh in each child.
 A program is started warm only when a fresh interpreter would have run it
 with this very interpreter and settings: ``[sys.executable, "-m", MODULE,
 ...]``, or a script in this interpreter's ``bin`` directory whose ``#!``
-line names it (gunicorn's), and with no ``PYTHON*``/``LD_*`` variable
-changed. Anything else, or ``STRANGLER_WARM_START=0`` in the process's
+line names it (gunicorn's), and with no ``PYTHON*``, ``LD_*``, ``MALLOC*``,
+``LC_*`` or ``LANG*`` variable changed. Anything else, or ``STRANGLER_WARM_START=0`` in the process's
 environment, or a launcher that has gone, starts cold with
 :class:`subprocess.Popen`, as before.
 
@@ -57,7 +57,7 @@ PRELOAD = (
     "alembic", "alembic.config", "alembic.command", "alembic.runtime.migration", "mako",
     "markdown_it", "bleach", "bs4", "limits", "flask_limiter", "websocket",
 )
-STARTUP_VARS = ("PYTHON", "LD_", "MALLOC")  # read once by an interpreter as it starts
+STARTUP_VARS = ("PYTHON", "LD_", "MALLOC", "LC_", "LANG")  # read once by an interpreter as it starts
 REPLY_TIMEOUT = 30.0  # seconds to wait for the launcher's answer to one start (it may still be importing)
 
 
