@@ -11,14 +11,15 @@ and the child becomes that program exactly as a fresh interpreter would
 (its own session, its umask, the log as stdout and stderr, its environment,
 ``sys.argv`` and ``sys.path[0]``, the program run as ``__main__``, a normal
 interpreter exit). Only the libraries are shared: the project's own
-modules (and gunicorn, whose defaults read the environment at import) are
-imported afresh in each child.
+modules (but the ``strangler`` package's top, which the launcher itself is
+part of) and gunicorn and prometheus-client (whose defaults read the
+environment at import) are imported afresh in each child.
 
 A program is started warm only when a fresh interpreter would have run it
 with this very interpreter and settings: ``[sys.executable, "-m", MODULE,
 ...]``, or a script in this interpreter's ``bin`` directory whose ``#!``
 line names it (gunicorn's), and with no ``PYTHON*``, ``LD_*``, ``MALLOC*``,
-``LC_*`` or ``LANG*`` variable changed. Anything else, or ``STRANGLER_WARM_START=0`` in the process's
+``GLIBC_TUNABLES``, ``LC_*``, ``LANG*`` or ``OPENSSL*`` variable changed. Anything else, or ``STRANGLER_WARM_START=0`` in the process's
 environment, or a launcher that has gone, starts cold with
 :class:`subprocess.Popen`, as before.
 
@@ -48,8 +49,8 @@ from typing import Any
 
 SWITCH = "STRANGLER_WARM_START"  # "0" (the stack's or one process's environment): always cold
 CONTROL_FD = "STRANGLER_WARM_FD"  # the launcher's end of the socket (inherited fd number)
-# What a Python part imports at start that reads nothing from the environment at import time.
-# (gunicorn and prometheus_client do read it: they are left to each child.)
+# What a Python part imports at start and that takes no setting from the environment at import
+# time (a few read debug switches). gunicorn and prometheus_client do: they are left to each child.
 PRELOAD = (
     "sqlalchemy", "sqlalchemy.orm", "sqlalchemy.dialects.sqlite", "sqlalchemy.ext.declarative",
     "flask", "flask_sqlalchemy", "flask_socketio", "socketio", "engineio", "simple_websocket",
@@ -57,7 +58,8 @@ PRELOAD = (
     "alembic", "alembic.config", "alembic.command", "alembic.runtime.migration", "mako",
     "markdown_it", "bleach", "bs4", "limits", "flask_limiter", "websocket",
 )
-STARTUP_VARS = ("PYTHON", "LD_", "MALLOC", "LC_", "LANG")  # read once by an interpreter as it starts
+# read once as an interpreter starts (or by the C libraries it has loaded by then)
+STARTUP_VARS = ("PYTHON", "LD_", "MALLOC", "GLIBC_TUNABLES", "LC_", "LANG", "OPENSSL")
 REPLY_TIMEOUT = 30.0  # seconds to wait for the launcher's answer to one start (it may still be importing)
 
 
@@ -120,11 +122,12 @@ class Forked:
         self.pid = pid
         self.args = list(args)
         self.returncode: int | None = None
+        self.started = _start_ticks(pid)  # with the PID, names this very process
 
     def poll(self) -> int | None:
         """The exit status once it has ended (negative: the signal that ended it), else None."""
         if self.returncode is None:
-            self.returncode = self.launcher.exit_status(self.pid)
+            self.returncode = self.launcher.exit_status(self.pid, self.started)
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
@@ -216,19 +219,26 @@ class Launcher:
                 socket.send_fds(self._sock, [json.dumps(request).encode() + b"\n"], [log_fd])
                 reply = self._reply(self._serial)
             except (OSError, LauncherGone) as exc:
-                self.close()
-                raise LauncherGone(str(exc)) from None
+                # Never let a launcher that was only slow fork this program after we start it cold.
+                self._kill()
+                reply = self._late_reply(self._serial)
+                if reply is None:
+                    raise LauncherGone(str(exc)) from None
         if "pid" not in reply:
             raise OSError(reply.get("error", "the launcher could not fork"))
         return Forked(self, int(reply["pid"]), argv)
 
-    def exit_status(self, pid: int) -> int | None:
-        """``pid``'s exit status if the launcher reported it (None: still running, as far as we know)."""
+    def exit_status(self, pid: int, started: int | None = None) -> int | None:
+        """``pid``'s exit status if the launcher reported it (None: still running, as far as we know).
+
+        ``started`` (its start time in clock ticks) tells it from a later process given the same PID
+        once the launcher has gone and cannot report.
+        """
         with self._lock:
             self._pump(0)
             if pid in self._exits:
                 return self._exits[pid]
-            if self._sock is None and not _running(pid):
+            if self._sock is None and (started is None or _start_ticks(pid) != started):
                 return 1  # the launcher went before it could tell: ended, status unknown
             return None
 
@@ -251,6 +261,20 @@ class Launcher:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait(5)
+
+    def _kill(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(5)
+
+    def _late_reply(self, serial: int) -> dict[str, Any] | None:
+        """What the (ended) launcher sent for ``serial`` before it went, if anything; closes the socket."""
+        self._pump(0)
+        reply = next((r for r in self._replies if r.get("id") == serial), None)
+        if reply is not None:
+            self._replies.remove(reply)
+        self.close()
+        return reply
 
     def _reply(self, serial: int) -> dict[str, Any]:
         deadline = time.monotonic() + REPLY_TIMEOUT
@@ -289,16 +313,21 @@ class Launcher:
                 if "exit" in message:
                     self._exits[int(message["exit"])] = int(message["code"])
                 else:
+                    if "pid" in message:  # a PID given again: an earlier child's end is not this one's
+                        self._exits.pop(int(message["pid"]), None)
                     self._replies.append(message)
 
 
-def _running(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie has ended)."""
+def _start_ticks(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot, from /proc); None once it has ended (or is a zombie)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+            fields = stat.read().rsplit(b")", 1)[1].split()
     except (OSError, IndexError):
-        return False
+        return None
+    if not fields or fields[0] == b"Z":
+        return None
+    return int(fields[19])
 
 
 # ---- the launcher process ---------------------------------------------------------------
@@ -327,6 +356,7 @@ def _serve(control: socket.socket) -> tuple[dict[str, Any], int]:
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)
     _preload()
     buffer = b""
+    pending: list[int] = []  # log fds received and not yet matched with their request's line
     while True:
         readable = select.select([control, wake_r], [], [])[0]
         if wake_r in readable:
@@ -338,10 +368,14 @@ def _serve(control: socket.socket) -> tuple[dict[str, Any], int]:
         if not data:
             sys.exit(0)
         buffer += data
+        pending += fds
         while b"\n" in buffer:
             line, buffer = buffer.split(b"\n", 1)
             request = json.loads(line)
-            log_fd = fds.pop(0) if fds else -1
+            if not pending:
+                _send(control, {"id": request["id"], "error": "no log file came with the request"})
+                continue
+            log_fd = pending.pop(0)
             try:
                 pid = os.fork()
             except OSError as exc:
@@ -352,7 +386,7 @@ def _serve(control: socket.socket) -> tuple[dict[str, Any], int]:
                 signal.set_wakeup_fd(-1)
                 for fd in (wake_r, wake_w):
                     os.close(fd)
-                for fd in fds:
+                for fd in pending:
                     os.close(fd)
                 control.close()
                 return request, log_fd
@@ -418,9 +452,12 @@ def _become(request: dict[str, Any], log_fd: int) -> None:
 def _end_fork(code: object) -> None:
     """End a process the program forked as an interpreter would, minus tearing down every module.
 
-    Threads are joined and exit handlers run, as at any exit; only the
-    teardown is skipped: it is pure CPU, and after a warm fork it also
-    copies every shared page it touches.
+    Threads are joined, exit handlers run and stdout/stderr are flushed, as at
+    any exit; only the teardown is skipped (it is pure CPU, and after a warm
+    fork it also copies every shared page it touches). So objects' ``__del__``
+    and files left open and unflushed are not finalized: a gunicorn worker's
+    code must flush what it writes (logging's handlers are flushed by its
+    own exit handler).
     """
     import atexit
 

@@ -154,3 +154,35 @@ def test_a_proc_starts_cold_when_asked_or_when_the_launcher_has_gone(programs: P
         for proc in (asked, warm):
             proc.stop()
         launcher.close()
+
+
+def test_a_large_environment_arrives_whole_with_its_log(launcher: Launcher, programs: Path) -> None:
+    # the kernel splits a request this big across reads: its log fd arrives with the first part
+    (programs / "warm_env.py").write_text("import os\nprint(len(os.environ['BIG']))\n")
+    child, log = spawn(launcher, [sys.executable, "-m", "warm_env"], programs, dict(os.environ, BIG="x" * 100_000))
+    assert child.wait(30) == 0
+    assert log.read_text() == "100000\n"
+    again, log = spawn(launcher, [sys.executable, "-m", "warm_program", "0"], programs)  # still serving
+    assert again.wait(30) == 0
+
+
+def test_a_launcher_that_does_not_answer_is_killed_and_the_start_is_cold(
+        programs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from strangler.stack import warm
+
+    launcher = Launcher().start(programs / "launcher.log")
+    first, _ = spawn(launcher, [sys.executable, "-m", "warm_program", "0"], programs)  # it is serving
+    assert first.wait(30) == 0
+    stuck = launcher.pid
+    os.kill(stuck, signal.SIGSTOP)
+    monkeypatch.setattr(warm, "REPLY_TIMEOUT", 0.5)
+    proc = procs.Proc("once", [sys.executable, "-m", "warm_sleeper"], programs / "once.log", cwd=str(programs),
+                      launcher=launcher)
+    try:
+        proc.start()
+        assert isinstance(proc.popen, subprocess.Popen) and proc.alive()
+        assert procs._proc_starttime(stuck) is None  # killed: it can never fork this request later
+        assert [p.pid for p in psutil.process_iter(["cmdline"]) if "warm_sleeper" in " ".join(p.info["cmdline"] or [])] == [proc.pid]
+    finally:
+        proc.stop()
+        launcher.close()
