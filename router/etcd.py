@@ -497,6 +497,55 @@ class Etcd:
         return f"Etcd({self.url!r})"
 
 
+class CachedReads:
+    """Reads through one client, answered from memory while the store's revision stands.
+
+    For a loop that reads the same few keys every fraction of a second (the
+    supervisor): :meth:`check` costs one request (the revision); the reads
+    after it go to etcd only when something was written since the last
+    check. A write made after ``check`` but before a read is read (and its
+    revision is newer than the checked one, so the next ``check`` reads
+    again): no change is ever missed, at worst one is read twice.
+    """
+
+    def __init__(self, etcd: Etcd) -> None:
+        self.etcd = etcd
+        self._revision: int | None = None
+        self._cache: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+
+    def check(self) -> None:
+        """Read the revision; forget every cached read when it moved (or cannot be read)."""
+        try:
+            revision: int | None = self.etcd.revision()
+        except EtcdError:
+            revision = None
+        with self._lock:
+            if revision is None or revision != self._revision:
+                self._cache.clear()
+            self._revision = revision
+
+    def get(self, key: str) -> str | None:
+        """Like :meth:`Etcd.get`."""
+        return self._read(("key", key), lambda: self.etcd.get(key))
+
+    def get_prefix(self, prefix: str) -> tuple[dict[str, str], int]:
+        """Like :meth:`Etcd.get_prefix` (a copy: callers may change it)."""
+        found, revision = self._read(("prefix", prefix), lambda: self.etcd.get_prefix(prefix))
+        return dict(found), revision
+
+    def _read(self, what: tuple[str, str], read: Any) -> Any:
+        with self._lock:
+            if self._revision is not None and what in self._cache:
+                return self._cache[what]
+            revision = self._revision
+        value = read()
+        with self._lock:
+            if revision is not None and revision == self._revision:
+                self._cache[what] = value
+        return value
+
+
 def _entries(kvs: Iterable[Mapping[str, Any]]) -> dict[str, Entry]:
     """PURE: the gateway's key-values (base64) as Entries by key."""
     return {

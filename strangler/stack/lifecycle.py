@@ -26,7 +26,7 @@ from typing import IO, Any
 
 from datalink.files import load_or_create_secrets, private_dir, private_file, write_private
 from router import registry
-from router.etcd import Etcd, EtcdError, Lease
+from router.etcd import CachedReads, Etcd, EtcdError, Lease
 from router.table import load_options
 from router.traefik import (
     TraefikAPI,
@@ -180,6 +180,7 @@ class Stack:
                  timeout=self.timeout, echo=self.echo)
         client = Etcd.connect(etcd_url, wait=5)
         self.client = client
+        self.reads = CachedReads(client)  # the supervisor's reads: from etcd again only after a write
         _forget_old_instances(client)
         retired = read_retired(client) is not None  # strangler retire: no linking, no monolith
         linked = [] if retired else services_to_link(self.plan)
@@ -258,7 +259,12 @@ class Stack:
         return self.releases.get(backend, (None, {}))[1]
 
     def reconcile(self, supervisor: Any) -> None:
-        """Carry out the intents written in etcd (plan changes, then scale; see strangler.stack.replan, .scale)."""
+        """Carry out the intents written in etcd (plan changes, then scale; see strangler.stack.replan, .scale).
+
+        Every pass reads etcd's revision once; the intents themselves are read
+        again only after a write (an idle stack's supervisor: one request a pass).
+        """
+        self.reads.check()
         carry_out(self, supervisor)
         reconcile(self, supervisor)
 

@@ -175,7 +175,7 @@ def carry_out(stack: Any, supervisor: Any) -> None:
         return
     stack._plan_read = now
     try:
-        raw = stack.client.get(PLAN_KEY)
+        raw = getattr(stack, "reads", stack.client).get(PLAN_KEY)
     except EtcdError:
         return  # etcd restarting: next pass
     if raw is None or raw == getattr(stack, "_plan_done", None):

@@ -171,7 +171,7 @@ def enforce(stack: Any, supervisor: Any) -> None:
     of a retired stack).
     """
     try:
-        retired = read_retired(stack.client) is not None
+        retired = read_retired(getattr(stack, "reads", stack.client)) is not None
         links = None if retired else _linked(stack)
     except EtcdError:
         return
@@ -212,5 +212,5 @@ def _linked(stack: Any) -> list[str]:
     from strangler.links import is_linked, read_links
 
     plan: Plan = stack.plan
-    links = read_links(stack.client)
+    links = read_links(getattr(stack, "reads", stack.client))
     return [s for s in plan.data_services() if plan.backend(s).start and is_linked(plan, s, links)]

@@ -105,9 +105,10 @@ def reconcile(stack: Any, supervisor: Any) -> None:
     stack._intents_read = now
     enforce(stack, supervisor)  # a retired monolith's followers stay stopped
     try:
-        wanted = read_counts(stack.client)
-        intents = read_intents(stack.client)
-        options = load_options(stack.client)
+        reads = getattr(stack, "reads", stack.client)  # cached while etcd's revision stands
+        wanted = read_counts(reads)
+        intents = read_intents(reads)
+        options = load_options(reads)
     except EtcdError:
         return  # etcd restarting: next pass
     changed = False

@@ -146,3 +146,35 @@ def test_url_without_scheme_or_port_is_normalised():
     assert Etcd("http://localhost:1234/").url == "http://localhost:1234"
     with pytest.raises(ValueError):
         Etcd("http://:80")
+
+
+def test_cached_reads_are_read_again_only_after_a_write(kv):
+    from router.etcd import CachedReads
+
+    kv.put("sup/scale/users", "1")
+    kv.put("sup/plan", "a")
+    reads = CachedReads(Etcd(kv.current))
+    reads.check()
+    assert reads.get("sup/plan") == "a" and reads.get_prefix("sup/scale/")[0] == {"sup/scale/users": "1"}
+    kv.put("sup/scale/users", "3")  # another client writes between two checks
+    kv.put("sup/plan", "b")
+    # until the next check the loop's reads come from memory ...
+    assert reads.get("sup/plan") == "a" and reads.get_prefix("sup/scale/")[0] == {"sup/scale/users": "1"}
+    reads.check()  # ... and the first check after a write reads everything again
+    assert reads.get("sup/plan") == "b" and reads.get_prefix("sup/scale/")[0] == {"sup/scale/users": "3"}
+    found, _ = reads.get_prefix("sup/scale/")
+    found.clear()  # a caller's change never reaches the cache
+    reads.check()  # nothing written: the cached reads stand
+    assert reads.get_prefix("sup/scale/")[0] == {"sup/scale/users": "3"}
+
+
+def test_cached_reads_read_through_when_etcd_cannot_say_its_revision():
+    from router.etcd import CachedReads
+
+    with socket.socket() as sock:  # a port that is closed once the socket is
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    reads = CachedReads(Etcd(f"http://127.0.0.1:{port}", timeout=0.5))
+    reads.check()  # no revision: nothing is cached, every read goes to etcd (and fails there)
+    with pytest.raises(EtcdError):
+        reads.get("sup/plan")
