@@ -77,7 +77,18 @@ def config_from(env: Mapping[str, str]) -> dict[str, Any]:
         "HOST": env.get("STRANGLER_CONSOLE_HOST") or "127.0.0.1",
         "PASSWORD": env.get("STRANGLER_CONSOLE_PASSWORD") or None,
         "MAX_STREAMS": streams_from(env),
+        "SEND_TIMEOUT": send_timeout_from(env),
     }
+
+
+def send_timeout_from(env: Mapping[str, str]) -> float:
+    """Seconds one write to a live stream may wait for a client that stopped reading before the
+    stream ends (STRANGLER_CONSOLE_SEND_TIMEOUT, default 10; malformed or not above 0: 10)."""
+    try:
+        seconds = float(env.get("STRANGLER_CONSOLE_SEND_TIMEOUT") or events.SEND_TIMEOUT)
+    except ValueError:
+        return events.SEND_TIMEOUT
+    return seconds if 0 < seconds < float("inf") else events.SEND_TIMEOUT
 
 
 def streams_from(env: Mapping[str, str]) -> int:
@@ -170,7 +181,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         """Everything the page shows, as JSON (the page's first view, and its polling fallback)."""
         return jsonify(snapshots.get())
 
-    events.init_app(app, snapshots.get, app.config["MAX_STREAMS"])  # GET /api/events: events.py
+    events.init_app(app, snapshots.get, app.config["MAX_STREAMS"], app.config["SEND_TIMEOUT"])  # GET /api/events: events.py
 
     @app.post("/api/flip")
     def flip() -> Response:

@@ -48,8 +48,10 @@ def changes(snapshot: Callable[[], dict[str, Any]], *, check: float = CHECK, hea
         sleep(check)
 
 
-def init_app(app: Flask, snapshot: Callable[[], dict[str, Any]], max_streams: int) -> None:
-    """Add ``GET /api/events`` (at most ``max_streams`` open at once) to the console's app."""
+def init_app(app: Flask, snapshot: Callable[[], dict[str, Any]], max_streams: int,
+             send_timeout: float = SEND_TIMEOUT) -> None:
+    """Add ``GET /api/events`` (at most ``max_streams`` open at once) to the console's app; one write
+    waits at most ``send_timeout`` seconds for a client that stopped reading."""
     slots = threading.BoundedSemaphore(max_streams) if max_streams > 0 else None
 
     def events() -> Response | tuple[Response, int]:
@@ -64,7 +66,7 @@ def init_app(app: Flask, snapshot: Callable[[], dict[str, Any]], max_streams: in
         # it, past the stream's lifetime. Bounded, that write fails and the server closes the stream.
         sock = request.environ.get("gunicorn.socket")
         if sock is not None:
-            sock.settimeout(SEND_TIMEOUT)
+            sock.settimeout(send_timeout)
         released = threading.Event()
 
         def release() -> None:  # the server closes the response however the stream ended, once

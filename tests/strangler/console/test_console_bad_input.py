@@ -145,7 +145,9 @@ def test_a_client_that_stops_reading_its_streams_gives_their_slots_back(tmp_path
     # sender's grows to 4 MB) past a 4 kB receive buffer
     extra = "".join(f'\n[backends.b{i:04d}{"x" * 200}]\ncommand = "sleep 60"\nhealth = "/healthz"\n'
                     for i in range(4000))
-    with own_console(tmp_path, (REPO / "strangler.toml").read_text() + extra) as url:
+    # a write gives up after 2 s here (STRANGLER_CONSOLE_SEND_TIMEOUT; 10 s by default)
+    with own_console(tmp_path, (REPO / "strangler.toml").read_text() + extra,
+                     STRANGLER_CONSOLE_SEND_TIMEOUT="2") as url:
         port = int(url.rsplit(":", 1)[1])
         stuck = []
         try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from strangler.console.events import changes
 
 
@@ -22,3 +24,13 @@ def test_the_stream_sends_changes_and_heartbeats_until_its_lifetime() -> None:
     # t=0 first, t=1 same data (time aside): nothing, t=2 changed, t=3 and 4 same, t=5 a heartbeat
     assert [s["time"] for s in shown] == [1, 3, 6]
     assert all(line.endswith("\n\n") for line in sent)
+
+
+@pytest.mark.parametrize(("raw", "seconds"), [
+    (None, 10.0), ("2", 2.0), ("0.5", 0.5), ("soon", 10.0), ("0", 10.0), ("-3", 10.0), ("inf", 10.0), ("nan", 10.0),
+])
+def test_the_send_timeout_comes_from_the_environment_and_a_bad_one_is_the_default(raw, seconds) -> None:
+    from strangler.console import config_from
+
+    env = {} if raw is None else {"STRANGLER_CONSOLE_SEND_TIMEOUT": raw}
+    assert config_from(env)["SEND_TIMEOUT"] == seconds
