@@ -9,6 +9,7 @@ names (a backend name of their own, say) rather than wipe the store.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,6 +40,13 @@ for _name in ("RATE_LIMIT_LOGIN", "RATE_LIMIT_REGISTER"):
 # stacks the tests start use the cheap hash the testing profile already uses. That
 # every other profile defaults to scrypt is tested in tests/monolith/test_config.py.
 os.environ.setdefault("PASSWORD_HASH_METHOD", "pbkdf2:sha256:1000")
+# A suite started in the background by a non-interactive shell (`cmd &`, as a CI runner may)
+# inherits SIGINT ignored, and so would every process a test starts: the tests that send a
+# Ctrl-C to one would then pass or fail by which module ran first in their worker (one that
+# set a Python handler for SIGINT made later children take it again). Take Ctrl-C as a
+# terminal gives it, in this process (each xdist worker reads this file) and its children.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @dataclass
