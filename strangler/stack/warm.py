@@ -157,7 +157,7 @@ class Forked:
 class Launcher:
     """The stack's handle on its launcher process: :meth:`spawn` forks a program there."""
 
-    def __init__(self, echo: Any = None) -> None:
+    def __init__(self) -> None:
         self._lock = threading.RLock()
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen | None = None
@@ -166,7 +166,6 @@ class Launcher:
         self._replies: list[dict[str, Any]] = []
         self._base = dict(os.environ)
         self._serial = 0
-        self.echo = echo
 
     def start(self, log_path: Path, label: str = "") -> Launcher:
         """Start the launcher process, its own output to ``log_path``.
