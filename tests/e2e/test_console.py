@@ -271,9 +271,14 @@ class Running:
             time.sleep(0.05)
 
     def interrupt(self) -> int:
-        """Ctrl-C; the exit status."""
+        """Ctrl-C; the exit status (if it has not ended 10 s later: killed, and the test fails)."""
         self.proc.send_signal(signal.SIGINT)
-        return self.proc.wait(10)
+        try:
+            return self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()  # never left running after the test
+            self.proc.wait()
+            raise
 
 
 def test_status_and_routes_watch_redraw_until_ctrl_c(stack: Platform) -> None:
