@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -184,17 +184,8 @@ class Proc:
         self._log = open_private_append(self.log_path)  # closed in stop()
         self.started = time.time()
         env = dict(os.environ, **self.env) if self.env else None
-        if self.launcher is not None and self.launcher.takes(self.argv, env or os.environ):
-            try:
-                self.popen = self.launcher.spawn(self.argv, env or os.environ, self.cwd, self._log.fileno(), UMASK)
-                return self
-            except warm.LauncherGone:
-                pass  # started cold below, as ever
-            except OSError as exc:
-                self._log.close()
-                raise StartupError(f"cannot start {self.name} ({self.argv[0]}): {exc}") from exc
         try:
-            self.popen = subprocess.Popen(
+            self.popen = self._warm(env or os.environ) or subprocess.Popen(
                 self.argv,
                 stdin=subprocess.DEVNULL,
                 stdout=self._log,
@@ -209,6 +200,15 @@ class Proc:
             self._log.close()
             raise StartupError(f"cannot start {self.name} ({self.argv[0]}): {exc}") from exc
         return self
+
+    def _warm(self, env: Mapping[str, str]) -> warm.Forked | None:
+        """Forked by the launcher, set up as Popen would (strangler.stack.warm); None: start it cold."""
+        if self.launcher is None or self._log is None or not self.launcher.takes(self.argv, env):
+            return None
+        try:
+            return self.launcher.spawn(self.argv, env, self.cwd, self._log.fileno(), UMASK)
+        except warm.LauncherGone:
+            return None
 
     def alive(self) -> bool:
         """True while the process runs."""
