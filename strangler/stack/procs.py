@@ -203,12 +203,9 @@ class Proc:
 
     def _warm(self, env: Mapping[str, str]) -> warm.Forked | None:
         """Forked by the launcher, set up as Popen would (strangler.stack.warm); None: start it cold."""
-        if self.launcher is None or self._log is None or not self.launcher.takes(self.argv, env):
+        if self.launcher is None or self._log is None:
             return None
-        try:
-            return self.launcher.spawn(self.argv, env, self.cwd, self._log.fileno(), UMASK)
-        except warm.LauncherGone:
-            return None
+        return self.launcher.spawn(self.argv, env, self.cwd, self._log.fileno(), UMASK)
 
     def alive(self) -> bool:
         """True while the process runs."""

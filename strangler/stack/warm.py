@@ -64,7 +64,7 @@ REPLY_TIMEOUT = 30.0  # seconds to wait for the launcher's answer to one start (
 
 
 class LauncherGone(RuntimeError):
-    """The launcher process is not there to fork (the caller starts the process cold)."""
+    """The launcher did not answer, or has ended (:meth:`Launcher.spawn` then says "start it cold")."""
 
 
 def warm_program(argv: Sequence[str], executable: str = sys.executable) -> tuple[str, str] | None:
@@ -200,29 +200,33 @@ class Launcher:
         """The launcher's PID while it runs."""
         return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
 
-    def takes(self, argv: Sequence[str], env: Mapping[str, str]) -> bool:
-        """True when ``argv`` with environment ``env`` (whole) can start warm here."""
-        return self._sock is not None and warm_program(argv) is not None and env_allows(env, self._base)
-
     def spawn(self, argv: Sequence[str], env: Mapping[str, str], cwd: str | None, log_fd: int,
-              umask: int) -> Forked:
-        """Fork ``argv`` in the launcher, stdout and stderr on ``log_fd``; LauncherGone if it cannot."""
-        kind, target = warm_program(argv) or ("", "")
+              umask: int) -> Forked | None:
+        """Fork ``argv`` (``env``: its whole environment) in the launcher, stdout and stderr on ``log_fd``.
+
+        None when it cannot start warm here (not this interpreter's program, a
+        setting an interpreter reads at start changed, or no launcher): the
+        caller starts it cold. OSError when the launcher could not fork.
+        """
+        program = warm_program(argv)
+        if program is None or not env_allows(env, self._base):
+            return None
+        kind, target = program
         with self._lock:
             if self._sock is None:
-                raise LauncherGone("no launcher")
+                return None
             self._serial += 1
             request = {"id": self._serial, "kind": kind, "target": target, "argv": list(argv),
                        "env": dict(env), "cwd": cwd or os.getcwd(), "umask": umask}
             try:
                 socket.send_fds(self._sock, [json.dumps(request).encode() + b"\n"], [log_fd])
                 reply = self._reply(self._serial)
-            except (OSError, LauncherGone) as exc:
+            except (OSError, LauncherGone):
                 # Never let a launcher that was only slow fork this program after we start it cold.
                 self._kill()
                 reply = self._late_reply(self._serial)
                 if reply is None:
-                    raise LauncherGone(str(exc)) from None
+                    return None
         if "pid" not in reply:
             raise OSError(reply.get("error", "the launcher could not fork"))
         return Forked(self, int(reply["pid"]), argv)
@@ -305,9 +309,8 @@ class Launcher:
                 sock.close()
                 self._sock = None
                 return
-            self._buffer += data
-            while b"\n" in self._buffer:
-                line, self._buffer = self._buffer.split(b"\n", 1)
+            lines, self._buffer = _lines(self._buffer + data)
+            for line in lines:
                 message = json.loads(line)
                 if "exit" in message:
                     self._exits[int(message["exit"])] = int(message["code"])
@@ -315,6 +318,12 @@ class Launcher:
                     if "pid" in message:  # a PID given again: an earlier child's end is not this one's
                         self._exits.pop(int(message["pid"]), None)
                     self._replies.append(message)
+
+
+def _lines(buffer: bytes) -> tuple[list[bytes], bytes]:
+    """PURE: the whole JSON lines in ``buffer`` (the socket's framing, both ways) and what follows the last."""
+    *lines, rest = buffer.split(b"\n")
+    return lines, rest
 
 
 def _start_ticks(pid: int) -> int | None:
@@ -366,10 +375,9 @@ def _serve(control: socket.socket) -> tuple[dict[str, Any], int]:
         data, fds, _, _ = socket.recv_fds(control, 65536, 4)
         if not data:
             sys.exit(0)
-        buffer += data
+        lines, buffer = _lines(buffer + data)
         pending += fds
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
+        for line in lines:
             request = json.loads(line)
             if not pending:
                 _send(control, {"id": request["id"], "error": "no log file came with the request"})
