@@ -23,11 +23,39 @@ def wants_json() -> bool:
     return best == "application/json"
 
 
+DISCARD_MAX = 16 * 1024 * 1024  # bytes of a refused body read and dropped before the 413 goes out
+
+
+def _discard_body() -> None:
+    """Read and drop a refused body (up to DISCARD_MAX) before answering 413.
+
+    Answered while the body is still coming, the server closes a connection with
+    unread data in it: the kernel resets it, and a proxy still sending the body
+    (Traefik) then answers its client 502 instead of our 413. A body over
+    DISCARD_MAX is not read: that connection is closed as before.
+    """
+    length = request.content_length
+    stream = request.environ.get("wsgi.input")
+    if stream is None or length is None or length > DISCARD_MAX:
+        return
+    left = length
+    try:
+        while left > 0:
+            chunk = stream.read(min(left, 65536))
+            if not chunk:
+                return
+            left -= len(chunk)
+    except (OSError, ValueError):
+        return  # the client went away: nothing to answer anyway
+
+
 def register_error_handlers(app: Flask) -> None:
     """Answer every HTTP error (and any crash) with ``{"error": ...}`` for API clients."""
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):  # noqa: ANN202
+        if error.code == 413:
+            _discard_body()
         if not wants_json():
             return error
         response = jsonify({"error": error.description or error.name})
