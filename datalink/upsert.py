@@ -30,12 +30,19 @@ def reset_sequence(engine: Engine, info: TableInfo) -> None:
     """Make the engine's next generated id come after the largest id in the table.
 
     PostgreSQL: ``setval`` on the column's sequence, never moving it
-    backwards and keeping it in its id lane (``INCREMENT BY`` > 1). MariaDB: ``AUTO_INCREMENT = max + 1`` (InnoDB never lowers it
+    backwards (the table is locked against inserts meanwhile) and keeping it
+    in its id lane (``INCREMENT BY`` > 1). MariaDB: ``AUTO_INCREMENT = max + 1`` (InnoDB never lowers it
     below max + 1 either). SQLite picks max(rowid) + 1 by itself.
     """
     dialect = engine.dialect.name
     name, id_column = info.name, info.id_column
     with engine.begin() as connection:
+        if dialect == "postgresql":
+            # No insert into the table may take an id between the reads below and the setval: one
+            # that did would have its id handed out again by the sequence moved from a stale read.
+            # This lock waits for the inserts in flight to commit and holds new ones (a few ms).
+            quoted = engine.dialect.identifier_preparer.quote(name)
+            connection.execute(text(f"LOCK TABLE {quoted} IN SHARE ROW EXCLUSIVE MODE"))
         top = connection.execute(select(func.max(info.col(id_column)))).scalar() or 0
         if dialect == "postgresql":
             sequence = connection.execute(
