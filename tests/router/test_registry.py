@@ -157,8 +157,9 @@ def test_a_lapsed_lease_is_replaced_by_a_new_registration(etcd_server):
         first = reg.lease.id
         reg.lease.revoke()  # as if etcd had been out of reach past the TTL
         assert etcd.get(reg.keys[0]) is None
-        procs.wait_until(lambda: etcd.get(reg.keys[0]) is not None, 5, "re-registration")
-        assert reg.registrations == 2 and reg.lease.id != first
+        # the keys are written before the registration counts itself: wait for the count
+        procs.wait_until(lambda: reg.registrations == 2, 5, "re-registration")
+        assert etcd.get(reg.keys[0]) is not None and reg.lease.id != first
         assert etcd.get_entry(reg.keys[1]).lease == reg.lease.id
 
 
