@@ -11,7 +11,9 @@ with per-call noise), and the real comparator (gunicorn,
    ``copy`` (Traefik mirrors, the comparator takes each copy but replays
    nothing: Traefik's and the comparator's own cost); ``on`` (each copy
    replayed: the monolith twice more, the candidate once, on the same
-   CPUs). The target is at most +0.3 ms p50 at concurrency 1.
+   CPUs); ``on 25%`` and ``on 10%`` (``strangler shadow --percent N``:
+   Traefik copies that share of the requests, each replayed). The target is
+   at most +0.3 ms p50 at concurrency 1.
 2. Comparator throughput: paced load at rising rates with shadow on; per
    step the comparisons per second and how many copies were dropped. The
    highest rate with nothing dropped is the comparator's capacity here.
@@ -158,17 +160,19 @@ def latency(pool: Any, world: dict, concurrency: int, total: int) -> list[float]
 
 def set_shadow(world: dict, mode: str) -> None:
     """``off``; ``copy``: mirrored, but the comparator replays nothing (its candidate is unknown,
-    so each copy ends as an error at once); ``on``: mirrored and compared."""
+    so each copy ends as an error at once); ``on``: mirrored and compared; ``on 25%``: Traefik
+    copies a quarter of the requests (``strangler shadow --percent 25``), each compared."""
     endpoint = parse_endpoint(ENDPOINT)
     routes, _ = table.load(world["etcd"])
     if mode == "off":
         if routes[endpoint].mirror:
             control.shadow_off(world["etcd"], world["plan"], [endpoint], api=world["api"])
         return
-    if not routes[endpoint].mirror:
-        control.shadow_on(world["etcd"], world["plan"], [endpoint], "users", api=world["api"])
+    percent = int(mode.split()[1].rstrip("%")) if " " in mode else 100
+    if not routes[endpoint].mirror or routes[endpoint].mirror_percent != percent:
+        control.shadow_on(world["etcd"], world["plan"], [endpoint], "users", api=world["api"], percent=percent)
     # "copy": a candidate with no instances, so the comparator replays nothing
-    candidate = "users" if mode == "on" else "nobody"
+    candidate = "nobody" if mode == "copy" else "users"
     table.apply(world["etcd"], lambda rs: {**rs, endpoint: replace(rs[endpoint], candidate=candidate)},
                 who="bench", what=f"shadow candidate {candidate}")
     time.sleep(1.5)  # the comparator reads the route table every second
@@ -228,8 +232,8 @@ def main(argv: list[str] | None = None) -> None:
         world = start_world(stack, Path(tmp))
         pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(16))
         print(f"latency through Traefik, {args.requests} GETs per phase (ms)")
-        print(f"{'concurrency':>11} {'shadow':>6} {'p50':>7} {'p99':>7} {'p50 added':>9}")
-        modes = ("off", "copy", "on")
+        print(f"{'concurrency':>11} {'shadow':>7} {'p50':>7} {'p99':>7} {'p50 added':>9}")
+        modes = ("off", "copy", "on", "on 25%", "on 10%")
         for concurrency in (1, 16):
             latency(pool, world, concurrency, 200)  # warm up
             results: dict[str, list[float]] = {mode: [] for mode in modes}
@@ -240,8 +244,9 @@ def main(argv: list[str] | None = None) -> None:
             for mode in modes:
                 values = results[mode]
                 added = "" if mode == "off" else f"{pct(values, .5) - base:+9.3f}"
-                print(f"{concurrency:>11} {mode:>6} {pct(values, .5):7.3f} {pct(values, .99):7.3f} {added}")
-        print("target: on adds <= +0.300 ms p50 at concurrency 1; copy = mirrored, nothing replayed")
+                print(f"{concurrency:>11} {mode:>7} {pct(values, .5):7.3f} {pct(values, .99):7.3f} {added}")
+        print("target: on adds <= +0.300 ms p50 at concurrency 1; copy = mirrored, nothing replayed;")
+        print("on N% = strangler shadow --percent N: Traefik copies N % of the requests")
         set_shadow(world, "on")
         print(f"\ncomparator throughput (shadow on, {args.seconds:g}s per step)")
         print(f"{'rate/s':>7} {'compared/s':>10} {'dropped':>8} {'user failures':>13}")

@@ -303,6 +303,8 @@ class Route:
     - ``candidate``: with a mirror, the service the comparator holds up
       against the monolith. Kept in the route so that it changes in the same
       transaction as the mirror (Traefik never sees it).
+    - ``mirror_percent``: with a mirror, the share of requests Traefik copies
+      (1-100); the others cost the primary path nothing.
     - ``match``: an A/B route: requests matching it go to its backend instead.
     - ``sticky``: a canary sets a cookie so that one user stays on one side.
     """
@@ -314,6 +316,7 @@ class Route:
     candidate: str | None = None
     match: Match | None = None
     sticky: bool = False
+    mirror_percent: int = 100
 
     def __post_init__(self) -> None:
         ab = self.match.backend if self.match else "x"
@@ -325,6 +328,12 @@ class Route:
                 raise ValueError(f"{self.endpoint}: weights {self.weights} must be >= 0")
             if sum(self.weights.values()) <= 0:
                 raise ValueError(f"{self.endpoint}: weights {self.weights} add up to 0")
+        if not self.mirror:  # the share belongs to a mirror: without one, a route is as it always was
+            object.__setattr__(self, "mirror_percent", 100)
+        if isinstance(self.mirror_percent, bool) or not isinstance(self.mirror_percent, int) \
+                or not 1 <= self.mirror_percent <= 100:
+            raise ValueError(f"{self.endpoint}: mirror_percent {self.mirror_percent!r} must be a whole "
+                             "number from 1 to 100")
 
     @property
     def state(self) -> str:
@@ -348,8 +357,9 @@ class Route:
     def to_dict(self) -> dict[str, Any]:
         """The route as a plain dict (endpoint as its "METHOD /path" spec).
 
-        ``match`` and ``sticky`` appear only when set, so routes without them
-        read (and are stored) exactly as before they existed."""
+        ``match``, ``sticky`` and a ``mirror_percent`` under 100 appear only
+        when set, so routes without them read (and are stored) exactly as
+        before they existed."""
         data: dict[str, Any] = {
             "endpoint": str(self.endpoint),
             "backend": self.backend,
@@ -361,6 +371,8 @@ class Route:
             data["match"] = self.match.to_dict()
         if self.sticky:
             data["sticky"] = True
+        if self.mirror_percent != 100:
+            data["mirror_percent"] = self.mirror_percent
         return data
 
     @classmethod
@@ -374,6 +386,7 @@ class Route:
             candidate=data.get("candidate"),
             match=Match.from_dict(data["match"]) if data.get("match") else None,
             sticky=bool(data.get("sticky")),
+            mirror_percent=data.get("mirror_percent", 100),
         )
 
     @classmethod
@@ -466,20 +479,29 @@ def shadow_service(router: str) -> str:
     return f"{router}-shadow"
 
 
+class ShadowSpec(NamedTuple):
+    """What Traefik's API shows of a shadowed route: its router's mirroring service, which
+    copies ``percent`` % of the requests."""
+
+    service: str
+    percent: int
+
+
 def live_spec(routes: Iterable[Route], monolith: str = MONOLITH,
-              sets: Sets | None = None) -> dict[str, str | dict[str, int]]:
+              sets: Sets | None = None) -> dict[str, str | dict[str, int] | ShadowSpec]:
     """PURE: what Traefik's API shows once *routes* are live: router -> its service, or the
     canary's weights per Traefik service (the same names :func:`traefik_keys` writes).
 
-    A shadowed route's router shows its mirroring service; the service it mirrors
-    from is checked under the mirroring service's name (``{"main": ..., "mirror": ...}``
+    A shadowed route's router shows its mirroring service, with the share it
+    copies (a :class:`ShadowSpec`); the service it mirrors from is checked
+    under the mirroring service's name (``{"main": ..., "mirror": ...}``
     would need another API call, so a blue/green switch confirms shadows by the
     routers it does see)."""
-    spec: dict[str, str | dict[str, int]] = {}
+    spec: dict[str, str | dict[str, int] | ShadowSpec] = {}
     for route in routes:
         name = route.endpoint.id
         if route.mirror:
-            spec[name] = shadow_service(name)
+            spec[name] = ShadowSpec(shadow_service(name), route.mirror_percent)
         elif route.weights:
             spec[name] = {traefik_service(b, monolith, sets): w for b, w in route.weights.items()}
         else:
@@ -568,7 +590,7 @@ def route_keys(
         base = f"{ROOT}/http/services/{service}/mirroring/"
         keys[base + "service"] = main
         keys[base + "mirrors/0/name"] = svc(route.mirror)
-        keys[base + "mirrors/0/percent"] = "100"
+        keys[base + "mirrors/0/percent"] = str(route.mirror_percent)
         # Traefik buffers a body to copy it: bounded, and a larger one is not mirrored.
         keys[base + "maxBodySize"] = str(MIRROR_MAX_BODY)
     entrypoints = entrypoints_of(route.endpoint, entrypoint, internal_entrypoint)

@@ -17,7 +17,7 @@ from typing import Any
 
 import urllib3
 
-from router.keys import INTERNAL_ENTRYPOINT
+from router.keys import INTERNAL_ENTRYPOINT, ShadowSpec
 
 PROVIDER = "etcd"
 # Latency buckets (seconds) of Traefik's Prometheus histograms. Traefik's default
@@ -167,7 +167,7 @@ def qualify(name: str, provider: str = PROVIDER) -> str:
 
 
 # A spec maps router name -> service name, or -> {service name: weight} for a canary.
-RoutingSpec = Mapping[str, "str | Mapping[str, int]"]
+RoutingSpec = Mapping[str, "str | Mapping[str, int] | ShadowSpec"]
 # wait_live reads a spec of up to this many routers by name, a larger one as whole lists.
 NAMED_MAX = 8
 
@@ -240,7 +240,7 @@ class TraefikAPI:
                 continue
             routers[qualify(name)] = router
             service_name = router.get("service", "")
-            if isinstance(wanted, str) and qualify(service_name) != qualify(wanted):
+            if isinstance(wanted, str | ShadowSpec) and qualify(service_name) != qualify(_service_of(wanted)):
                 continue
             if service_name and qualify(service_name) not in services:
                 service = self.service(service_name)
@@ -287,6 +287,10 @@ class TraefikAPI:
             time.sleep(interval)
 
 
+def _service_of(wanted: str | ShadowSpec) -> str:
+    return wanted.service if isinstance(wanted, ShadowSpec) else wanted
+
+
 def spec_mismatches(spec: RoutingSpec, routers: dict, services: dict) -> list[str]:
     """PURE: what in ``routers``/``services`` (API dicts) differs from ``spec``; [] when live.
 
@@ -305,6 +309,14 @@ def spec_mismatches(spec: RoutingSpec, routers: dict, services: dict) -> list[st
             continue
         service_name = router.get("service", "")
         service = services.get(qualify(service_name))
+        if isinstance(wanted, ShadowSpec):
+            if qualify(service_name) != qualify(wanted.service):
+                problems.append(f"router {router_name} -> {service_name}, not {wanted.service}")
+            elif service is None or service.get("status") != "enabled":
+                problems.append(f"service {wanted.service} not live")
+            elif [m.get("percent") for m in (service.get("mirroring") or {}).get("mirrors", [])] != [wanted.percent]:
+                problems.append(f"service {wanted.service} does not copy {wanted.percent}% yet")
+            continue
         if isinstance(wanted, str):
             if qualify(service_name) != qualify(wanted):
                 problems.append(f"router {router_name} -> {service_name}, not {wanted}")

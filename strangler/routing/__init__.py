@@ -84,7 +84,10 @@ def describe(plan: Plan, route: Route) -> str:
         text += " (sticky)"
     if route.match:
         text += f"; {route.match} -> {plan_backend(plan, route.match.backend)}"
-    return f"{text} (copy to {route.mirror})" if route.mirror else text
+    if not route.mirror:
+        return text
+    share = "" if route.mirror_percent == 100 else f" of {route.mirror_percent}%"
+    return f"{text} (copy{share} to {route.mirror})"
 
 
 # -- pure checks -------------------------------------------------------------------------------
@@ -214,9 +217,11 @@ def flipped(route: Route, target: str, weight: int | None, *, match: Match | Non
                 f"{route.endpoint} is served by {target} already; an A/B route sends matching "
                 "requests elsewhere: give that backend with --to")
         return Route(route.endpoint, route.backend, weights=route.weights, mirror=route.mirror,
-                     candidate=route.candidate, match=match, sticky=route.sticky)
+                     candidate=route.candidate, match=match, sticky=route.sticky,
+                     mirror_percent=route.mirror_percent)
     if weight is None:
-        return Route(route.endpoint, target, mirror=route.mirror, candidate=route.candidate)
+        return Route(route.endpoint, target, mirror=route.mirror, candidate=route.candidate,
+                     mirror_percent=route.mirror_percent)
     if target == route.backend:
         raise RoutingError(
             f"{route.endpoint} is served by {target} already; "
@@ -225,7 +230,7 @@ def flipped(route: Route, target: str, weight: int | None, *, match: Match | Non
     weights = {target: weight, route.backend: 100 - weight}
     keep = default_sticky(route.endpoint) if sticky is None else sticky
     return Route(route.endpoint, route.backend, weights=weights, mirror=route.mirror,
-                 candidate=route.candidate, sticky=keep)
+                 candidate=route.candidate, sticky=keep, mirror_percent=route.mirror_percent)
 
 
 # -- the world ---------------------------------------------------------------------------------

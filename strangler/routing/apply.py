@@ -85,7 +85,8 @@ def desired_routes(plan: Plan, current: Routes, keep_live: bool = False) -> Rout
         elif answering_backends(route) <= allowed_backends(plan, endpoint):
             wanted[endpoint] = route
         else:
-            wanted[endpoint] = Route(endpoint, start.backend, mirror=route.mirror)
+            wanted[endpoint] = Route(endpoint, start.backend, mirror=route.mirror,
+                                     mirror_percent=route.mirror_percent)
     if keep_live:
         for endpoint, route in current.items():
             if _answering(route) != _answering(wanted.get(endpoint)):
@@ -242,6 +243,7 @@ def route_rows(plan: Plan, routes: Routes) -> list[dict[str, Any]]:
             "backend": plan_backend(plan, route.backend) if route else None,
             "weights": {plan_backend(plan, b): w for b, w in weights.items()} if weights else None,
             "mirror": route.mirror if route else None,
+            "mirror_percent": route.mirror_percent if route and route.mirror else None,
             "match": ({**route.match.to_dict(), "backend": plan_backend(plan, route.match.backend)}
                       if route and route.match else None),
             "sticky": bool(route and route.sticky),

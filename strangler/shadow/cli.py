@@ -32,21 +32,25 @@ from strangler.stack.state import read_state
 @click.option("--to", "target", metavar="SERVICE", help="The service compared with the monolith.")
 @click.option("--service", metavar="NAME", help="Every endpoint the plan gives to NAME (compared with NAME).")
 @click.option("--off", is_flag=True, help="Stop shadowing the named endpoints (none named: all).")
+@click.option("--percent", type=click.IntRange(1, 100), default=None, metavar="1-100",
+              help="The share of requests Traefik copies (default 100); the others cost users nothing.")
 @wait_options
 @routing_command
 def shadow(conn: Connection, endpoints: tuple[str, ...], target: str | None, service: str | None,
-           off: bool, timeout: float, no_wait: bool) -> None:
+           off: bool, percent: int | None, timeout: float, no_wait: bool) -> None:
     """Copy the named endpoints' traffic to the comparator, which compares SERVICE with the monolith.
 
     The monolith keeps answering users. ENDPOINT is "GET /api/users/<id>" or
     a Flask name. Recorded in the history; `strangler rollback` undoes it.
     Refused when the comparator or SERVICE has no healthy instance. See the
-    results with `strangler diffs`.
+    results with `strangler diffs`. With --percent N, Traefik copies N % of
+    the requests: on a busy endpoint, the comparator's load and the cost of
+    copying stay bounded, and the requests not copied pay nothing.
     """
     api = conn.api(not no_wait)
     if off:
-        if target or service:
-            raise click.UsageError("--off takes endpoints only, not --to or --service")
+        if target or service or percent is not None:
+            raise click.UsageError("--off takes endpoints only, not --to, --service or --percent")
         chosen = [conn.plan.endpoint(spec) for spec in endpoints]
         outcome = control.shadow_off(conn.etcd(), conn.plan, chosen, api=api, timeout=timeout)
     else:
@@ -56,7 +60,8 @@ def shadow(conn: Connection, endpoints: tuple[str, ...], target: str | None, ser
         chosen = routing.resolve(conn.plan, endpoints, service)
         for line in control.unsafe_notes(conn.plan, chosen):
             click.echo(line)
-        outcome = control.shadow_on(conn.etcd(), conn.plan, chosen, target, api=api, timeout=timeout)
+        outcome = control.shadow_on(conn.etcd(), conn.plan, chosen, target, api=api, timeout=timeout,
+                                    percent=100 if percent is None else percent)
     report(conn, outcome, outcome.change.what if outcome.change else "")
 
 

@@ -62,8 +62,11 @@ def check_comparator(etcd: Etcd, timeout: float = 1.0) -> None:
 
 
 def shadow_on(etcd: Etcd, plan: Plan, endpoints: Sequence[Endpoint], target: str, *,
-              api: TraefikAPI | None = None, who: str | None = None, timeout: float = 10.0) -> Outcome:
+              api: TraefikAPI | None = None, who: str | None = None, timeout: float = 10.0,
+              percent: int = 100) -> Outcome:
     """Mirror ``endpoints`` to the comparator, comparing the monolith with ``target``, in ONE change.
+
+    ``percent``: the share of requests Traefik copies (1-100); the others cost nothing.
 
     Who answers users does not change. Refuses (RoutingError, nothing written)
     what check_shadow refuses, a comparator or target without a healthy
@@ -78,10 +81,12 @@ def shadow_on(etcd: Etcd, plan: Plan, endpoints: Sequence[Endpoint], target: str
         for endpoint in endpoints:
             if endpoint not in routes:
                 raise RoutingError(f"{endpoint} is not in the routing table yet; run strangler plan apply")
-            routes[endpoint] = replace(routes[endpoint], mirror=COMPARATOR, candidate=target)
+            routes[endpoint] = replace(routes[endpoint], mirror=COMPARATOR, candidate=target,
+                                       mirror_percent=percent)
         return routes
 
-    return routing.write(etcd, api, change, what=f"shadow {summary(endpoints)} to {target}",
+    share = "" if percent == 100 else f" ({percent}% of requests copied)"
+    return routing.write(etcd, api, change, what=f"shadow {summary(endpoints)} to {target}{share}",
                          who=who or routing.table.current_user(), timeout=timeout, only=endpoints)
 
 
@@ -101,7 +106,7 @@ def shadow_off(etcd: Etcd, plan: Plan, endpoints: Sequence[Endpoint] = (), *,
     def change(routes: Routes) -> Routes:
         for endpoint in chosen:
             if endpoint in routes:
-                routes[endpoint] = replace(routes[endpoint], mirror=None, candidate=None)
+                routes[endpoint] = replace(routes[endpoint], mirror=None, candidate=None, mirror_percent=100)
         return routes
 
     return routing.write(etcd, api, change, what=f"shadow off {summary(chosen)}",

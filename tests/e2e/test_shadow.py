@@ -31,6 +31,7 @@ from routing_helpers import clean_routing, plan_text  # noqa: E402
 from servers import QuietHTTPServer, serving_page  # noqa: E402
 
 from router import registry  # noqa: E402
+from router.keys import parse_endpoint, shadow_service  # noqa: E402
 from router.registry import Registration  # noqa: E402
 from strangler.cli import cli  # noqa: E402
 from strangler.stack import procs  # noqa: E402
@@ -201,6 +202,51 @@ def test_the_comparator_process_takes_copies_marked_by_traefik_only(world):
     assert diffs(world)["GET /api/users/<id>"]["seen"] == before + 1  # the refused ones were not counted
 
 
+def test_a_shadow_of_a_share_has_traefik_copy_that_share_only(world):
+    """--percent 25: Traefik's mirroring service says 25 and copies one request in four; the
+    route says so; shadowing it whole again restores 100 %."""
+    wait_registered(world, True)
+    spec = "GET /api/users/<id>"
+    result = run(world, "shadow", spec, "--to", "users", "--percent", "25")
+    assert "25% of requests copied" in result.output and "Traefik confirmed it live" in result.output
+    row = {r["endpoint"]: r for r in json.loads(run(world, "routes", "--json").stdout)}[spec]
+    assert row["mirror_percent"] == 25 and "copy of 25% to comparator" in row["serving"]
+    service = f"{shadow_service(parse_endpoint(spec).id)}@etcd"  # the route's mirroring service
+    mirroring = requests.get(f"{world['api']}/api/http/services/{service}", timeout=5).json()["mirroring"]
+    assert [m["percent"] for m in mirroring["mirrors"]] == [25]
+    before = diffs(world)[spec]["seen"]
+    session = requests.Session()
+    for _ in range(200):
+        assert session.get(world["web"] + "/api/users/1", timeout=5).status_code == 200
+    deadline = time.monotonic() + 20
+    while diffs(world)[spec]["seen"] - before < 45:  # Traefik copies 50 of the 200, one in four
+        assert time.monotonic() < deadline, diffs(world)[spec]
+        time.sleep(0.1)
+    time.sleep(1)  # copies still on their way would have been counted by now
+    assert 45 <= diffs(world)[spec]["seen"] - before <= 55
+    run(world, "shadow", spec, "--to", "users")
+    row = {r["endpoint"]: r for r in json.loads(run(world, "routes", "--json").stdout)}[spec]
+    assert row["mirror_percent"] == 100
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--percent", "0"], "0 is not in the range 1<=x<=100"),
+    (["--percent", "101"], "101 is not in the range 1<=x<=100"),
+    (["--percent", "ten"], "'ten' is not a valid integer"),
+])
+def test_a_bad_share_is_refused_in_one_line_and_writes_nothing(world, args, message):
+    before = json.loads(run(world, "history", "--json").stdout)
+    result = run(world, "shadow", "GET /api/users", "--to", "users", *args, ok=False)
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert json.loads(run(world, "history", "--json").stdout) == before
+
+
+def test_off_with_a_share_is_a_usage_error(world):
+    result = run(world, "shadow", "--off", "GET /api/users", "--percent", "50", ok=False)
+    assert result.exit_code == 2 and "--off takes endpoints only" in result.output
+
+
 def test_shadow_off_and_rollback_are_recorded_in_history(world):
     run(world, "shadow", "--off", "GET /api/users")
     rows = {r["endpoint"]: r for r in json.loads(run(world, "routes", "--json").stdout)}
@@ -210,7 +256,7 @@ def test_shadow_off_and_rollback_are_recorded_in_history(world):
     rows = {r["endpoint"]: r for r in json.loads(run(world, "routes", "--json").stdout)}
     assert rows["GET /api/users"]["mirror"] == "comparator"
     whats = [c["what"] for c in json.loads(run(world, "history", "--json").stdout)]
-    assert whats[-3:] == ["shadow GET /api/users/<id> and GET /api/users to users",
+    assert whats[-3:] == ["shadow GET /api/users/<id> to users",
                           "shadow off GET /api/users",
                           f"roll back change {len(whats) - 1} (shadow off GET /api/users)"]
 

@@ -9,6 +9,7 @@ from router.keys import (
     Endpoint,
     Match,
     Route,
+    ShadowSpec,
     history_key,
     is_server_key,
     live_spec,
@@ -137,10 +138,17 @@ def test_route_json_round_trip():
     route = Route(ep("POST /api/users/<int:id>"), weights={"users": 5, "monolith": 95})
     assert Route.from_json(route.to_json()) == route
     assert '"endpoint": "POST /api/users/<id>"' in route.to_json()
+    share = Route(ep("GET /api/users"), mirror="comparator", candidate="users", mirror_percent=25)
+    assert Route.from_json(share.to_json()) == share and share.to_dict()["mirror_percent"] == 25
+    # a whole shadow, and a route without one, are stored as before the share existed
+    assert "mirror_percent" not in Route(ep("GET /a"), mirror="comparator").to_dict()
+    assert Route(ep("GET /a"), mirror_percent=25) == Route(ep("GET /a"))
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"backend": "Bad Name"}, {"weights": {}}, {"weights": {"a": 0}}, {"mirror": "x/y"}]
+    "kwargs", [{"backend": "Bad Name"}, {"weights": {}}, {"weights": {"a": 0}}, {"mirror": "x/y"},
+               {"mirror": "comparator", "mirror_percent": 0}, {"mirror": "comparator", "mirror_percent": 101},
+               {"mirror": "comparator", "mirror_percent": "50"}, {"mirror": "comparator", "mirror_percent": True}]
 )
 def test_route_rejects_bad_values(kwargs):
     with pytest.raises(ValueError):
@@ -333,14 +341,17 @@ def test_without_an_internal_entrypoint_every_router_is_on_the_one_entrypoint():
 def test_live_spec_names_what_traefik_keys_writes():
     routes = [Route(ep("GET /a")), Route(ep("GET /b"), "users"),
               Route(ep("GET /c"), weights={"users": 10, "monolith": 90}),
-              Route(ep("GET /d"), mirror="comparator")]
+              Route(ep("GET /d"), mirror="comparator"), Route(ep("GET /e"), mirror="comparator", mirror_percent=25)]
     spec = live_spec(routes, monolith="flack")
     assert spec == {"get-a": "flack", "get-b": "users", "get-c": {"users": 10, "flack": 90},
-                    "get-d": "get-d-shadow"}
+                    "get-d": ShadowSpec("get-d-shadow", 100), "get-e": ShadowSpec("get-e-shadow", 25)}
     keys = traefik_keys(routes, monolith="flack")
     for router, expected in spec.items():
         service = keys[f"{R}{router}/service"]
-        if isinstance(expected, str):
+        if isinstance(expected, ShadowSpec):  # the router points at the mirroring service copying that share
+            assert service == expected.service
+            assert keys[f"{S}{service}/mirroring/mirrors/0/percent"] == str(expected.percent)
+        elif isinstance(expected, str):
             assert service == expected
         else:  # a canary: the router points at the weighted service holding those weights
             names = {keys[k] for k in keys if k.startswith(f"{S}{service}/weighted/services/") and k.endswith("/name")}

@@ -8,7 +8,7 @@ import pytest
 from routing_helpers import Backends, clean_routing, write_plan
 
 from router import table
-from router.keys import MONOLITH, Route, parse_endpoint
+from router.keys import MONOLITH, Route, ShadowSpec, parse_endpoint
 from router.traefik import TraefikAPI
 from strangler import routing
 from strangler.plan import Plan, PlanError, load_plan
@@ -114,11 +114,11 @@ def _with_serves(plan: Plan) -> dict:
 
 
 def test_flipped_full_and_canary_keep_the_mirror():
-    shadowed = Route(USER, mirror="comparator")
-    assert routing.flipped(shadowed, "users", None) == Route(USER, "users", mirror="comparator")
+    shadowed = Route(USER, mirror="comparator", mirror_percent=30)
+    assert routing.flipped(shadowed, "users", None) == Route(USER, "users", mirror="comparator", mirror_percent=30)
     canary = routing.flipped(shadowed, "users", 10)
     assert canary.weights == {"users": 10, MONOLITH: 90} and canary.backend == MONOLITH
-    assert canary.mirror == "comparator"
+    assert (canary.mirror, canary.mirror_percent) == ("comparator", 30)
     back = routing.flipped(Route(USER, "users"), MONOLITH, 5)
     assert back.weights == {MONOLITH: 5, "users": 95}
     with pytest.raises(routing.RoutingError, match="already"):
@@ -134,7 +134,7 @@ def test_expectation_names_traefik_services():
     assert spec == {
         USER.id: "flack",
         USERS.id: {"users": 10, "flack": 90},
-        TOKENS.id: f"{TOKENS.id}-shadow",
+        TOKENS.id: ShadowSpec(f"{TOKENS.id}-shadow", 100),
     }
 
 
