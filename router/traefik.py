@@ -309,19 +309,16 @@ def spec_mismatches(spec: RoutingSpec, routers: dict, services: dict) -> list[st
             continue
         service_name = router.get("service", "")
         service = services.get(qualify(service_name))
-        if isinstance(wanted, ShadowSpec):
-            if qualify(service_name) != qualify(wanted.service):
-                problems.append(f"router {router_name} -> {service_name}, not {wanted.service}")
+        if isinstance(wanted, str | ShadowSpec):
+            name = _service_of(wanted)
+            if qualify(service_name) != qualify(name):
+                problems.append(f"router {router_name} -> {service_name}, not {name}")
             elif service is None or service.get("status") != "enabled":
-                problems.append(f"service {wanted.service} not live")
-            elif [m.get("percent") for m in (service.get("mirroring") or {}).get("mirrors", [])] != [wanted.percent]:
-                problems.append(f"service {wanted.service} does not copy {wanted.percent}% yet")
-            continue
-        if isinstance(wanted, str):
-            if qualify(service_name) != qualify(wanted):
-                problems.append(f"router {router_name} -> {service_name}, not {wanted}")
-            elif service is None or service.get("status") != "enabled":
-                problems.append(f"service {wanted} not live")
+                problems.append(f"service {name} not live")
+            elif isinstance(wanted, ShadowSpec) and [
+                m.get("percent") for m in (service.get("mirroring") or {}).get("mirrors", [])
+            ] != [wanted.percent]:
+                problems.append(f"service {name} does not copy {wanted.percent}% yet")
             continue
         if service is None or service.get("status") != "enabled":
             problems.append(f"router {router_name}: weighted service {service_name} not live")

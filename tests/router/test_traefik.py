@@ -11,6 +11,7 @@ import pytest
 import requests
 import yaml
 
+from router.keys import ShadowSpec
 from router.traefik import (
     TraefikError,
     spec_mismatches,
@@ -114,6 +115,16 @@ def test_spec_names_each_difference():
 
 def test_spec_needs_the_service_live():
     assert spec_mismatches({"r": "users"}, ROUTERS, {}) == ["service users not live"]
+
+
+def test_a_shadow_spec_needs_the_share_it_names():
+    routers = {"s@etcd": {"name": "s@etcd", "status": "enabled", "service": "s-shadow"}}
+    services = {"s-shadow@etcd": {"name": "s-shadow@etcd", "status": "enabled",
+                                  "mirroring": {"service": "monolith", "mirrors": [{"name": "comparator", "percent": 100}]}}}
+    assert spec_mismatches({"s": ShadowSpec("s-shadow", 100)}, routers, services) == []
+    assert spec_mismatches({"s": ShadowSpec("s-shadow", 25)}, routers, services) == [
+        "service s-shadow does not copy 25% yet"]
+    assert spec_mismatches({"s": ShadowSpec("other", 25)}, routers, services) == ["router s -> s-shadow, not other"]
 
 
 # -- against a real Traefik ---------------------------------------------------
