@@ -106,7 +106,7 @@ def shadow_off(etcd: Etcd, plan: Plan, endpoints: Sequence[Endpoint] = (), *,
     def change(routes: Routes) -> Routes:
         for endpoint in chosen:
             if endpoint in routes:
-                routes[endpoint] = replace(routes[endpoint], mirror=None, candidate=None, mirror_percent=100)
+                routes[endpoint] = replace(routes[endpoint], mirror=None, candidate=None)
         return routes
 
     return routing.write(etcd, api, change, what=f"shadow off {summary(chosen)}",
